@@ -1,0 +1,316 @@
+//! The CPU backend: the reference for every operation, and the fallback trainer.
+//! Row-parallel with rayon; GEMMs through matrixmultiply; the transcendental hot loops use the
+//! branch-free approximations of [`crate::math`] so that they vectorise.
+
+use rayon::prelude::*;
+
+use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
+use crate::math::{exp_neg, log1p_unit, log_sigmoid, sigmoid};
+use crate::rng::RngKey;
+
+/// Probabilities are clipped to [CLIP, 1 - CLIP] wherever p itself enters a formula
+/// (p(1-p), the hindsight ratios, log((1-p)/p)); log-probabilities use raw logits.
+pub const CLIP: f32 = 1e-5;
+
+#[inline(always)]
+pub fn clipped_p(logit: f32) -> f32 {
+    sigmoid(logit).clamp(CLIP, 1.0 - CLIP)
+}
+
+/// Rows below this many elements of work are not worth splitting across threads.
+const PAR_MIN_WORK: usize = 1 << 15;
+
+fn rows_mut<'a>(out: &'a mut [f32], n: usize, work_per_row: usize) -> rayon::slice::ChunksMut<'a, f32> {
+    // One chunk per row; rayon splits adaptively, and tiny problems stay on one thread.
+    let _ = work_per_row;
+    out.par_chunks_mut(n.max(1))
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl Cpu {
+    pub fn new() -> Self {
+        Cpu
+    }
+}
+
+/// One row of the credit pass: for each parent i, the child log-likelihood (and optionally the
+/// children's entropy) with parent i flipped. `sa[c] = s_c·a_c` and `s[c] = 2·child_c - 1`, so
+/// the flipped, signed logit is x = sa[c] + d_i·s[c]·w[i, c] with d_i = 1 - 2·parent_i.
+#[inline(always)]
+fn credit_row(flip_lp: &mut [f32], mut flip_ent: Option<&mut [f32]>, parent: &[f32], w: &[f32], sa: &[f32], s: &[f32]) {
+    let c = sa.len();
+    for (i, &u) in parent.iter().enumerate() {
+        let d = 1.0 - 2.0 * u;
+        let wi = &w[i * c..(i + 1) * c];
+        let mut lp = 0.0f32;
+        let mut ent = 0.0f32;
+        match flip_ent {
+            None => {
+                for j in 0..c {
+                    let x = sa[j] + d * s[j] * wi[j];
+                    let y = x.abs();
+                    let l = log1p_unit(exp_neg(-y));
+                    lp += x.min(0.0) - l;
+                }
+            }
+            Some(_) => {
+                for j in 0..c {
+                    let x = sa[j] + d * s[j] * wi[j];
+                    let y = x.abs();
+                    let e = exp_neg(-y);
+                    let l = log1p_unit(e);
+                    lp += x.min(0.0) - l;
+                    // H(σ(x)) = log1p(e) + |x|·e/(1+e) with e = exp(-|x|).
+                    ent += l + y * e / (1.0 + e);
+                }
+            }
+        }
+        flip_lp[i] = lp;
+        if let Some(fe) = flip_ent.as_deref_mut() {
+            fe[i] = ent;
+        }
+    }
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn zeros(&self, n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+    fn upload(&self, host: &[f32]) -> Vec<f32> {
+        host.to_vec()
+    }
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        buf.clone()
+    }
+    fn write(&self, dst: &mut Vec<f32>, host: &[f32]) {
+        dst.copy_from_slice(host);
+    }
+
+    fn matmul_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, k: usize, n: usize) {
+        debug_assert_eq!((out.len(), inp.len(), w.len(), bias.len()), (b * n, b * k, k * n, n));
+        for row in out.chunks_mut(n) {
+            row.copy_from_slice(bias);
+        }
+        // SAFETY: the slices have exactly the (b,k), (k,n), (b,n) row-major extents used here.
+        unsafe {
+            matrixmultiply::sgemm(b, k, n, 1.0, inp.as_ptr(), k as isize, 1, w.as_ptr(), n as isize, 1, 1.0, out.as_mut_ptr(), n as isize, 1);
+        }
+    }
+
+    fn matmul_backward_weight(&self, dw: &mut Vec<f32>, inp: &Vec<f32>, dout: &Vec<f32>, b: usize, k: usize, n: usize) {
+        debug_assert_eq!((dw.len(), inp.len(), dout.len()), (k * n, b * k, b * n));
+        // SAFETY: inpᵀ is read as (k, b) with row stride 1 and column stride k.
+        unsafe {
+            matrixmultiply::sgemm(k, b, n, 1.0 / b as f32, inp.as_ptr(), 1, k as isize, dout.as_ptr(), n as isize, 1, 0.0, dw.as_mut_ptr(), n as isize, 1);
+        }
+    }
+
+    fn column_mean(&self, out: &mut Vec<f32>, x: &Vec<f32>, b: usize, n: usize) {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for row in x.chunks(n).take(b) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+        let inv = 1.0 / b as f32;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+
+    fn bernoulli_sample(&self, z: &mut Vec<f32>, anti: Option<&mut Vec<f32>>, logits: &Vec<f32>, key: RngKey, mode: SampleMode, b: usize, n: usize) {
+        let mut u = vec![0.0f32; b * n];
+        key.fill_uniform(0, &mut u);
+        match (mode, anti) {
+            (SampleMode::Standard, _) => {
+                for ((zi, &a), &ui) in z.iter_mut().zip(logits).zip(&u) {
+                    *zi = (ui < clipped_p(a)) as u8 as f32;
+                }
+            }
+            (SampleMode::Antithetic, Some(anti)) => {
+                for (((zi, ai), &a), &ui) in z.iter_mut().zip(anti.iter_mut()).zip(logits).zip(&u) {
+                    let p = clipped_p(a);
+                    *zi = (1.0 - ui < p) as u8 as f32;
+                    *ai = (ui < p) as u8 as f32;
+                }
+            }
+            (SampleMode::Antithetic, None) => panic!("antithetic sampling needs an output for the twin"),
+        }
+    }
+
+    fn log_prob_rows(&self, terms: &mut Vec<f32>, t: usize, col: usize, logits: &Vec<f32>, broadcast: bool, targets: &Vec<f32>, b: usize, n: usize) {
+        for r in 0..b {
+            let a = if broadcast { &logits[..n] } else { &logits[r * n..(r + 1) * n] };
+            let x = &targets[r * n..(r + 1) * n];
+            let mut s = 0.0f32;
+            for j in 0..n {
+                s += log_sigmoid((2.0 * x[j] - 1.0) * a[j]);
+            }
+            terms[r * t + col] = s;
+        }
+    }
+
+    fn entropy_rows(&self, terms: &mut Vec<f32>, t: usize, col: usize, logits: &Vec<f32>, b: usize, n: usize) {
+        for r in 0..b {
+            let mut s = 0.0f32;
+            for &a in &logits[r * n..(r + 1) * n] {
+                s += crate::math::bernoulli_entropy_from_logit(a);
+            }
+            terms[r * t + col] = s;
+        }
+    }
+
+    fn weighted_row_sum(&self, out: &mut Vec<f32>, terms: &Vec<f32>, coef: &[f32], offset: f32, b: usize, t: usize) {
+        for r in 0..b {
+            let row = &terms[r * t..(r + 1) * t];
+            out[r] = row.iter().zip(coef).map(|(x, c)| x * c).sum::<f32>() + offset;
+        }
+    }
+
+    fn term_means(&self, terms: &Vec<f32>, b: usize, t: usize) -> Vec<f64> {
+        let mut m = vec![0.0f64; t];
+        for row in terms.chunks(t).take(b) {
+            for (mi, &x) in m.iter_mut().zip(row) {
+                *mi += x as f64;
+            }
+        }
+        m.iter_mut().for_each(|x| *x /= b as f64);
+        m
+    }
+
+    fn credit_pass(&self, flip_lp: &mut Vec<f32>, flip_ent: Option<&mut Vec<f32>>, parent: &Vec<f32>, w: &Vec<f32>, child_logits: &Vec<f32>, child: &Vec<f32>, b: usize, p: usize, c: usize) {
+        debug_assert_eq!((flip_lp.len(), parent.len(), w.len(), child_logits.len(), child.len()), (b * p, b * p, p * c, b * c, b * c));
+        let row = |r: usize, lp: &mut [f32], ent: Option<&mut [f32]>| {
+            let s: Vec<f32> = child[r * c..(r + 1) * c].iter().map(|&x| 2.0 * x - 1.0).collect();
+            let sa: Vec<f32> = child_logits[r * c..(r + 1) * c].iter().zip(&s).map(|(a, s)| a * s).collect();
+            credit_row(lp, ent, &parent[r * p..(r + 1) * p], w, &sa, &s);
+        };
+        let parallel = b * p * c >= PAR_MIN_WORK;
+        match flip_ent {
+            Some(ent) => {
+                if parallel {
+                    flip_lp.par_chunks_mut(p).zip(ent.par_chunks_mut(p)).enumerate().for_each(|(r, (lp, e))| row(r, lp, Some(e)));
+                } else {
+                    flip_lp.chunks_mut(p).zip(ent.chunks_mut(p)).enumerate().for_each(|(r, (lp, e))| row(r, lp, Some(e)));
+                }
+            }
+            None => {
+                if parallel {
+                    rows_mut(flip_lp, p, p * c).enumerate().for_each(|(r, lp)| row(r, lp, None));
+                } else {
+                    flip_lp.chunks_mut(p).enumerate().for_each(|(r, lp)| row(r, lp, None));
+                }
+            }
+        }
+    }
+
+    fn hnca_unit_grad(&self, out: &mut Vec<f32>, inp: &HncaInputs<'_, Vec<f32>>, b: usize, p: usize) {
+        let t = inp.t;
+        for r in 0..b {
+            let row_term = |col: usize| inp.terms[r * t + col];
+            let dec_actual = row_term(inp.col_dec);
+            let gen_total = row_term(inp.col_gen);
+            let reward = inp.reward[r];
+            let above = inp.above.as_ref().map(|a| (a, row_term(a.col_lp), row_term(a.col_ent)));
+            for k in 0..p {
+                let i = r * p + k;
+                let pk = clipped_p(inp.logits[i]);
+                let on = inp.z[i] > 0.5;
+                // The value of a term at Φ = 1 and Φ = 0, from its actual and flipped values.
+                let split = |actual: f32, flipped: f32| if on { (actual, flipped) } else { (flipped, actual) };
+                let (dec1, dec0) = split(dec_actual, inp.flip_dec[i]);
+                let (rho1, rho0, ent1, ent0) = match &above {
+                    None => (1.0, 1.0, 0.0, 0.0),
+                    Some((a, lp_actual, ent_actual)) => {
+                        let (lp1, lp0) = split(*lp_actual, a.flip_lp[i]);
+                        let (rho1, rho0) = hindsight_ratios(pk, lp0 - lp1);
+                        let (e1, e0) = split(*ent_actual, a.flip_ent[i]);
+                        (rho1, rho0, e1, e0)
+                    }
+                };
+                let g = if inp.gen_is_prior { inp.gen_logits[k] } else { inp.gen_logits[i] };
+                let (own1, own0) = (log_sigmoid(g), log_sigmoid(-g));
+                let siblings = gen_total - if on { own1 } else { own0 };
+                let (dec_term, ent_term) = if inp.all_child {
+                    (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0)
+                } else {
+                    (dec1 - dec0, ent1 - ent0)
+                };
+                let credit = ((1.0 - pk) / pk).ln()
+                    + dec_term
+                    + rho1 * own1 - rho0 * own0
+                    + (rho1 - rho0) * (siblings + reward)
+                    + ent_term;
+                out[i] = pk * (1.0 - pk) * credit;
+            }
+        }
+    }
+
+    fn score_unit_grad(&self, out: &mut Vec<f32>, logits: &Vec<f32>, z: &Vec<f32>, alt: ScoreAlt<'_, Vec<f32>>, coef: &Vec<f32>, b: usize, n: usize) {
+        for r in 0..b {
+            for j in 0..n {
+                let i = r * n + j;
+                let p = clipped_p(logits[i]);
+                let own_entropy = p * (1.0 - p) * ((1.0 - p) / p).ln();
+                let score = match alt {
+                    ScoreAlt::Mean => z[i] - p,
+                    ScoreAlt::Sample(z2) => z[i] - z2[i],
+                    ScoreAlt::Antithetic(zt) => (z[i] - zt[i]) * p.max(1.0 - p),
+                };
+                out[i] = own_entropy + coef[r] * score;
+            }
+        }
+    }
+
+    fn bernoulli_delta(&self, out: &mut Vec<f32>, logits: &Vec<f32>, broadcast: bool, targets: &Vec<f32>, b: usize, n: usize) {
+        for r in 0..b {
+            for j in 0..n {
+                let a = if broadcast { logits[j] } else { logits[r * n + j] };
+                out[r * n + j] = targets[r * n + j] - sigmoid(a);
+            }
+        }
+    }
+
+    fn grad_variance_sums(&self, inp: &Vec<f32>, g: &Vec<f32>, dw: &Vec<f32>, db: &Vec<f32>, b: usize, k: usize, n: usize) -> (f64, f64) {
+        // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
+        // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
+        let mut sq_w = 0.0f64;
+        let mut sq_b = 0.0f64;
+        for r in 0..b {
+            let u2: f64 = inp[r * k..(r + 1) * k].iter().map(|&x| (x as f64) * (x as f64)).sum();
+            let g2: f64 = g[r * n..(r + 1) * n].iter().map(|&x| (x as f64) * (x as f64)).sum();
+            sq_w += u2 * g2;
+            sq_b += g2;
+        }
+        let mean_sq = |v: &[f32]| v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        (sq_w / b as f64 - mean_sq(dw), sq_b / b as f64 - mean_sq(db))
+    }
+
+    fn adam(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamStep) {
+        let c1 = 1.0 - hp.beta1.powi(hp.t.min(i32::MAX as u64) as i32);
+        let c2 = 1.0 - hp.beta2.powi(hp.t.min(i32::MAX as u64) as i32);
+        for i in 0..param.len() {
+            let g = grad[i];
+            m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
+            v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
+            param[i] += hp.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + hp.eps);
+        }
+    }
+}
+
+/// HNCA's hindsight ratios ρ_1 = P(Φ=1 | children)/p and ρ_0 = P(Φ=0 | children)/(1-p), from the
+/// fire rate p and δ = log P_0 - log P_1, branching on the sign of δ so no exponential overflows.
+#[inline(always)]
+pub fn hindsight_ratios(p: f32, delta: f32) -> (f32, f32) {
+    if delta >= 0.0 {
+        let e = (-delta).exp(); // P_1/P_0 ≤ 1
+        let den = p * e + (1.0 - p);
+        (e / den, 1.0 / den)
+    } else {
+        let e = delta.exp(); // P_0/P_1 < 1
+        let den = p + (1.0 - p) * e;
+        (1.0 / den, e / den)
+    }
+}

@@ -1,0 +1,26 @@
+//! Everything that can stop a run, each with a one-line message naming what failed.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// An impossible combination of options, found while validating the configuration.
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("training diverged at step {step}: the ELBO is {elbo}; try a smaller --lr")]
+    Diverged { step: u64, elbo: f64 },
+}
+
+impl Error {
+    /// Exit status: 2 for a usage mistake (as clap uses), 1 for anything that failed while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
