@@ -42,8 +42,8 @@ pub struct VaeArgs {
     pub full_reward: bool,
 
     /// Adam learning rate (β1 0.9, β2 0.999, ε 1e-8).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f32,
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    pub lr: f64,
 
     /// Minibatch size.
     #[arg(long, default_value_t = 50)]
@@ -110,7 +110,10 @@ impl VaeArgs {
         }
         let est = Estimator { kind: self.estimator, all_child: self.all_child, full_reward: self.full_reward };
         if (self.all_child || self.full_reward) && !est.is_hnca() {
-            return bad(format!("--all-child and --full-reward are HNCA ablations; they do not apply to --estimator {}", self.estimator.name()));
+            return bad(format!(
+                "--all-child and --full-reward are HNCA ablations; they do not apply to --estimator {}",
+                self.estimator.name()
+            ));
         }
         Ok(TrainConfig {
             latent: self.layers.clone(),

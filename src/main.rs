@@ -25,8 +25,15 @@ fn run_vae(args: &VaeArgs) -> Result<(), Error> {
     let dir = args.data_dir.clone().unwrap_or_else(hnca::data::default_data_dir);
     let data = hnca::data::load_mnist(&dir)?;
     eprintln!(
-        "hnca vae: {} on cpu, layers {:?}, batch {}, lr {}, seed {}, {} train / {} test images from {}",
-        cfg.estimator.label(), cfg.latent, cfg.batch_size, cfg.lr, cfg.seed, data.train.n, data.test.n, dir.display()
+        "hnca vae: {} on cpu, layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
+        cfg.estimator.label(),
+        cfg.latent,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.seed,
+        data.train.n,
+        data.test.n,
+        dir.display()
     );
     hnca::train::train(&Cpu::new(), &cfg, &data)?;
     Ok(())

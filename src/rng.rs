@@ -65,10 +65,7 @@ impl RngKey {
 
     #[inline(always)]
     fn block(&self, block: u32) -> [u32; 4] {
-        philox4x32_10(
-            [block, self.stream, self.step as u32, (self.step >> 32) as u32],
-            self.key(),
-        )
+        philox4x32_10([block, self.stream, self.step as u32, (self.step >> 32) as u32], self.key())
     }
 
     /// The raw 32-bit word for element `index`.
@@ -145,16 +142,8 @@ mod tests {
     fn random123_known_answers() {
         let cases: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
             ([0; 4], [0; 2], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
-            (
-                [0xffffffff; 4],
-                [0xffffffff; 2],
-                [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
-            ),
-            (
-                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-                [0xa4093822, 0x299f31d0],
-                [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
-            ),
+            ([0xffffffff; 4], [0xffffffff; 2], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]),
+            ([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0], [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]),
         ];
         for (ctr, key, want) in cases {
             assert_eq!(philox4x32_10(ctr, key), want, "counter {ctr:08x?} key {key:08x?}");

@@ -115,8 +115,19 @@ fn encode_layer<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, m: u
 }
 
 /// log p(z_{m-1} | z_m) of a chain into its block of the terms table.
-#[allow(clippy::too_many_arguments)]
-fn decode_layer<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, m: usize, z_m: &B::Buf, target: &B::Buf, dec_logits: &mut B::Buf, terms: &mut B::Buf, col: usize, t: usize, b: usize) {
+fn decode_layer<B: Backend>(
+    be: &B,
+    params: &Params<B::Buf>,
+    shape: &Shape,
+    m: usize,
+    z_m: &B::Buf,
+    target: &B::Buf,
+    dec_logits: &mut B::Buf,
+    terms: &mut B::Buf,
+    col: usize,
+    t: usize,
+    b: usize,
+) {
     let d = &params.dec[m - 1];
     be.matmul_forward(dec_logits, z_m, &d.w, &d.bias, b, shape.width(m), shape.width(m - 1));
     be.log_prob_rows(terms, t, col, dec_logits, false, target, b, shape.width(m - 1));
@@ -133,9 +144,15 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
         encode_layer(be, params, &shape, m, &lo[m - 1], &mut ws.main.logits[m], b);
         let n = shape.width(m);
         match est.alternative() {
-            Some(SampleMode::Antithetic) if !draw.eval => {
-                be.bernoulli_sample(&mut hi[0], Some(&mut ws.alt[m].z[m]), &ws.main.logits[m], draw.encoder(m), SampleMode::Antithetic, b, n)
-            }
+            Some(SampleMode::Antithetic) if !draw.eval => be.bernoulli_sample(
+                &mut hi[0],
+                Some(&mut ws.alt[m].z[m]),
+                &ws.main.logits[m],
+                draw.encoder(m),
+                SampleMode::Antithetic,
+                b,
+                n,
+            ),
             _ => be.bernoulli_sample(&mut hi[0], None, &ws.main.logits[m], draw.encoder(m), SampleMode::Standard, b, n),
         }
         be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(0, m), &ws.main.logits[m], b, n);
@@ -144,7 +161,19 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
         }
     }
     for m in 1..=depth {
-        decode_layer(be, params, &shape, m, &ws.main.z[m], &ws.main.z[m - 1], &mut ws.main.dec_logits[m], &mut ws.terms, tl.dec_log_prob(0, m), t, b);
+        decode_layer(
+            be,
+            params,
+            &shape,
+            m,
+            &ws.main.z[m],
+            &ws.main.z[m - 1],
+            &mut ws.main.dec_logits[m],
+            &mut ws.terms,
+            tl.dec_log_prob(0, m),
+            t,
+            b,
+        );
     }
     be.log_prob_rows(&mut ws.terms, t, tl.prior_log_prob(0), &params.prior, true, &ws.main.z[depth], b, shape.width(depth));
 }
@@ -167,9 +196,33 @@ fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Wor
         be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(l, m), &chain.logits[m], b, shape.width(m));
     }
     // log p(z_{l-1} | z'_l) scores the main chain's z_{l-1}; above that, the chain's own samples.
-    decode_layer(be, params, &shape, l, &chain.z[l], &ws.main.z[l - 1], &mut chain.dec_logits[l], &mut ws.terms, tl.dec_log_prob(l, l), t, b);
+    decode_layer(
+        be,
+        params,
+        &shape,
+        l,
+        &chain.z[l],
+        &ws.main.z[l - 1],
+        &mut chain.dec_logits[l],
+        &mut ws.terms,
+        tl.dec_log_prob(l, l),
+        t,
+        b,
+    );
     for m in (l + 1)..=depth {
-        decode_layer(be, params, &shape, m, &chain.z[m], &chain.z[m - 1], &mut chain.dec_logits[m], &mut ws.terms, tl.dec_log_prob(l, m), t, b);
+        decode_layer(
+            be,
+            params,
+            &shape,
+            m,
+            &chain.z[m],
+            &chain.z[m - 1],
+            &mut chain.dec_logits[m],
+            &mut ws.terms,
+            tl.dec_log_prob(l, m),
+            t,
+            b,
+        );
     }
     be.log_prob_rows(&mut ws.terms, t, tl.prior_log_prob(l), &params.prior, true, &chain.z[depth], b, shape.width(depth));
 }
@@ -177,7 +230,15 @@ fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Wor
 /// Samples everything the estimator needs for input x (in `ws.main.z[0]`) and writes the
 /// gradient of every parameter (ascent direction, batch mean) into `grads`.
 /// `baselines[l-1]` is b̄_l (ignored by estimators without one).
-pub fn compute_gradients<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B::Buf>, est: &Estimator, baselines: &[f32], draw: Draw, grads: &mut Params<B::Buf>) -> StepStats {
+pub fn compute_gradients<B: Backend>(
+    be: &B,
+    params: &Params<B::Buf>,
+    ws: &mut Workspace<B::Buf>,
+    est: &Estimator,
+    baselines: &[f32],
+    draw: Draw,
+    grads: &mut Params<B::Buf>,
+) -> StepStats {
     let (b, shape, tl) = (ws.b, ws.shape.clone(), ws.terms_layout);
     let t = tl.width();
     let depth = shape.depth();
@@ -234,10 +295,35 @@ fn hnca_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B:
     let (b, shape, tl) = (ws.b, &ws.shape, ws.terms_layout);
     let depth = shape.depth();
     let n = shape.width(l);
-    be.credit_pass(&mut ws.flip_dec[l], None, &ws.main.z[l], &params.dec[l - 1].w, &ws.main.dec_logits[l], &ws.main.z[l - 1], b, n, shape.width(l - 1));
+    be.credit_pass(
+        &mut ws.flip_dec[l],
+        None,
+        &ws.main.z[l],
+        &params.dec[l - 1].w,
+        &ws.main.dec_logits[l],
+        &ws.main.z[l - 1],
+        b,
+        n,
+        shape.width(l - 1),
+    );
     let above = if l < depth {
-        be.credit_pass(&mut ws.flip_enc_lp[l], Some(&mut ws.flip_enc_ent[l]), &ws.main.z[l], &params.enc[l].w, &ws.main.logits[l + 1], &ws.main.z[l + 1], b, n, shape.width(l + 1));
-        Some(HncaAbove { flip_lp: &ws.flip_enc_lp[l], col_lp: tl.enc_log_prob(0, l + 1), flip_ent: &ws.flip_enc_ent[l], col_ent: tl.enc_entropy(0, l + 1) })
+        be.credit_pass(
+            &mut ws.flip_enc_lp[l],
+            Some(&mut ws.flip_enc_ent[l]),
+            &ws.main.z[l],
+            &params.enc[l].w,
+            &ws.main.logits[l + 1],
+            &ws.main.z[l + 1],
+            b,
+            n,
+            shape.width(l + 1),
+        );
+        Some(HncaAbove {
+            flip_lp: &ws.flip_enc_lp[l],
+            col_lp: tl.enc_log_prob(0, l + 1),
+            flip_ent: &ws.flip_enc_ent[l],
+            col_ent: tl.enc_entropy(0, l + 1),
+        })
     } else {
         None
     };

@@ -27,7 +27,7 @@ pub enum Binarize {
 pub struct TrainConfig {
     pub latent: Vec<usize>,
     pub estimator: Estimator,
-    pub lr: f32,
+    pub lr: f64,
     pub batch_size: usize,
     pub epochs: usize,
     pub max_steps: Option<u64>,
@@ -87,7 +87,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let stats = compute_gradients(be, &self.params, &mut self.ws, &self.est, &self.baselines, draw, &mut self.grads);
         self.step += 1;
         let hp = AdamStep { lr: self.lr, beta1: ADAM_BETA1, beta2: ADAM_BETA2, eps: ADAM_EPS, t: self.step };
-        let tensors = self.params.tensors_mut().into_iter().zip(self.grads.tensors()).zip(self.adam_m.tensors_mut()).zip(self.adam_v.tensors_mut());
+        let tensors =
+            self.params.tensors_mut().into_iter().zip(self.grads.tensors()).zip(self.adam_m.tensors_mut()).zip(self.adam_v.tensors_mut());
         for (((p, g), m), v) in tensors {
             be.adam(p, g, m, v, hp);
         }
@@ -215,11 +216,24 @@ struct MetricsFile {
 }
 
 impl MetricsFile {
-    fn push(&mut self, line: String) -> Result<(), Error> {
-        self.lines.push(line);
+    /// Checks now, not after the first epoch, that the file can be written.
+    fn create(path: &std::path::Path) -> Result<Self, Error> {
+        let file = MetricsFile { path: path.to_path_buf(), lines: Vec::new() };
+        let tmp = file.tmp_path();
+        std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(file)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
+        PathBuf::from(tmp)
+    }
+
+    fn push(&mut self, line: String) -> Result<(), Error> {
+        self.lines.push(line);
+        let tmp = self.tmp_path();
         let body = self.lines.join("\n") + "\n";
         std::fs::write(&tmp, body).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
         std::fs::rename(&tmp, &self.path).map_err(|e| Error::Io { path: self.path.clone(), source: e })
@@ -230,15 +244,8 @@ impl MetricsFile {
 /// metrics.
 pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<EpochMetrics>, Error> {
     let shape = Shape::new(data.train.pixels(), &cfg.latent);
-    let mut trainer = Trainer::new(be, shape.clone(), cfg.estimator, cfg.batch_size, cfg.lr, cfg.seed);
-    let mut metrics = cfg.metrics.as_ref().map(|p| MetricsFile { path: p.clone(), lines: Vec::new() });
-    if let Some(m) = &mut metrics {
-        // Fail on an unwritable path now, not after the first epoch.
-        m.lines.clear();
-        let probe = m.path.with_extension("probe.tmp");
-        std::fs::write(&probe, b"").map_err(|e| Error::Io { path: m.path.clone(), source: e })?;
-        let _ = std::fs::remove_file(&probe);
-    }
+    let mut trainer = Trainer::new(be, shape.clone(), cfg.estimator, cfg.batch_size, cfg.lr as f32, cfg.seed);
+    let mut metrics = cfg.metrics.as_ref().map(|p| MetricsFile::create(p)).transpose()?;
     let steps_per_epoch = (data.train.n / cfg.batch_size) as u64;
     let total_steps = cfg.max_steps.map_or(steps_per_epoch * cfg.epochs as u64, |s| s.min(steps_per_epoch * cfg.epochs as u64));
     let bar = progress_bar(total_steps);

@@ -223,7 +223,9 @@ fn decoder_and_prior_gradients_match_central_differences() {
     let depth = shape.depth();
     let chains: Vec<Chain> = (0..ws.b).map(|r| (0..=depth).map(|m| row(&ws.main.z[m], r, shape.width(m))).collect()).collect();
     // The generative log-likelihood log p(x, z), batch mean, as a function of the decoder.
-    let loglik = |net: &Net| chains.iter().map(|z| (1..=depth).map(|m| net.log_p(m, z)).sum::<f64>() + net.log_prior(z)).sum::<f64>() / chains.len() as f64;
+    let loglik = |net: &Net| {
+        chains.iter().map(|z| (1..=depth).map(|m| net.log_p(m, z)).sum::<f64>() + net.log_prior(z)).sum::<f64>() / chains.len() as f64
+    };
     let base = Net::from_params(&shape, &params);
     let h = 1e-4;
     let fd = |edit: &dyn Fn(&mut Net, f64)| {

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
-use crate::math::{exp_neg, log1p_unit, log_sigmoid, sigmoid};
+use crate::math::{log_sigmoid, log_sigmoid_and_entropy, sigmoid};
 use crate::rng::RngKey;
 
 /// Probabilities are clipped to [CLIP, 1 - CLIP] wherever p itself enters a formula
@@ -20,12 +20,6 @@ pub fn clipped_p(logit: f32) -> f32 {
 /// Rows below this many elements of work are not worth splitting across threads.
 const PAR_MIN_WORK: usize = 1 << 15;
 
-fn rows_mut<'a>(out: &'a mut [f32], n: usize, work_per_row: usize) -> rayon::slice::ChunksMut<'a, f32> {
-    // One chunk per row; rayon splits adaptively, and tiny problems stay on one thread.
-    let _ = work_per_row;
-    out.par_chunks_mut(n.max(1))
-}
-
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
 
@@ -35,43 +29,93 @@ impl Cpu {
     }
 }
 
-/// One row of the credit pass: for each parent i, the child log-likelihood (and optionally the
-/// children's entropy) with parent i flipped. `sa[c] = s_c·a_c` and `s[c] = 2·child_c - 1`, so
-/// the flipped, signed logit is x = sa[c] + d_i·s[c]·w[i, c] with d_i = 1 - 2·parent_i.
+/// Lanes of the explicit partial sums: an f32 `+=` into one accumulator cannot be vectorised
+/// (reordering changes the rounding), eight independent ones can.
+const LANES: usize = 8;
+
+/// Σ xs in eight interleaved partial sums, then those in order: a fixed, vectorisable order.
 #[inline(always)]
-fn credit_row(flip_lp: &mut [f32], mut flip_ent: Option<&mut [f32]>, parent: &[f32], w: &[f32], sa: &[f32], s: &[f32]) {
+fn lane_sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] += c[j];
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += x;
+    }
+    acc.iter().sum()
+}
+
+/// One row of the credit pass: for each parent i, the child log-likelihood (and, if `ENT`, the
+/// children's entropy) with parent i flipped. `sa[c] = s_c·a_c` and `s[c] = 2·child_c - 1`, so
+/// the flipped, signed logit is x = sa[c] + d_i·s[c]·w[i, c] with d_i = 1 - 2·parent_i
+/// (entropy is symmetric, so the signed logit serves it too). The transcendental part runs as
+/// a map into `lp`/`ent` scratch rows (c) so that it vectorises; the sums come after.
+#[inline(always)]
+fn credit_row<const ENT: bool>(
+    flip_lp: &mut [f32],
+    flip_ent: &mut [f32],
+    parent: &[f32],
+    w: &[f32],
+    sa: &[f32],
+    s: &[f32],
+    lp: &mut [f32],
+    ent: &mut [f32],
+) {
     let c = sa.len();
     for (i, &u) in parent.iter().enumerate() {
         let d = 1.0 - 2.0 * u;
         let wi = &w[i * c..(i + 1) * c];
-        let mut lp = 0.0f32;
-        let mut ent = 0.0f32;
-        match flip_ent {
-            None => {
-                for j in 0..c {
-                    let x = sa[j] + d * s[j] * wi[j];
-                    let y = x.abs();
-                    let l = log1p_unit(exp_neg(-y));
-                    lp += x.min(0.0) - l;
-                }
-            }
-            Some(_) => {
-                for j in 0..c {
-                    let x = sa[j] + d * s[j] * wi[j];
-                    let y = x.abs();
-                    let e = exp_neg(-y);
-                    let l = log1p_unit(e);
-                    lp += x.min(0.0) - l;
-                    // H(σ(x)) = log1p(e) + |x|·e/(1+e) with e = exp(-|x|).
-                    ent += l + y * e / (1.0 + e);
-                }
+        for j in 0..c {
+            let (l, h) = log_sigmoid_and_entropy(sa[j] + d * s[j] * wi[j]);
+            lp[j] = l;
+            if ENT {
+                ent[j] = h;
             }
         }
-        flip_lp[i] = lp;
-        if let Some(fe) = flip_ent.as_deref_mut() {
-            fe[i] = ent;
+        flip_lp[i] = lane_sum(lp);
+        if ENT {
+            flip_ent[i] = lane_sum(ent);
         }
     }
+}
+
+/// The same loop compiled for AVX2 and FMA (8 f32 lanes), chosen at run time where the CPU has
+/// them. Plain `a * b + c` is not contracted into FMA, so both variants round identically.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn credit_row_avx2<const ENT: bool>(
+    flip_lp: &mut [f32],
+    flip_ent: &mut [f32],
+    parent: &[f32],
+    w: &[f32],
+    sa: &[f32],
+    s: &[f32],
+    lp: &mut [f32],
+    ent: &mut [f32],
+) {
+    credit_row::<ENT>(flip_lp, flip_ent, parent, w, sa, s, lp, ent)
+}
+
+fn credit_row_dispatch<const ENT: bool>(
+    flip_lp: &mut [f32],
+    flip_ent: &mut [f32],
+    parent: &[f32],
+    w: &[f32],
+    sa: &[f32],
+    s: &[f32],
+    lp: &mut [f32],
+    ent: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function was compiled for.
+        return unsafe { credit_row_avx2::<ENT>(flip_lp, flip_ent, parent, w, sa, s, lp, ent) };
+    }
+    credit_row::<ENT>(flip_lp, flip_ent, parent, w, sa, s, lp, ent)
 }
 
 impl Backend for Cpu {
@@ -97,7 +141,22 @@ impl Backend for Cpu {
         }
         // SAFETY: the slices have exactly the (b,k), (k,n), (b,n) row-major extents used here.
         unsafe {
-            matrixmultiply::sgemm(b, k, n, 1.0, inp.as_ptr(), k as isize, 1, w.as_ptr(), n as isize, 1, 1.0, out.as_mut_ptr(), n as isize, 1);
+            matrixmultiply::sgemm(
+                b,
+                k,
+                n,
+                1.0,
+                inp.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr(),
+                n as isize,
+                1,
+                1.0,
+                out.as_mut_ptr(),
+                n as isize,
+                1,
+            );
         }
     }
 
@@ -105,7 +164,22 @@ impl Backend for Cpu {
         debug_assert_eq!((dw.len(), inp.len(), dout.len()), (k * n, b * k, b * n));
         // SAFETY: inpᵀ is read as (k, b) with row stride 1 and column stride k.
         unsafe {
-            matrixmultiply::sgemm(k, b, n, 1.0 / b as f32, inp.as_ptr(), 1, k as isize, dout.as_ptr(), n as isize, 1, 0.0, dw.as_mut_ptr(), n as isize, 1);
+            matrixmultiply::sgemm(
+                k,
+                b,
+                n,
+                1.0 / b as f32,
+                inp.as_ptr(),
+                1,
+                k as isize,
+                dout.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                dw.as_mut_ptr(),
+                n as isize,
+                1,
+            );
         }
     }
 
@@ -120,7 +194,16 @@ impl Backend for Cpu {
         out.iter_mut().for_each(|o| *o *= inv);
     }
 
-    fn bernoulli_sample(&self, z: &mut Vec<f32>, anti: Option<&mut Vec<f32>>, logits: &Vec<f32>, key: RngKey, mode: SampleMode, b: usize, n: usize) {
+    fn bernoulli_sample(
+        &self,
+        z: &mut Vec<f32>,
+        anti: Option<&mut Vec<f32>>,
+        logits: &Vec<f32>,
+        key: RngKey,
+        mode: SampleMode,
+        b: usize,
+        n: usize,
+    ) {
         let mut u = vec![0.0f32; b * n];
         key.fill_uniform(0, &mut u);
         match (mode, anti) {
@@ -140,7 +223,17 @@ impl Backend for Cpu {
         }
     }
 
-    fn log_prob_rows(&self, terms: &mut Vec<f32>, t: usize, col: usize, logits: &Vec<f32>, broadcast: bool, targets: &Vec<f32>, b: usize, n: usize) {
+    fn log_prob_rows(
+        &self,
+        terms: &mut Vec<f32>,
+        t: usize,
+        col: usize,
+        logits: &Vec<f32>,
+        broadcast: bool,
+        targets: &Vec<f32>,
+        b: usize,
+        n: usize,
+    ) {
         for r in 0..b {
             let a = if broadcast { &logits[..n] } else { &logits[r * n..(r + 1) * n] };
             let x = &targets[r * n..(r + 1) * n];
@@ -180,29 +273,43 @@ impl Backend for Cpu {
         m
     }
 
-    fn credit_pass(&self, flip_lp: &mut Vec<f32>, flip_ent: Option<&mut Vec<f32>>, parent: &Vec<f32>, w: &Vec<f32>, child_logits: &Vec<f32>, child: &Vec<f32>, b: usize, p: usize, c: usize) {
+    fn credit_pass(
+        &self,
+        flip_lp: &mut Vec<f32>,
+        flip_ent: Option<&mut Vec<f32>>,
+        parent: &Vec<f32>,
+        w: &Vec<f32>,
+        child_logits: &Vec<f32>,
+        child: &Vec<f32>,
+        b: usize,
+        p: usize,
+        c: usize,
+    ) {
         debug_assert_eq!((flip_lp.len(), parent.len(), w.len(), child_logits.len(), child.len()), (b * p, b * p, p * c, b * c, b * c));
-        let row = |r: usize, lp: &mut [f32], ent: Option<&mut [f32]>| {
+        let want_ent = flip_ent.is_some();
+        let mut no_ent = Vec::new();
+        let ent = match flip_ent {
+            Some(e) => e,
+            None => {
+                no_ent.resize(b * p, 0.0);
+                &mut no_ent
+            }
+        };
+        let row = |(r, (lp, ent)): (usize, (&mut [f32], &mut [f32]))| {
             let s: Vec<f32> = child[r * c..(r + 1) * c].iter().map(|&x| 2.0 * x - 1.0).collect();
             let sa: Vec<f32> = child_logits[r * c..(r + 1) * c].iter().zip(&s).map(|(a, s)| a * s).collect();
-            credit_row(lp, ent, &parent[r * p..(r + 1) * p], w, &sa, &s);
+            let parent_row = &parent[r * p..(r + 1) * p];
+            let (mut lp_scratch, mut ent_scratch) = (vec![0.0f32; c], vec![0.0f32; if want_ent { c } else { 0 }]);
+            if want_ent {
+                credit_row_dispatch::<true>(lp, ent, parent_row, w, &sa, &s, &mut lp_scratch, &mut ent_scratch);
+            } else {
+                credit_row_dispatch::<false>(lp, ent, parent_row, w, &sa, &s, &mut lp_scratch, &mut ent_scratch);
+            }
         };
-        let parallel = b * p * c >= PAR_MIN_WORK;
-        match flip_ent {
-            Some(ent) => {
-                if parallel {
-                    flip_lp.par_chunks_mut(p).zip(ent.par_chunks_mut(p)).enumerate().for_each(|(r, (lp, e))| row(r, lp, Some(e)));
-                } else {
-                    flip_lp.chunks_mut(p).zip(ent.chunks_mut(p)).enumerate().for_each(|(r, (lp, e))| row(r, lp, Some(e)));
-                }
-            }
-            None => {
-                if parallel {
-                    rows_mut(flip_lp, p, p * c).enumerate().for_each(|(r, lp)| row(r, lp, None));
-                } else {
-                    flip_lp.chunks_mut(p).enumerate().for_each(|(r, lp)| row(r, lp, None));
-                }
-            }
+        if b * p * c >= PAR_MIN_WORK {
+            flip_lp.par_chunks_mut(p).zip(ent.par_chunks_mut(p)).enumerate().for_each(row);
+        } else {
+            flip_lp.chunks_mut(p).zip(ent.chunks_mut(p)).enumerate().for_each(row);
         }
     }
 
@@ -233,22 +340,24 @@ impl Backend for Cpu {
                 let g = if inp.gen_is_prior { inp.gen_logits[k] } else { inp.gen_logits[i] };
                 let (own1, own0) = (log_sigmoid(g), log_sigmoid(-g));
                 let siblings = gen_total - if on { own1 } else { own0 };
-                let (dec_term, ent_term) = if inp.all_child {
-                    (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0)
-                } else {
-                    (dec1 - dec0, ent1 - ent0)
-                };
-                let credit = ((1.0 - pk) / pk).ln()
-                    + dec_term
-                    + rho1 * own1 - rho0 * own0
-                    + (rho1 - rho0) * (siblings + reward)
-                    + ent_term;
+                let (dec_term, ent_term) =
+                    if inp.all_child { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
+                let credit = ((1.0 - pk) / pk).ln() + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + reward) + ent_term;
                 out[i] = pk * (1.0 - pk) * credit;
             }
         }
     }
 
-    fn score_unit_grad(&self, out: &mut Vec<f32>, logits: &Vec<f32>, z: &Vec<f32>, alt: ScoreAlt<'_, Vec<f32>>, coef: &Vec<f32>, b: usize, n: usize) {
+    fn score_unit_grad(
+        &self,
+        out: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        z: &Vec<f32>,
+        alt: ScoreAlt<'_, Vec<f32>>,
+        coef: &Vec<f32>,
+        b: usize,
+        n: usize,
+    ) {
         for r in 0..b {
             for j in 0..n {
                 let i = r * n + j;

@@ -90,11 +90,29 @@ pub trait Backend {
 
     /// Fused Bernoulli layer: z (b, n) from logits (b, n) with u = key.uniform(row·n + j) and
     /// p = clip(σ(logit)). With `SampleMode::Antithetic`, `anti` (b, n) gets DisARM's twin.
-    fn bernoulli_sample(&self, z: &mut Self::Buf, anti: Option<&mut Self::Buf>, logits: &Self::Buf, key: RngKey, mode: SampleMode, b: usize, n: usize);
+    fn bernoulli_sample(
+        &self,
+        z: &mut Self::Buf,
+        anti: Option<&mut Self::Buf>,
+        logits: &Self::Buf,
+        key: RngKey,
+        mode: SampleMode,
+        b: usize,
+        n: usize,
+    );
     /// terms[r, col] = Σ_j log π(targets[r, j] | logits[r, j]), logits (b, n) or (n) when
     /// `broadcast`; targets (b, n) in {0, 1}; terms is (b, t).
-    #[allow(clippy::too_many_arguments)]
-    fn log_prob_rows(&self, terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, b: usize, n: usize);
+    fn log_prob_rows(
+        &self,
+        terms: &mut Self::Buf,
+        t: usize,
+        col: usize,
+        logits: &Self::Buf,
+        broadcast: bool,
+        targets: &Self::Buf,
+        b: usize,
+        n: usize,
+    );
     /// terms[r, col] = Σ_j H(Bernoulli(σ(logits[r, j]))), logits (b, n).
     fn entropy_rows(&self, terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, b: usize, n: usize);
     /// out (b) = Σ_c coef[c] · terms[:, c] + offset; `coef` has length t.
@@ -108,15 +126,33 @@ pub trait Backend {
     ///   flip_ent[r, i] = Σ_c H(σ(child_logits[r, c] + Δ))          (when requested)
     /// parent (b, p), w (p, c), child_logits (b, c), child (b, c); outputs (b, p).
     /// Never materialises the (b, c, p) tensor.
-    #[allow(clippy::too_many_arguments)]
-    fn credit_pass(&self, flip_lp: &mut Self::Buf, flip_ent: Option<&mut Self::Buf>, parent: &Self::Buf, w: &Self::Buf, child_logits: &Self::Buf, child: &Self::Buf, b: usize, p: usize, c: usize);
+    fn credit_pass(
+        &self,
+        flip_lp: &mut Self::Buf,
+        flip_ent: Option<&mut Self::Buf>,
+        parent: &Self::Buf,
+        w: &Self::Buf,
+        child_logits: &Self::Buf,
+        child: &Self::Buf,
+        b: usize,
+        p: usize,
+        c: usize,
+    );
 
     /// HNCA's logit gradient for every unit of one encoder layer: out (b, p) = p(1-p)·G.
     fn hnca_unit_grad(&self, out: &mut Self::Buf, inp: &HncaInputs<'_, Self::Buf>, b: usize, p: usize);
     /// Score-function logit gradient, out (b, n) = p(1-p)·log((1-p)/p) + coef[r]·(z - alt)·scale,
     /// for REINFORCE, leave-one-out and DisARM (see [`ScoreAlt`]); coef is (b).
-    #[allow(clippy::too_many_arguments)]
-    fn score_unit_grad(&self, out: &mut Self::Buf, logits: &Self::Buf, z: &Self::Buf, alt: ScoreAlt<'_, Self::Buf>, coef: &Self::Buf, b: usize, n: usize);
+    fn score_unit_grad(
+        &self,
+        out: &mut Self::Buf,
+        logits: &Self::Buf,
+        z: &Self::Buf,
+        alt: ScoreAlt<'_, Self::Buf>,
+        coef: &Self::Buf,
+        b: usize,
+        n: usize,
+    );
     /// out (b, n) = targets - σ(logits): the exact logit gradient of a Bernoulli log-likelihood.
     /// logits (b, n), or (n) when `broadcast` (the prior).
     fn bernoulli_delta(&self, out: &mut Self::Buf, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, b: usize, n: usize);
@@ -124,8 +160,16 @@ pub trait Backend {
     /// Σ over the (k·n + n) parameters of one layer of the across-batch variance of the
     /// per-example gradient estimates (inp[r]ᵀ g[r] for weights, g[r] for biases), given the
     /// batch means dw (k, n) and db (n). Returns (weight sum, bias sum).
-    #[allow(clippy::too_many_arguments)]
-    fn grad_variance_sums(&self, inp: &Self::Buf, g: &Self::Buf, dw: &Self::Buf, db: &Self::Buf, b: usize, k: usize, n: usize) -> (f64, f64);
+    fn grad_variance_sums(
+        &self,
+        inp: &Self::Buf,
+        g: &Self::Buf,
+        dw: &Self::Buf,
+        db: &Self::Buf,
+        b: usize,
+        k: usize,
+        n: usize,
+    ) -> (f64, f64);
 
     /// Adam ascent step on one tensor: param += lr·m̂/(√v̂ + ε).
     fn adam(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamStep);

@@ -2,7 +2,7 @@
 //! HNCA.md §4 by full recomputation (flipping a unit re-evaluates every affected term from
 //! scratch), and exact enumeration over all joint configurations of a tiny network.
 //! The production code is tested against this; this is tested against central differences.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use hnca::estimator::{Estimator, EstimatorKind};
 use hnca::model::{Params, Shape};
@@ -247,12 +247,10 @@ impl Net {
                 let g = self.gen_logits(l, z)[k];
                 let own_actual = log_sigmoid((2.0 * z[l][k] - 1.0) * g);
                 let siblings = self.log_gen(l, z) - own_actual;
-                let (a, b) = if est.all_child {
-                    (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0)
-                } else {
-                    (dec1 - dec0, ent1 - ent0)
-                };
-                let credit = ((1.0 - p) / p).ln() + a + rho1 * log_sigmoid(g) - rho0 * log_sigmoid(-g) + (rho1 - rho0) * (siblings + reward) + b;
+                let (a, b) =
+                    if est.all_child { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
+                let credit =
+                    ((1.0 - p) / p).ln() + a + rho1 * log_sigmoid(g) - rho0 * log_sigmoid(-g) + (rho1 - rho0) * (siblings + reward) + b;
                 p * (1.0 - p) * credit
             })
             .collect()
