@@ -114,10 +114,10 @@ impl<Buf> Params<Buf> {
     }
 }
 
-/// Column layout of the per-example terms table (b, t). One block of `3L + 1` columns per
+/// Column layout of the per-example terms table (b, t). One block of `2L + 1` columns per
 /// chain: block 0 is the main sample; block l (LOO, DisARM) is the alternative chain that
-/// starts at layer l. Within a block: H(q_m | z_{m-1}), log q(z_m | z_{m-1}),
-/// log p(z_{m-1} | z_m) for m = 1..=L, then log p(z_L).
+/// starts at layer l. Within a block: H(q_m | z_{m-1}) and log p(z_{m-1} | z_m) for
+/// m = 1..=L, then log p(z_L).
 #[derive(Clone, Copy, Debug)]
 pub struct Terms {
     pub depth: usize,
@@ -126,7 +126,7 @@ pub struct Terms {
 
 impl Terms {
     pub fn block_width(&self) -> usize {
-        3 * self.depth + 1
+        2 * self.depth + 1
     }
     pub fn width(&self) -> usize {
         self.block_width() * self.blocks
@@ -135,17 +135,13 @@ impl Terms {
     pub fn enc_entropy(&self, block: usize, m: usize) -> usize {
         block * self.block_width() + m - 1
     }
-    /// log q(z_m | z_{m-1}).
-    pub fn enc_log_prob(&self, block: usize, m: usize) -> usize {
-        block * self.block_width() + self.depth + m - 1
-    }
     /// log p(z_{m-1} | z_m) (m = 1: log p(x | z1)).
     pub fn dec_log_prob(&self, block: usize, m: usize) -> usize {
-        block * self.block_width() + 2 * self.depth + m - 1
+        block * self.block_width() + self.depth + m - 1
     }
     /// log p(z_L).
     pub fn prior_log_prob(&self, block: usize) -> usize {
-        block * self.block_width() + 3 * self.depth
+        block * self.block_width() + 2 * self.depth
     }
     /// Coefficients whose weighted row sum is the single-sample ELBO of block 0:
     /// Σ_m [H(q_m) + log p(z_{m-1}|z_m)] + log p(z_L).

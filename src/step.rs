@@ -40,7 +40,8 @@ pub struct Workspace<Buf> {
     pub alt: Vec<Chain<Buf>>,
     /// The per-example terms table, (b, terms_layout.width()).
     pub terms: Buf,
-    /// HNCA's credit-pass outputs for layer l, each (b, n_l).
+    /// HNCA's credit-pass outputs for layer l, each (b, n_l): the change in the decoder's and
+    /// the next encoder layer's log-likelihood, and in that layer's entropy, when a unit flips.
     pub flip_dec: Vec<Buf>,
     pub flip_enc_lp: Vec<Buf>,
     pub flip_enc_ent: Vec<Buf>,
@@ -108,7 +109,7 @@ impl Draw {
     }
 }
 
-/// Logits a_m = z_{m-1} W_m + b_m, then entropy (and, for HNCA, the sample's log-probability).
+/// Logits a_m = z_{m-1} W_m + b_m.
 fn encode_layer<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, m: usize, input: &B::Buf, logits: &mut B::Buf, b: usize) {
     let d = &params.enc[m - 1];
     be.matmul_forward(logits, input, &d.w, &d.bias, b, shape.width(m - 1), shape.width(m));
@@ -156,9 +157,6 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
             _ => be.bernoulli_sample(&mut hi[0], None, &ws.main.logits[m], draw.encoder(m), SampleMode::Standard, b, n),
         }
         be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(0, m), &ws.main.logits[m], b, n);
-        if est.is_hnca() {
-            be.log_prob_rows(&mut ws.terms, t, tl.enc_log_prob(0, m), &ws.main.logits[m], false, &hi[0], b, n);
-        }
     }
     for m in 1..=depth {
         decode_layer(
@@ -318,12 +316,7 @@ fn hnca_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B:
             n,
             shape.width(l + 1),
         );
-        Some(HncaAbove {
-            flip_lp: &ws.flip_enc_lp[l],
-            col_lp: tl.enc_log_prob(0, l + 1),
-            flip_ent: &ws.flip_enc_ent[l],
-            col_ent: tl.enc_entropy(0, l + 1),
-        })
+        Some(HncaAbove { flip_lp: &ws.flip_enc_lp[l], flip_ent: &ws.flip_enc_ent[l], col_ent: tl.enc_entropy(0, l + 1) })
     } else {
         None
     };

@@ -49,37 +49,56 @@ fn lane_sum(xs: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// One row of the credit pass: for each parent i, the child log-likelihood (and, if `ENT`, the
-/// children's entropy) with parent i flipped. `sa[c] = s_c·a_c` and `s[c] = 2·child_c - 1`, so
-/// the flipped, signed logit is x = sa[c] + d_i·s[c]·w[i, c] with d_i = 1 - 2·parent_i
-/// (entropy is symmetric, so the signed logit serves it too). The transcendental part runs as
-/// a map into `lp`/`ent` scratch rows (c) so that it vectorises; the sums come after.
+/// One row of the credit pass: for each parent i, the change in the children's log-likelihood
+/// (and, if `ENT`, in their entropy) when parent i is flipped. `sa[c] = s_c·a_c` and
+/// `s[c] = 2·child_c - 1`, so the flipped, signed logit is x = sa[c] + d_i·s[c]·w[i, c] with
+/// d_i = 1 - 2·parent_i (entropy is symmetric, so the signed logit serves it too); `lp0` and
+/// `ent0` hold each child's unflipped terms. Summing per-child differences, rather than
+/// subtracting two totals, keeps HNCA's credit free of cancellation in f32. The transcendental
+/// part runs as a map into the `lp`/`ent` scratch rows (c) so that it vectorises.
 #[inline(always)]
 fn credit_row<const ENT: bool>(
     flip_lp: &mut [f32],
     flip_ent: &mut [f32],
     parent: &[f32],
     w: &[f32],
-    sa: &[f32],
-    s: &[f32],
+    row: &CreditRow,
     lp: &mut [f32],
     ent: &mut [f32],
 ) {
-    let c = sa.len();
+    let c = row.sa.len();
     for (i, &u) in parent.iter().enumerate() {
         let d = 1.0 - 2.0 * u;
         let wi = &w[i * c..(i + 1) * c];
         for j in 0..c {
-            let (l, h) = log_sigmoid_and_entropy(sa[j] + d * s[j] * wi[j]);
-            lp[j] = l;
+            let (l, h) = log_sigmoid_and_entropy(row.sa[j] + d * row.s[j] * wi[j]);
+            lp[j] = l - row.lp0[j];
             if ENT {
-                ent[j] = h;
+                ent[j] = h - row.ent0[j];
             }
         }
         flip_lp[i] = lane_sum(lp);
         if ENT {
             flip_ent[i] = lane_sum(ent);
         }
+    }
+}
+
+/// One row's children as the credit pass reads them: signed logits, signs, and the unflipped
+/// log-probability and entropy of each child.
+struct CreditRow {
+    sa: Vec<f32>,
+    s: Vec<f32>,
+    lp0: Vec<f32>,
+    ent0: Vec<f32>,
+}
+
+impl CreditRow {
+    fn new(child_logits: &[f32], child: &[f32]) -> Self {
+        let s: Vec<f32> = child.iter().map(|&x| 2.0 * x - 1.0).collect();
+        let sa: Vec<f32> = child_logits.iter().zip(&s).map(|(a, s)| a * s).collect();
+        let (lp0, ent0) = sa.iter().map(|&x| log_sigmoid_and_entropy(x)).unzip();
+        CreditRow { sa, s, lp0, ent0 }
     }
 }
 
@@ -92,12 +111,11 @@ unsafe fn credit_row_avx2<const ENT: bool>(
     flip_ent: &mut [f32],
     parent: &[f32],
     w: &[f32],
-    sa: &[f32],
-    s: &[f32],
+    row: &CreditRow,
     lp: &mut [f32],
     ent: &mut [f32],
 ) {
-    credit_row::<ENT>(flip_lp, flip_ent, parent, w, sa, s, lp, ent)
+    credit_row::<ENT>(flip_lp, flip_ent, parent, w, row, lp, ent)
 }
 
 fn credit_row_dispatch<const ENT: bool>(
@@ -105,17 +123,16 @@ fn credit_row_dispatch<const ENT: bool>(
     flip_ent: &mut [f32],
     parent: &[f32],
     w: &[f32],
-    sa: &[f32],
-    s: &[f32],
+    row: &CreditRow,
     lp: &mut [f32],
     ent: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { credit_row_avx2::<ENT>(flip_lp, flip_ent, parent, w, sa, s, lp, ent) };
+        return unsafe { credit_row_avx2::<ENT>(flip_lp, flip_ent, parent, w, row, lp, ent) };
     }
-    credit_row::<ENT>(flip_lp, flip_ent, parent, w, sa, s, lp, ent)
+    credit_row::<ENT>(flip_lp, flip_ent, parent, w, row, lp, ent)
 }
 
 impl Backend for Cpu {
@@ -296,14 +313,13 @@ impl Backend for Cpu {
             }
         };
         let row = |(r, (lp, ent)): (usize, (&mut [f32], &mut [f32]))| {
-            let s: Vec<f32> = child[r * c..(r + 1) * c].iter().map(|&x| 2.0 * x - 1.0).collect();
-            let sa: Vec<f32> = child_logits[r * c..(r + 1) * c].iter().zip(&s).map(|(a, s)| a * s).collect();
+            let children = CreditRow::new(&child_logits[r * c..(r + 1) * c], &child[r * c..(r + 1) * c]);
             let parent_row = &parent[r * p..(r + 1) * p];
             let (mut lp_scratch, mut ent_scratch) = (vec![0.0f32; c], vec![0.0f32; if want_ent { c } else { 0 }]);
             if want_ent {
-                credit_row_dispatch::<true>(lp, ent, parent_row, w, &sa, &s, &mut lp_scratch, &mut ent_scratch);
+                credit_row_dispatch::<true>(lp, ent, parent_row, w, &children, &mut lp_scratch, &mut ent_scratch);
             } else {
-                credit_row_dispatch::<false>(lp, ent, parent_row, w, &sa, &s, &mut lp_scratch, &mut ent_scratch);
+                credit_row_dispatch::<false>(lp, ent, parent_row, w, &children, &mut lp_scratch, &mut ent_scratch);
             }
         };
         if b * p * c >= PAR_MIN_WORK {
@@ -320,19 +336,21 @@ impl Backend for Cpu {
             let dec_actual = row_term(inp.col_dec);
             let gen_total = row_term(inp.col_gen);
             let reward = inp.reward[r];
-            let above = inp.above.as_ref().map(|a| (a, row_term(a.col_lp), row_term(a.col_ent)));
+            let above = inp.above.as_ref().map(|a| (a, row_term(a.col_ent)));
             for k in 0..p {
                 let i = r * p + k;
                 let pk = clipped_p(inp.logits[i]);
                 let on = inp.z[i] > 0.5;
-                // The value of a term at Φ = 1 and Φ = 0, from its actual and flipped values.
-                let split = |actual: f32, flipped: f32| if on { (actual, flipped) } else { (flipped, actual) };
+                // A term's value at Φ = 1 and Φ = 0, from its actual value and the change that
+                // flipping Φ makes (the credit pass's output).
+                let split = |actual: f32, change: f32| if on { (actual, actual + change) } else { (actual + change, actual) };
                 let (dec1, dec0) = split(dec_actual, inp.flip_dec[i]);
                 let (rho1, rho0, ent1, ent0) = match &above {
                     None => (1.0, 1.0, 0.0, 0.0),
-                    Some((a, lp_actual, ent_actual)) => {
-                        let (lp1, lp0) = split(*lp_actual, a.flip_lp[i]);
-                        let (rho1, rho0) = hindsight_ratios(pk, lp0 - lp1);
+                    Some((a, ent_actual)) => {
+                        // δ = log P_0 - log P_1 is ± the change itself: no cancellation.
+                        let change = a.flip_lp[i];
+                        let (rho1, rho0) = hindsight_ratios(pk, if on { change } else { -change });
                         let (e1, e0) = split(*ent_actual, a.flip_ent[i]);
                         (rho1, rho0, e1, e0)
                     }

@@ -6,6 +6,8 @@
 //! next to it, e.g. "out is (b, n)".
 
 pub mod cpu;
+pub mod emu;
+pub mod kernels;
 
 use crate::rng::RngKey;
 
@@ -36,7 +38,7 @@ pub struct HncaInputs<'a, Buf> {
     pub logits: &'a Buf,
     /// Sampled z_l, (b, p).
     pub z: &'a Buf,
-    /// log p(z_{l-1} | z_l with unit k flipped), (b, p); its actual value is terms[:, col_dec].
+    /// Change in log p(z_{l-1} | z_l) when unit k is flipped, (b, p); actual: terms[:, col_dec].
     pub flip_dec: &'a Buf,
     pub col_dec: usize,
     /// Logits of the generative term that scores z_l: p(z_l | z_{l+1}) as (b, p), or the prior
@@ -54,10 +56,9 @@ pub struct HncaInputs<'a, Buf> {
 }
 
 pub struct HncaAbove<'a, Buf> {
-    /// log q(z_{l+1} | z_l with unit k flipped), (b, p); actual: terms[:, col_lp].
+    /// Change in log q(z_{l+1} | z_l) when unit k is flipped, (b, p): ± log P_0 - log P_1.
     pub flip_lp: &'a Buf,
-    pub col_lp: usize,
-    /// H(q_{l+1} | z_l with unit k flipped), (b, p); actual: terms[:, col_ent].
+    /// Change in H(q_{l+1} | z_l) when unit k is flipped, (b, p); actual: terms[:, col_ent].
     pub flip_ent: &'a Buf,
     pub col_ent: usize,
 }
@@ -121,9 +122,10 @@ pub trait Backend {
     fn term_means(&self, terms: &Self::Buf, b: usize, t: usize) -> Vec<f64>;
 
     /// The fused credit pass. For every row r and parent unit i, with child logits shifted by
-    /// flipping parent i (Δ = w[i, c]·(1 - 2·parent[r, i])):
-    ///   flip_lp[r, i]  = Σ_c log π(child[r, c] | child_logits[r, c] + Δ)
-    ///   flip_ent[r, i] = Σ_c H(σ(child_logits[r, c] + Δ))          (when requested)
+    /// flipping parent i (Δ = w[i, c]·(1 - 2·parent[r, i])), the change that flip makes:
+    ///   flip_lp[r, i]  = Σ_c [log π(child[r, c] | child_logits[r, c] + Δ) - log π(child[r, c] | child_logits[r, c])]
+    ///   flip_ent[r, i] = Σ_c [H(σ(child_logits[r, c] + Δ)) - H(σ(child_logits[r, c]))]   (when requested)
+    /// Summing per-child differences keeps HNCA's credit free of cancellation in f32.
     /// parent (b, p), w (p, c), child_logits (b, c), child (b, c); outputs (b, p).
     /// Never materialises the (b, c, p) tensor.
     fn credit_pass(
@@ -173,4 +175,10 @@ pub trait Backend {
 
     /// Adam ascent step on one tensor: param += lr·m̂/(√v̂ + ε).
     fn adam(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamStep);
+
+    /// The first failure of a device operation since the last check (a GPU backend records
+    /// driver errors instead of panicking in the middle of a step).
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

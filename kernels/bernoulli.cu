@@ -1,0 +1,69 @@
+// Bernoulli layers: fused sampling, per-row log-likelihoods and entropies, reward rows.
+
+// z (b, n) from logits (b, n): u = uniform(key, i), p = clip(sigma(logit)); z = [u < p], or for
+// DisARM (antithetic != 0) z = [1 - u < p] and its twin anti = [u < p].
+struct BernoulliSampleParams {
+    float* z;
+    float* anti;
+    const float* logits;
+    RngKey key;
+    int b, n, antithetic;
+};
+
+KERNEL void bernoulli_sample(const BernoulliSampleParams p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.b * p.n) return;
+    float u = rng_uniform(p.key, (u32)i);
+    float prob = clipped_p(p.logits[i]);
+    if (p.antithetic) {
+        p.z[i] = (1.0f - u < prob) ? 1.0f : 0.0f;
+        p.anti[i] = (u < prob) ? 1.0f : 0.0f;
+    } else {
+        p.z[i] = (u < prob) ? 1.0f : 0.0f;
+    }
+}
+
+// terms[r, col] = Σ_j log π(targets[r, j] | logits[r, j]) (logits (n) when broadcast), or with
+// entropy != 0, Σ_j H(sigma(logits[r, j])). One block per row.
+struct RowTermParams {
+    float* terms;
+    const float* logits;
+    const float* targets;
+    int b, n, t, col, broadcast, entropy;
+};
+
+KERNEL void row_terms(const RowTermParams p) {
+    __shared__ float scratch[REDUCE_BLOCK];
+    int r = blockIdx.x;
+    const float* a = p.broadcast ? p.logits : p.logits + (long long)r * p.n;
+    float s = 0.0f;
+    for (int j = threadIdx.x; j < p.n; j += blockDim.x) {
+        if (p.entropy) {
+            float ls, h;
+            log_sigmoid_and_entropy(a[j], &ls, &h);
+            s += h;
+        } else {
+            float x = p.targets[(long long)r * p.n + j];
+            s += log_sigmoid((2.0f * x - 1.0f) * a[j]);
+        }
+    }
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) p.terms[(long long)r * p.t + p.col] = s;
+}
+
+// out (b) = Σ_c coef[c] · terms[r, c] + offset.
+struct WeightedRowSumParams {
+    float* out;
+    const float* terms;
+    const float* coef;
+    float offset;
+    int b, t;
+};
+
+KERNEL void weighted_row_sum(const WeightedRowSumParams p) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= p.b) return;
+    float s = 0.0f;
+    for (int c = 0; c < p.t; ++c) s += p.coef[c] * p.terms[(long long)r * p.t + c];
+    p.out[r] = s + p.offset;
+}

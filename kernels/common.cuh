@@ -1,0 +1,119 @@
+// Shared by every kernel: Philox4x32-10 and the branch-free math of src/math.rs, line by line,
+// so that a GPU draws the same samples as the CPU. Header-free: NVRTC ships no CUDA headers,
+// and the CPU emulation (kernels/emu/shim.h) provides the few builtins used here.
+//
+// Each kernel takes one parameter struct by value; its field list is mirrored exactly by the
+// #[repr(C)] struct of the same name in src/backend/kernels.rs. Device pointers are 64-bit.
+
+#define KERNEL extern "C" __global__
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+// ---- Philox4x32-10 (see src/rng.rs for the counter layout) --------------------------------
+
+struct RngKey {
+    u32 seed_lo, seed_hi, step_lo, step_hi, stream;
+};
+
+__device__ inline void philox4x32_10(u32 c[4], u32 k0, u32 k1) {
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        u64 p0 = (u64)0xD2511F53u * (u64)c[0];
+        u64 p1 = (u64)0xCD9E8D57u * (u64)c[2];
+        u32 hi0 = (u32)(p0 >> 32), lo0 = (u32)p0;
+        u32 hi1 = (u32)(p1 >> 32), lo1 = (u32)p1;
+        u32 n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0;
+        c[1] = lo1;
+        c[2] = n2;
+        c[3] = lo0;
+    }
+}
+
+// The uniform in [0, 1) of element `index`: word index % 4 of block index / 4.
+__device__ inline float rng_uniform(RngKey key, u32 index) {
+    u32 c[4] = {index >> 2, key.stream, key.step_lo, key.step_hi};
+    philox4x32_10(c, key.seed_lo, key.seed_hi);
+    return (float)(c[index & 3] >> 8) * (1.0f / 16777216.0f);
+}
+
+// ---- math (src/math.rs) --------------------------------------------------------------------
+
+#define CLIP 1e-5f
+
+__device__ inline float exp_neg(float x) {
+    bool tiny = x < -87.0f;
+    x = fmaxf(x, -87.0f);
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-6f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    float scale = __uint_as_float((__float_as_uint(t) - 0x4B400000u + 127u) << 23);
+    return tiny ? 0.0f : p * scale;
+}
+
+__device__ inline float log1p_unit(float t) {
+    float s = t / (2.0f + t);
+    float s2 = s * s;
+    float p = 1.0f / 17.0f;
+    p = p * s2 + 1.0f / 15.0f;
+    p = p * s2 + 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return 2.0f * s * p;
+}
+
+__device__ inline float log_sigmoid(float x) {
+    return fminf(x, 0.0f) - log1p_unit(exp_neg(-fabsf(x)));
+}
+
+__device__ inline float sigmoid(float x) {
+    float e = exp_neg(-fabsf(x));
+    float r = 1.0f / (1.0f + e);
+    return x >= 0.0f ? r : e * r;
+}
+
+__device__ inline float clipped_p(float logit) {
+    return fminf(fmaxf(sigmoid(logit), CLIP), 1.0f - CLIP);
+}
+
+// log sigma(x) and the entropy of Bernoulli(sigma(x)) from one exp and one log.
+__device__ inline void log_sigmoid_and_entropy(float x, float* ls, float* h) {
+    float y = fminf(fabsf(x), 100.0f);
+    float e = exp_neg(-y);
+    float l = log1p_unit(e);
+    *ls = fminf(x, 0.0f) - l;
+    *h = l + y * e / (1.0f + e);
+}
+
+// Sum of one value per thread over the block (blockDim.x a power of two, at most 1024);
+// every thread gets the total. `scratch` holds blockDim.x floats.
+__device__ inline float block_sum(float v, float* scratch) {
+    u32 t = threadIdx.x;
+    scratch[t] = v;
+    __syncthreads();
+    for (u32 s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) scratch[t] += scratch[t + s];
+        __syncthreads();
+    }
+    float total = scratch[0];
+    __syncthreads();
+    return total;
+}
+
+#define REDUCE_BLOCK 128

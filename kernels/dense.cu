@@ -1,0 +1,111 @@
+// GEMM, column means, Bernoulli log-likelihood deltas and Adam.
+
+// c (m, n) = alpha · A (m, k) · B (k, n) + beta · c + bias (n), with A and B given by strides so
+// that one kernel serves inp·w (forward) and inpᵀ·dout (weight gradient). bias may be null.
+// Tiled through shared memory: a GEMM_TILE x GEMM_TILE block of threads per output tile.
+#define GEMM_TILE 16
+
+struct GemmParams {
+    float* c;
+    const float* a;
+    const float* b;
+    const float* bias;
+    int m, n, k;
+    int a_row, a_col, b_row, b_col;  // element (i, l) of A is a[i*a_row + l*a_col]
+    float alpha, beta;
+};
+
+KERNEL void gemm(const GemmParams p) {
+    __shared__ float ta[GEMM_TILE][GEMM_TILE + 1];
+    __shared__ float tb[GEMM_TILE][GEMM_TILE + 1];
+    int tx = threadIdx.x, ty = threadIdx.y;
+    int row = blockIdx.y * GEMM_TILE + ty;
+    int col = blockIdx.x * GEMM_TILE + tx;
+    float acc = 0.0f;
+    for (int l0 = 0; l0 < p.k; l0 += GEMM_TILE) {
+        int la = l0 + tx, lb = l0 + ty;
+        ta[ty][tx] = (row < p.m && la < p.k) ? p.a[(long long)row * p.a_row + (long long)la * p.a_col] : 0.0f;
+        tb[ty][tx] = (lb < p.k && col < p.n) ? p.b[(long long)lb * p.b_row + (long long)col * p.b_col] : 0.0f;
+        __syncthreads();
+        for (int l = 0; l < GEMM_TILE; ++l) acc += ta[ty][l] * tb[l][tx];
+        __syncthreads();
+    }
+    if (row < p.m && col < p.n) {
+        long long i = (long long)row * p.n + col;
+        float v = p.alpha * acc;
+        if (p.beta != 0.0f) v += p.beta * p.c[i];
+        if (p.bias) v += p.bias[col];
+        p.c[i] = v;
+    }
+}
+
+// out (n) = mean over the b rows of x (b, n): one thread per column, rows in order.
+struct ColumnMeanParams {
+    float* out;
+    const float* x;
+    int b, n;
+};
+
+KERNEL void column_mean(const ColumnMeanParams p) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= p.n) return;
+    float s = 0.0f;
+    for (int r = 0; r < p.b; ++r) s += p.x[(long long)r * p.n + j];
+    p.out[j] = s / (float)p.b;
+}
+
+// out (b, n) = targets - sigma(logits); logits (b, n), or (n) when broadcast.
+struct BernoulliDeltaParams {
+    float* out;
+    const float* logits;
+    const float* targets;
+    int b, n, broadcast;
+};
+
+KERNEL void bernoulli_delta(const BernoulliDeltaParams p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.b * p.n) return;
+    float a = p.broadcast ? p.logits[i % p.n] : p.logits[i];
+    p.out[i] = p.targets[i] - sigmoid(a);
+}
+
+// Adam ascent on one tensor: param += lr · m̂ / (sqrt(v̂) + eps); c1, c2 = 1 - beta^t.
+struct AdamParams {
+    float* param;
+    const float* grad;
+    float* m;
+    float* v;
+    int n;
+    float lr, beta1, beta2, eps, c1, c2;
+};
+
+KERNEL void adam(const AdamParams p) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= p.n) return;
+    float g = p.grad[i];
+    float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
+    float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
+    p.m[i] = m;
+    p.v[i] = v;
+    p.param[i] += p.lr * (m / p.c1) / (sqrtf(v / p.c2) + p.eps);
+}
+
+// sums[r] = Σ_j x[r, j]² for each row r of x (rows, n): one block per row. Used for the
+// gradient-variance metric (with rows = 1 it is the plain sum of squares).
+struct RowSquaresParams {
+    float* sums;
+    const float* x;
+    int rows, n;
+};
+
+KERNEL void row_squares(const RowSquaresParams p) {
+    __shared__ float scratch[REDUCE_BLOCK];
+    int r = blockIdx.x;
+    float s = 0.0f;
+    for (int j = threadIdx.x; j < p.n; j += blockDim.x) {
+        float v = p.x[(long long)r * p.n + j];
+        s += v * v;
+    }
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) p.sums[r] = s;
+}

@@ -1,0 +1,284 @@
+//! The CUDA kernels, compiled as C++ for the CPU (kernels/emu), against the CPU backend:
+//! each operation on small shapes and on shapes that are not multiples of the block sizes,
+//! then whole training steps of every estimator.
+
+use hnca::backend::cpu::Cpu;
+use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
+use hnca::backend::kernels::KERNELS;
+use hnca::backend::{AdamStep, Backend, SampleMode};
+use hnca::estimator::{Estimator, EstimatorKind};
+use hnca::model::{Params, Shape};
+use hnca::rng::{stream, RngKey};
+use hnca::step::{compute_gradients, Draw, Workspace};
+use hnca::train::Trainer;
+
+/// Deterministic test data in [lo, hi).
+fn data(n: usize, tag: u32, lo: f32, hi: f32) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    RngKey::new(99, 0, tag).fill_uniform(0, &mut v);
+    v.iter_mut().for_each(|u| *u = lo + (hi - lo) * *u);
+    v
+}
+
+fn bits(n: usize, tag: u32) -> Vec<f32> {
+    data(n, tag, 0.0, 1.0).into_iter().map(|u| (u < 0.4) as u8 as f32).collect()
+}
+
+/// |got - want| ≤ tol·max(|want|, floor) elementwise, with floor = 1e-2 · the largest |want|
+/// (sums of many terms lose absolute, not relative, precision near zero).
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_close_floor(what, got, want, tol, 1e-2);
+}
+
+/// Normwise: every |got - want| ≤ tol · the largest |want| of the tensor. For whole steps,
+/// whose estimates are differences of sums of hundreds of terms, this is the meaningful f32
+/// yardstick: an entry near zero carries the absolute, not the relative, error of the sums.
+fn assert_close_normwise(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_close_floor(what, got, want, tol, 1.0);
+}
+
+fn assert_close_floor(what: &str, got: &[f32], want: &[f32], tol: f32, floor_fraction: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let floor = floor_fraction * want.iter().fold(0.0f32, |m, &x| m.max(x.abs())).max(1e-6);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * w.abs().max(floor), "{what}[{i}]: kernel {g} vs cpu {w}");
+    }
+}
+
+#[test]
+fn parameter_structs_have_the_layout_the_kernels_expect() {
+    for (name, rust_size) in KERNELS {
+        assert_eq!(param_size(name), rust_size, "{name}: C++ and Rust disagree on the parameter struct's size");
+    }
+    assert_eq!(param_size("no_such_kernel"), 0);
+}
+
+#[test]
+fn gemm_forward_and_weight_gradient_match_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    for (b, k, n) in [(4, 16, 16), (5, 37, 19), (50, 33, 1)] {
+        let inp = data(b * k, 1, -1.0, 1.0);
+        let w = data(k * n, 2, -1.0, 1.0);
+        let bias = data(n, 3, -1.0, 1.0);
+        let (mut out_c, mut out_e) = (vec![0.0; b * n], vec![0.0; b * n]);
+        cpu.matmul_forward(&mut out_c, &inp, &w, &bias, b, k, n);
+        emu.matmul_forward(&mut out_e, &inp, &w, &bias, b, k, n);
+        assert_close("matmul_forward", &out_e, &out_c, 1e-5);
+        let dout = data(b * n, 4, -1.0, 1.0);
+        let (mut dw_c, mut dw_e) = (vec![0.0; k * n], vec![0.0; k * n]);
+        cpu.matmul_backward_weight(&mut dw_c, &inp, &dout, b, k, n);
+        emu.matmul_backward_weight(&mut dw_e, &inp, &dout, b, k, n);
+        assert_close("matmul_backward_weight", &dw_e, &dw_c, 1e-5);
+    }
+}
+
+#[test]
+fn bernoulli_samples_are_bit_identical_to_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let (b, n) = (7, 300);
+    let logits = data(b * n, 5, -4.0, 4.0);
+    let key = RngKey::new(0xdead_beef_1234, 77, stream::encoder(2));
+    let (mut zc, mut ze) = (vec![0.0; b * n], vec![0.0; b * n]);
+    cpu.bernoulli_sample(&mut zc, None, &logits, key, SampleMode::Standard, b, n);
+    emu.bernoulli_sample(&mut ze, None, &logits, key, SampleMode::Standard, b, n);
+    assert_eq!(zc, ze);
+    assert!(zc.contains(&0.0) && zc.contains(&1.0));
+    let (mut ac, mut ae) = (vec![0.0; b * n], vec![0.0; b * n]);
+    cpu.bernoulli_sample(&mut zc, Some(&mut ac), &logits, key, SampleMode::Antithetic, b, n);
+    emu.bernoulli_sample(&mut ze, Some(&mut ae), &logits, key, SampleMode::Antithetic, b, n);
+    assert_eq!((zc, ac), (ze, ae));
+}
+
+#[test]
+fn row_terms_means_and_deltas_match_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let (b, n, t) = (6, 333, 5);
+    let logits = data(b * n, 6, -6.0, 6.0);
+    let prior = data(n, 7, -3.0, 3.0);
+    let targets = bits(b * n, 8);
+    let (mut tc, mut te) = (data(b * t, 9, -1.0, 1.0), data(b * t, 9, -1.0, 1.0));
+    cpu.log_prob_rows(&mut tc, t, 1, &logits, false, &targets, b, n);
+    emu.log_prob_rows(&mut te, t, 1, &logits, false, &targets, b, n);
+    cpu.log_prob_rows(&mut tc, t, 2, &prior, true, &targets, b, n);
+    emu.log_prob_rows(&mut te, t, 2, &prior, true, &targets, b, n);
+    cpu.entropy_rows(&mut tc, t, 4, &logits, b, n);
+    emu.entropy_rows(&mut te, t, 4, &logits, b, n);
+    assert_close("terms", &te, &tc, 1e-5);
+    let coef = [0.5, -1.0, 2.0, 0.0, 1.0];
+    let (mut rc, mut re) = (vec![0.0; b], vec![0.0; b]);
+    cpu.weighted_row_sum(&mut rc, &tc, &coef, -0.25, b, t);
+    emu.weighted_row_sum(&mut re, &tc, &coef, -0.25, b, t);
+    assert_close("weighted_row_sum", &re, &rc, 1e-6);
+    let (mc, me) = (cpu.term_means(&tc, b, t), emu.term_means(&tc, b, t));
+    for (x, y) in mc.iter().zip(&me) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "term_means {x} vs {y}");
+    }
+    for broadcast in [false, true] {
+        let l = if broadcast { &prior } else { &logits };
+        let (mut dc, mut de) = (vec![0.0; b * n], vec![0.0; b * n]);
+        cpu.bernoulli_delta(&mut dc, l, broadcast, &targets, b, n);
+        emu.bernoulli_delta(&mut de, l, broadcast, &targets, b, n);
+        assert_close("bernoulli_delta", &de, &dc, 1e-6);
+        let (mut cc, mut ce) = (vec![0.0; n], vec![0.0; n]);
+        cpu.column_mean(&mut cc, &dc, b, n);
+        emu.column_mean(&mut ce, &dc, b, n);
+        assert_close("column_mean", &ce, &cc, 1e-5);
+    }
+}
+
+#[test]
+fn credit_pass_matches_the_cpu_on_ragged_shapes() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    // p not a multiple of the 8 parents per block; c above the 1024-child shared-memory chunk.
+    for (b, p, c) in [(2, 8, 16), (3, 21, 1100)] {
+        let parent = bits(b * p, 10);
+        let w = data(p * c, 11, -0.5, 0.5);
+        let child_logits = data(b * c, 12, -5.0, 5.0);
+        let child = bits(b * c, 13);
+        for entropy in [false, true] {
+            let (mut lc, mut le) = (vec![0.0; b * p], vec![0.0; b * p]);
+            let (mut ec, mut ee) = (vec![0.0; b * p], vec![0.0; b * p]);
+            cpu.credit_pass(&mut lc, entropy.then_some(&mut ec), &parent, &w, &child_logits, &child, b, p, c);
+            emu.credit_pass(&mut le, entropy.then_some(&mut ee), &parent, &w, &child_logits, &child, b, p, c);
+            assert_close("credit log-probs", &le, &lc, 1e-5);
+            assert_close("credit entropies", &ee, &ec, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn adam_and_gradient_variance_match_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let n = 517;
+    let (mut pc, mut pe) = (data(n, 14, -1.0, 1.0), data(n, 14, -1.0, 1.0));
+    let (mut mc, mut me, mut vc, mut ve) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    for t in 1..=3 {
+        let g = data(n, 15 + t, -1.0, 1.0);
+        let hp = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, t: t as u64 };
+        cpu.adam(&mut pc, &g, &mut mc, &mut vc, hp);
+        emu.adam(&mut pe, &g, &mut me, &mut ve, hp);
+    }
+    assert_close("adam params", &pe, &pc, 1e-6);
+    let (b, k, nn) = (9, 40, 23);
+    let inp = bits(b * k, 20);
+    let g = data(b * nn, 21, -1.0, 1.0);
+    let mut dw = vec![0.0; k * nn];
+    let mut db = vec![0.0; nn];
+    cpu.matmul_backward_weight(&mut dw, &inp, &g, b, k, nn);
+    cpu.column_mean(&mut db, &g, b, nn);
+    let (wc, bc) = cpu.grad_variance_sums(&inp, &g, &dw, &db, b, k, nn);
+    let (we, bemu) = emu.grad_variance_sums(&inp, &g, &dw, &db, b, k, nn);
+    assert!((wc - we).abs() <= 1e-5 * wc.abs() && (bc - bemu).abs() <= 1e-5 * bc.abs(), "({wc}, {bc}) vs ({we}, {bemu})");
+}
+
+/// One whole step of every estimator on a small VAE whose widths are not multiples of any
+/// block size: identical samples, and every parameter's gradient within 1e-5 normwise (1e-4 for HNCA's
+/// all-child + full-reward ablation, whose upstream rewards of hundreds of nats multiply the
+/// small difference ρ1 - ρ0 and so amplify f32 rounding).
+#[test]
+fn whole_training_steps_match_the_cpu_for_every_estimator() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let shape = Shape::new(30, &[13, 9, 7]);
+    let b = 6;
+    let host = Params::init(&shape, 4);
+    let x = bits(b * 30, 30);
+    let baselines = [0.5f32, -1.0, 2.0];
+    let ablation = Estimator { kind: EstimatorKind::Hnca, all_child: true, full_reward: true };
+    let configs = EstimatorKind::ALL.into_iter().map(|k| (Estimator::new(k), 1e-5)).chain([(ablation, 1e-4)]);
+    for (est, tol) in configs {
+        let (zc, gc) = cpu.step(&shape, &est, &host, &x, &baselines, b);
+        let (ze, ge) = emu.step(&shape, &est, &host, &x, &baselines, b);
+        assert_eq!(zc, ze, "{}: samples differ", est.label());
+        for (i, (a, c)) in ge.iter().zip(&gc).enumerate() {
+            assert_close_normwise(&format!("{} gradient tensor {i}", est.label()), a, c, tol);
+        }
+    }
+}
+
+/// One training step through the trainer (gradients, Adam, baselines) moves every parameter by
+/// the same amount on both backends, to 1e-5 normwise. (One step: Adam's update is nearly the
+/// sign of the gradient, so later steps amplify differences wherever gradients nearly cancel;
+/// the gradients themselves are compared in the test above.)
+#[test]
+fn whole_training_step_parameter_updates_match_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let shape = Shape::new(30, &[13, 9, 7]);
+    let b = 6;
+    let x = bits(b * 30, 31);
+    for kind in EstimatorKind::ALL {
+        let mut tc = Trainer::new(&cpu, shape.clone(), Estimator::new(kind), b, 1e-3, 6);
+        let mut te = Trainer::new(&emu, shape.clone(), Estimator::new(kind), b, 1e-3, 6);
+        let before = tc.host_params();
+        tc.train_step(&x);
+        te.train_step(&x);
+        let (after_c, after_e) = (tc.host_params(), te.host_params());
+        for (i, ((p0, pc), pe)) in before.tensors().iter().zip(after_c.tensors()).zip(after_e.tensors()).enumerate() {
+            let dc: Vec<f32> = pc.iter().zip(p0.iter()).map(|(a, b)| a - b).collect();
+            let de: Vec<f32> = pe.iter().zip(p0.iter()).map(|(a, b)| a - b).collect();
+            assert_close_normwise(&format!("{} update of tensor {i}", kind.name()), &de, &dc, 1e-5);
+        }
+        assert_close(&format!("{} baselines", kind.name()), &te.baselines, &tc.baselines, 1e-5);
+    }
+}
+
+/// Runs compute_gradients on a backend and returns (every sample, every gradient tensor).
+trait StepRunner {
+    fn step(
+        &self,
+        shape: &Shape,
+        est: &Estimator,
+        host: &Params<Vec<f32>>,
+        x: &[f32],
+        baselines: &[f32],
+        b: usize,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>);
+}
+
+fn run_step<B: Backend<Buf = Vec<f32>>>(
+    be: &B,
+    shape: &Shape,
+    est: &Estimator,
+    host: &Params<Vec<f32>>,
+    x: &[f32],
+    baselines: &[f32],
+    b: usize,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let params = host.to_backend(be);
+    let mut grads = host.map(|t| be.zeros(t.len()));
+    let mut ws = Workspace::new(be, shape, est, b);
+    be.write(&mut ws.main.z[0], x);
+    compute_gradients(be, &params, &mut ws, est, baselines, Draw { seed: 8, step: 2, eval: false }, &mut grads);
+    let mut samples: Vec<Vec<f32>> = ws.main.z.clone();
+    for chain in &ws.alt {
+        samples.extend(chain.z.iter().cloned());
+    }
+    (samples, grads.tensors().into_iter().cloned().collect())
+}
+
+impl StepRunner for Cpu {
+    fn step(
+        &self,
+        shape: &Shape,
+        est: &Estimator,
+        host: &Params<Vec<f32>>,
+        x: &[f32],
+        baselines: &[f32],
+        b: usize,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        run_step(self, shape, est, host, x, baselines, b)
+    }
+}
+
+impl StepRunner for EmuBackend {
+    fn step(
+        &self,
+        shape: &Shape,
+        est: &Estimator,
+        host: &Params<Vec<f32>>,
+        x: &[f32],
+        baselines: &[f32],
+        b: usize,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        run_step(self, shape, est, host, x, baselines, b)
+    }
+}
