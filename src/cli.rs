@@ -21,6 +21,48 @@ pub struct Cli {
 pub enum Command {
     /// Train the discrete VAE (a sigmoid belief net) on binarized MNIST.
     Vae(VaeArgs),
+    /// Check every GPU kernel against the CPU backend on the real shapes, then time training
+    /// steps of the VAE on the GPU.
+    Selftest(SelftestArgs),
+}
+
+/// Where the training runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// The GPU when the CUDA driver loads and a GPU exists, otherwise the CPU (saying why).
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// The GPU, or an error if there is none.
+    Cuda,
+}
+
+/// Where the self-test runs the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SelftestDevice {
+    /// The GPU (an error if there is none).
+    Cuda,
+    /// The CPU emulation of the kernels (slow; for machines without a GPU).
+    Emu,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SelftestArgs {
+    /// Where to run the kernels.
+    #[arg(long, value_enum, default_value_t = SelftestDevice::Cuda)]
+    pub device: SelftestDevice,
+
+    /// Widths of the latent layers of the model checked and timed.
+    #[arg(long, value_delimiter = ',', default_value = "200,200,200")]
+    pub layers: Vec<usize>,
+
+    /// Batch size of the model checked and timed.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+
+    /// Training steps to time (0: skip the timing).
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -81,6 +123,10 @@ pub struct VaeArgs {
     /// Worker threads for the CPU backend [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
+
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
 }
 
 impl VaeArgs {

@@ -11,6 +11,9 @@ pub enum Error {
     Config(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// `--device cuda` without a usable GPU, or a driver error while running.
+    #[error("CUDA: {0}")]
+    Device(String),
     #[error("training diverged at step {step}: the ELBO is {elbo}; try a smaller --lr")]
     Diverged { step: u64, elbo: f64 },
 }

@@ -4,6 +4,7 @@
 // Backend operations take llm.c-style explicit shapes (b, k, n, ...) so that each mirrors its
 // CUDA kernel's parameter list, and index loops over several arrays read like those kernels.
 #![allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod data;

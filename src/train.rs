@@ -269,6 +269,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
             }
             let x = binarize_batch(&data.train, batch, cfg.binarize, bin_key, shape.width(0));
             let stats = trainer.train_step(&x);
+            be.check().map_err(Error::Device)?;
             if !stats.elbo.is_finite() {
                 bar.abandon();
                 return Err(Error::Diverged { step: trainer.step, elbo: stats.elbo });
@@ -289,6 +290,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         }
         let test_due = cfg.test_every > 0 && (epoch % cfg.test_every == 0 || epoch == cfg.epochs || trainer.step >= total_steps);
         let test_elbo = test_due.then(|| trainer.evaluate(&data.test, cfg.binarize, RngKey::new(cfg.seed, e, stream::BINARIZE_TEST), e));
+        be.check().map_err(Error::Device)?;
         let seconds = started.elapsed().as_secs_f64();
         let m = EpochMetrics {
             epoch,

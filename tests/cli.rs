@@ -114,9 +114,18 @@ fn bad_data_and_paths_are_one_line_errors_with_exit_status_1() {
 }
 
 #[test]
-fn a_diverged_run_stops_with_a_clear_error_and_keeps_earlier_metrics() {
+fn a_diverged_run_stops_with_a_clear_error_and_leaves_the_metrics_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.jsonl");
+    std::fs::write(&path, "{\"epoch\":1}\n").unwrap();
     // Adam moves every weight by about lr per step: 1e38 overflows the logits at once.
-    assert_user_error(&["vae", "--layers", "8", "--steps", "50", "--test-every", "0", "--lr", "1e38"], 1, "diverged");
+    assert_user_error(
+        &["vae", "--layers", "8", "--steps", "50", "--test-every", "0", "--lr", "1e38", "--metrics", path.to_str().unwrap()],
+        1,
+        "diverged",
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"epoch\":1}\n");
+    assert!(!dir.path().join("m.jsonl.tmp").exists());
 }
 
 #[test]
@@ -144,4 +153,41 @@ fn help_documents_every_option_with_its_default() {
     for default in ["200,200,200", "default: hnca", "default: 0.0001", "default: 50", "default: 840", "default: 10", "default: dynamic"] {
         assert!(help.contains(default), "--help lacks {default:?}:\n{help}");
     }
+}
+
+/// True when this machine has a usable GPU (then the no-GPU behaviour cannot be observed).
+fn gpu_present() -> bool {
+    hnca::backend::cuda::CudaDevice::open().is_ok()
+}
+
+#[test]
+fn without_a_gpu_auto_falls_back_to_the_cpu_and_cuda_is_a_clear_error() {
+    if gpu_present() {
+        eprintln!("SKIPPED: a GPU is present, so the no-GPU fallback cannot be observed here");
+        return;
+    }
+    let out = hnca().args(["vae", "--layers", "8", "--steps", "2", "--test-every", "0"]).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("training on the CPU")).collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(notes[0].starts_with("hnca: no usable GPU ("), "{stderr}");
+    assert_user_error(&["vae", "--device", "cuda", "--steps", "1"], 1, "CUDA:");
+    assert_user_error(&["selftest", "--device", "cuda"], 1, "CUDA:");
+}
+
+#[test]
+fn selftest_on_the_kernel_emulation_checks_every_kernel_and_times_steps() {
+    let out = hnca().args(["selftest", "--device", "emu", "--layers", "12,8", "--batch-size", "3", "--steps", "1"]).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    for needle in [
+        "matmul_forward",
+        "bernoulli_sample",
+        "credit_pass",
+        "training step gradients, disarm",
+        "timing: 1 hnca training steps",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(needle), "selftest output lacks {needle:?}:\n{stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
 }

@@ -16,7 +16,7 @@ pub const PROGRAM: &str = include_str!(concat!(env!("OUT_DIR"), "/program.cu"));
 /// # Safety
 /// The implementing type must be `#[repr(C)]` with exactly the fields, in order and of the same
 /// sizes, of the `.cu` struct the kernel `NAME` takes by value.
-pub unsafe trait KernelParams: Copy {
+pub unsafe trait KernelParams: Copy + cudarc::driver::DeviceRepr {
     const NAME: &'static str;
 }
 
@@ -48,10 +48,13 @@ macro_rules! kernel_params {
         #[repr(C)]
         #[derive(Clone, Copy, Debug)]
         pub struct $name { $(pub $field: $ty),* }
-        // SAFETY: the field list is the `.cu` struct's, checked by `param_sizes_match_the_cu`.
+        // SAFETY: the field list is the `.cu` struct's (its size is checked against the C++
+        // compiler's in tests/kernels.rs, and the emulation runs the kernels with it).
         unsafe impl KernelParams for $name {
             const NAME: &'static str = $kernel;
         }
+        // SAFETY: plain old data: integers, floats and 64-bit device addresses.
+        unsafe impl cudarc::driver::DeviceRepr for $name {}
     };
 }
 

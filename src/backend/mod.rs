@@ -6,8 +6,10 @@
 //! next to it, e.g. "out is (b, n)".
 
 pub mod cpu;
+pub mod cuda;
 pub mod emu;
 pub mod kernels;
+pub mod nvrtc;
 
 use crate::rng::RngKey;
 

@@ -1,0 +1,174 @@
+//! The GPU device: cudarc's driver API (loaded at run time) running the kernel program, from
+//! PTX that build.rs embedded where NVRTC was present, or compiled by NVRTC at first use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+
+use super::kernels::{Device, KernelBackend, KernelParams, Ptr, KERNELS};
+use super::nvrtc;
+
+/// The kernel backend on a GPU.
+pub type CudaBackend = KernelBackend<CudaDevice>;
+
+pub struct CudaDevice {
+    stream: Arc<CudaStream>,
+    functions: HashMap<&'static str, CudaFunction>,
+    /// The first driver error since the last `take_error`; later operations are skipped.
+    error: Mutex<Option<String>>,
+    /// The GPU's name and compute capability, for messages.
+    pub description: String,
+    /// Where the kernels came from: "embedded PTX (compute_90)" or "NVRTC 13.0 (compute_89)".
+    pub kernels_from: String,
+    _ctx: Arc<CudaContext>,
+}
+
+/// PTX embedded at build time, by virtual architecture.
+fn embedded_ptx(arch: &str) -> Option<&'static str> {
+    #[cfg(hnca_prebuilt_ptx)]
+    {
+        match arch {
+            "compute_80" => return Some(include_str!(concat!(env!("OUT_DIR"), "/compute_80.ptx"))),
+            "compute_90" => return Some(include_str!(concat!(env!("OUT_DIR"), "/compute_90.ptx"))),
+            _ => {}
+        }
+    }
+    let _ = arch;
+    None
+}
+
+/// PTX for a GPU of compute capability (major, minor): embedded PTX for the newest of
+/// compute_90/compute_80 it can run, else NVRTC's build for exactly that GPU, compiled once per
+/// process and architecture.
+fn ptx_for(major: i32, minor: i32) -> Result<(String, String), String> {
+    let embedded = if major >= 9 { "compute_90" } else { "compute_80" };
+    if major >= 8 {
+        if let Some(ptx) = embedded_ptx(embedded) {
+            return Ok((ptx.to_string(), format!("embedded PTX ({embedded})")));
+        }
+    }
+    if !nvrtc::available() {
+        return Err(format!("no embedded PTX for compute capability {major}.{minor} and NVRTC (libnvrtc.so.13) cannot be loaded"));
+    }
+    static CACHE: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let arch = format!("compute_{major}{minor}");
+    let mut cache = CACHE.get_or_init(Default::default).lock().map_err(|_| "NVRTC cache poisoned".to_string())?;
+    if !cache.contains_key(&arch) {
+        cache.insert(arch.clone(), nvrtc::compile_ptx(&arch)?);
+    }
+    let (maj, min) = nvrtc::version()?;
+    Ok((cache[&arch].clone(), format!("NVRTC {maj}.{min} ({arch})")))
+}
+
+impl CudaDevice {
+    /// Opens GPU 0 and loads every kernel, or says in one line why it cannot. Probes for the
+    /// driver library first, so that a machine without CUDA never reaches a call that panics.
+    pub fn open() -> Result<CudaDevice, String> {
+        // SAFETY: only tries to open the library.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err("no CUDA driver library (libcuda.so) could be loaded".into());
+        }
+        let count = CudaContext::device_count().map_err(|e| format!("the CUDA driver did not initialise: {e}"))?;
+        if count < 1 {
+            return Err("the CUDA driver reports no GPU".into());
+        }
+        let ctx = CudaContext::new(0).map_err(|e| format!("cannot create a context on GPU 0: {e}"))?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| format!("cannot query GPU 0: {e}"))?;
+        let name = ctx.name().unwrap_or_else(|_| "GPU 0".into());
+        let (ptx, kernels_from) = ptx_for(major, minor)?;
+        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| format!("the driver rejected the kernels' PTX: {e}"))?;
+        let mut functions = HashMap::new();
+        for (kernel, _) in KERNELS {
+            let f = module.load_function(kernel).map_err(|e| format!("kernel {kernel} missing from the module: {e}"))?;
+            functions.insert(kernel, f);
+        }
+        Ok(CudaDevice {
+            stream: ctx.default_stream(),
+            functions,
+            error: Mutex::new(None),
+            description: format!("{name} (sm_{major}{minor})"),
+            kernels_from,
+            _ctx: ctx,
+        })
+    }
+
+    fn record(&self, what: String) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert(what);
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    /// Waits for all queued work (for timing).
+    pub fn synchronize(&self) {
+        if let Err(e) = self.stream.synchronize() {
+            self.record(format!("synchronize: {e}"));
+        }
+    }
+}
+
+/// Allocation failures cannot be deferred like other errors (there is no buffer to return):
+/// they end the program with the driver's message.
+fn must<T>(what: &str, r: Result<T, cudarc::driver::DriverError>) -> T {
+    r.unwrap_or_else(|e| panic!("CUDA {what} failed: {e}"))
+}
+
+impl Device for CudaDevice {
+    type Buf = CudaSlice<f32>;
+
+    fn alloc_zeros(&self, n: usize) -> CudaSlice<f32> {
+        // Zero-length buffers stand for absent ones; the driver wants at least one element.
+        must("allocation", self.stream.alloc_zeros::<f32>(n.max(1)))
+    }
+    fn upload(&self, host: &[f32]) -> CudaSlice<f32> {
+        if host.is_empty() {
+            return self.alloc_zeros(0);
+        }
+        must("allocation", self.stream.clone_htod(host))
+    }
+    fn download(&self, buf: &CudaSlice<f32>) -> Vec<f32> {
+        match self.stream.clone_dtoh(buf) {
+            Ok(v) => v,
+            Err(e) => {
+                self.record(format!("copy to host: {e}"));
+                vec![0.0; buf.len()]
+            }
+        }
+    }
+    fn write(&self, dst: &mut CudaSlice<f32>, host: &[f32]) {
+        if let Err(e) = self.stream.memcpy_htod(host, dst) {
+            self.record(format!("copy to device: {e}"));
+        }
+    }
+    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+    fn ptr(&self, buf: &CudaSlice<f32>) -> Ptr {
+        buf.device_ptr(&self.stream).0
+    }
+    fn ptr_mut(&self, buf: &mut CudaSlice<f32>) -> Ptr {
+        buf.device_ptr_mut(&self.stream).0
+    }
+    fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
+        if self.failed() {
+            return;
+        }
+        let f = &self.functions[P::NAME];
+        let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (block[0], block[1], block[2]), shared_mem_bytes: 0 };
+        let mut args = self.stream.launch_builder(f);
+        args.arg(params);
+        // SAFETY: P is the kernel's parameter struct (KernelParams' contract) and its addresses
+        // point into live buffers of this context, sized by the launching operation.
+        if let Err(e) = unsafe { args.launch(cfg) } {
+            self.record(format!("launching {}: {e}", P::NAME));
+        }
+    }
+    fn take_error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+}
