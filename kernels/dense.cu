@@ -39,6 +39,19 @@ KERNEL void gemm(const GemmParams p) {
     }
 }
 
+// out (b, n) = bias (n) in every row: the start of a vendor GEMM that accumulates onto it.
+struct BroadcastRowsParams {
+    float* out;
+    const float* bias;
+    int b, n;
+};
+
+KERNEL void broadcast_rows(const BroadcastRowsParams p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.b * p.n) return;
+    p.out[i] = p.bias[i % p.n];
+}
+
 // out (n) = mean over the b rows of x (b, n): one thread per column, rows in order.
 struct ColumnMeanParams {
     float* out;

@@ -3,8 +3,9 @@
 //! then whole training steps of every estimator.
 
 use hnca::backend::cpu::Cpu;
+use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
-use hnca::backend::kernels::KERNELS;
+use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
 use hnca::backend::{AdamStep, Backend, SampleMode};
 use hnca::estimator::{Estimator, EstimatorKind};
 use hnca::model::{Params, Shape};
@@ -280,5 +281,83 @@ impl StepRunner for EmuBackend {
         b: usize,
     ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         run_step(self, shape, est, host, x, baselines, b)
+    }
+}
+
+/// The emulated device plus a stand-in for cuBLAS: a reference column-major SGEMM with BLAS
+/// semantics, called with the arguments the CUDA device would pass to cuBLAS.
+struct ReferenceBlas(hnca::backend::emu::EmuDevice);
+
+impl Device for ReferenceBlas {
+    type Buf = Vec<f32>;
+    fn alloc_zeros(&self, n: usize) -> Vec<f32> {
+        self.0.alloc_zeros(n)
+    }
+    fn upload(&self, host: &[f32]) -> Vec<f32> {
+        self.0.upload(host)
+    }
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        self.0.download(buf)
+    }
+    fn write(&self, dst: &mut Vec<f32>, host: &[f32]) {
+        self.0.write(dst, host)
+    }
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn ptr(&self, buf: &Vec<f32>) -> u64 {
+        self.0.ptr(buf)
+    }
+    fn ptr_mut(&self, buf: &mut Vec<f32>) -> u64 {
+        self.0.ptr_mut(buf)
+    }
+    fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
+        self.0.launch(grid, block, params)
+    }
+    fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
+        p.bias == 0
+    }
+    fn vendor_gemm(&self, p: &GemmParams) {
+        let c = ColumnMajorGemm::of(p);
+        // C (m, n), column-major with leading dimension ldc: C = alpha·op(X1)·op(X2) + beta·C,
+        // where op(X)[i, l] = X[i + l·ld] (N) or X[l + i·ld] (T).
+        let at = |ptr: u64, trans: bool, ld: i32, i: i32, l: i32| {
+            let idx = if trans { l + i * ld } else { i + l * ld } as usize;
+            // SAFETY: test buffers sized for these GEMMs; read-only.
+            unsafe { *(ptr as *const f32).add(idx) }
+        };
+        for j in 0..c.n {
+            for i in 0..c.m {
+                let mut acc = 0.0f32;
+                for l in 0..c.k {
+                    acc += at(c.first, c.trans_first, c.ld_first, i, l) * at(c.second, c.trans_second, c.ld_second, l, j);
+                }
+                // SAFETY: as above; c is the output buffer.
+                unsafe {
+                    let out = (p.c as *mut f32).add((i + j * c.ldc) as usize);
+                    *out = p.alpha * acc + p.beta * *out;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_cublas_argument_mapping_and_bias_path_compute_the_same_gemms() {
+    let cpu = Cpu::new();
+    let blas = KernelBackend::new(ReferenceBlas(hnca::backend::emu::EmuDevice));
+    for (b, k, n) in [(5, 37, 19), (3, 8, 16)] {
+        let inp = data(b * k, 40, -1.0, 1.0);
+        let w = data(k * n, 41, -1.0, 1.0);
+        let bias = data(n, 42, -1.0, 1.0);
+        let (mut oc, mut ob) = (vec![0.0; b * n], vec![0.0; b * n]);
+        cpu.matmul_forward(&mut oc, &inp, &w, &bias, b, k, n);
+        blas.matmul_forward(&mut ob, &inp, &w, &bias, b, k, n);
+        assert_close("forward through the BLAS mapping", &ob, &oc, 1e-5);
+        let dout = data(b * n, 43, -1.0, 1.0);
+        let (mut dc, mut db) = (vec![0.0; k * n], vec![0.0; k * n]);
+        cpu.matmul_backward_weight(&mut dc, &inp, &dout, b, k, n);
+        blas.matmul_backward_weight(&mut db, &inp, &dout, b, k, n);
+        assert_close("weight gradient through the BLAS mapping", &db, &dc, 1e-5);
     }
 }

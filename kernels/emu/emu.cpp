@@ -7,6 +7,7 @@
 
 #define EMU_KERNELS(X)                      \
     X(gemm, GemmParams)                     \
+    X(broadcast_rows, BroadcastRowsParams)  \
     X(column_mean, ColumnMeanParams)        \
     X(bernoulli_delta, BernoulliDeltaParams) \
     X(adam, AdamParams)                     \

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 
-use super::kernels::{Device, KernelBackend, KernelParams, Ptr, KERNELS};
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas};
+
+use super::kernels::{Device, GemmParams, KernelBackend, KernelParams, Ptr, KERNELS};
 use super::nvrtc;
 
 /// The kernel backend on a GPU.
@@ -20,8 +22,10 @@ pub struct CudaDevice {
     error: Mutex<Option<String>>,
     /// The GPU's name and compute capability, for messages.
     pub description: String,
-    /// Where the kernels came from: "embedded PTX (compute_90)" or "NVRTC 13.0 (compute_89)".
+    /// Where the kernels came from, e.g. "embedded PTX (compute_90), GEMMs in cuBLAS".
     pub kernels_from: String,
+    /// cuBLAS, when its library loads; otherwise GEMMs run in the project's kernel.
+    blas: Option<CudaBlas>,
     _ctx: Arc<CudaContext>,
 }
 
@@ -84,8 +88,13 @@ impl CudaDevice {
             let f = module.load_function(kernel).map_err(|e| format!("kernel {kernel} missing from the module: {e}"))?;
             functions.insert(kernel, f);
         }
+        let stream = ctx.default_stream();
+        // SAFETY: only tries to open the library.
+        let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } { CudaBlas::new(stream.clone()).ok() } else { None };
+        let kernels_from = format!("{kernels_from}, GEMMs in {}", if blas.is_some() { "cuBLAS" } else { "the project's tiled kernel" });
         Ok(CudaDevice {
-            stream: ctx.default_stream(),
+            stream,
+            blas,
             functions,
             error: Mutex::new(None),
             description: format!("{name} (sm_{major}{minor})"),
@@ -109,6 +118,32 @@ impl CudaDevice {
         if let Err(e) = self.stream.synchronize() {
             self.record(format!("synchronize: {e}"));
         }
+    }
+}
+
+/// A row-major GEMM c (m, n) = alpha·A·B + beta·c restated for a column-major BLAS, which
+/// computes C (m', n') = alpha·op(X1)·op(X2) + beta·C: here cᵀ = Bᵀ·Aᵀ. An operand stored
+/// row-major is, read column-major, already its own transpose (op N, leading dimension its row
+/// stride); one with unit row stride is column-major and needs op T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnMajorGemm {
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub first: Ptr,
+    pub trans_first: bool,
+    pub ld_first: i32,
+    pub second: Ptr,
+    pub trans_second: bool,
+    pub ld_second: i32,
+    pub ldc: i32,
+}
+
+impl ColumnMajorGemm {
+    pub fn of(p: &GemmParams) -> Self {
+        let (trans_first, ld_first) = if p.b_col == 1 { (false, p.b_row) } else { (true, p.b_col) };
+        let (trans_second, ld_second) = if p.a_col == 1 { (false, p.a_row) } else { (true, p.a_col) };
+        ColumnMajorGemm { m: p.n, n: p.m, k: p.k, first: p.b, trans_first, ld_first, second: p.a, trans_second, ld_second, ldc: p.n }
     }
 }
 
@@ -168,6 +203,42 @@ impl Device for CudaDevice {
             self.record(format!("launching {}: {e}", P::NAME));
         }
     }
+    fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
+        self.blas.is_some() && p.bias == 0 && (p.a_col == 1 || p.a_row == 1) && (p.b_col == 1 || p.b_row == 1)
+    }
+
+    fn vendor_gemm(&self, p: &GemmParams) {
+        let Some(blas) = &self.blas else { return };
+        if self.failed() {
+            return;
+        }
+        let call = ColumnMajorGemm::of(p);
+        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+        // SAFETY: the pointers address live buffers of this context with the extents the
+        // operation that built `p` sized them for; alpha and beta are host scalars.
+        let r = unsafe {
+            cudarc::cublas::result::sgemm(
+                *blas.handle(),
+                op(call.trans_first),
+                op(call.trans_second),
+                call.m,
+                call.n,
+                call.k,
+                &p.alpha,
+                call.first as *const f32,
+                call.ld_first,
+                call.second as *const f32,
+                call.ld_second,
+                &p.beta,
+                p.c as *mut f32,
+                call.ldc,
+            )
+        };
+        if let Err(e) = r {
+            self.record(format!("cuBLAS sgemm: {e:?}"));
+        }
+    }
+
     fn take_error(&self) -> Option<String> {
         self.error.lock().ok().and_then(|mut e| e.take())
     }

@@ -22,10 +22,11 @@ pub unsafe trait KernelParams: Copy + cudarc::driver::DeviceRepr {
 
 /// Every kernel with the size of its parameter struct, for checking layouts and for loading
 /// them all.
-pub const KERNELS: [(&str, usize); 11] = {
+pub const KERNELS: [(&str, usize); 12] = {
     use std::mem::size_of;
     [
         (GemmParams::NAME, size_of::<GemmParams>()),
+        (BroadcastRowsParams::NAME, size_of::<BroadcastRowsParams>()),
         (ColumnMeanParams::NAME, size_of::<ColumnMeanParams>()),
         (BernoulliDeltaParams::NAME, size_of::<BernoulliDeltaParams>()),
         (AdamParams::NAME, size_of::<AdamParams>()),
@@ -62,6 +63,7 @@ kernel_params!(
     /// c (m, n) = alpha·A·B + beta·c + bias, A and B given by strides.
     GemmParams = "gemm" { c: Ptr, a: Ptr, b: Ptr, bias: Ptr, m: i32, n: i32, k: i32, a_row: i32, a_col: i32, b_row: i32, b_col: i32, alpha: f32, beta: f32 }
 );
+kernel_params!(BroadcastRowsParams = "broadcast_rows" { out: Ptr, bias: Ptr, b: i32, n: i32 });
 kernel_params!(ColumnMeanParams = "column_mean" { out: Ptr, x: Ptr, b: i32, n: i32 });
 kernel_params!(BernoulliDeltaParams = "bernoulli_delta" { out: Ptr, logits: Ptr, targets: Ptr, b: i32, n: i32, broadcast: i32 });
 kernel_params!(AdamParams = "adam" { param: Ptr, grad: Ptr, m: Ptr, v: Ptr, n: i32, lr: f32, beta1: f32, beta2: f32, eps: f32, c1: f32, c2: f32 });
@@ -122,6 +124,17 @@ pub trait Device {
     /// The device address of a buffer the kernel writes.
     fn ptr_mut(&self, buf: &mut Self::Buf) -> Ptr;
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P);
+    /// Whether a vendor library (cuBLAS) on this device can run a bias-free GEMM with `p`'s
+    /// stride pattern.
+    fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
+        let _ = p;
+        false
+    }
+    /// Runs the bias-free GEMM `p` in the vendor library (only after `has_vendor_gemm`).
+    fn vendor_gemm(&self, p: &GemmParams) {
+        let _ = p;
+        unreachable!("vendor_gemm without has_vendor_gemm")
+    }
     /// The first error a device operation met since the last call, if any.
     fn take_error(&self) -> Option<String> {
         None
@@ -144,9 +157,20 @@ impl<D: Device> KernelBackend<D> {
         KernelBackend { device }
     }
 
+    /// A GEMM in the vendor library where the device has one, else in the project's tiled
+    /// kernel. For the vendor library a bias is first broadcast into c and then accumulated onto.
     fn gemm(&self, p: GemmParams) {
-        let grid = [(p.n as u32).div_ceil(GEMM_TILE), (p.m as u32).div_ceil(GEMM_TILE), 1];
-        self.device.launch(grid, [GEMM_TILE, GEMM_TILE, 1], &p);
+        let vendor = GemmParams { bias: 0, beta: if p.bias != 0 { 1.0 } else { p.beta }, ..p };
+        if (p.bias == 0 || p.beta == 0.0) && self.device.has_vendor_gemm(&vendor) {
+            if p.bias != 0 {
+                let fill = BroadcastRowsParams { out: p.c, bias: p.bias, b: p.m, n: p.n };
+                self.device.launch(blocks(p.m as usize * p.n as usize, ELEMENTWISE_BLOCK), ELEMENTWISE, &fill);
+            }
+            self.device.vendor_gemm(&vendor);
+        } else {
+            let grid = [(p.n as u32).div_ceil(GEMM_TILE), (p.m as u32).div_ceil(GEMM_TILE), 1];
+            self.device.launch(grid, [GEMM_TILE, GEMM_TILE, 1], &p);
+        }
     }
 
     fn row_squares(&self, sums: &mut D::Buf, x: &D::Buf, rows: usize, n: usize) {
