@@ -285,7 +285,8 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
                 *acc += v;
             }
             steps += 1;
-            bar.set_message(format!("epoch {epoch} elbo {:.2}", elbo_sum / steps as f64));
+            let rate = steps as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("epoch {epoch}  elbo {:.2}  {rate:.1} steps/s", elbo_sum / steps as f64));
             bar.inc(1);
         }
         let test_due = cfg.test_every > 0 && (epoch % cfg.test_every == 0 || epoch == cfg.epochs || trainer.step >= total_steps);
@@ -322,7 +323,7 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  {per_sec}  eta {eta}")
+    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
         .expect("the progress template is valid");
     bar.set_style(style);
     bar
