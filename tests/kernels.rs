@@ -54,23 +54,28 @@ fn parameter_structs_have_the_layout_the_kernels_expect() {
     assert_eq!(param_size("no_such_kernel"), 0);
 }
 
-#[test]
-fn gemm_forward_and_weight_gradient_match_the_cpu() {
-    let (cpu, emu) = (Cpu::new(), emu_backend());
-    for (b, k, n) in [(4, 16, 16), (5, 37, 19), (50, 33, 1)] {
+/// The forward GEMM (with bias) and the weight-gradient GEMM of `be` against the CPU backend.
+fn assert_gemms_match_the_cpu<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str, shapes: &[(usize, usize, usize)]) {
+    let cpu = Cpu::new();
+    for &(b, k, n) in shapes {
         let inp = data(b * k, 1, -1.0, 1.0);
         let w = data(k * n, 2, -1.0, 1.0);
         let bias = data(n, 3, -1.0, 1.0);
         let (mut out_c, mut out_e) = (vec![0.0; b * n], vec![0.0; b * n]);
         cpu.matmul_forward(&mut out_c, &inp, &w, &bias, b, k, n);
-        emu.matmul_forward(&mut out_e, &inp, &w, &bias, b, k, n);
-        assert_close("matmul_forward", &out_e, &out_c, 1e-5);
+        be.matmul_forward(&mut out_e, &inp, &w, &bias, b, k, n);
+        assert_close(&format!("{what} matmul_forward {:?}", (b, k, n)), &out_e, &out_c, 1e-5);
         let dout = data(b * n, 4, -1.0, 1.0);
         let (mut dw_c, mut dw_e) = (vec![0.0; k * n], vec![0.0; k * n]);
         cpu.matmul_backward_weight(&mut dw_c, &inp, &dout, b, k, n);
-        emu.matmul_backward_weight(&mut dw_e, &inp, &dout, b, k, n);
-        assert_close("matmul_backward_weight", &dw_e, &dw_c, 1e-5);
+        be.matmul_backward_weight(&mut dw_e, &inp, &dout, b, k, n);
+        assert_close(&format!("{what} matmul_backward_weight {:?}", (b, k, n)), &dw_e, &dw_c, 1e-5);
     }
+}
+
+#[test]
+fn gemm_forward_and_weight_gradient_match_the_cpu() {
+    assert_gemms_match_the_cpu(&emu_backend(), "tiled kernel", &[(4, 16, 16), (5, 37, 19), (50, 33, 1)]);
 }
 
 #[test]
@@ -344,20 +349,6 @@ impl Device for ReferenceBlas {
 
 #[test]
 fn the_cublas_argument_mapping_and_bias_path_compute_the_same_gemms() {
-    let cpu = Cpu::new();
     let blas = KernelBackend::new(ReferenceBlas(hnca::backend::emu::EmuDevice));
-    for (b, k, n) in [(5, 37, 19), (3, 8, 16)] {
-        let inp = data(b * k, 40, -1.0, 1.0);
-        let w = data(k * n, 41, -1.0, 1.0);
-        let bias = data(n, 42, -1.0, 1.0);
-        let (mut oc, mut ob) = (vec![0.0; b * n], vec![0.0; b * n]);
-        cpu.matmul_forward(&mut oc, &inp, &w, &bias, b, k, n);
-        blas.matmul_forward(&mut ob, &inp, &w, &bias, b, k, n);
-        assert_close("forward through the BLAS mapping", &ob, &oc, 1e-5);
-        let dout = data(b * n, 43, -1.0, 1.0);
-        let (mut dc, mut db) = (vec![0.0; k * n], vec![0.0; k * n]);
-        cpu.matmul_backward_weight(&mut dc, &inp, &dout, b, k, n);
-        blas.matmul_backward_weight(&mut db, &inp, &dout, b, k, n);
-        assert_close("weight gradient through the BLAS mapping", &db, &dc, 1e-5);
-    }
+    assert_gemms_match_the_cpu(&blas, "reference BLAS", &[(5, 37, 19), (3, 8, 16)]);
 }
