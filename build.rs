@@ -1,7 +1,9 @@
 //! Build script: concatenates the kernel sources into one CUDA program (embedded by
-//! src/backend/kernels.rs), compiles that program as C++ for the CPU emulation, and, where
-//! NVRTC can be loaded, compiles it to PTX for compute_80 and compute_90, failing the build
-//! with NVRTC's log on any error. Elsewhere the program is compiled at first use.
+//! src/backend/kernels.rs); compiles that program as C++ for the CPU emulation, both as a static
+//! library linked into hnca and as an emulated CUDA driver, `libcuda.so`, that the tests load
+//! in place of the real one (its directory is given to the crate as HNCA_FAKE_CUDA_DIR); and,
+//! where NVRTC can be loaded, compiles the program to PTX for compute_80 and compute_90, failing
+//! the build with NVRTC's log on any error. Elsewhere the program is compiled at first use.
 
 use std::path::PathBuf;
 
@@ -31,6 +33,7 @@ fn main() {
         .opt_level(2)
         .warnings(false)
         .compile("hnca_emu");
+    build_fake_driver(&out);
 
     // SAFETY: only probes whether the library can be opened.
     let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
@@ -50,4 +53,26 @@ fn main() {
     if nvrtc {
         println!("cargo:rustc-cfg=hnca_prebuilt_ptx");
     }
+}
+
+/// Links kernels/emu/fake_cuda.cpp into OUT_DIR/fake_cuda/libcuda.so. Only the driver API is
+/// exported, and -Bsymbolic keeps the library's own kernels from binding to the copies inside
+/// the executable that loads it.
+fn build_fake_driver(out: &std::path::Path) {
+    let dir = out.join("fake_cuda");
+    std::fs::create_dir_all(&dir).expect("create fake_cuda dir");
+    let lib = dir.join("libcuda.so");
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-std=c++20", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wl,-soname,libcuda.so", "-Wl,-Bsymbolic"])
+        .arg("-Ikernels/emu")
+        .arg(format!("-I{}", out.display()))
+        .arg("kernels/emu/fake_cuda.cpp")
+        .arg("-o")
+        .arg(&lib)
+        .status()
+        .expect("run the C++ compiler for the emulated CUDA driver");
+    assert!(status.success(), "building the emulated CUDA driver (kernels/emu/fake_cuda.cpp) failed");
+    println!("cargo:rustc-env=HNCA_FAKE_CUDA_DIR={}", dir.display());
 }

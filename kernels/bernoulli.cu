@@ -24,28 +24,39 @@ KERNEL void bernoulli_sample(const BernoulliSampleParams p) {
 }
 
 // terms[r, col] = Σ_j log π(targets[r, j] | logits[r, j]) (logits (n) when broadcast), or with
-// entropy != 0, Σ_j H(sigma(logits[r, j])). One block per row.
+// entropy != 0, Σ_j H(sigma(logits[r, j])). With base_logits non-null, each element's term minus
+// the same term of (base_logits, base_targets): two chains compared without subtracting large
+// totals. One block per row.
 struct RowTermParams {
     float* terms;
     const float* logits;
     const float* targets;
+    const float* base_logits;
+    const float* base_targets;
     int b, n, t, col, broadcast, entropy;
 };
+
+__device__ inline float row_term(float a, float x, int entropy) {
+    if (entropy) {
+        float ls, h;
+        log_sigmoid_and_entropy(a, &ls, &h);
+        return h;
+    }
+    return log_sigmoid((2.0f * x - 1.0f) * a);
+}
 
 KERNEL void row_terms(const RowTermParams p) {
     __shared__ float scratch[REDUCE_BLOCK];
     int r = blockIdx.x;
-    const float* a = p.broadcast ? p.logits : p.logits + (long long)r * p.n;
+    long long row = (long long)r * p.n;
+    const float* a = p.broadcast ? p.logits : p.logits + row;
+    const float* a0 = p.base_logits ? (p.broadcast ? p.base_logits : p.base_logits + row) : 0;
     float s = 0.0f;
     for (int j = threadIdx.x; j < p.n; j += blockDim.x) {
-        if (p.entropy) {
-            float ls, h;
-            log_sigmoid_and_entropy(a[j], &ls, &h);
-            s += h;
-        } else {
-            float x = p.targets[(long long)r * p.n + j];
-            s += log_sigmoid((2.0f * x - 1.0f) * a[j]);
-        }
+        float x = p.entropy ? 0.0f : p.targets[row + j];
+        float v = row_term(a[j], x, p.entropy);
+        if (a0) v -= row_term(a0[j], p.entropy ? 0.0f : p.base_targets[row + j], p.entropy);
+        s += v;
     }
     s = block_sum(s, scratch);
     if (threadIdx.x == 0) p.terms[(long long)r * p.t + p.col] = s;

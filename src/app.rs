@@ -151,10 +151,10 @@ fn selftest<B: Backend>(be: &B, shape: &Shape, b: usize, steps: u64, sync: impl 
     let (t, tc) = (5, 5);
     let (logits, logitsc) = both(&values(b * n0, 5, -4.0, 4.0));
     let (mut terms, mut termsc) = (be.zeros(b * t), vec![0.0; b * tc]);
-    be.log_prob_rows(&mut terms, t, 0, &logits, false, &x, b, n0);
-    cpu.log_prob_rows(&mut termsc, tc, 0, &logitsc, false, &xc, b, n0);
-    be.entropy_rows(&mut terms, t, 1, &logits, b, n0);
-    cpu.entropy_rows(&mut termsc, tc, 1, &logitsc, b, n0);
+    be.log_prob_rows(&mut terms, t, 0, &logits, false, &x, None, b, n0);
+    cpu.log_prob_rows(&mut termsc, tc, 0, &logitsc, false, &xc, None, b, n0);
+    be.entropy_rows(&mut terms, t, 1, &logits, None, b, n0);
+    cpu.entropy_rows(&mut termsc, tc, 1, &logitsc, None, b, n0);
     check(&format!("log_prob_rows, entropy_rows ({b}, {n0})"), normwise(&be.download(&terms), &termsc), 1e-5);
     let (parent, parentc) = both(&bits(b * n1, 6));
     let (wd, wdc) = both(&values(n1 * n0, 7, -0.2, 0.2));

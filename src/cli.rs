@@ -127,6 +127,12 @@ pub struct VaeArgs {
     /// Where to train.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+
+    /// At the end, write every parameter as little-endian f32 to this file, tensor after tensor:
+    /// per layer (from the data up) encoder weights (in, out) and biases, then per layer decoder
+    /// weights and biases, then the prior logits.
+    #[arg(long, value_name = "PATH")]
+    pub save_params: Option<PathBuf>,
 }
 
 impl VaeArgs {
@@ -171,6 +177,7 @@ impl VaeArgs {
             seed: self.seed,
             test_every: self.test_every,
             metrics: self.metrics.clone(),
+            save_params: self.save_params.clone(),
             binarize: self.binarize,
         })
     }

@@ -99,7 +99,8 @@ impl Estimator {
     ///   plus, with `full_reward`, every term upstream of z_l: H(q_m) for m ≤ l and
     ///   log p(z_{m-1}|z_m) for m < l.
     /// - REINFORCE: F_l = Σ_{m≥l} log p(z_{m-1}|z_m) + log p(z_L) + Σ_{m>l} H(q_m|z_{m-1}).
-    /// - LOO and DisARM: ½(F_l(main) - F_l(alternative chain l)).
+    /// - LOO and DisARM: ½(F_l(main) - F_l(alternative chain l)) = -½ Σ of block l, whose
+    ///   columns hold the alternative chain's terms minus the main chain's.
     pub fn reward_coef(&self, terms: &Terms, l: usize) -> Vec<f32> {
         let depth = terms.depth;
         let mut c = vec![0.0f32; terms.width()];
@@ -122,10 +123,7 @@ impl Estimator {
                 }
             }
             EstimatorKind::Reinforce | EstimatorKind::ReinforceNb => add_downstream(&mut c, terms, 0, l, 1.0),
-            EstimatorKind::Loo | EstimatorKind::Disarm => {
-                add_downstream(&mut c, terms, 0, l, 0.5);
-                add_downstream(&mut c, terms, l, l, -0.5);
-            }
+            EstimatorKind::Loo | EstimatorKind::Disarm => add_downstream(&mut c, terms, l, l, -0.5),
         }
         c
     }

@@ -116,8 +116,9 @@ impl<Buf> Params<Buf> {
 
 /// Column layout of the per-example terms table (b, t). One block of `2L + 1` columns per
 /// chain: block 0 is the main sample; block l (LOO, DisARM) is the alternative chain that
-/// starts at layer l. Within a block: H(q_m | z_{m-1}) and log p(z_{m-1} | z_m) for
-/// m = 1..=L, then log p(z_L).
+/// starts at layer l, each of its terms stored as the difference from the main chain's same
+/// term (only the terms of F_l are filled). Within a block: H(q_m | z_{m-1}) and
+/// log p(z_{m-1} | z_m) for m = 1..=L, then log p(z_L).
 #[derive(Clone, Copy, Debug)]
 pub struct Terms {
     pub depth: usize,

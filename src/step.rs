@@ -115,7 +115,8 @@ fn encode_layer<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, m: u
     be.matmul_forward(logits, input, &d.w, &d.bias, b, shape.width(m - 1), shape.width(m));
 }
 
-/// log p(z_{m-1} | z_m) of a chain into its block of the terms table.
+/// log p(z_{m-1} | z_m) of a chain into its block of the terms table; with `base`, relative to
+/// the main chain's (decoder logits, targets) of the same layer.
 fn decode_layer<B: Backend>(
     be: &B,
     params: &Params<B::Buf>,
@@ -123,6 +124,7 @@ fn decode_layer<B: Backend>(
     m: usize,
     z_m: &B::Buf,
     target: &B::Buf,
+    base: Option<(&B::Buf, &B::Buf)>,
     dec_logits: &mut B::Buf,
     terms: &mut B::Buf,
     col: usize,
@@ -131,7 +133,7 @@ fn decode_layer<B: Backend>(
 ) {
     let d = &params.dec[m - 1];
     be.matmul_forward(dec_logits, z_m, &d.w, &d.bias, b, shape.width(m), shape.width(m - 1));
-    be.log_prob_rows(terms, t, col, dec_logits, false, target, b, shape.width(m - 1));
+    be.log_prob_rows(terms, t, col, dec_logits, false, target, base, b, shape.width(m - 1));
 }
 
 /// Samples the main chain from x (already in `ws.main.z[0]`) and fills block 0 of the terms.
@@ -156,7 +158,7 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
             ),
             _ => be.bernoulli_sample(&mut hi[0], None, &ws.main.logits[m], draw.encoder(m), SampleMode::Standard, b, n),
         }
-        be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(0, m), &ws.main.logits[m], b, n);
+        be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(0, m), &ws.main.logits[m], None, b, n);
     }
     for m in 1..=depth {
         decode_layer(
@@ -166,6 +168,7 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
             m,
             &ws.main.z[m],
             &ws.main.z[m - 1],
+            None,
             &mut ws.main.dec_logits[m],
             &mut ws.terms,
             tl.dec_log_prob(0, m),
@@ -173,12 +176,14 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
             b,
         );
     }
-    be.log_prob_rows(&mut ws.terms, t, tl.prior_log_prob(0), &params.prior, true, &ws.main.z[depth], b, shape.width(depth));
+    be.log_prob_rows(&mut ws.terms, t, tl.prior_log_prob(0), &params.prior, true, &ws.main.z[depth], None, b, shape.width(depth));
 }
 
 /// The alternative chain that starts at layer l: its layer-l sample (a second draw from the
 /// main logits for LOO; DisARM's twin, already drawn by `forward_main`), a fresh sample of
-/// every layer above it, and the terms of F_l for that chain in block l.
+/// every layer above it, and in block l the terms of F_l for that chain, each stored as its
+/// difference from the main chain's term (summed element by element, so f2 - f1 never
+/// subtracts two f32 totals of hundreds of nats).
 fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B::Buf>, mode: SampleMode, l: usize, draw: Draw) {
     let (b, shape, tl) = (ws.b, ws.shape.clone(), ws.terms_layout);
     let t = tl.width();
@@ -191,7 +196,7 @@ fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Wor
         let (lo, hi) = chain.z.split_at_mut(m);
         encode_layer(be, params, &shape, m, &lo[m - 1], &mut chain.logits[m], b);
         be.bernoulli_sample(&mut hi[0], None, &chain.logits[m], draw.alternate(l, m), SampleMode::Standard, b, shape.width(m));
-        be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(l, m), &chain.logits[m], b, shape.width(m));
+        be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(l, m), &chain.logits[m], Some(&ws.main.logits[m]), b, shape.width(m));
     }
     // log p(z_{l-1} | z'_l) scores the main chain's z_{l-1}; above that, the chain's own samples.
     decode_layer(
@@ -201,6 +206,7 @@ fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Wor
         l,
         &chain.z[l],
         &ws.main.z[l - 1],
+        Some((&ws.main.dec_logits[l], &ws.main.z[l - 1])),
         &mut chain.dec_logits[l],
         &mut ws.terms,
         tl.dec_log_prob(l, l),
@@ -215,6 +221,7 @@ fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Wor
             m,
             &chain.z[m],
             &chain.z[m - 1],
+            Some((&ws.main.dec_logits[m], &ws.main.z[m - 1])),
             &mut chain.dec_logits[m],
             &mut ws.terms,
             tl.dec_log_prob(l, m),
@@ -222,7 +229,17 @@ fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Wor
             b,
         );
     }
-    be.log_prob_rows(&mut ws.terms, t, tl.prior_log_prob(l), &params.prior, true, &chain.z[depth], b, shape.width(depth));
+    be.log_prob_rows(
+        &mut ws.terms,
+        t,
+        tl.prior_log_prob(l),
+        &params.prior,
+        true,
+        &chain.z[depth],
+        Some((&params.prior, &ws.main.z[depth])),
+        b,
+        shape.width(depth),
+    );
 }
 
 /// Samples everything the estimator needs for input x (in `ws.main.z[0]`) and writes the

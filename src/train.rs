@@ -35,6 +35,7 @@ pub struct TrainConfig {
     /// Evaluate the test ELBO every this many epochs (0: never).
     pub test_every: usize,
     pub metrics: Option<PathBuf>,
+    pub save_params: Option<PathBuf>,
     pub binarize: Binarize,
 }
 
@@ -219,24 +220,15 @@ impl MetricsFile {
     /// Checks now, not after the first epoch, that the file can be written.
     fn create(path: &std::path::Path) -> Result<Self, Error> {
         let file = MetricsFile { path: path.to_path_buf(), lines: Vec::new() };
-        let tmp = file.tmp_path();
+        let tmp = tmp_path(&file.path);
         std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
         let _ = std::fs::remove_file(&tmp);
         Ok(file)
     }
 
-    fn tmp_path(&self) -> PathBuf {
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        PathBuf::from(tmp)
-    }
-
     fn push(&mut self, line: String) -> Result<(), Error> {
         self.lines.push(line);
-        let tmp = self.tmp_path();
-        let body = self.lines.join("\n") + "\n";
-        std::fs::write(&tmp, body).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::Io { path: self.path.clone(), source: e })
+        write_atomically(&self.path, (self.lines.join("\n") + "\n").as_bytes())
     }
 }
 
@@ -315,7 +307,26 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         history.push(m);
     }
     bar.finish_and_clear();
+    if let Some(path) = &cfg.save_params {
+        let bytes: Vec<u8> = trainer.host_params().tensors().into_iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+        write_atomically(path, &bytes)?;
+    }
     Ok(history)
+}
+
+/// `path` with `.tmp` appended: where a file is written before it is renamed into place.
+fn tmp_path(path: &std::path::Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place, so that an
+/// interrupted write never leaves a truncated file where a complete one was.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
 }
 
 fn progress_bar(total: u64) -> indicatif::ProgressBar {
@@ -323,8 +334,8 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
-        .expect("the progress template is valid");
+    let style =
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}").expect("the progress template is valid");
     bar.set_style(style);
     bar
 }

@@ -1,5 +1,7 @@
 //! The real `hnca` binary, end to end.
 
+mod common;
+
 use assert_cmd::Command;
 
 fn hnca() -> Command {
@@ -163,7 +165,7 @@ fn gpu_present() -> bool {
 #[test]
 fn without_a_gpu_auto_falls_back_to_the_cpu_and_cuda_is_a_clear_error() {
     if gpu_present() {
-        eprintln!("SKIPPED: a GPU is present, so the no-GPU fallback cannot be observed here");
+        common::skip("a GPU is present, so the no-GPU fallback cannot be observed here");
         return;
     }
     let out = hnca().args(["vae", "--layers", "8", "--steps", "2", "--test-every", "0"]).assert().success();

@@ -103,12 +103,12 @@ fn row_terms_means_and_deltas_match_the_cpu() {
     let prior = data(n, 7, -3.0, 3.0);
     let targets = bits(b * n, 8);
     let (mut tc, mut te) = (data(b * t, 9, -1.0, 1.0), data(b * t, 9, -1.0, 1.0));
-    cpu.log_prob_rows(&mut tc, t, 1, &logits, false, &targets, b, n);
-    emu.log_prob_rows(&mut te, t, 1, &logits, false, &targets, b, n);
-    cpu.log_prob_rows(&mut tc, t, 2, &prior, true, &targets, b, n);
-    emu.log_prob_rows(&mut te, t, 2, &prior, true, &targets, b, n);
-    cpu.entropy_rows(&mut tc, t, 4, &logits, b, n);
-    emu.entropy_rows(&mut te, t, 4, &logits, b, n);
+    cpu.log_prob_rows(&mut tc, t, 1, &logits, false, &targets, None, b, n);
+    emu.log_prob_rows(&mut te, t, 1, &logits, false, &targets, None, b, n);
+    cpu.log_prob_rows(&mut tc, t, 2, &prior, true, &targets, None, b, n);
+    emu.log_prob_rows(&mut te, t, 2, &prior, true, &targets, None, b, n);
+    cpu.entropy_rows(&mut tc, t, 4, &logits, None, b, n);
+    emu.entropy_rows(&mut te, t, 4, &logits, None, b, n);
     assert_close("terms", &te, &tc, 1e-5);
     let coef = [0.5, -1.0, 2.0, 0.0, 1.0];
     let (mut rc, mut re) = (vec![0.0; b], vec![0.0; b]);

@@ -1,6 +1,8 @@
 //! Every kernel compiles with NVRTC for sm_80 and sm_90 with no register spills. Runs wherever
 //! libnvrtc.so.13 loads (.ci/run installs it); elsewhere it says why it skipped.
 
+mod common;
+
 use hnca::backend::kernels::KERNELS;
 use hnca::backend::nvrtc;
 
@@ -8,7 +10,7 @@ fn skip() -> bool {
     if nvrtc::available() {
         return false;
     }
-    eprintln!("SKIPPED: NVRTC (libnvrtc.so.13) cannot be loaded here; `bash .ci/run` installs it with pip and puts it on LD_LIBRARY_PATH");
+    common::skip("NVRTC (libnvrtc.so.13) cannot be loaded here; `bash .ci/run` installs it with pip and puts it on LD_LIBRARY_PATH");
     true
 }
 

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
-use crate::math::{log_sigmoid, log_sigmoid_and_entropy, sigmoid};
+use crate::math::{bernoulli_entropy_from_logit, log_sigmoid, log_sigmoid_and_entropy, sigmoid};
 use crate::rng::RngKey;
 
 /// Probabilities are clipped to [CLIP, 1 - CLIP] wherever p itself enters a formula
@@ -248,25 +248,42 @@ impl Backend for Cpu {
         logits: &Vec<f32>,
         broadcast: bool,
         targets: &Vec<f32>,
+        base: Option<(&Vec<f32>, &Vec<f32>)>,
         b: usize,
         n: usize,
     ) {
+        fn row(v: &[f32], r: usize, n: usize, broadcast: bool) -> &[f32] {
+            if broadcast {
+                &v[..n]
+            } else {
+                &v[r * n..(r + 1) * n]
+            }
+        }
+        let lp = |a: f32, x: f32| log_sigmoid((2.0 * x - 1.0) * a);
         for r in 0..b {
-            let a = if broadcast { &logits[..n] } else { &logits[r * n..(r + 1) * n] };
-            let x = &targets[r * n..(r + 1) * n];
+            let (a, x) = (row(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
             let mut s = 0.0f32;
-            for j in 0..n {
-                s += log_sigmoid((2.0 * x[j] - 1.0) * a[j]);
+            match base {
+                None => (0..n).for_each(|j| s += lp(a[j], x[j])),
+                Some((a0, x0)) => {
+                    let (a0, x0) = (row(a0, r, n, broadcast), &x0[r * n..(r + 1) * n]);
+                    (0..n).for_each(|j| s += lp(a[j], x[j]) - lp(a0[j], x0[j]));
+                }
             }
             terms[r * t + col] = s;
         }
     }
 
-    fn entropy_rows(&self, terms: &mut Vec<f32>, t: usize, col: usize, logits: &Vec<f32>, b: usize, n: usize) {
+    fn entropy_rows(&self, terms: &mut Vec<f32>, t: usize, col: usize, logits: &Vec<f32>, base: Option<&Vec<f32>>, b: usize, n: usize) {
         for r in 0..b {
+            let a = &logits[r * n..(r + 1) * n];
             let mut s = 0.0f32;
-            for &a in &logits[r * n..(r + 1) * n] {
-                s += crate::math::bernoulli_entropy_from_logit(a);
+            match base {
+                None => a.iter().for_each(|&x| s += bernoulli_entropy_from_logit(x)),
+                Some(a0) => a
+                    .iter()
+                    .zip(&a0[r * n..(r + 1) * n])
+                    .for_each(|(&x, &x0)| s += bernoulli_entropy_from_logit(x) - bernoulli_entropy_from_logit(x0)),
             }
             terms[r * t + col] = s;
         }

@@ -84,8 +84,9 @@ impl CudaDevice {
         let (ptx, kernels_from) = ptx_for(major, minor)?;
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| format!("the driver rejected the kernels' PTX: {e}"))?;
         let mut functions = HashMap::new();
-        for (kernel, _) in KERNELS {
+        for (kernel, size) in KERNELS {
             let f = module.load_function(kernel).map_err(|e| format!("kernel {kernel} missing from the module: {e}"))?;
+            check_parameter_list(&f, kernel, size)?;
             functions.insert(kernel, f);
         }
         let stream = ctx.default_stream();
@@ -111,6 +112,16 @@ impl CudaDevice {
 
     fn failed(&self) -> bool {
         self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    /// A loaded kernel, for tests that drive the driver directly.
+    pub fn function(&self, kernel: &str) -> Option<&CudaFunction> {
+        self.functions.get(kernel)
+    }
+
+    /// The stream every operation is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
     }
 
     /// Waits for all queued work (for timing).
@@ -145,6 +156,32 @@ impl ColumnMajorGemm {
         let (trans_second, ld_second) = if p.a_col == 1 { (false, p.a_row) } else { (true, p.a_col) };
         ColumnMajorGemm { m: p.n, n: p.m, k: p.k, first: p.b, trans_first, ld_first, second: p.a, trans_second, ld_second, ldc: p.n }
     }
+}
+
+/// Checks that a loaded kernel takes exactly one parameter of the size of its Rust parameter
+/// struct, as the driver reads it from the compiled kernel (cuFuncGetParamInfo, CUDA 12.4+;
+/// skipped on older drivers). A kernel whose parameter list drifted from its Rust twin thus fails
+/// when the GPU is opened, not as garbage arguments at launch.
+pub fn check_parameter_list(f: &CudaFunction, kernel: &str, rust_size: usize) -> Result<(), String> {
+    use cudarc::driver::sys::{cuFuncGetParamInfo, culib, CUresult};
+    // SAFETY: looks a symbol up in the already-loaded driver library.
+    if unsafe { culib().get::<unsafe extern "C" fn()>(b"cuFuncGetParamInfo\0") }.is_err() {
+        return Ok(());
+    }
+    let (mut offset, mut size) = (0usize, 0usize);
+    // SAFETY: f is a live function of this context; the outputs are plain integers.
+    let first = unsafe { cuFuncGetParamInfo(f.cu_function(), 0, &mut offset, &mut size) };
+    if first != CUresult::CUDA_SUCCESS || size != rust_size {
+        return Err(format!(
+            "kernel {kernel}: the compiled kernel's first parameter is {size} bytes ({first:?}), its Rust parameter struct {rust_size}"
+        ));
+    }
+    // SAFETY: as above.
+    let second = unsafe { cuFuncGetParamInfo(f.cu_function(), 1, &mut offset, &mut size) };
+    if second == CUresult::CUDA_SUCCESS {
+        return Err(format!("kernel {kernel} takes more than the one parameter struct the Rust side passes"));
+    }
+    Ok(())
 }
 
 /// Allocation failures cannot be deferred like other errors (there is no buffer to return):

@@ -1,5 +1,5 @@
 //! The CPU emulation of the CUDA kernels: the same `kernels/*.cu`, compiled as C++20 by
-//! build.rs against the shim in `kernels/emu/shim.h` and run with one OS thread per CUDA thread.
+//! build.rs against the shim in `kernels/emu/shim.h` and run with one fiber per CUDA thread.
 //! Slow, and meant for tests: it proves the kernels and every launch path on machines without
 //! a GPU.
 

@@ -69,7 +69,9 @@ kernel_params!(BernoulliDeltaParams = "bernoulli_delta" { out: Ptr, logits: Ptr,
 kernel_params!(AdamParams = "adam" { param: Ptr, grad: Ptr, m: Ptr, v: Ptr, n: i32, lr: f32, beta1: f32, beta2: f32, eps: f32, c1: f32, c2: f32 });
 kernel_params!(RowSquaresParams = "row_squares" { sums: Ptr, x: Ptr, rows: i32, n: i32 });
 kernel_params!(BernoulliSampleParams = "bernoulli_sample" { z: Ptr, anti: Ptr, logits: Ptr, key: RngKeyC, b: i32, n: i32, antithetic: i32 });
-kernel_params!(RowTermParams = "row_terms" { terms: Ptr, logits: Ptr, targets: Ptr, b: i32, n: i32, t: i32, col: i32, broadcast: i32, entropy: i32 });
+kernel_params!(
+    RowTermParams = "row_terms" { terms: Ptr, logits: Ptr, targets: Ptr, base_logits: Ptr, base_targets: Ptr, b: i32, n: i32, t: i32, col: i32, broadcast: i32, entropy: i32 }
+);
 kernel_params!(WeightedRowSumParams = "weighted_row_sum" { out: Ptr, terms: Ptr, coef: Ptr, offset: f32, b: i32, t: i32 });
 kernel_params!(CreditParams = "credit_pass" { flip_lp: Ptr, flip_ent: Ptr, parent: Ptr, w: Ptr, child_logits: Ptr, child: Ptr, b: i32, p: i32, c: i32, entropy: i32 });
 kernel_params!(
@@ -272,6 +274,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         logits: &D::Buf,
         broadcast: bool,
         targets: &D::Buf,
+        base: Option<(&D::Buf, &D::Buf)>,
         b: usize,
         n: usize,
     ) {
@@ -280,6 +283,8 @@ impl<D: Device> Backend for KernelBackend<D> {
             terms: d.ptr_mut(terms),
             logits: d.ptr(logits),
             targets: d.ptr(targets),
+            base_logits: base.map_or(0, |(l, _)| d.ptr(l)),
+            base_targets: base.map_or(0, |(_, x)| d.ptr(x)),
             b: b as i32,
             n: n as i32,
             t: t as i32,
@@ -290,12 +295,14 @@ impl<D: Device> Backend for KernelBackend<D> {
         d.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
-    fn entropy_rows(&self, terms: &mut D::Buf, t: usize, col: usize, logits: &D::Buf, b: usize, n: usize) {
+    fn entropy_rows(&self, terms: &mut D::Buf, t: usize, col: usize, logits: &D::Buf, base: Option<&D::Buf>, b: usize, n: usize) {
         let d = &self.device;
         let p = RowTermParams {
             terms: d.ptr_mut(terms),
             logits: d.ptr(logits),
             targets: 0,
+            base_logits: base.map_or(0, |l| d.ptr(l)),
+            base_targets: 0,
             b: b as i32,
             n: n as i32,
             t: t as i32,

@@ -104,7 +104,10 @@ pub trait Backend {
         n: usize,
     );
     /// terms[r, col] = Σ_j log π(targets[r, j] | logits[r, j]), logits (b, n) or (n) when
-    /// `broadcast`; targets (b, n) in {0, 1}; terms is (b, t).
+    /// `broadcast`; targets (b, n) in {0, 1}; terms is (b, t). With `base = Some((logits0,
+    /// targets0))` (shaped alike), the sum of per-element differences from that pair instead:
+    /// Σ_j [log π(targets | logits) - log π(targets0 | logits0)], so that two chains' terms are
+    /// compared without subtracting two large f32 totals.
     fn log_prob_rows(
         &self,
         terms: &mut Self::Buf,
@@ -113,11 +116,13 @@ pub trait Backend {
         logits: &Self::Buf,
         broadcast: bool,
         targets: &Self::Buf,
+        base: Option<(&Self::Buf, &Self::Buf)>,
         b: usize,
         n: usize,
     );
-    /// terms[r, col] = Σ_j H(Bernoulli(σ(logits[r, j]))), logits (b, n).
-    fn entropy_rows(&self, terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, b: usize, n: usize);
+    /// terms[r, col] = Σ_j H(Bernoulli(σ(logits[r, j]))), logits (b, n); with `base`, the sum of
+    /// per-element differences Σ_j [H(σ(logits)) - H(σ(base))].
+    fn entropy_rows(&self, terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, base: Option<&Self::Buf>, b: usize, n: usize);
     /// out (b) = Σ_c coef[c] · terms[:, c] + offset; `coef` has length t.
     fn weighted_row_sum(&self, out: &mut Self::Buf, terms: &Self::Buf, coef: &[f32], offset: f32, b: usize, t: usize);
     /// The column means of terms (b, t), brought to the host (the per-step metrics).

@@ -1,0 +1,517 @@
+// An emulated CUDA driver: a libcuda.so exporting the driver API functions cudarc calls on this
+// project's path, under their real names, so that the whole host path (context, streams, memory,
+// module loading, launches, synchronisation) runs on a machine without a GPU.
+//
+// Memory is host memory and a device pointer is a host address. Modules are the PTX that NVRTC
+// produced; each entry point is matched by name to the same kernel compiled for the CPU
+// (table.h), and its PTX parameter list must be exactly that kernel's one parameter struct.
+// Launches run synchronously with the shim's one-OS-thread-per-CUDA-thread model.
+//
+// Faults are detected, reported on stderr and through hnca_fake_cuda_last_fault(), and returned
+// as the real error codes: writes outside an allocation (guard regions checked after every
+// launch and at free), use of freed memory (freed blocks are quarantined, never reused, and
+// launch arguments are scanned for pointers into them), copies that overrun an allocation,
+// double frees, launches on destroyed streams, and launch configurations a GPU would refuse.
+// An illegal address poisons the context, as on a GPU.
+//
+// HNCA_FAKE_CUDA_DEVICES (default 1) sets the number of devices it reports.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "table.h"
+
+#define API extern "C" __attribute__((visibility("default")))
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+typedef void* CUcontext;
+typedef void* CUstream;
+typedef void* CUevent;
+typedef void* CUmodule;
+typedef void* CUfunction;
+
+enum : int {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_NOT_INITIALIZED = 3,
+    CUDA_ERROR_NO_DEVICE = 100,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_IMAGE = 200,
+    CUDA_ERROR_INVALID_CONTEXT = 201,
+    CUDA_ERROR_INVALID_PTX = 218,
+    CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_ILLEGAL_ADDRESS = 700,
+};
+
+namespace {
+
+const size_t GUARD = 256;
+const unsigned char GUARD_BYTE = 0xA5;
+const size_t MAX_STATIC_PLUS_DYNAMIC_SHARED = 48 * 1024;
+
+struct Allocation {
+    unsigned char* raw;  // GUARD bytes, then `size` bytes for the user, then GUARD bytes
+    size_t size;
+    bool alive;
+};
+
+struct Stream {
+    bool alive = true;
+};
+
+struct Function {
+    std::string name;
+    const EmuKernel* kernel;
+    std::vector<size_t> param_offsets, param_sizes;
+};
+
+struct Module {
+    std::vector<std::unique_ptr<Function>> functions;
+};
+
+struct State {
+    std::mutex lock;
+    bool initialized = false;
+    CUresult sticky = CUDA_SUCCESS;  // an illegal address poisons the context
+    std::string last_fault;
+    std::map<CUdeviceptr, Allocation> allocations;  // by user address; freed ones stay (quarantine)
+    std::vector<std::unique_ptr<Stream>> streams;
+    std::vector<std::unique_ptr<Module>> modules;
+};
+
+State& state() {
+    static State s;
+    return s;
+}
+
+int primary_context_token;
+thread_local CUcontext current_context = nullptr;
+
+int device_count() {
+    const char* v = std::getenv("HNCA_FAKE_CUDA_DEVICES");
+    return v ? std::atoi(v) : 1;
+}
+
+CUresult fault(State& s, CUresult code, const std::string& what) {
+    s.last_fault = what;
+    std::fprintf(stderr, "emulated libcuda: %s\n", what.c_str());
+    if (code == CUDA_ERROR_ILLEGAL_ADDRESS) s.sticky = code;
+    return code;
+}
+
+std::string hex(CUdeviceptr p) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "0x%llx", p);
+    return buf;
+}
+
+// The allocation (live or freed) whose user range contains p, if any.
+std::pair<const CUdeviceptr, Allocation>* find_allocation(State& s, CUdeviceptr p) {
+    auto it = s.allocations.upper_bound(p);
+    if (it == s.allocations.begin()) return nullptr;
+    --it;
+    if (p >= it->first && p < it->first + it->second.size) return &*it;
+    return nullptr;
+}
+
+// Checks that [p, p + bytes) lies inside one live allocation; describes the problem otherwise.
+bool check_range(State& s, CUdeviceptr p, size_t bytes, const char* what, std::string* problem) {
+    auto* a = find_allocation(s, p);
+    if (!a) {
+        *problem = std::string(what) + " at " + hex(p) + ", which is not in any allocation";
+        return false;
+    }
+    if (!a->second.alive) {
+        *problem = std::string(what) + " at " + hex(p) + ", inside a " + std::to_string(a->second.size) + "-byte allocation that was freed";
+        return false;
+    }
+    size_t offset = p - a->first;
+    if (bytes > a->second.size - offset) {
+        *problem = std::string(what) + " of " + std::to_string(bytes) + " bytes at offset " + std::to_string(offset) + " of a " +
+                   std::to_string(a->second.size) + "-byte allocation";
+        return false;
+    }
+    return true;
+}
+
+// Describes the first damaged guard region of a live allocation, or returns "".
+std::string damaged_guard(CUdeviceptr user, const Allocation& a) {
+    for (size_t i = 0; i < GUARD; ++i) {
+        if (a.raw[i] != GUARD_BYTE)
+            return "before the start of the " + std::to_string(a.size) + "-byte allocation at " + hex(user) + " (from byte -" + std::to_string(GUARD - i) + ")";
+    }
+    for (size_t i = GUARD; i-- > 0;) {
+        if (a.raw[GUARD + a.size + i] != GUARD_BYTE)
+            return "past the end of the " + std::to_string(a.size) + "-byte allocation at " + hex(user) + " (up to byte " + std::to_string(a.size + i) + ")";
+    }
+    return "";
+}
+
+// Restores an allocation's guard regions once their damage has been reported, so that later
+// checks report only new damage.
+void repair_guards(Allocation& a) {
+    std::memset(a.raw, GUARD_BYTE, GUARD);
+    std::memset(a.raw + GUARD + a.size, GUARD_BYTE, GUARD);
+}
+
+bool stream_ok(State& s, CUstream stream) {
+    if (stream == nullptr) return true;  // the legacy default stream
+    for (auto& st : s.streams)
+        if (st.get() == stream) return st->alive;
+    return false;
+}
+
+// Parses the `.entry NAME( .param ... )` blocks of a PTX module: name -> (offsets, sizes).
+bool parse_ptx(const std::string& ptx, std::vector<std::pair<std::string, std::vector<std::pair<size_t, size_t>>>>* entries, std::string* err) {
+    size_t pos = 0;
+    while ((pos = ptx.find(".entry ", pos)) != std::string::npos) {
+        size_t name_start = pos + 7, paren = ptx.find('(', name_start);
+        size_t close = ptx.find(')', paren);
+        if (paren == std::string::npos || close == std::string::npos) {
+            *err = "malformed .entry";
+            return false;
+        }
+        std::string name = ptx.substr(name_start, paren - name_start);
+        while (!name.empty() && (name.back() == ' ' || name.back() == '\n' || name.back() == '\t')) name.pop_back();
+        std::vector<std::pair<size_t, size_t>> params;
+        size_t offset = 0, p = paren;
+        while ((p = ptx.find(".param", p)) != std::string::npos && p < close) {
+            size_t end = ptx.find_first_of(",)", p);
+            std::string decl = ptx.substr(p, end - p);
+            size_t align = 0, size = 0;
+            if (auto a = decl.find(".align "); a != std::string::npos) align = std::strtoul(decl.c_str() + a + 7, nullptr, 10);
+            if (auto b = decl.find('['); b != std::string::npos) {
+                size = std::strtoul(decl.c_str() + b + 1, nullptr, 10);
+            } else if (decl.find("64") != std::string::npos) {
+                size = 8;
+            } else if (decl.find("32") != std::string::npos) {
+                size = 4;
+            } else {
+                *err = "unsupported parameter declaration '" + decl + "' of " + name;
+                return false;
+            }
+            if (align == 0) align = size;
+            offset = (offset + align - 1) / align * align;
+            params.push_back({offset, size});
+            offset += size;
+            p = end;
+        }
+        entries->push_back({name, params});
+        pos = close;
+    }
+    return true;
+}
+
+}  // namespace
+
+API const char* hnca_fake_cuda_last_fault() { return state().last_fault.c_str(); }
+
+// For tests that provoke faults one after another: forget the last fault and un-poison the
+// context (a real GPU needs a new process for that).
+API void hnca_fake_cuda_reset() {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    s.sticky = CUDA_SUCCESS;
+    s.last_fault.clear();
+}
+
+API CUresult cuInit(unsigned) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    s.initialized = true;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetCount(int* count) {
+    if (!state().initialized) return CUDA_ERROR_NOT_INITIALIZED;
+    *count = device_count();
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+    if (!state().initialized) return CUDA_ERROR_NOT_INITIALIZED;
+    if (ordinal < 0 || ordinal >= device_count()) return device_count() == 0 ? CUDA_ERROR_NO_DEVICE : CUDA_ERROR_INVALID_DEVICE;
+    *device = ordinal;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice) {
+    switch (attribute) {
+        case 1: *value = 1024; break;                  // max threads per block
+        case 2: case 3: *value = 1024; break;          // max block dims x, y
+        case 4: *value = 64; break;                    // max block dim z
+        case 5: *value = 2147483647; break;            // max grid dim x
+        case 6: case 7: *value = 65535; break;         // max grid dims y, z
+        case 8: *value = (int)MAX_STATIC_PLUS_DYNAMIC_SHARED; break;
+        case 10: *value = 32; break;                   // warp size
+        case 16: *value = 1; break;                    // multiprocessors
+        case 41: *value = 1; break;                    // unified addressing
+        case 75: *value = 9; break;                    // compute capability 9.0
+        case 76: *value = 0; break;
+        case 115: *value = 0; break;                   // no memory pools: synchronous allocation
+        default: *value = 0;
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetName(char* name, int len, CUdevice) {
+    std::snprintf(name, (size_t)len, "hnca emulated GPU");
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDevicePrimaryCtxRetain(CUcontext* ctx, CUdevice) {
+    *ctx = &primary_context_token;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
+API CUresult cuCtxGetCurrent(CUcontext* ctx) {
+    *ctx = current_context;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxSetCurrent(CUcontext ctx) {
+    if (ctx != nullptr && ctx != &primary_context_token) return CUDA_ERROR_INVALID_CONTEXT;
+    current_context = ctx;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxSynchronize() { return state().sticky; }
+
+API CUresult cuStreamCreate(CUstream* stream, unsigned) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    s.streams.push_back(std::make_unique<Stream>());
+    *stream = s.streams.back().get();
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamDestroy_v2(CUstream stream) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    for (auto& st : s.streams)
+        if (st.get() == stream && st->alive) {
+            st->alive = false;
+            return CUDA_SUCCESS;
+        }
+    return fault(s, CUDA_ERROR_INVALID_HANDLE, "destroying a stream that does not exist or was already destroyed");
+}
+API CUresult cuStreamSynchronize(CUstream stream) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "synchronising a destroyed stream");
+    return s.sticky;
+}
+API CUresult cuStreamWaitEvent(CUstream stream, CUevent, unsigned) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "waiting on a destroyed stream");
+    return CUDA_SUCCESS;
+}
+
+// Work completes when issued, so events carry nothing.
+API CUresult cuEventCreate(CUevent* event, unsigned) {
+    *event = new int(0);
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventRecord(CUevent, CUstream stream) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "recording an event on a destroyed stream");
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventDestroy_v2(CUevent event) {
+    delete static_cast<int*>(event);
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
+API CUresult cuEventSynchronize(CUevent) { return state().sticky; }
+
+API CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    auto* raw = static_cast<unsigned char*>(std::malloc(bytes + 2 * GUARD));
+    if (!raw) return CUDA_ERROR_OUT_OF_MEMORY;
+    std::memset(raw, GUARD_BYTE, GUARD);
+    std::memset(raw + GUARD, 0xCD, bytes);  // uninitialised device memory is not zero
+    std::memset(raw + GUARD + bytes, GUARD_BYTE, GUARD);
+    CUdeviceptr user = (CUdeviceptr)(raw + GUARD);
+    s.allocations[user] = Allocation{raw, bytes, true};
+    *ptr = user;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemFree_v2(CUdeviceptr ptr) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    auto it = s.allocations.find(ptr);
+    if (it == s.allocations.end()) return fault(s, CUDA_ERROR_INVALID_VALUE, "freeing " + hex(ptr) + ", which was never allocated");
+    if (!it->second.alive) return fault(s, CUDA_ERROR_INVALID_VALUE, "freeing the " + std::to_string(it->second.size) + "-byte allocation at " + hex(ptr) + " twice");
+    std::string damage = damaged_guard(ptr, it->second);
+    it->second.alive = false;  // quarantined: never reused, so later uses are recognisable
+    if (!damage.empty()) return fault(s, CUDA_ERROR_ILLEGAL_ADDRESS, "memory was written " + damage + " (found when it was freed)");
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, CUstream stream) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    std::string problem;
+    if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "memset on a destroyed stream");
+    if (!check_range(s, dst, n, "memset", &problem)) return fault(s, CUDA_ERROR_INVALID_VALUE, problem);
+    std::memset((void*)dst, value, n);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CUstream stream) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    std::string problem;
+    if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "copy to the device on a destroyed stream");
+    if (!check_range(s, dst, bytes, "copy to the device", &problem)) return fault(s, CUDA_ERROR_INVALID_VALUE, problem);
+    std::memcpy((void*)dst, src, bytes);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, CUstream stream) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    std::string problem;
+    if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "copy to the host on a destroyed stream");
+    if (!check_range(s, src, bytes, "copy to the host", &problem)) return fault(s, CUDA_ERROR_INVALID_VALUE, problem);
+    std::memcpy(dst, (const void*)src, bytes);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuModuleLoadData(CUmodule* module, const void* image) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    std::string ptx(static_cast<const char*>(image));
+    if (ptx.find(".version") == std::string::npos || ptx.find(".target") == std::string::npos)
+        return fault(s, CUDA_ERROR_INVALID_IMAGE, "the module image is not PTX text");
+    std::vector<std::pair<std::string, std::vector<std::pair<size_t, size_t>>>> entries;
+    std::string err;
+    if (!parse_ptx(ptx, &entries, &err)) return fault(s, CUDA_ERROR_INVALID_PTX, err);
+    auto m = std::make_unique<Module>();
+    for (auto& [name, params] : entries) {
+        const EmuKernel* k = emu_find(name.c_str());
+        if (!k) return fault(s, CUDA_ERROR_INVALID_IMAGE, "the PTX defines kernel " + name + ", which has no CPU twin in kernels/emu/table.h");
+        if (params.size() != 1 || params[0].second != k->param_size)
+            return fault(s, CUDA_ERROR_INVALID_PTX, "kernel " + name + ": the PTX declares " + std::to_string(params.size()) +
+                                                        " parameter(s) but its CPU twin takes one " + std::to_string(k->param_size) + "-byte struct");
+        auto f = std::make_unique<Function>();
+        f->name = name;
+        f->kernel = k;
+        for (auto& [off, size] : params) {
+            f->param_offsets.push_back(off);
+            f->param_sizes.push_back(size);
+        }
+        m->functions.push_back(std::move(f));
+    }
+    *module = m.get();
+    s.modules.push_back(std::move(m));
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuModuleUnload(CUmodule) { return CUDA_SUCCESS; }
+
+API CUresult cuModuleGetFunction(CUfunction* function, CUmodule module, const char* name) {
+    for (auto& f : static_cast<Module*>(module)->functions)
+        if (f->name == name) {
+            *function = f.get();
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+API CUresult cuFuncGetParamInfo(CUfunction function, size_t index, size_t* offset, size_t* size) {
+    auto* f = static_cast<Function*>(function);
+    if (index >= f->param_sizes.size()) return CUDA_ERROR_INVALID_VALUE;
+    if (offset) *offset = f->param_offsets[index];
+    if (size) *size = f->param_sizes[index];
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuLaunchKernel(CUfunction function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shared,
+                            CUstream stream, void** params, void** extra) {
+    State& s = state();
+    std::lock_guard<std::mutex> g(s.lock);
+    auto* f = static_cast<Function*>(function);
+    if (s.sticky != CUDA_SUCCESS) return s.sticky;
+    if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "launch of " + f->name + " on a destroyed stream");
+    unsigned long long threads = (unsigned long long)bx * by * bz;
+    if (bx == 0 || by == 0 || bz == 0 || gx == 0 || gy == 0 || gz == 0 || threads > 1024 || bx > 1024 || by > 1024 || bz > 64 || gx > 2147483647u ||
+        gy > 65535 || gz > 65535)
+        return fault(s, CUDA_ERROR_INVALID_VALUE, "launch of " + f->name + " with grid (" + std::to_string(gx) + ", " + std::to_string(gy) + ", " +
+                                                      std::to_string(gz) + ") and block (" + std::to_string(bx) + ", " + std::to_string(by) + ", " +
+                                                      std::to_string(bz) + "), which a GPU refuses");
+    if (shared > MAX_STATIC_PLUS_DYNAMIC_SHARED)
+        return fault(s, CUDA_ERROR_INVALID_VALUE, "launch of " + f->name + " asking for " + std::to_string(shared) + " bytes of dynamic shared memory");
+    if (extra != nullptr || params == nullptr || params[0] == nullptr)
+        return fault(s, CUDA_ERROR_INVALID_VALUE, "launch of " + f->name + " without its parameter (only kernelParams is supported)");
+    // Every aligned 8-byte word of the argument that points into freed memory is a use after free.
+    const unsigned char* arg = static_cast<const unsigned char*>(params[0]);
+    for (size_t off = 0; off + 8 <= f->kernel->param_size; off += 8) {
+        CUdeviceptr word;
+        std::memcpy(&word, arg + off, 8);
+        auto* a = word ? find_allocation(s, word) : nullptr;
+        if (a && !a->second.alive)
+            return fault(s, CUDA_ERROR_ILLEGAL_ADDRESS, "kernel " + f->name + " was given " + hex(word) + " (argument bytes " + std::to_string(off) +
+                                                            "..), inside a " + std::to_string(a->second.size) + "-byte allocation that was freed");
+    }
+    f->kernel->run(dim3{gx, gy, gz}, dim3{bx, by, bz}, params[0]);
+    for (auto& [user, a] : s.allocations) {
+        if (!a.alive) continue;
+        std::string damage = damaged_guard(user, a);
+        if (!damage.empty()) {
+            repair_guards(a);
+            return fault(s, CUDA_ERROR_ILLEGAL_ADDRESS, "kernel " + f->name + " wrote " + damage);
+        }
+    }
+    return CUDA_SUCCESS;
+}
+
+namespace {
+struct ErrorName {
+    int code;
+    const char* name;
+    const char* text;
+};
+const ErrorName error_names[] = {
+    {CUDA_SUCCESS, "CUDA_SUCCESS", "no error"},
+    {CUDA_ERROR_INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {CUDA_ERROR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {CUDA_ERROR_NOT_INITIALIZED, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {CUDA_ERROR_NO_DEVICE, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"},
+    {CUDA_ERROR_INVALID_DEVICE, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {CUDA_ERROR_INVALID_IMAGE, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"},
+    {CUDA_ERROR_INVALID_CONTEXT, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
+    {CUDA_ERROR_INVALID_PTX, "CUDA_ERROR_INVALID_PTX", "a PTX JIT compilation failed"},
+    {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
+    {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS", "an illegal memory access was encountered"},
+};
+}  // namespace
+
+API CUresult cuGetErrorName(CUresult code, const char** name) {
+    for (auto& e : error_names)
+        if (e.code == code) {
+            *name = e.name;
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+API CUresult cuGetErrorString(CUresult code, const char** text) {
+    for (auto& e : error_names)
+        if (e.code == code) {
+            *text = e.text;
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_INVALID_VALUE;
+}

@@ -1,0 +1,137 @@
+//! The whole CUDA host path — cudarc's context, streams, allocations, copies, module loading,
+//! launches and synchronisation, then the training loop — on the emulated CUDA driver
+//! (kernels/emu/fake_cuda.cpp), checked against the CPU backend.
+
+mod common;
+
+use assert_cmd::Command;
+use common::fake_cuda;
+use hnca::backend::cpu::Cpu;
+use hnca::backend::kernels::KernelBackend;
+use hnca::backend::Backend;
+use hnca::estimator::{Estimator, EstimatorKind};
+use hnca::model::{Params, Shape};
+use hnca::step::{compute_gradients, Draw, Workspace};
+
+/// Every sample and every gradient tensor of one step, on the host.
+fn step<B: Backend>(
+    be: &B,
+    shape: &Shape,
+    est: &Estimator,
+    host: &Params<Vec<f32>>,
+    x: &[f32],
+    b: usize,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let params = host.to_backend(be);
+    let mut grads = host.map(|t| be.zeros(t.len()));
+    let mut ws = Workspace::new(be, shape, est, b);
+    be.write(&mut ws.main.z[0], x);
+    compute_gradients(be, &params, &mut ws, est, &[0.5, -1.0], Draw { seed: 8, step: 2, eval: false }, &mut grads);
+    be.check().unwrap();
+    let mut samples: Vec<Vec<f32>> = ws.main.z.iter().map(|z| be.download(z)).collect();
+    // alt[0] is an unused placeholder (a GPU backs empty buffers with one element).
+    for chain in ws.alt.iter().skip(1) {
+        samples.extend(chain.z.iter().map(|z| be.download(z)));
+    }
+    (samples, grads.tensors().into_iter().map(|t| be.download(t)).collect())
+}
+
+fn normwise(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
+}
+
+#[test]
+fn training_steps_through_cudarc_and_the_emulated_driver_match_the_cpu() {
+    let Some(device) = fake_cuda::open_or_skip() else { return };
+    assert!(device.description.starts_with("hnca emulated GPU"), "{}", device.description);
+    let gpu = KernelBackend::new(device);
+    let cpu = Cpu::new();
+    let shape = Shape::new(30, &[13, 9]);
+    let b = 6;
+    let host = Params::init(&shape, 4);
+    let x: Vec<f32> = (0..b * 30).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8 as f32).collect();
+    for kind in EstimatorKind::ALL {
+        let est = Estimator::new(kind);
+        let (zg, gg) = step(&gpu, &shape, &est, &host, &x, b);
+        let (zc, gc) = step(&cpu, &shape, &est, &host, &x, b);
+        assert_eq!(zg, zc, "{}: samples differ", kind.name());
+        for (i, (g, c)) in gg.iter().zip(&gc).enumerate() {
+            let d = normwise(g, c);
+            assert!(d <= 1e-5, "{} gradient tensor {i}: normwise difference {d}", kind.name());
+        }
+    }
+}
+
+fn hnca_bin() -> Command {
+    Command::cargo_bin("hnca").unwrap()
+}
+
+fn read_params(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn fifty_steps_on_device_cuda_agree_with_device_cpu_for_every_estimator() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for kind in EstimatorKind::ALL {
+        let mut runs = Vec::new();
+        for device in ["cuda", "cpu"] {
+            let metrics = dir.path().join(format!("{}-{device}.jsonl", kind.name()));
+            let params = dir.path().join(format!("{}-{device}.f32", kind.name()));
+            let out = hnca_bin()
+                .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+                .args(["vae", "--device", device, "--estimator", kind.name(), "--layers", "16,8", "--batch-size", "20", "--steps", "50"])
+                .args(["--test-every", "0", "--seed", "3", "--metrics"])
+                .arg(&metrics)
+                .arg("--save-params")
+                .arg(&params)
+                .assert()
+                .success();
+            let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+            if device == "cuda" {
+                assert!(stderr.contains("on hnca emulated GPU"), "{stderr}");
+            }
+            let m: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
+            runs.push((m, read_params(&params)));
+        }
+        let ((mg, pg), (mc, pc)) = (&runs[0], &runs[1]);
+        assert_eq!(mg["step"], 50);
+        for field in ["train_elbo", "grad_var"] {
+            let (g, c) = (mg[field].as_f64().unwrap(), mc[field].as_f64().unwrap());
+            assert!((g - c).abs() <= 1e-4 * c.abs(), "{} {field}: cuda {g} vs cpu {c}", kind.name());
+        }
+        assert_eq!(pg.len(), pc.len());
+        let d = normwise(pg, pc);
+        assert!(d <= 1e-4, "{}: final parameters differ by {d} normwise", kind.name());
+    }
+}
+
+#[test]
+fn device_auto_picks_the_emulated_gpu_and_zero_devices_is_a_clean_message() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let base = ["vae", "--layers", "8", "--batch-size", "10", "--steps", "2", "--test-every", "0"];
+    let out = hnca_bin().env("LD_LIBRARY_PATH", fake_cuda::library_path()).args(base).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("on hnca emulated GPU (sm_90)") && !stderr.contains("training on the CPU"), "{stderr}");
+
+    let out = hnca_bin().env("LD_LIBRARY_PATH", fake_cuda::library_path()).env("HNCA_FAKE_CUDA_DEVICES", "0").args(base).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("hnca: no usable GPU (the CUDA driver reports no GPU); training on the CPU"), "{stderr}");
+
+    let out = hnca_bin()
+        .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+        .env("HNCA_FAKE_CUDA_DEVICES", "0")
+        .args(base)
+        .args(["--device", "cuda"])
+        .assert()
+        .failure()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(stderr.trim(), "error: CUDA: the CUDA driver reports no GPU");
+}

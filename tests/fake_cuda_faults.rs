@@ -1,0 +1,120 @@
+//! The emulated CUDA driver catches the faults a GPU would (or would silently suffer): each is
+//! provoked on purpose and must come back as the real error code with a clear message.
+//! One test, scenario after scenario: a fault poisons the (process-wide) context, which the
+//! emulated driver's test hook clears in between.
+
+mod common;
+
+use std::ffi::c_void;
+
+use common::fake_cuda;
+use cudarc::driver::result;
+use cudarc::driver::sys::cudaError_enum as CuResult;
+use hnca::backend::cuda::check_parameter_list;
+use hnca::backend::kernels::{BroadcastRowsParams, Device, GemmParams, KernelParams};
+
+/// Asserts that the device recorded a driver error with `code`, and that the emulated driver
+/// described it with `words`; then clears the fault.
+fn assert_fault(error: Option<String>, code: &str, words: &str) {
+    let error = error.unwrap_or_else(|| panic!("expected {code}, but the device reported no error"));
+    assert!(error.contains(code), "expected {code}, got: {error}");
+    let fault = fake_cuda::last_fault();
+    assert!(fault.contains(words), "the driver's description {fault:?} lacks {words:?}");
+    fake_cuda::reset();
+}
+
+fn assert_raw_fault<T: std::fmt::Debug>(r: Result<T, result::DriverError>, code: CuResult, words: &str) {
+    match r {
+        Err(e) => assert_eq!(e.0, code, "{e:?}"),
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+    }
+    let fault = fake_cuda::last_fault();
+    assert!(fault.contains(words), "the driver's description {fault:?} lacks {words:?}");
+    fake_cuda::reset();
+}
+
+#[test]
+fn the_emulated_driver_reports_every_kind_of_fault() {
+    let Some(d) = fake_cuda::open_or_skip() else { return };
+
+    // A kernel writing past the end of its output: 20 floats into an allocation of 10.
+    let mut small = d.alloc_zeros(10);
+    let bias = d.upload(&[1.0; 20]);
+    let p = BroadcastRowsParams { out: d.ptr_mut(&mut small), bias: d.ptr(&bias), b: 2, n: 10 };
+    d.launch([1, 1, 1], [32, 1, 1], &p);
+    assert_fault(d.take_error(), "CUDA_ERROR_ILLEGAL_ADDRESS", "past the end of the 40-byte allocation");
+    // Where the write stays inside, the same launch is fine.
+    d.launch([1, 1, 1], [32, 1, 1], &BroadcastRowsParams { b: 1, ..p });
+    assert_eq!(d.take_error(), None);
+    assert_eq!(d.download(&small), vec![1.0; 10]);
+
+    // A kernel given memory that was freed.
+    let freed = d.alloc_zeros(16);
+    let dangling = d.ptr(&freed);
+    drop(freed);
+    d.launch([1, 1, 1], [32, 1, 1], &BroadcastRowsParams { out: dangling, bias: d.ptr(&bias), b: 1, n: 16 });
+    assert_fault(d.take_error(), "CUDA_ERROR_ILLEGAL_ADDRESS", "allocation that was freed");
+
+    // A copy larger than its destination.
+    let stream = d.stream().cu_stream();
+    let host = [0.0f32; 20];
+    // SAFETY: the emulated driver checks the range and refuses the copy.
+    assert_raw_fault(
+        unsafe { result::memcpy_htod_async(d.ptr(&small), &host[..], stream) },
+        CuResult::CUDA_ERROR_INVALID_VALUE,
+        "of 80 bytes at offset 0 of a 40-byte allocation",
+    );
+
+    // Freeing twice.
+    // SAFETY: raw driver calls on memory this test owns.
+    let raw = unsafe { result::malloc_sync(64) }.unwrap();
+    unsafe { result::free_sync(raw) }.unwrap();
+    assert_raw_fault(unsafe { result::free_sync(raw) }, CuResult::CUDA_ERROR_INVALID_VALUE, "twice");
+
+    // A launch on a stream that was destroyed.
+    let gone = result::stream::create(result::stream::StreamKind::NonBlocking).unwrap();
+    // SAFETY: the stream is not used by anything else.
+    unsafe { result::stream::destroy(gone) }.unwrap();
+    let f = d.function(BroadcastRowsParams::NAME).unwrap();
+    let mut arg = BroadcastRowsParams { b: 1, ..p };
+    let mut args = [&mut arg as *mut BroadcastRowsParams as *mut c_void];
+    // SAFETY: a valid function and argument; the driver refuses the stream.
+    assert_raw_fault(
+        unsafe { result::launch_kernel(f.cu_function(), (1, 1, 1), (32, 1, 1), 0, gone, &mut args) },
+        CuResult::CUDA_ERROR_INVALID_HANDLE,
+        "destroyed stream",
+    );
+
+    // Launch configurations a GPU refuses: more than 1,024 threads, a zero grid, too much
+    // dynamic shared memory.
+    d.launch([1, 1, 1], [2048, 1, 1], &BroadcastRowsParams { b: 1, ..p });
+    assert_fault(d.take_error(), "CUDA_ERROR_INVALID_VALUE", "which a GPU refuses");
+    d.launch([0, 1, 1], [32, 1, 1], &BroadcastRowsParams { b: 1, ..p });
+    assert_fault(d.take_error(), "CUDA_ERROR_INVALID_VALUE", "which a GPU refuses");
+    // SAFETY: as above.
+    assert_raw_fault(
+        unsafe { result::launch_kernel(f.cu_function(), (1, 1, 1), (32, 1, 1), 64 * 1024, stream, &mut args) },
+        CuResult::CUDA_ERROR_INVALID_VALUE,
+        "dynamic shared memory",
+    );
+
+    // A Rust parameter struct whose size drifted from the kernel's: refused when the GPU opens.
+    let gemm = d.function(GemmParams::NAME).unwrap();
+    let size = std::mem::size_of::<GemmParams>();
+    assert_eq!(check_parameter_list(gemm, "gemm", size), Ok(()));
+    let err = check_parameter_list(gemm, "gemm", size + 8).unwrap_err();
+    assert!(err.contains("gemm") && err.contains(&size.to_string()), "{err}");
+
+    // PTX whose kernel takes other parameters than its CPU twin: the module is refused.
+    let ptx = hnca::backend::nvrtc::compile_ptx("compute_90").unwrap();
+    let needle = format!("gemm_param_0[{size}]");
+    assert!(ptx.contains(&needle), "the PTX does not declare {needle}");
+    let bad = std::ffi::CString::new(ptx.replace(&needle, &format!("gemm_param_0[{}]", size + 8))).unwrap();
+    // SAFETY: a NUL-terminated PTX image.
+    assert_raw_fault(unsafe { result::module::load_data(bad.as_ptr() as *const c_void) }, CuResult::CUDA_ERROR_INVALID_PTX, "kernel gemm");
+
+    // After all that, ordinary work still runs.
+    let again = d.upload(&[2.0; 4]);
+    assert_eq!(d.download(&again), vec![2.0; 4]);
+    assert_eq!(d.take_error(), None);
+}
