@@ -19,6 +19,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Vae(args) => run_vae(&args),
         Command::Selftest(args) => run_selftest(&args),
+        Command::Bench(args) => crate::bench::run(&args),
     }
 }
 

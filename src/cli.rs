@@ -24,6 +24,9 @@ pub enum Command {
     /// Check every GPU kernel against the CPU backend on the real shapes, then time training
     /// steps of the VAE on the GPU.
     Selftest(SelftestArgs),
+    /// Time training steps of the CPU backend for several models and every estimator, with the
+    /// cost model: log-sigmoid evaluations per step, ns per evaluation, the credit pass's share.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where the training runs.

@@ -17,6 +17,15 @@ pub fn clipped_p(logit: f32) -> f32 {
     sigmoid(logit).clamp(CLIP, 1.0 - CLIP)
 }
 
+/// Wall time spent in the credit pass since the last [`take_credit_nanos`], for `hnca bench`'s
+/// cost model (a handful of clock reads per step).
+static CREDIT_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Returns and resets the wall time the credit pass has taken, in nanoseconds.
+pub fn take_credit_nanos() -> u64 {
+    CREDIT_NANOS.swap(0, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Rows below this many elements of work are not worth splitting across threads.
 const PAR_MIN_WORK: usize = 1 << 15;
 
@@ -49,38 +58,68 @@ fn lane_sum(xs: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// One row of the credit pass: for each parent i, the change in the children's log-likelihood
-/// (and, if `ENT`, in their entropy) when parent i is flipped. `sa[c] = s_c·a_c` and
-/// `s[c] = 2·child_c - 1`, so the flipped, signed logit is x = sa[c] + d_i·s[c]·w[i, c] with
-/// d_i = 1 - 2·parent_i (entropy is symmetric, so the signed logit serves it too); `lp0` and
-/// `ent0` hold each child's unflipped terms. Summing per-child differences, rather than
-/// subtracting two totals, keeps HNCA's credit free of cancellation in f32. The transcendental
-/// part runs as a map into the `lp`/`ent` scratch rows (c) so that it vectorises.
+/// One row of the credit pass: its outputs, its inputs, and two scratch rows.
+struct CreditJob<'a> {
+    /// Outputs for this row's parents, (p): the change in the children's log-likelihood and,
+    /// if wanted, in their entropy when each parent flips.
+    flip_lp: &'a mut [f32],
+    flip_ent: &'a mut [f32],
+    /// This row's parent samples, (p); weights (p, c); the row's children.
+    parent: &'a [f32],
+    w: &'a [f32],
+    row: &'a CreditRow,
+    /// Scratch, (c) each.
+    lp: &'a mut [f32],
+    ent: &'a mut [f32],
+}
+
+/// For each parent i, the change in the children's log-likelihood (and, if `ENT`, in their
+/// entropy) when parent i is flipped. `sa[c] = s_c·a_c` and `s[c] = 2·child_c - 1`, so the
+/// flipped, signed logit is x = sa[c] + d_i·s[c]·w[i, c] with d_i = 1 - 2·parent_i (entropy is
+/// symmetric, so the signed logit serves it too); `lp0` and `ent0` hold each child's unflipped
+/// terms. Summing per-child differences, rather than subtracting two totals, keeps HNCA's credit
+/// free of cancellation in f32. The transcendental part runs as a map into the scratch rows so
+/// that it vectorises; the sums come after, in a fixed order.
 #[inline(always)]
-fn credit_row<const ENT: bool>(
+fn credit_row<const ENT: bool>(job: CreditJob) {
+    let r = job.row;
+    credit_row_slices::<ENT>(job.flip_lp, job.flip_ent, job.parent, job.w, &r.sa, &r.s, &r.lp0, &r.ent0, job.lp, job.ent)
+}
+
+/// The loop itself, every slice its own argument: `&mut` arguments are known not to alias, which
+/// is what lets the compiler vectorise the map (fields of a struct would not carry that).
+#[inline(always)]
+fn credit_row_slices<const ENT: bool>(
     flip_lp: &mut [f32],
     flip_ent: &mut [f32],
     parent: &[f32],
     w: &[f32],
-    row: &CreditRow,
+    sa: &[f32],
+    s: &[f32],
+    lp0: &[f32],
+    ent0: &[f32],
     lp: &mut [f32],
     ent: &mut [f32],
 ) {
-    let c = row.sa.len();
+    let c = sa.len();
+    let (s, lp0, lp) = (&s[..c], &lp0[..c], &mut lp[..c]);
     for (i, &u) in parent.iter().enumerate() {
         let d = 1.0 - 2.0 * u;
         let wi = &w[i * c..(i + 1) * c];
-        for j in 0..c {
-            let (l, h) = log_sigmoid_and_entropy(row.sa[j] + d * row.s[j] * wi[j]);
-            lp[j] = l - row.lp0[j];
-            if ENT {
-                ent[j] = h - row.ent0[j];
+        if ENT {
+            let (ent0, ent) = (&ent0[..c], &mut ent[..c]);
+            for j in 0..c {
+                let (l, h) = log_sigmoid_and_entropy(sa[j] + d * s[j] * wi[j]);
+                lp[j] = l - lp0[j];
+                ent[j] = h - ent0[j];
+            }
+            flip_ent[i] = lane_sum(ent);
+        } else {
+            for j in 0..c {
+                lp[j] = log_sigmoid(sa[j] + d * s[j] * wi[j]) - lp0[j];
             }
         }
         flip_lp[i] = lane_sum(lp);
-        if ENT {
-            flip_ent[i] = lane_sum(ent);
-        }
     }
 }
 
@@ -102,37 +141,66 @@ impl CreditRow {
     }
 }
 
-/// The same loop compiled for AVX2 and FMA (8 f32 lanes), chosen at run time where the CPU has
-/// them. Plain `a * b + c` is not contracted into FMA, so both variants round identically.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn credit_row_avx2<const ENT: bool>(
-    flip_lp: &mut [f32],
-    flip_ent: &mut [f32],
-    parent: &[f32],
-    w: &[f32],
-    row: &CreditRow,
-    lp: &mut [f32],
-    ent: &mut [f32],
-) {
-    credit_row::<ENT>(flip_lp, flip_ent, parent, w, row, lp, ent)
+/// The instruction sets the credit pass is compiled for. Plain `a * b + c` is never contracted
+/// into FMA and the sums run in a fixed 8-lane order, so every path gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    Portable,
+    Avx2,
+    Avx512,
 }
 
-fn credit_row_dispatch<const ENT: bool>(
-    flip_lp: &mut [f32],
-    flip_ent: &mut [f32],
-    parent: &[f32],
-    w: &[f32],
-    row: &CreditRow,
-    lp: &mut [f32],
-    ent: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { credit_row_avx2::<ENT>(flip_lp, flip_ent, parent, w, row, lp, ent) };
+impl Simd {
+    /// The widest the CPU supports, unless HNCA_CPU_SIMD (portable, avx2, avx512) asks for a
+    /// narrower one (for benchmarks and tests); chosen once per process.
+    pub fn selected() -> Simd {
+        static CHOICE: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            let best = Simd::best_supported();
+            match std::env::var("HNCA_CPU_SIMD").as_deref() {
+                Ok("portable") => Simd::Portable,
+                Ok("avx2") if best != Simd::Portable => Simd::Avx2,
+                _ => best,
+            }
+        })
     }
-    credit_row::<ENT>(flip_lp, flip_ent, parent, w, row, lp, ent)
+
+    pub fn best_supported() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Portable
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn credit_row_avx2<const ENT: bool>(job: CreditJob) {
+    credit_row::<ENT>(job)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn credit_row_avx512<const ENT: bool>(job: CreditJob) {
+    credit_row::<ENT>(job)
+}
+
+fn credit_row_dispatch<const ENT: bool>(simd: Simd, job: CreditJob) {
+    match simd {
+        // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { credit_row_avx512::<ENT>(job) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { credit_row_avx2::<ENT>(job) },
+        _ => credit_row::<ENT>(job),
+    }
 }
 
 impl Backend for Cpu {
@@ -329,14 +397,16 @@ impl Backend for Cpu {
                 &mut no_ent
             }
         };
-        let row = |(r, (lp, ent)): (usize, (&mut [f32], &mut [f32]))| {
+        let started = std::time::Instant::now();
+        let simd = Simd::selected();
+        let row = |(r, (flip_lp, flip_ent)): (usize, (&mut [f32], &mut [f32]))| {
             let children = CreditRow::new(&child_logits[r * c..(r + 1) * c], &child[r * c..(r + 1) * c]);
-            let parent_row = &parent[r * p..(r + 1) * p];
-            let (mut lp_scratch, mut ent_scratch) = (vec![0.0f32; c], vec![0.0f32; if want_ent { c } else { 0 }]);
+            let (mut lp, mut ent) = (vec![0.0f32; c], vec![0.0f32; if want_ent { c } else { 0 }]);
+            let job = CreditJob { flip_lp, flip_ent, parent: &parent[r * p..(r + 1) * p], w, row: &children, lp: &mut lp, ent: &mut ent };
             if want_ent {
-                credit_row_dispatch::<true>(lp, ent, parent_row, w, &children, &mut lp_scratch, &mut ent_scratch);
+                credit_row_dispatch::<true>(simd, job);
             } else {
-                credit_row_dispatch::<false>(lp, ent, parent_row, w, &children, &mut lp_scratch, &mut ent_scratch);
+                credit_row_dispatch::<false>(simd, job);
             }
         };
         if b * p * c >= PAR_MIN_WORK {
@@ -344,6 +414,7 @@ impl Backend for Cpu {
         } else {
             flip_lp.chunks_mut(p).zip(ent.chunks_mut(p)).enumerate().for_each(row);
         }
+        CREDIT_NANOS.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn hnca_unit_grad(&self, out: &mut Vec<f32>, inp: &HncaInputs<'_, Vec<f32>>, b: usize, p: usize) {

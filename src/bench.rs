@@ -1,0 +1,157 @@
+//! `hnca bench`: training speed of the CPU backend, with the cost model that explains it.
+//!
+//! For each model and estimator it times training steps on MNIST-like random bits and reports
+//! steps/s, examples/s, the log-sigmoid evaluations a step needs (counted from the shapes), the
+//! nanoseconds the credit pass spends per evaluation per core, the credit pass's share of the
+//! step, and the process's peak resident memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::backend::cpu::{take_credit_nanos, Cpu, Simd};
+use crate::error::Error;
+use crate::estimator::{Estimator, EstimatorKind};
+use crate::model::Shape;
+use crate::rng::RngKey;
+use crate::train::{write_atomically, Trainer};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Models to time, each a comma-separated list of latent widths; separate models with ';'.
+    #[arg(long, default_value = "200;200,200,200;1000,1000,1000")]
+    pub models: String,
+
+    /// Estimators to time [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub estimators: Vec<EstimatorKind>,
+
+    /// Minibatch size.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+
+    /// Time each configuration for about this many seconds (at least 3 steps).
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+/// Log-sigmoid evaluations one step of `est` needs: (in the credit pass, in total).
+pub fn log_sigmoid_evaluations(shape: &Shape, est: &Estimator, b: usize) -> (u64, u64) {
+    let depth = shape.depth();
+    let n = |m: usize| shape.width(m) as u64;
+    let b = b as u64;
+    // Main chain: encoder entropies, decoder log-likelihoods, prior.
+    let main: u64 = (1..=depth).map(|m| b * n(m) + b * n(m - 1)).sum::<u64>() + b * n(depth);
+    let mut credit = 0;
+    let mut other = main;
+    if est.is_hnca() {
+        for l in 1..=depth {
+            // Every parent against every child, plus each child's unflipped term once per row.
+            let children = n(l - 1) + if l < depth { n(l + 1) } else { 0 };
+            credit += b * n(l) * children + b * children;
+            other += 2 * b * n(l); // own generative term at both values
+        }
+    }
+    if est.alternative().is_some() {
+        // Each alternative chain's terms are differences: two evaluations per element.
+        for l in 1..=depth {
+            other += 2 * b * n(l - 1) + 2 * b * n(depth);
+            for m in (l + 1)..=depth {
+                other += 2 * (b * n(m) + b * n(m - 1));
+            }
+        }
+    }
+    (credit, credit + other)
+}
+
+/// Peak resident memory of the process since the last reset, in bytes (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), Error> {
+    if args.batch_size == 0 || !(args.seconds > 0.0) {
+        return Err(Error::Config("--batch-size and --seconds must be positive".into()));
+    }
+    let models: Vec<Vec<usize>> = args
+        .models
+        .split(';')
+        .map(|m| m.split(',').map(|w| w.trim().parse::<usize>().ok().filter(|&w| w > 0 && w <= 4096)).collect::<Option<Vec<_>>>())
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::Config(format!("--models must be ';'-separated lists of widths 1 to 4096, got {:?}", args.models)))?;
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
+    }
+    let estimators = if args.estimators.is_empty() { EstimatorKind::ALL.to_vec() } else { args.estimators.clone() };
+    let threads = rayon::current_num_threads();
+    let be = Cpu::new();
+    let b = args.batch_size;
+    println!("CPU backend, {threads} threads, credit pass compiled for {:?}, batch {b}", Simd::selected());
+    println!(
+        "{:<16} {:<13} {:>9} {:>11} {:>13} {:>13} {:>8} {:>9}",
+        "model", "estimator", "steps/s", "examples/s", "evals/step", "ns/eval/core", "credit", "peak MB"
+    );
+    let mut rows = Vec::new();
+    for latent in &models {
+        let shape = Shape::new(784, latent);
+        // About 13% of binarized MNIST pixels are on.
+        let key = RngKey::new(1, 0, 0xbe4c);
+        let x: Vec<f32> = (0..(b * 784) as u32).map(|i| (key.uniform(i) < 0.13) as u8 as f32).collect();
+        for &kind in &estimators {
+            let est = Estimator::new(kind);
+            reset_peak_rss();
+            let mut trainer = Trainer::new(&be, shape.clone(), est, b, 1e-4, 0);
+            trainer.train_step(&x);
+            take_credit_nanos();
+            let start = Instant::now();
+            let mut steps = 0u64;
+            while steps < 3 || start.elapsed().as_secs_f64() < args.seconds {
+                trainer.train_step(&x);
+                steps += 1;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let credit_secs = take_credit_nanos() as f64 * 1e-9;
+            let (credit_evals, evals) = log_sigmoid_evaluations(&shape, &est, b);
+            let rate = steps as f64 / secs;
+            let ns_per_eval = (credit_evals > 0).then(|| credit_secs * 1e9 * threads as f64 / (credit_evals as f64 * steps as f64));
+            let peak_mb = peak_rss().map(|p| p as f64 / 1048576.0);
+            let model = latent.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+            println!(
+                "{:<16} {:<13} {:>9.1} {:>11.0} {:>12.1}M {:>13} {:>7.0}% {:>9}",
+                model,
+                kind.name(),
+                rate,
+                rate * b as f64,
+                evals as f64 / 1e6,
+                ns_per_eval.map_or("-".into(), |v| format!("{v:.2}")),
+                100.0 * credit_secs / secs,
+                peak_mb.map_or("-".into(), |v| format!("{v:.0}")),
+            );
+            rows.push(serde_json::json!({
+                "model": latent, "estimator": kind.name(), "batch_size": b, "threads": threads,
+                "simd": format!("{:?}", Simd::selected()), "steps": steps, "seconds": secs,
+                "steps_per_second": rate, "examples_per_second": rate * b as f64,
+                "log_sigmoid_evaluations_per_step": evals, "credit_pass_evaluations_per_step": credit_evals,
+                "credit_ns_per_evaluation_per_core": ns_per_eval, "credit_pass_share": credit_secs / secs,
+                "peak_rss_bytes": peak_mb.map(|m| (m * 1048576.0) as u64),
+            }));
+        }
+    }
+    if let Some(path) = &args.json {
+        write_atomically(path, serde_json::to_string_pretty(&rows).expect("JSON values serialise").as_bytes())?;
+    }
+    Ok(())
+}
