@@ -1,0 +1,86 @@
+//! The CPU backend's matrix products: matrixmultiply's packed kernels, split into fixed blocks
+//! of output that rayon runs in parallel. Each output element is summed by one kernel call over
+//! the whole inner dimension, so the bits do not depend on the blocking or the thread count.
+
+use rayon::prelude::*;
+
+/// Output columns (forward) or rows (weight gradient) per parallel task: a multiple of every
+/// matrixmultiply microkernel's width, and small enough to give two cores work at width 200.
+const BLOCK: usize = 64;
+/// Products below this many multiply-adds run on the calling thread.
+const PAR_MIN_MACS: usize = 1 << 18;
+
+/// A raw pointer that may cross to rayon's threads; each task touches a disjoint block.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint column or row blocks of the output (see the callers).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+fn for_blocks(total: usize, macs: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    let blocks = total.div_ceil(BLOCK);
+    let run = |i: usize| f(i * BLOCK, BLOCK.min(total - i * BLOCK));
+    if macs >= PAR_MIN_MACS && blocks > 1 {
+        (0..blocks).into_par_iter().for_each(run);
+    } else {
+        (0..blocks).for_each(run);
+    }
+}
+
+/// out += inp·w: out is (b, n), inp (b, k), w (k, n), all row-major.
+pub fn matmul_accumulate(out: &mut [f32], inp: &[f32], w: &[f32], b: usize, k: usize, n: usize) {
+    assert_eq!((out.len(), inp.len(), w.len()), (b * n, b * k, k * n));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    for_blocks(n, b * k * n, |j0, nb| {
+        let out_ptr = out_ptr;
+        // SAFETY: columns j0..j0+nb of the (b, n) output and of the (k, n) weights lie inside the
+        // asserted extents; blocks are disjoint, so no two tasks write the same element.
+        unsafe {
+            matrixmultiply::sgemm(
+                b,
+                k,
+                nb,
+                1.0,
+                inp.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr().add(j0),
+                n as isize,
+                1,
+                1.0,
+                out_ptr.0.add(j0),
+                n as isize,
+                1,
+            );
+        }
+    });
+}
+
+/// dw = scale·inpᵀ·dout: dw is (k, n), inp (b, k), dout (b, n).
+pub fn matmul_transposed_a(dw: &mut [f32], inp: &[f32], dout: &[f32], scale: f32, b: usize, k: usize, n: usize) {
+    assert_eq!((dw.len(), inp.len(), dout.len()), (k * n, b * k, b * n));
+    let dw_ptr = SendPtr(dw.as_mut_ptr());
+    for_blocks(k, b * k * n, |i0, kb| {
+        let dw_ptr = dw_ptr;
+        // SAFETY: rows i0..i0+kb of dw, read as columns i0.. of inp (inpᵀ has row stride 1 and
+        // column stride k), lie inside the asserted extents; blocks of dw are disjoint.
+        unsafe {
+            matrixmultiply::sgemm(
+                kb,
+                b,
+                n,
+                scale,
+                inp.as_ptr().add(i0),
+                1,
+                k as isize,
+                dout.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                dw_ptr.0.add(i0 * n),
+                n as isize,
+                1,
+            );
+        }
+    });
+}

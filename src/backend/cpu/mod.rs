@@ -1,0 +1,370 @@
+//! The CPU backend: the reference for every operation, and the fallback trainer.
+//! Row-parallel with rayon; GEMMs through matrixmultiply; the transcendental hot loops use the
+//! branch-free approximations of [`crate::math`] so that they vectorise.
+
+use rayon::prelude::*;
+
+mod credit;
+mod gemm;
+pub use credit::{take_credit_nanos, Simd};
+
+use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
+use crate::math::{bernoulli_entropy_from_logit, log_sigmoid, sigmoid};
+use crate::rng::RngKey;
+
+/// Probabilities are clipped to [CLIP, 1 - CLIP] wherever p itself enters a formula
+/// (p(1-p), the hindsight ratios, log((1-p)/p)); log-probabilities use raw logits.
+pub const CLIP: f32 = 1e-5;
+
+#[inline(always)]
+pub fn clipped_p(logit: f32) -> f32 {
+    sigmoid(logit).clamp(CLIP, 1.0 - CLIP)
+}
+
+/// Elements of work below which an operation runs on the calling thread.
+const PAR_MIN_WORK: usize = 1 << 15;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl Cpu {
+    pub fn new() -> Self {
+        Cpu
+    }
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn zeros(&self, n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+    fn upload(&self, host: &[f32]) -> Vec<f32> {
+        host.to_vec()
+    }
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        buf.clone()
+    }
+    fn write(&self, dst: &mut Vec<f32>, host: &[f32]) {
+        dst.copy_from_slice(host);
+    }
+
+    fn matmul_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, k: usize, n: usize) {
+        debug_assert_eq!(bias.len(), n);
+        for row in out.chunks_mut(n) {
+            row.copy_from_slice(bias);
+        }
+        gemm::matmul_accumulate(out, inp, w, b, k, n);
+    }
+
+    fn matmul_backward_weight(&self, dw: &mut Vec<f32>, inp: &Vec<f32>, dout: &Vec<f32>, b: usize, k: usize, n: usize) {
+        gemm::matmul_transposed_a(dw, inp, dout, 1.0 / b as f32, b, k, n);
+    }
+
+    fn column_mean(&self, out: &mut Vec<f32>, x: &Vec<f32>, b: usize, n: usize) {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for row in x.chunks(n).take(b) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+        let inv = 1.0 / b as f32;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+
+    fn bernoulli_sample(
+        &self,
+        z: &mut Vec<f32>,
+        anti: Option<&mut Vec<f32>>,
+        logits: &Vec<f32>,
+        key: RngKey,
+        mode: SampleMode,
+        b: usize,
+        n: usize,
+    ) {
+        debug_assert_eq!((z.len(), logits.len()), (b * n, b * n));
+        // Uniform number i of the layer is element i of the (b, n) array, whichever thread draws it.
+        let draw = |r: usize, z: &mut [f32], anti: &mut [f32]| {
+            let mut u = [0.0f32; 64];
+            for j0 in (0..n).step_by(u.len()) {
+                let len = u.len().min(n - j0);
+                key.fill_uniform((r * n + j0) as u32, &mut u[..len]);
+                let a = &logits[r * n + j0..r * n + j0 + len];
+                if anti.is_empty() {
+                    for j in 0..len {
+                        z[j0 + j] = (u[j] < clipped_p(a[j])) as u8 as f32;
+                    }
+                } else {
+                    for j in 0..len {
+                        let p = clipped_p(a[j]);
+                        z[j0 + j] = (1.0 - u[j] < p) as u8 as f32;
+                        anti[j0 + j] = (u[j] < p) as u8 as f32;
+                    }
+                }
+            }
+        };
+        match (mode, anti) {
+            (SampleMode::Standard, _) => for_each_row(z, n, 4 * n, |r, z| draw(r, z, &mut [])),
+            (SampleMode::Antithetic, Some(anti)) => for_each_row_pair(z, anti, n, 4 * n, draw),
+            (SampleMode::Antithetic, None) => panic!("antithetic sampling needs an output for the twin"),
+        }
+    }
+
+    fn log_prob_rows(
+        &self,
+        terms: &mut Vec<f32>,
+        t: usize,
+        col: usize,
+        logits: &Vec<f32>,
+        broadcast: bool,
+        targets: &Vec<f32>,
+        base: Option<(&Vec<f32>, &Vec<f32>)>,
+        b: usize,
+        n: usize,
+    ) {
+        fn row(v: &[f32], r: usize, n: usize, broadcast: bool) -> &[f32] {
+            if broadcast {
+                &v[..n]
+            } else {
+                &v[r * n..(r + 1) * n]
+            }
+        }
+        let lp = |a: f32, x: f32| log_sigmoid((2.0 * x - 1.0) * a);
+        for_each_row(&mut terms[..b * t], t, n, |r, out| {
+            let (a, x) = (row(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
+            out[col] = match base {
+                None => lane_sum_by(n, |j| lp(a[j], x[j])),
+                Some((a0, x0)) => {
+                    let (a0, x0) = (row(a0, r, n, broadcast), &x0[r * n..(r + 1) * n]);
+                    lane_sum_by(n, |j| lp(a[j], x[j]) - lp(a0[j], x0[j]))
+                }
+            };
+        });
+    }
+
+    fn entropy_rows(&self, terms: &mut Vec<f32>, t: usize, col: usize, logits: &Vec<f32>, base: Option<&Vec<f32>>, b: usize, n: usize) {
+        for_each_row(&mut terms[..b * t], t, n, |r, out| {
+            let a = &logits[r * n..(r + 1) * n];
+            out[col] = match base {
+                None => lane_sum_by(n, |j| bernoulli_entropy_from_logit(a[j])),
+                Some(a0) => {
+                    let a0 = &a0[r * n..(r + 1) * n];
+                    lane_sum_by(n, |j| bernoulli_entropy_from_logit(a[j]) - bernoulli_entropy_from_logit(a0[j]))
+                }
+            };
+        });
+    }
+
+    fn weighted_row_sum(&self, out: &mut Vec<f32>, terms: &Vec<f32>, coef: &[f32], offset: f32, b: usize, t: usize) {
+        for r in 0..b {
+            let row = &terms[r * t..(r + 1) * t];
+            out[r] = row.iter().zip(coef).map(|(x, c)| x * c).sum::<f32>() + offset;
+        }
+    }
+
+    fn term_means(&self, terms: &Vec<f32>, b: usize, t: usize) -> Vec<f64> {
+        let mut m = vec![0.0f64; t];
+        for row in terms.chunks(t).take(b) {
+            for (mi, &x) in m.iter_mut().zip(row) {
+                *mi += x as f64;
+            }
+        }
+        m.iter_mut().for_each(|x| *x /= b as f64);
+        m
+    }
+
+    fn credit_pass(
+        &self,
+        flip_lp: &mut Vec<f32>,
+        flip_ent: Option<&mut Vec<f32>>,
+        parent: &Vec<f32>,
+        w: &Vec<f32>,
+        child_logits: &Vec<f32>,
+        child: &Vec<f32>,
+        b: usize,
+        p: usize,
+        c: usize,
+    ) {
+        credit::credit_pass(flip_lp, flip_ent.map(|e| e.as_mut_slice()), parent, w, child_logits, child, b, p, c);
+    }
+
+    fn hnca_unit_grad(&self, out: &mut Vec<f32>, inp: &HncaInputs<'_, Vec<f32>>, b: usize, p: usize) {
+        let t = inp.t;
+        for_each_row(&mut out[..b * p], p, 40 * p, |r, out| {
+            let row_term = |col: usize| inp.terms[r * t + col];
+            let dec_actual = row_term(inp.col_dec);
+            let gen_total = row_term(inp.col_gen);
+            let reward = inp.reward[r];
+            let above = inp.above.as_ref().map(|a| (a, row_term(a.col_ent)));
+            for (k, out) in out.iter_mut().enumerate() {
+                let i = r * p + k;
+                let pk = clipped_p(inp.logits[i]);
+                let on = inp.z[i] > 0.5;
+                // A term's value at Φ = 1 and Φ = 0, from its actual value and the change that
+                // flipping Φ makes (the credit pass's output).
+                let split = |actual: f32, change: f32| if on { (actual, actual + change) } else { (actual + change, actual) };
+                let (dec1, dec0) = split(dec_actual, inp.flip_dec[i]);
+                let (rho1, rho0, ent1, ent0) = match &above {
+                    None => (1.0, 1.0, 0.0, 0.0),
+                    Some((a, ent_actual)) => {
+                        // δ = log P_0 - log P_1 is ± the change itself: no cancellation.
+                        let change = a.flip_lp[i];
+                        let (rho1, rho0) = hindsight_ratios(pk, if on { change } else { -change });
+                        let (e1, e0) = split(*ent_actual, a.flip_ent[i]);
+                        (rho1, rho0, e1, e0)
+                    }
+                };
+                let g = if inp.gen_is_prior { inp.gen_logits[k] } else { inp.gen_logits[i] };
+                let (own1, own0) = (log_sigmoid(g), log_sigmoid(-g));
+                let siblings = gen_total - if on { own1 } else { own0 };
+                let (dec_term, ent_term) =
+                    if inp.all_child { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
+                let credit = ((1.0 - pk) / pk).ln() + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + reward) + ent_term;
+                *out = pk * (1.0 - pk) * credit;
+            }
+        });
+    }
+
+    fn score_unit_grad(
+        &self,
+        out: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        z: &Vec<f32>,
+        alt: ScoreAlt<'_, Vec<f32>>,
+        coef: &Vec<f32>,
+        b: usize,
+        n: usize,
+    ) {
+        for_each_row(&mut out[..b * n], n, 20 * n, |r, out| {
+            for (j, out) in out.iter_mut().enumerate() {
+                let i = r * n + j;
+                let p = clipped_p(logits[i]);
+                let own_entropy = p * (1.0 - p) * ((1.0 - p) / p).ln();
+                let score = match alt {
+                    ScoreAlt::Mean => z[i] - p,
+                    ScoreAlt::Sample(z2) => z[i] - z2[i],
+                    ScoreAlt::Antithetic(zt) => (z[i] - zt[i]) * p.max(1.0 - p),
+                };
+                *out = own_entropy + coef[r] * score;
+            }
+        });
+    }
+
+    fn bernoulli_delta(&self, out: &mut Vec<f32>, logits: &Vec<f32>, broadcast: bool, targets: &Vec<f32>, b: usize, n: usize) {
+        for_each_row(&mut out[..b * n], n, 4 * n, |r, out| {
+            let a = if broadcast { &logits[..n] } else { &logits[r * n..(r + 1) * n] };
+            let x = &targets[r * n..(r + 1) * n];
+            for j in 0..n {
+                out[j] = x[j] - sigmoid(a[j]);
+            }
+        });
+    }
+
+    fn grad_variance_sums(&self, inp: &Vec<f32>, g: &Vec<f32>, dw: &Vec<f32>, db: &Vec<f32>, b: usize, k: usize, n: usize) -> (f64, f64) {
+        // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
+        // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
+        let mut sq_w = 0.0f64;
+        let mut sq_b = 0.0f64;
+        for r in 0..b {
+            let u2: f64 = inp[r * k..(r + 1) * k].iter().map(|&x| (x as f64) * (x as f64)).sum();
+            let g2: f64 = g[r * n..(r + 1) * n].iter().map(|&x| (x as f64) * (x as f64)).sum();
+            sq_w += u2 * g2;
+            sq_b += g2;
+        }
+        let mean_sq = |v: &[f32]| v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        (sq_w / b as f64 - mean_sq(dw), sq_b / b as f64 - mean_sq(db))
+    }
+
+    fn adam(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamStep) {
+        let c1 = 1.0 - hp.beta1.powi(hp.t.min(i32::MAX as u64) as i32);
+        let c2 = 1.0 - hp.beta2.powi(hp.t.min(i32::MAX as u64) as i32);
+        let update = |((param, grad), (m, v)): ((&mut [f32], &[f32]), (&mut [f32], &mut [f32]))| {
+            for i in 0..param.len() {
+                let g = grad[i];
+                m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
+                v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
+                param[i] += hp.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + hp.eps);
+            }
+        };
+        const CHUNK: usize = 8192;
+        if param.len() >= 4 * CHUNK {
+            param
+                .par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                .for_each(update);
+        } else {
+            update(((param, grad), (m, v)));
+        }
+    }
+}
+
+/// Runs `f(r, row)` for every row of `out`, (rows, n), on rayon's threads when the rows hold at
+/// least PAR_MIN_WORK units of work (`work_per_row` each). Rows are independent, so the result is
+/// the same on any number of threads.
+fn for_each_row(out: &mut [f32], n: usize, work_per_row: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if n == 0 {
+        return;
+    }
+    let rows = out.len() / n;
+    if rows > 1 && rows * work_per_row >= PAR_MIN_WORK {
+        out.par_chunks_mut(n).enumerate().with_min_len(min_rows_per_task(work_per_row)).for_each(|(r, row)| f(r, row));
+    } else {
+        out.chunks_mut(n).enumerate().for_each(|(r, row)| f(r, row));
+    }
+}
+
+/// [`for_each_row`] over two outputs of the same shape.
+fn for_each_row_pair(a: &mut [f32], b: &mut [f32], n: usize, work_per_row: usize, f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send) {
+    if n == 0 {
+        return;
+    }
+    let rows = a.len() / n;
+    if rows > 1 && rows * work_per_row >= PAR_MIN_WORK {
+        a.par_chunks_mut(n)
+            .zip(b.par_chunks_mut(n))
+            .enumerate()
+            .with_min_len(min_rows_per_task(work_per_row))
+            .for_each(|(r, (a, b))| f(r, a, b));
+    } else {
+        a.chunks_mut(n).zip(b.chunks_mut(n)).enumerate().for_each(|(r, (a, b))| f(r, a, b));
+    }
+}
+
+/// Enough rows per rayon task that splitting costs little against the work.
+fn min_rows_per_task(work_per_row: usize) -> usize {
+    (PAR_MIN_WORK / 4 / work_per_row.max(1)).max(1)
+}
+
+/// Σ_j f(j) for j < n, in eight interleaved partial sums added in order at the end: a fixed
+/// order that the compiler can vectorise (a single f32 accumulator cannot be reordered).
+#[inline(always)]
+fn lane_sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f32; LANES];
+    let full = n - n % LANES;
+    for j0 in (0..full).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(j0 + l);
+        }
+    }
+    for (a, j) in acc.iter_mut().zip(full..n) {
+        *a += f(j);
+    }
+    acc.iter().sum()
+}
+
+/// HNCA's hindsight ratios ρ_1 = P(Φ=1 | children)/p and ρ_0 = P(Φ=0 | children)/(1-p), from the
+/// fire rate p and δ = log P_0 - log P_1, branching on the sign of δ so no exponential overflows.
+#[inline(always)]
+pub fn hindsight_ratios(p: f32, delta: f32) -> (f32, f32) {
+    if delta >= 0.0 {
+        let e = (-delta).exp(); // P_1/P_0 ≤ 1
+        let den = p * e + (1.0 - p);
+        (e / den, 1.0 / den)
+    } else {
+        let e = delta.exp(); // P_0/P_1 < 1
+        let den = p + (1.0 - p) * e;
+        (1.0 / den, e / den)
+    }
+}
