@@ -51,14 +51,11 @@ __device__ inline float exp_neg(float x) {
     float t = x * 1.44269504088896341f + 12582912.0f;
     float n = t - 12582912.0f;
     float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-6f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    // e^r = 1 + r + r^2 q(r), q the minimax cubic of src/math.rs.
+    float p = 0.008312525f * r + 0.041890114f;
+    p = p * r + 0.16667114f;
+    p = p * r + 0.49999232f;
+    p = (r * r) * p + r + 1.0f;
     float scale = __uint_as_float((__float_as_uint(t) - 0x4B400000u + 127u) << 23);
     return tiny ? 0.0f : p * scale;
 }
@@ -66,15 +63,11 @@ __device__ inline float exp_neg(float x) {
 __device__ inline float log1p_unit(float t) {
     float s = t / (2.0f + t);
     float s2 = s * s;
-    float p = 1.0f / 17.0f;
-    p = p * s2 + 1.0f / 15.0f;
-    p = p * s2 + 1.0f / 13.0f;
-    p = p * s2 + 1.0f / 11.0f;
-    p = p * s2 + 1.0f / 9.0f;
-    p = p * s2 + 1.0f / 7.0f;
-    p = p * s2 + 1.0f / 5.0f;
-    p = p * s2 + 1.0f / 3.0f;
-    p = p * s2 + 1.0f;
+    // 2s P(s^2), P the minimax quartic of src/math.rs.
+    float p = 0.14095774f * s2 + 0.13978833f;
+    p = p * s2 + 0.20012557f;
+    p = p * s2 + 0.33333155f;
+    p = p * s2 + 1.000000004f;
     return 2.0f * s * p;
 }
 

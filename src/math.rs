@@ -24,14 +24,12 @@ pub fn exp_neg(x: f32) -> f32 {
     let t = x * LOG2E + ROUND_MAGIC;
     let n = t - ROUND_MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO; // |r| ≤ ln2/2
-    let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
+                                           // e^r = 1 + r + r²·q(r), q a minimax cubic for (e^r - 1 - r)/r² on [-ln2/2, ln2/2]
+                                           // (1.1e-7 relative in exact arithmetic; fitted for this project, see tests).
+    let p = 0.008_312_525 * r + 0.041_890_114;
+    let p = p * r + 0.166_671_14;
+    let p = p * r + 0.499_992_32;
+    let p = (r * r) * p + r + 1.0;
     // 2^n for n in [-126, 0]: exponent field n + 127.
     let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND_MAGIC.to_bits()).wrapping_add(127) << 23);
     if tiny {
@@ -41,22 +39,17 @@ pub fn exp_neg(x: f32) -> f32 {
     }
 }
 
-/// ln(1 + t) for t in [0, 1], with small relative error even for tiny t: with s = t/(2+t),
-/// ln(1+t) = 2·atanh(s) = 2s(1 + s²/3 + s⁴/5 + …) and s ≤ 1/3.
+/// ln(1 + t) for t in [0, 1], with small relative error even for tiny t: with s = t/(2+t) ≤ 1/3,
+/// ln(1+t) = 2·atanh(s) = 2s·P(s²), P a minimax quartic for atanh(s)/s on s² ∈ [0, 1/9]
+/// (4e-9 relative in exact arithmetic).
 #[inline(always)]
 pub fn log1p_unit(t: f32) -> f32 {
     let s = t / (2.0 + t);
     let s2 = s * s;
-    // Terms through s^16/17: the first omitted one is below 1.2e-10 · s at s = 1/3.
-    let p = 1.0 / 17.0;
-    let p = p * s2 + 1.0 / 15.0;
-    let p = p * s2 + 1.0 / 13.0;
-    let p = p * s2 + 1.0 / 11.0;
-    let p = p * s2 + 1.0 / 9.0;
-    let p = p * s2 + 1.0 / 7.0;
-    let p = p * s2 + 1.0 / 5.0;
-    let p = p * s2 + 1.0 / 3.0;
-    let p = p * s2 + 1.0;
+    let p = 0.140_957_74 * s2 + 0.139_788_33;
+    let p = p * s2 + 0.200_125_57;
+    let p = p * s2 + 0.333_331_55;
+    let p = p * s2 + 1.000_000_004;
     2.0 * s * p
 }
 

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::simd::{lane_sum, Simd};
 use crate::math::{log_sigmoid, log_sigmoid_and_entropy};
 
 /// Rows below this many elements of work are not worth splitting across threads.
@@ -20,26 +21,6 @@ static CREDIT_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 /// Returns and resets the wall time the credit pass has taken, in nanoseconds.
 pub fn take_credit_nanos() -> u64 {
     CREDIT_NANOS.swap(0, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Lanes of the explicit partial sums: an f32 `+=` into one accumulator cannot be vectorised
-/// (reordering changes the rounding), eight independent ones can.
-const LANES: usize = 8;
-
-/// Σ xs in eight interleaved partial sums, then those in order: a fixed, vectorisable order.
-#[inline(always)]
-fn lane_sum(xs: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for c in &mut chunks {
-        for j in 0..LANES {
-            acc[j] += c[j];
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += x;
-    }
-    acc.iter().sum()
 }
 
 /// One row of the credit pass: its outputs, its inputs, and two scratch rows.
@@ -178,44 +159,6 @@ pub fn credit_pass(
         None => flip_lp.chunks_mut(p).enumerate().for_each(|(r, l)| row(r, l, &mut [])),
     }
     CREDIT_NANOS.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// The instruction sets the credit pass is compiled for. Plain `a * b + c` is never contracted
-/// into FMA and the sums run in a fixed 8-lane order, so every path gives the same bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Simd {
-    Portable,
-    Avx2,
-    Avx512,
-}
-
-impl Simd {
-    /// The widest the CPU supports, unless HNCA_CPU_SIMD (portable, avx2, avx512) asks for a
-    /// narrower one (for benchmarks and tests); chosen once per process.
-    pub fn selected() -> Simd {
-        static CHOICE: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-        *CHOICE.get_or_init(|| {
-            let best = Simd::best_supported();
-            match std::env::var("HNCA_CPU_SIMD").as_deref() {
-                Ok("portable") => Simd::Portable,
-                Ok("avx2") if best != Simd::Portable => Simd::Avx2,
-                _ => best,
-            }
-        })
-    }
-
-    pub fn best_supported() -> Simd {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Simd::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Simd::Avx2;
-            }
-        }
-        Simd::Portable
-    }
 }
 
 #[cfg(target_arch = "x86_64")]

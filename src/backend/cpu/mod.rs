@@ -6,7 +6,10 @@ use rayon::prelude::*;
 
 mod credit;
 mod gemm;
-pub use credit::{take_credit_nanos, Simd};
+mod simd;
+pub use credit::take_credit_nanos;
+use simd::chunked_sum;
+pub use simd::Simd;
 
 use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
 use crate::math::{bernoulli_entropy_from_logit, log_sigmoid, sigmoid};
@@ -129,29 +132,47 @@ impl Backend for Cpu {
                 &v[r * n..(r + 1) * n]
             }
         }
-        let lp = |a: f32, x: f32| log_sigmoid((2.0 * x - 1.0) * a);
+        let simd = Simd::selected();
         for_each_row(&mut terms[..b * t], t, n, |r, out| {
             let (a, x) = (row(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
-            out[col] = match base {
-                None => lane_sum_by(n, |j| lp(a[j], x[j])),
+            out[col] = simd.run(|| match base {
+                None => chunked_sum(n, |js, buf| {
+                    for ((o, &a), &x) in buf.iter_mut().zip(&a[js.clone()]).zip(&x[js]) {
+                        *o = log_prob_of_bit(a, x);
+                    }
+                }),
                 Some((a0, x0)) => {
                     let (a0, x0) = (row(a0, r, n, broadcast), &x0[r * n..(r + 1) * n]);
-                    lane_sum_by(n, |j| lp(a[j], x[j]) - lp(a0[j], x0[j]))
+                    chunked_sum(n, |js, buf| {
+                        let pairs = a[js.clone()].iter().zip(&x[js.clone()]).zip(a0[js.clone()].iter().zip(&x0[js]));
+                        for (o, ((&a, &x), (&a0, &x0))) in buf.iter_mut().zip(pairs) {
+                            *o = log_prob_of_bit(a, x) - log_prob_of_bit(a0, x0);
+                        }
+                    })
                 }
-            };
+            });
         });
     }
 
     fn entropy_rows(&self, terms: &mut Vec<f32>, t: usize, col: usize, logits: &Vec<f32>, base: Option<&Vec<f32>>, b: usize, n: usize) {
+        let simd = Simd::selected();
         for_each_row(&mut terms[..b * t], t, n, |r, out| {
             let a = &logits[r * n..(r + 1) * n];
-            out[col] = match base {
-                None => lane_sum_by(n, |j| bernoulli_entropy_from_logit(a[j])),
+            out[col] = simd.run(|| match base {
+                None => chunked_sum(n, |js, buf| {
+                    for (o, &a) in buf.iter_mut().zip(&a[js]) {
+                        *o = bernoulli_entropy_from_logit(a);
+                    }
+                }),
                 Some(a0) => {
                     let a0 = &a0[r * n..(r + 1) * n];
-                    lane_sum_by(n, |j| bernoulli_entropy_from_logit(a[j]) - bernoulli_entropy_from_logit(a0[j]))
+                    chunked_sum(n, |js, buf| {
+                        for ((o, &a), &a0) in buf.iter_mut().zip(&a[js.clone()]).zip(&a0[js]) {
+                            *o = bernoulli_entropy_from_logit(a) - bernoulli_entropy_from_logit(a0);
+                        }
+                    })
                 }
-            };
+            });
         });
     }
 
@@ -263,16 +284,17 @@ impl Backend for Cpu {
     fn grad_variance_sums(&self, inp: &Vec<f32>, g: &Vec<f32>, dw: &Vec<f32>, db: &Vec<f32>, b: usize, k: usize, n: usize) -> (f64, f64) {
         // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
         // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
-        let mut sq_w = 0.0f64;
-        let mut sq_b = 0.0f64;
-        for r in 0..b {
-            let u2: f64 = inp[r * k..(r + 1) * k].iter().map(|&x| (x as f64) * (x as f64)).sum();
-            let g2: f64 = g[r * n..(r + 1) * n].iter().map(|&x| (x as f64) * (x as f64)).sum();
-            sq_w += u2 * g2;
-            sq_b += g2;
-        }
-        let mean_sq = |v: &[f32]| v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
-        (sq_w / b as f64 - mean_sq(dw), sq_b / b as f64 - mean_sq(db))
+        Simd::selected().run(|| {
+            let mut sq_w = 0.0f64;
+            let mut sq_b = 0.0f64;
+            for r in 0..b {
+                let u2 = sum_of_squares(&inp[r * k..(r + 1) * k]);
+                let g2 = sum_of_squares(&g[r * n..(r + 1) * n]);
+                sq_w += u2 * g2;
+                sq_b += g2;
+            }
+            (sq_w / b as f64 - sum_of_squares(dw), sq_b / b as f64 - sum_of_squares(db))
+        })
     }
 
     fn adam(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamStep) {
@@ -336,22 +358,26 @@ fn min_rows_per_task(work_per_row: usize) -> usize {
     (PAR_MIN_WORK / 4 / work_per_row.max(1)).max(1)
 }
 
-/// Σ_j f(j) for j < n, in eight interleaved partial sums added in order at the end: a fixed
-/// order that the compiler can vectorise (a single f32 accumulator cannot be reordered).
+/// Σ x² in f64, in eight lanes so that it vectorises.
 #[inline(always)]
-fn lane_sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
-    const LANES: usize = 8;
-    let mut acc = [0.0f32; LANES];
-    let full = n - n % LANES;
-    for j0 in (0..full).step_by(LANES) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(j0 + l);
+fn sum_of_squares(xs: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            acc[j] += c[j] as f64 * c[j] as f64;
         }
     }
-    for (a, j) in acc.iter_mut().zip(full..n) {
-        *a += f(j);
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += x as f64 * x as f64;
     }
     acc.iter().sum()
+}
+
+/// log Bernoulli(x; σ(a)) for a bit x: log σ(±a).
+#[inline(always)]
+fn log_prob_of_bit(a: f32, x: f32) -> f32 {
+    log_sigmoid((2.0 * x - 1.0) * a)
 }
 
 /// HNCA's hindsight ratios ρ_1 = P(Φ=1 | children)/p and ρ_0 = P(Φ=0 | children)/(1-p), from the
