@@ -54,7 +54,7 @@ __device__ inline float exp_neg(float x) {
     // e^r = 1 + r + r^2 q(r), q the minimax cubic of src/math.rs.
     float p = 0.008312525f * r + 0.041890114f;
     p = p * r + 0.16667114f;
-    p = p * r + 0.49999232f;
+    p = p * r + 0.4999923f;
     p = (r * r) * p + r + 1.0f;
     float scale = __uint_as_float((__float_as_uint(t) - 0x4B400000u + 127u) << 23);
     return tiny ? 0.0f : p * scale;
@@ -67,7 +67,7 @@ __device__ inline float log1p_unit(float t) {
     float p = 0.14095774f * s2 + 0.13978833f;
     p = p * s2 + 0.20012557f;
     p = p * s2 + 0.33333155f;
-    p = p * s2 + 1.000000004f;
+    p = p * s2 + 1.0f;
     return 2.0f * s * p;
 }
 

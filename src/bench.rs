@@ -83,8 +83,8 @@ fn reset_peak_rss() {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
-    if args.batch_size == 0 || !(args.seconds > 0.0) {
-        return Err(Error::Config("--batch-size and --seconds must be positive".into()));
+    if args.batch_size == 0 || !(args.seconds > 0.0 && args.seconds.is_finite()) || args.threads == Some(0) {
+        return Err(Error::Config("--batch-size, --seconds and --threads must be positive".into()));
     }
     let models: Vec<Vec<usize>> = args
         .models

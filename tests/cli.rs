@@ -193,3 +193,27 @@ fn selftest_on_the_kernel_emulation_checks_every_kernel_and_times_steps() {
     }
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
+
+#[test]
+fn bench_prints_the_cost_model_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.json");
+    let out = hnca()
+        .args(["bench", "--models", "8;16,8", "--estimators", "hnca,reinforce", "--seconds", "0.05", "--batch-size", "4", "--json"])
+        .arg(&path)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("ns/eval/core"), "{stdout}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(rows.len(), 4);
+    // 1x8 with hnca at batch 4: every parent against the 784 pixels, plus each pixel once.
+    assert_eq!(rows[0]["estimator"], "hnca");
+    assert_eq!(rows[0]["credit_pass_evaluations_per_step"], 4 * 8 * 784 + 4 * 784);
+    assert!(rows[0]["steps_per_second"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["credit_ns_per_evaluation_per_core"].as_f64().unwrap() > 0.0);
+    assert!(rows[1]["credit_ns_per_evaluation_per_core"].is_null(), "reinforce has no credit pass");
+    assert_eq!(rows[3]["model"], serde_json::json!([16, 8]));
+    assert_user_error(&["bench", "--models", "8;x"], 2, "--models");
+    assert_user_error(&["bench", "--seconds", "0"], 2, "positive");
+}

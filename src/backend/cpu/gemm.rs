@@ -10,6 +10,15 @@ const BLOCK: usize = 64;
 /// Products below this many multiply-adds run on the calling thread.
 const PAR_MIN_MACS: usize = 1 << 18;
 
+/// matrixmultiply calls made so far. Each allocates its packing buffer, the only allocation of a
+/// CPU training step (tests/no_alloc.rs holds the step to that).
+static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The number of matrixmultiply calls made by this process so far.
+pub fn sgemm_calls() -> usize {
+    CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A raw pointer that may cross to rayon's threads; each task touches a disjoint block.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -17,9 +26,19 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The element `offset` past the pointer (a method, so closures capture the whole `SendPtr`).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
 fn for_blocks(total: usize, macs: usize, f: impl Fn(usize, usize) + Sync + Send) {
     let blocks = total.div_ceil(BLOCK);
-    let run = |i: usize| f(i * BLOCK, BLOCK.min(total - i * BLOCK));
+    let run = |i: usize| {
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f(i * BLOCK, BLOCK.min(total - i * BLOCK))
+    };
     if macs >= PAR_MIN_MACS && blocks > 1 {
         (0..blocks).into_par_iter().for_each(run);
     } else {
@@ -32,7 +51,6 @@ pub fn matmul_accumulate(out: &mut [f32], inp: &[f32], w: &[f32], b: usize, k: u
     assert_eq!((out.len(), inp.len(), w.len()), (b * n, b * k, k * n));
     let out_ptr = SendPtr(out.as_mut_ptr());
     for_blocks(n, b * k * n, |j0, nb| {
-        let out_ptr = out_ptr;
         // SAFETY: columns j0..j0+nb of the (b, n) output and of the (k, n) weights lie inside the
         // asserted extents; blocks are disjoint, so no two tasks write the same element.
         unsafe {
@@ -48,7 +66,7 @@ pub fn matmul_accumulate(out: &mut [f32], inp: &[f32], w: &[f32], b: usize, k: u
                 n as isize,
                 1,
                 1.0,
-                out_ptr.0.add(j0),
+                out_ptr.at(j0),
                 n as isize,
                 1,
             );
@@ -61,7 +79,6 @@ pub fn matmul_transposed_a(dw: &mut [f32], inp: &[f32], dout: &[f32], scale: f32
     assert_eq!((dw.len(), inp.len(), dout.len()), (k * n, b * k, b * n));
     let dw_ptr = SendPtr(dw.as_mut_ptr());
     for_blocks(k, b * k * n, |i0, kb| {
-        let dw_ptr = dw_ptr;
         // SAFETY: rows i0..i0+kb of dw, read as columns i0.. of inp (inpᵀ has row stride 1 and
         // column stride k), lie inside the asserted extents; blocks of dw are disjoint.
         unsafe {
@@ -77,7 +94,7 @@ pub fn matmul_transposed_a(dw: &mut [f32], inp: &[f32], dout: &[f32], scale: f32
                 n as isize,
                 1,
                 0.0,
-                dw_ptr.0.add(i0 * n),
+                dw_ptr.at(i0 * n),
                 n as isize,
                 1,
             );

@@ -8,6 +8,7 @@ mod credit;
 mod gemm;
 mod simd;
 pub use credit::take_credit_nanos;
+pub use gemm::sgemm_calls;
 use simd::chunked_sum;
 pub use simd::Simd;
 
@@ -300,7 +301,7 @@ impl Backend for Cpu {
     fn adam(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamStep) {
         let c1 = 1.0 - hp.beta1.powi(hp.t.min(i32::MAX as u64) as i32);
         let c2 = 1.0 - hp.beta2.powi(hp.t.min(i32::MAX as u64) as i32);
-        let update = |((param, grad), (m, v)): ((&mut [f32], &[f32]), (&mut [f32], &mut [f32]))| {
+        let update = |((param, grad), (m, v)): AdamChunk<'_>| {
             for i in 0..param.len() {
                 let g = grad[i];
                 m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
@@ -320,6 +321,9 @@ impl Backend for Cpu {
         }
     }
 }
+
+/// Parameters and gradient, then Adam's two moments, of one chunk.
+type AdamChunk<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut [f32], &'a mut [f32]));
 
 /// Runs `f(r, row)` for every row of `out`, (rows, n), on rayon's threads when the rows hold at
 /// least PAR_MIN_WORK units of work (`work_per_row` each). Rows are independent, so the result is
