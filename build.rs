@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 /// The kernel sources, in program order (common definitions first).
-const KERNEL_FILES: [&str; 4] = ["common.cuh", "dense.cu", "bernoulli.cu", "credit.cu"];
+const KERNEL_FILES: [&str; 5] = ["common.cuh", "dense.cu", "bernoulli.cu", "credit.cu", "bandit.cu"];
 /// Architectures the PTX is built for: Ampere and Hopper.
 const PTX_ARCHES: [&str; 2] = ["compute_80", "compute_90"];
 

@@ -7,6 +7,7 @@ use crate::backend::cuda::CudaDevice;
 use crate::backend::emu::emu_backend;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::{Backend, SampleMode};
+use crate::bandit::train::{train_bandit, BanditArgs};
 use crate::cli::{Cli, Command, DeviceChoice, SelftestArgs, SelftestDevice, VaeArgs};
 use crate::error::Error;
 use crate::estimator::{Estimator, EstimatorKind};
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Vae(args) => run_vae(&args),
         Command::Selftest(args) => run_selftest(&args),
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Bandit(args) => run_bandit(&args),
     }
 }
 
@@ -30,17 +32,7 @@ fn run_vae(args: &VaeArgs) -> Result<(), Error> {
     }
     let dir = args.data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
     let data = crate::data::load_mnist(&dir)?;
-    let gpu = match args.device {
-        DeviceChoice::Cpu => None,
-        DeviceChoice::Cuda => Some(CudaDevice::open().map_err(Error::Device)?),
-        DeviceChoice::Auto => match CudaDevice::open() {
-            Ok(d) => Some(d),
-            Err(why) => {
-                eprintln!("hnca: no usable GPU ({why}); training on the CPU");
-                None
-            }
-        },
-    };
+    let gpu = open_device(args.device)?;
     let place = gpu.as_ref().map_or("cpu".to_string(), |d| format!("{} with kernels from {}", d.description, d.kernels_from));
     eprintln!(
         "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
@@ -56,6 +48,49 @@ fn run_vae(args: &VaeArgs) -> Result<(), Error> {
     match gpu {
         Some(d) => train(&KernelBackend::new(d), &cfg, &data)?,
         None => train(&Cpu::new(), &cfg, &data)?,
+    };
+    Ok(())
+}
+
+/// The GPU the user asked for: none for `cpu`, an error without one for `cuda`, and for `auto`
+/// the GPU if one is usable, else a one-line note and the CPU.
+fn open_device(choice: DeviceChoice) -> Result<Option<CudaDevice>, Error> {
+    Ok(match choice {
+        DeviceChoice::Cpu => None,
+        DeviceChoice::Cuda => Some(CudaDevice::open().map_err(Error::Device)?),
+        DeviceChoice::Auto => match CudaDevice::open() {
+            Ok(d) => Some(d),
+            Err(why) => {
+                eprintln!("hnca: no usable GPU ({why}); training on the CPU");
+                None
+            }
+        },
+    })
+}
+
+fn run_bandit(args: &BanditArgs) -> Result<(), Error> {
+    args.validate()?;
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
+    }
+    let dir = args.data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
+    let data = crate::data::load_mnist(&dir)?;
+    let gpu = open_device(args.device)?;
+    let place = gpu.as_ref().map_or("cpu".to_string(), |d| format!("{} with kernels from {}", d.description, d.kernels_from));
+    eprintln!(
+        "hnca bandit: {} on {place}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
+        args.estimator.name(),
+        args.layers,
+        args.batch_size,
+        args.lr,
+        args.seed,
+        data.train.n,
+        data.test.n,
+        dir.display()
+    );
+    match gpu {
+        Some(d) => train_bandit(&KernelBackend::new(d), args, &data)?,
+        None => train_bandit(&Cpu::new(), args, &data)?,
     };
     Ok(())
 }

@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Train the discrete VAE (a sigmoid belief net) on binarized MNIST.
     Vae(VaeArgs),
+    /// Train an agent of Bernoulli units to classify MNIST digits from reward alone (the
+    /// paper's contextual bandit).
+    Bandit(crate::bandit::train::BanditArgs),
     /// Check every GPU kernel against the CPU backend on the real shapes, then time training
     /// steps of the VAE on the GPU.
     Selftest(SelftestArgs),

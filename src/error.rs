@@ -16,6 +16,8 @@ pub enum Error {
     Device(String),
     #[error("training diverged at step {step}: the ELBO is {elbo}; try a smaller --lr")]
     Diverged { step: u64, elbo: f64 },
+    #[error("training diverged at step {step}: {what}; try a smaller --lr")]
+    DivergedBandit { step: u64, what: String },
 }
 
 impl Error {

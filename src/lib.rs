@@ -6,6 +6,7 @@
 #![allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 pub mod app;
 pub mod backend;
+pub mod bandit;
 pub mod bench;
 pub mod cli;
 pub mod data;

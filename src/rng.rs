@@ -132,6 +132,18 @@ pub mod stream {
     pub const fn eval_encoder(layer: u32) -> u32 {
         make(6, layer, 0)
     }
+    /// The bandit agent's initial weights of layer `l` (step 0).
+    pub const fn bandit_init(layer: u32) -> u32 {
+        make(7, layer, 0)
+    }
+    /// The bandit's sample of hidden layer `l`, or its action (l = H + 1), in a training step.
+    pub const fn bandit(layer: u32) -> u32 {
+        make(8, layer, 0)
+    }
+    /// The same at test time (step = evaluation batch).
+    pub const fn bandit_eval(layer: u32) -> u32 {
+        make(9, layer, 0)
+    }
 }
 
 #[cfg(test)]

@@ -211,14 +211,14 @@ impl EpochMetrics {
 
 /// Writes the metrics file whole after every epoch (temporary file, then rename), so an
 /// interrupted run never leaves a half-written line or loses an earlier one.
-struct MetricsFile {
+pub(crate) struct MetricsFile {
     path: PathBuf,
     lines: Vec<String>,
 }
 
 impl MetricsFile {
     /// Checks now, not after the first epoch, that the file can be written.
-    fn create(path: &std::path::Path) -> Result<Self, Error> {
+    pub(crate) fn create(path: &std::path::Path) -> Result<Self, Error> {
         let file = MetricsFile { path: path.to_path_buf(), lines: Vec::new() };
         let tmp = tmp_path(&file.path);
         std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
@@ -226,7 +226,7 @@ impl MetricsFile {
         Ok(file)
     }
 
-    fn push(&mut self, line: String) -> Result<(), Error> {
+    pub(crate) fn push(&mut self, line: String) -> Result<(), Error> {
         self.lines.push(line);
         write_atomically(&self.path, (self.lines.join("\n") + "\n").as_bytes())
     }
@@ -329,7 +329,7 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Erro
     std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
 }
 
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }

@@ -19,7 +19,12 @@
     X(weighted_row_sum, WeightedRowSumParams)  \
     X(credit_pass, CreditParams)               \
     X(hnca_unit_grad, HncaUnitParams)          \
-    X(score_unit_grad, ScoreUnitParams)
+    X(score_unit_grad, ScoreUnitParams)        \
+    X(affine, AffineParams)                    \
+    X(softmax_act, SoftmaxActParams)           \
+    X(softmax_score, SoftmaxScoreParams)       \
+    X(softmax_credit, SoftmaxCreditParams)     \
+    X(bandit_unit_grad, BanditUnitParams)
 
 // One entry per kernel: its name, the size of its parameter struct, and a trampoline that runs
 // it over a grid with the struct read from `params`.

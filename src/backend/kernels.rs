@@ -22,7 +22,7 @@ pub unsafe trait KernelParams: Copy + cudarc::driver::DeviceRepr {
 
 /// Every kernel with the size of its parameter struct, for checking layouts and for loading
 /// them all.
-pub const KERNELS: [(&str, usize); 12] = {
+pub const KERNELS: [(&str, usize); 17] = {
     use std::mem::size_of;
     [
         (GemmParams::NAME, size_of::<GemmParams>()),
@@ -37,6 +37,11 @@ pub const KERNELS: [(&str, usize); 12] = {
         (CreditParams::NAME, size_of::<CreditParams>()),
         (HncaUnitParams::NAME, size_of::<HncaUnitParams>()),
         (ScoreUnitParams::NAME, size_of::<ScoreUnitParams>()),
+        (AffineParams::NAME, size_of::<AffineParams>()),
+        (SoftmaxActParams::NAME, size_of::<SoftmaxActParams>()),
+        (SoftmaxScoreParams::NAME, size_of::<SoftmaxScoreParams>()),
+        (SoftmaxCreditParams::NAME, size_of::<SoftmaxCreditParams>()),
+        (BanditUnitParams::NAME, size_of::<BanditUnitParams>()),
     ]
 };
 
@@ -81,6 +86,12 @@ kernel_params!(
     }
 );
 kernel_params!(ScoreUnitParams = "score_unit_grad" { out: Ptr, logits: Ptr, z: Ptr, alt: Ptr, coef: Ptr, b: i32, n: i32, mode: i32 });
+
+kernel_params!(AffineParams = "affine" { out: Ptr, x: Ptr, scale: f32, shift: f32, n: i32 });
+kernel_params!(SoftmaxActParams = "softmax_act" { action: Ptr, reward: Ptr, logits: Ptr, labels: Ptr, key: RngKeyC, b: i32, a: i32 });
+kernel_params!(SoftmaxScoreParams = "softmax_score" { dout: Ptr, logits: Ptr, action: Ptr, coef: Ptr, b: i32, a: i32 });
+kernel_params!(SoftmaxCreditParams = "softmax_credit" { flip: Ptr, parent: Ptr, w2: Ptr, logits: Ptr, action: Ptr, b: i32, p: i32, a: i32 });
+kernel_params!(BanditUnitParams = "bandit_unit_grad" { out: Ptr, logits: Ptr, z: Ptr, flip: Ptr, coef: Ptr, b: i32, n: i32 });
 
 /// `RngKey` as the kernels take it (see `kernels/common.cuh`).
 #[repr(C)]
@@ -410,6 +421,78 @@ impl<D: Device> Backend for KernelBackend<D> {
             b: b as i32,
             n: n as i32,
             broadcast: broadcast as i32,
+        };
+        d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+    }
+
+    fn affine(&self, out: &mut D::Buf, x: &D::Buf, scale: f32, shift: f32, n: usize) {
+        let d = &self.device;
+        let p = AffineParams { out: d.ptr_mut(out), x: d.ptr(x), scale, shift, n: n as i32 };
+        d.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+    }
+
+    fn softmax_act(&self, action: &mut D::Buf, reward: &mut D::Buf, logits: &D::Buf, labels: &D::Buf, key: RngKey, b: usize, a: usize) {
+        let d = &self.device;
+        let p = SoftmaxActParams {
+            action: d.ptr_mut(action),
+            reward: d.ptr_mut(reward),
+            logits: d.ptr(logits),
+            labels: d.ptr(labels),
+            key: key.into(),
+            b: b as i32,
+            a: a as i32,
+        };
+        d.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+    }
+
+    fn softmax_score(&self, dout: &mut D::Buf, logits: &D::Buf, action: &D::Buf, coef: &D::Buf, b: usize, a: usize) {
+        let d = &self.device;
+        let p = SoftmaxScoreParams {
+            dout: d.ptr_mut(dout),
+            logits: d.ptr(logits),
+            action: d.ptr(action),
+            coef: d.ptr(coef),
+            b: b as i32,
+            a: a as i32,
+        };
+        d.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+    }
+
+    fn softmax_credit(
+        &self,
+        flip: &mut D::Buf,
+        parent: &D::Buf,
+        w2: &D::Buf,
+        logits: &D::Buf,
+        action: &D::Buf,
+        b: usize,
+        p: usize,
+        a: usize,
+    ) {
+        let d = &self.device;
+        let params = SoftmaxCreditParams {
+            flip: d.ptr_mut(flip),
+            parent: d.ptr(parent),
+            w2: d.ptr(w2),
+            logits: d.ptr(logits),
+            action: d.ptr(action),
+            b: b as i32,
+            p: p as i32,
+            a: a as i32,
+        };
+        d.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
+    }
+
+    fn bandit_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, flip: Option<&D::Buf>, coef: &D::Buf, b: usize, n: usize) {
+        let d = &self.device;
+        let p = BanditUnitParams {
+            out: d.ptr_mut(out),
+            logits: d.ptr(logits),
+            z: d.ptr(z),
+            flip: flip.map_or(0, |f| d.ptr(f)),
+            coef: d.ptr(coef),
+            b: b as i32,
+            n: n as i32,
         };
         d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }

@@ -166,6 +166,52 @@ pub trait Backend {
     /// logits (b, n), or (n) when `broadcast` (the prior).
     fn bernoulli_delta(&self, out: &mut Self::Buf, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, b: usize, n: usize);
 
+    /// out (n) = scale·x + shift elementwise: centring bits to ±1 (2z - 1), or doubling the
+    /// weights that a centred parent's flip moves its children's logits by (2W).
+    fn affine(&self, out: &mut Self::Buf, x: &Self::Buf, scale: f32, shift: f32, n: usize);
+    /// The bandit's action and reward: for each row r, action[r] drawn from softmax(logits[r])
+    /// by inverse CDF with uniform r of `key`, and reward[r] = 1 if action[r] == labels[r] else 0.
+    /// action, reward and labels are (b) (actions and labels as f32 integers); logits (b, a).
+    fn softmax_act(
+        &self,
+        action: &mut Self::Buf,
+        reward: &mut Self::Buf,
+        logits: &Self::Buf,
+        labels: &Self::Buf,
+        key: RngKey,
+        b: usize,
+        a: usize,
+    );
+    /// REINFORCE for the softmax output: dout (b, a) = (onehot(action[r]) - softmax(logits[r]))·coef[r].
+    fn softmax_score(&self, dout: &mut Self::Buf, logits: &Self::Buf, action: &Self::Buf, coef: &Self::Buf, b: usize, a: usize);
+    /// The credit pass into a softmax child: flip (b, p) = log π(action | parent i flipped) -
+    /// log π(action), where flipping parent i moves the logits (b, a) by (1 - 2·parent[r, i])·w2[i, :]
+    /// (w2 is (p, a): twice the weights for centred parents).
+    fn softmax_credit(
+        &self,
+        flip: &mut Self::Buf,
+        parent: &Self::Buf,
+        w2: &Self::Buf,
+        logits: &Self::Buf,
+        action: &Self::Buf,
+        b: usize,
+        p: usize,
+        a: usize,
+    );
+    /// A hidden bandit unit's logit gradient, out (b, n): HNCA, p(1-p)·(ρ_1 - ρ_0)·coef[r], with the
+    /// hindsight ratios from `flip` (the change in the children's log-likelihood when the unit
+    /// flips); or REINFORCE, (z - p)·coef[r], without it.
+    fn bandit_unit_grad(
+        &self,
+        out: &mut Self::Buf,
+        logits: &Self::Buf,
+        z: &Self::Buf,
+        flip: Option<&Self::Buf>,
+        coef: &Self::Buf,
+        b: usize,
+        n: usize,
+    );
+
     /// Σ over the (k·n + n) parameters of one layer of the across-batch variance of the
     /// per-example gradient estimates (inp[r]ᵀ g[r] for weights, g[r] for biases), given the
     /// batch means dw (k, n) and db (n). Returns (weight sum, bias sum).

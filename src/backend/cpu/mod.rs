@@ -7,13 +7,14 @@ use rayon::prelude::*;
 mod credit;
 mod gemm;
 mod simd;
+pub mod softmax;
 pub use credit::take_credit_nanos;
 pub use gemm::sgemm_calls;
 use simd::chunked_sum;
 pub use simd::Simd;
 
 use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
-use crate::math::{bernoulli_entropy_from_logit, log_sigmoid, sigmoid};
+use crate::math::{bernoulli_entropy_from_logit, exp_neg, log_sigmoid, sigmoid};
 use crate::rng::RngKey;
 
 /// Probabilities are clipped to [CLIP, 1 - CLIP] wherever p itself enters a formula
@@ -278,6 +279,88 @@ impl Backend for Cpu {
             let x = &targets[r * n..(r + 1) * n];
             for j in 0..n {
                 out[j] = x[j] - sigmoid(a[j]);
+            }
+        });
+    }
+
+    fn affine(&self, out: &mut Vec<f32>, x: &Vec<f32>, scale: f32, shift: f32, n: usize) {
+        for (o, &v) in out[..n].iter_mut().zip(&x[..n]) {
+            *o = scale * v + shift;
+        }
+    }
+
+    fn softmax_act(
+        &self,
+        action: &mut Vec<f32>,
+        reward: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        labels: &Vec<f32>,
+        key: RngKey,
+        b: usize,
+        a: usize,
+    ) {
+        for r in 0..b {
+            let act = softmax::sample(&logits[r * a..(r + 1) * a], key.uniform(r as u32));
+            action[r] = act as f32;
+            reward[r] = (act as f32 == labels[r]) as u8 as f32;
+        }
+    }
+
+    fn softmax_score(&self, dout: &mut Vec<f32>, logits: &Vec<f32>, action: &Vec<f32>, coef: &Vec<f32>, b: usize, a: usize) {
+        for r in 0..b {
+            let (z, out) = (&logits[r * a..(r + 1) * a], &mut dout[r * a..(r + 1) * a]);
+            let (max, sum) = softmax::max_and_sum(z);
+            for j in 0..a {
+                let onehot = (j as f32 == action[r]) as u8 as f32;
+                out[j] = (onehot - exp_neg(z[j] - max) / sum) * coef[r];
+            }
+        }
+    }
+
+    fn softmax_credit(
+        &self,
+        flip: &mut Vec<f32>,
+        parent: &Vec<f32>,
+        w2: &Vec<f32>,
+        logits: &Vec<f32>,
+        action: &Vec<f32>,
+        b: usize,
+        p: usize,
+        a: usize,
+    ) {
+        for_each_row(&mut flip[..b * p], p, 8 * p * a, |r, out| {
+            let z = &logits[r * a..(r + 1) * a];
+            let act = action[r] as usize;
+            for (i, o) in out.iter_mut().enumerate() {
+                let d = 1.0 - 2.0 * parent[r * p + i];
+                *o = softmax::log_prob_change(z, &w2[i * a..(i + 1) * a], d, act);
+            }
+        });
+    }
+
+    fn bandit_unit_grad(
+        &self,
+        out: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        z: &Vec<f32>,
+        flip: Option<&Vec<f32>>,
+        coef: &Vec<f32>,
+        b: usize,
+        n: usize,
+    ) {
+        for_each_row(&mut out[..b * n], n, 20 * n, |r, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                let i = r * n + j;
+                let p = clipped_p(logits[i]);
+                *o = coef[r]
+                    * match flip {
+                        // δ = log P_0 - log P_1 is ± the change that flipping the unit makes.
+                        Some(flip) => {
+                            let (rho1, rho0) = hindsight_ratios(p, if z[i] > 0.5 { flip[i] } else { -flip[i] });
+                            p * (1.0 - p) * (rho1 - rho0)
+                        }
+                        None => z[i] - p,
+                    };
             }
         });
     }

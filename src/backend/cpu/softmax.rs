@@ -1,0 +1,39 @@
+//! The bandit's softmax output unit, row by row; `kernels/bandit.cu` computes the same
+//! quantities in the same order (one thread per row), so sampled actions are bit-identical.
+
+use crate::math::exp_neg;
+
+/// The largest logit of a row and Σ_j exp(z_j - max), summed in index order.
+#[inline]
+pub fn max_and_sum(z: &[f32]) -> (f32, f32) {
+    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let sum = z.iter().fold(0.0f32, |s, &v| s + exp_neg(v - max));
+    (max, sum)
+}
+
+/// An action drawn from softmax(z) by inverse CDF with the uniform `u` in [0, 1): the first j
+/// whose cumulative probability exceeds u (the last action if rounding leaves u above them all).
+#[inline]
+pub fn sample(z: &[f32], u: f32) -> usize {
+    let (max, sum) = max_and_sum(z);
+    let target = u * sum;
+    let mut acc = 0.0f32;
+    for (j, &v) in z.iter().enumerate() {
+        acc += exp_neg(v - max);
+        if target < acc {
+            return j;
+        }
+    }
+    z.len() - 1
+}
+
+/// log softmax(z + d·w)[act] - log softmax(z)[act]: the change in the log-probability of the
+/// action taken when a parent's flip moves the logits by d·w. Written as the change in the
+/// action's logit minus the change in log-sum-exp, so no large values cancel.
+#[inline]
+pub fn log_prob_change(z: &[f32], w: &[f32], d: f32, act: usize) -> f32 {
+    let (max, sum) = max_and_sum(z);
+    let max2 = z.iter().zip(w).fold(f32::NEG_INFINITY, |m, (&v, &wj)| m.max(v + d * wj));
+    let sum2 = z.iter().zip(w).fold(0.0f32, |s, (&v, &wj)| s + exp_neg(v + d * wj - max2));
+    d * w[act] - ((max2 - max) + (sum2 / sum).ln())
+}
