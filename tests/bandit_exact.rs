@@ -212,9 +212,8 @@ fn every_bandit_estimator_is_unbiased_and_hnca_has_lower_variance_than_reinforce
     let n = Agent::param_count();
     let hidden_params = (SIZES[0] + 1) * SIZES[1] + (SIZES[1] + 1) * SIZES[2];
     let (mut worst_bias, mut worst_f32, mut smallest_ratio) = (0.0f64, 0.0f64, f64::INFINITY);
-    for code in 0..8 {
+    for (code, reward) in rewards.iter().enumerate() {
         let x = bits(code, 3);
-        let reward = &rewards[code];
         let exact = exact_gradient(&agent, &x, reward);
         let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert!(scale > 1e-3, "a degenerate test case");

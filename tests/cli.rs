@@ -217,3 +217,33 @@ fn bench_prints_the_cost_model_and_writes_json() {
     assert_user_error(&["bench", "--models", "8;x"], 2, "--models");
     assert_user_error(&["bench", "--seconds", "0"], 2, "positive");
 }
+
+#[test]
+fn bandit_trains_writes_metrics_and_reproduces_from_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (rep, est) in [(0, "hnca"), (1, "hnca"), (2, "reinforce-nb")] {
+        let path = dir.path().join(format!("b{rep}.jsonl"));
+        let out = hnca()
+            .args(["bandit", "--layers", "16,8", "--steps", "60", "--test-every", "1", "--seed", "2", "--estimator", est, "--metrics"])
+            .arg(&path)
+            .assert()
+            .success();
+        let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+        assert!(stdout.starts_with("epoch 1/100 step 60 train_accuracy "), "{stdout}");
+        let m = read_metrics(&path).remove(0);
+        assert_eq!((m["experiment"].as_str(), m["estimator"].as_str(), m["step"].as_u64()), (Some("bandit"), Some(est), Some(60)));
+        for field in ["train_accuracy", "test_accuracy"] {
+            let acc = m[field].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "{field} {acc}");
+        }
+        assert!(m["grad_var"].as_f64().unwrap() > 0.0);
+        assert_eq!(m["grad_var_layers"].as_array().unwrap().len(), 3, "two hidden layers and the softmax");
+        runs.push((m["train_accuracy"].as_f64().unwrap(), m["grad_var"].as_f64().unwrap()));
+    }
+    assert_eq!(runs[0], runs[1], "the same seed gave different runs");
+    assert_ne!(runs[0], runs[2]);
+    assert_user_error(&["bandit", "--layers", "0"], 2, "--layers");
+    assert_user_error(&["bandit", "--lr", "-1"], 2, "--lr");
+    assert_user_error(&["bandit", "--data-dir", "/nonexistent-hnca-dir"], 1, "nonexistent-hnca-dir");
+}

@@ -135,3 +135,44 @@ fn device_auto_picks_the_emulated_gpu_and_zero_devices_is_a_clean_message() {
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert_eq!(stderr.trim(), "error: CUDA: the CUDA driver reports no GPU");
 }
+
+#[test]
+fn bandit_on_device_cuda_agrees_with_device_cpu() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for est in ["hnca", "reinforce"] {
+        let mut runs = Vec::new();
+        for device in ["cuda", "cpu"] {
+            let metrics = dir.path().join(format!("{est}-{device}.jsonl"));
+            let params = dir.path().join(format!("{est}-{device}.f32"));
+            let out = hnca_bin()
+                .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+                .args(["bandit", "--device", device, "--estimator", est, "--layers", "16,8", "--batch-size", "20", "--steps", "40"])
+                .args(["--test-every", "0", "--seed", "3", "--metrics"])
+                .arg(&metrics)
+                .arg("--save-params")
+                .arg(&params)
+                .assert()
+                .success();
+            let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+            if device == "cuda" {
+                assert!(stderr.contains("on hnca emulated GPU"), "{stderr}");
+            }
+            let m: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
+            runs.push((m, read_params(&params)));
+        }
+        let ((mg, pg), (mc, pc)) = (&runs[0], &runs[1]);
+        assert_eq!(mg["step"], 40);
+        // Identical actions give identical rewards (the GPU averages them in f32); the variances
+        // agree to f32 rounding.
+        let (ag, ac) = (mg["train_accuracy"].as_f64().unwrap(), mc["train_accuracy"].as_f64().unwrap());
+        assert!((ag - ac).abs() <= 1e-6, "{est} train accuracy: cuda {ag} vs cpu {ac}");
+        let (g, c) = (mg["grad_var"].as_f64().unwrap(), mc["grad_var"].as_f64().unwrap());
+        assert!((g - c).abs() <= 1e-4 * c.abs(), "{est} grad_var: cuda {g} vs cpu {c}");
+        assert_eq!(pg.len(), pc.len());
+        let d = normwise(pg, pc);
+        assert!(d <= 1e-4, "{est}: final parameters differ by {d} normwise");
+    }
+}

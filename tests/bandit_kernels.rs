@@ -1,0 +1,106 @@
+//! The bandit's kernels, compiled as C++ for the CPU (kernels/emu), against the CPU backend:
+//! each operation on ragged shapes, sampled actions bit for bit, then whole training steps.
+
+use hnca::backend::cpu::Cpu;
+use hnca::backend::emu::emu_backend;
+use hnca::backend::Backend;
+use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use hnca::rng::RngKey;
+
+fn data(n: usize, tag: u32, lo: f32, hi: f32) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    RngKey::new(98, 0, tag).fill_uniform(0, &mut v);
+    v.iter_mut().for_each(|u| *u = lo + (hi - lo) * *u);
+    v
+}
+
+fn bits(n: usize, tag: u32) -> Vec<f32> {
+    data(n, tag, 0.0, 1.0).into_iter().map(|u| (u < 0.4) as u8 as f32).collect()
+}
+
+/// |got - want| ≤ tol · the largest |want| of the tensor.
+fn assert_close_normwise(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, &x| m.max(x.abs())).max(1e-6);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * scale, "{what}[{i}]: kernel {g} vs cpu {w}");
+    }
+}
+
+#[test]
+fn bandit_operations_match_the_cpu_and_actions_are_bit_identical() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    // b above the 256-thread block; p not a multiple of anything.
+    let (b, p, a) = (301, 23, 10);
+    let x = data(b * p, 1, -2.0, 2.0);
+    let (mut oc, mut oe) = (vec![0.0; b * p], vec![0.0; b * p]);
+    cpu.affine(&mut oc, &x, 2.0, -1.0, b * p);
+    emu.affine(&mut oe, &x, 2.0, -1.0, b * p);
+    assert_eq!(oc, oe, "affine");
+
+    let logits = data(b * a, 2, -4.0, 4.0);
+    let labels: Vec<f32> = data(b, 3, 0.0, 10.0).iter().map(|v| v.floor()).collect();
+    let key = RngKey::new(4, 17, 5);
+    let (mut act_c, mut rew_c, mut act_e, mut rew_e) = (vec![0.0; b], vec![0.0; b], vec![0.0; b], vec![0.0; b]);
+    cpu.softmax_act(&mut act_c, &mut rew_c, &logits, &labels, key, b, a);
+    emu.softmax_act(&mut act_e, &mut rew_e, &logits, &labels, key, b, a);
+    assert_eq!(act_c, act_e, "sampled actions");
+    assert_eq!(rew_c, rew_e, "rewards");
+    let distinct: std::collections::BTreeSet<u32> = act_c.iter().map(|&v| v as u32).collect();
+    assert!(distinct.len() == a && rew_c.contains(&1.0), "the draws cover every action");
+
+    let coef = data(b, 6, -1.0, 1.0);
+    let (mut dc, mut de) = (vec![0.0; b * a], vec![0.0; b * a]);
+    cpu.softmax_score(&mut dc, &logits, &act_c, &coef, b, a);
+    emu.softmax_score(&mut de, &logits, &act_c, &coef, b, a);
+    assert_close_normwise("softmax_score", &de, &dc, 1e-6);
+
+    let parent = bits(b * p, 7);
+    let w2 = data(p * a, 8, -1.0, 1.0);
+    let (mut fc, mut fe) = (vec![0.0; b * p], vec![0.0; b * p]);
+    cpu.softmax_credit(&mut fc, &parent, &w2, &logits, &act_c, b, p, a);
+    emu.softmax_credit(&mut fe, &parent, &w2, &logits, &act_c, b, p, a);
+    assert_close_normwise("softmax_credit", &fe, &fc, 1e-5);
+
+    let unit_logits = data(b * p, 9, -6.0, 6.0);
+    for flip in [None, Some(&fc)] {
+        let (mut gc, mut ge) = (vec![0.0; b * p], vec![0.0; b * p]);
+        cpu.bandit_unit_grad(&mut gc, &unit_logits, &parent, flip, &coef, b, p);
+        emu.bandit_unit_grad(&mut ge, &unit_logits, &parent, flip, &coef, b, p);
+        assert_close_normwise(if flip.is_some() { "bandit_unit_grad hnca" } else { "bandit_unit_grad reinforce" }, &ge, &gc, 1e-5);
+    }
+}
+
+#[test]
+fn whole_bandit_training_steps_match_the_cpu_for_every_estimator() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let shape = AgentShape::new(30, &[13, 9, 7], 10);
+    let b = 40;
+    let x = bits(b * 30, 10);
+    let labels: Vec<f32> = data(b, 11, 0.0, 10.0).iter().map(|v| v.floor()).collect();
+    for est in BanditEstimator::ALL {
+        let mut tc = BanditTrainer::new(&cpu, shape.clone(), est, b, 1e-3, 6);
+        let mut te = BanditTrainer::new(&emu, shape.clone(), est, b, 1e-3, 6);
+        for step in 0..3 {
+            let (sc, se) = (tc.train_step(&x, &labels), te.train_step(&x, &labels));
+            assert_eq!(cpu.download(&tc.ws.action), emu.download(&te.ws.action), "{}: step {step} actions", est.name());
+            for l in 1..=3 {
+                assert_eq!(cpu.download(&tc.ws.z[l]), emu.download(&te.ws.z[l]), "{}: step {step} samples of layer {l}", est.name());
+            }
+            assert!((sc.mean_reward - se.mean_reward).abs() < 1e-6, "{}: mean reward", est.name());
+            for (l, (vc, ve)) in sc.grad_var.iter().zip(&se.grad_var).enumerate() {
+                let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-12);
+                assert!(
+                    rel(vc.0, ve.0) < 1e-4 && rel(vc.1, ve.1) < 1e-4,
+                    "{}: layer {} gradient variance {vc:?} vs {ve:?}",
+                    est.name(),
+                    l + 1
+                );
+            }
+        }
+        for (i, (pc, pe)) in tc.host_params().tensors().zip(te.host_params().tensors()).enumerate() {
+            assert_close_normwise(&format!("{} parameters, tensor {i}", est.name()), pe, pc, 1e-5);
+        }
+        assert!((tc.baseline - te.baseline).abs() <= 1e-6, "{}: baselines", est.name());
+    }
+}
