@@ -27,13 +27,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 
 fn run_vae(args: &VaeArgs) -> Result<(), Error> {
     let cfg = args.to_config()?;
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
-    }
-    let dir = args.data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
-    let data = crate::data::load_mnist(&dir)?;
-    let gpu = open_device(args.device)?;
-    let place = gpu.as_ref().map_or("cpu".to_string(), |d| format!("{} with kernels from {}", d.description, d.kernels_from));
+    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device)?;
     eprintln!(
         "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         cfg.estimator.label(),
@@ -50,6 +44,27 @@ fn run_vae(args: &VaeArgs) -> Result<(), Error> {
         None => train(&Cpu::new(), &cfg, &data)?,
     };
     Ok(())
+}
+
+/// What a training subcommand starts from: the data, where it came from, and the device.
+struct Setup {
+    dir: std::path::PathBuf,
+    data: crate::data::Mnist,
+    gpu: Option<CudaDevice>,
+    /// The device in words, for the run's first line.
+    place: String,
+}
+
+/// Sizes the thread pool, loads MNIST and opens the device, in that order, for `vae` and `bandit`.
+fn set_up(threads: Option<usize>, data_dir: Option<&std::path::Path>, device: DeviceChoice) -> Result<Setup, Error> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
+    }
+    let dir = data_dir.map_or_else(crate::data::default_data_dir, |d| d.to_path_buf());
+    let data = crate::data::load_mnist(&dir)?;
+    let gpu = open_device(device)?;
+    let place = gpu.as_ref().map_or("cpu".to_string(), |d| format!("{} with kernels from {}", d.description, d.kernels_from));
+    Ok(Setup { dir, data, gpu, place })
 }
 
 /// The GPU the user asked for: none for `cpu`, an error without one for `cuda`, and for `auto`
@@ -70,13 +85,7 @@ fn open_device(choice: DeviceChoice) -> Result<Option<CudaDevice>, Error> {
 
 fn run_bandit(args: &BanditArgs) -> Result<(), Error> {
     args.validate()?;
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
-    }
-    let dir = args.data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
-    let data = crate::data::load_mnist(&dir)?;
-    let gpu = open_device(args.device)?;
-    let place = gpu.as_ref().map_or("cpu".to_string(), |d| format!("{} with kernels from {}", d.description, d.kernels_from));
+    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device)?;
     eprintln!(
         "hnca bandit: {} on {place}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         args.estimator.name(),

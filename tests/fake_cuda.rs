@@ -71,6 +71,31 @@ fn read_params(path: &std::path::Path) -> Vec<f32> {
     std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
+/// Runs `hnca SUBCOMMAND --estimator EST --steps STEPS` on the small model with `--device cuda`
+/// (the emulated driver) and `--device cpu`; returns each run's first metrics line and final
+/// parameters, cuda first.
+fn cuda_and_cpu_runs(dir: &std::path::Path, subcommand: &str, est: &str, steps: &str) -> [(serde_json::Value, Vec<f32>); 2] {
+    ["cuda", "cpu"].map(|device| {
+        let metrics = dir.join(format!("{subcommand}-{est}-{device}.jsonl"));
+        let params = dir.join(format!("{subcommand}-{est}-{device}.f32"));
+        let out = hnca_bin()
+            .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+            .args([subcommand, "--device", device, "--estimator", est, "--layers", "16,8", "--batch-size", "20", "--steps", steps])
+            .args(["--test-every", "0", "--seed", "3", "--metrics"])
+            .arg(&metrics)
+            .arg("--save-params")
+            .arg(&params)
+            .assert()
+            .success();
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        if device == "cuda" {
+            assert!(stderr.contains("on hnca emulated GPU"), "{stderr}");
+        }
+        let m: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
+        (m, read_params(&params))
+    })
+}
+
 #[test]
 fn fifty_steps_on_device_cuda_agree_with_device_cpu_for_every_estimator() {
     if fake_cuda::open_or_skip().is_none() {
@@ -78,27 +103,7 @@ fn fifty_steps_on_device_cuda_agree_with_device_cpu_for_every_estimator() {
     }
     let dir = tempfile::tempdir().unwrap();
     for kind in EstimatorKind::ALL {
-        let mut runs = Vec::new();
-        for device in ["cuda", "cpu"] {
-            let metrics = dir.path().join(format!("{}-{device}.jsonl", kind.name()));
-            let params = dir.path().join(format!("{}-{device}.f32", kind.name()));
-            let out = hnca_bin()
-                .env("LD_LIBRARY_PATH", fake_cuda::library_path())
-                .args(["vae", "--device", device, "--estimator", kind.name(), "--layers", "16,8", "--batch-size", "20", "--steps", "50"])
-                .args(["--test-every", "0", "--seed", "3", "--metrics"])
-                .arg(&metrics)
-                .arg("--save-params")
-                .arg(&params)
-                .assert()
-                .success();
-            let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-            if device == "cuda" {
-                assert!(stderr.contains("on hnca emulated GPU"), "{stderr}");
-            }
-            let m: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
-            runs.push((m, read_params(&params)));
-        }
-        let ((mg, pg), (mc, pc)) = (&runs[0], &runs[1]);
+        let [(mg, pg), (mc, pc)] = &cuda_and_cpu_runs(dir.path(), "vae", kind.name(), "50");
         assert_eq!(mg["step"], 50);
         for field in ["train_elbo", "grad_var"] {
             let (g, c) = (mg[field].as_f64().unwrap(), mc[field].as_f64().unwrap());
@@ -143,27 +148,7 @@ fn bandit_on_device_cuda_agrees_with_device_cpu() {
     }
     let dir = tempfile::tempdir().unwrap();
     for est in ["hnca", "reinforce"] {
-        let mut runs = Vec::new();
-        for device in ["cuda", "cpu"] {
-            let metrics = dir.path().join(format!("{est}-{device}.jsonl"));
-            let params = dir.path().join(format!("{est}-{device}.f32"));
-            let out = hnca_bin()
-                .env("LD_LIBRARY_PATH", fake_cuda::library_path())
-                .args(["bandit", "--device", device, "--estimator", est, "--layers", "16,8", "--batch-size", "20", "--steps", "40"])
-                .args(["--test-every", "0", "--seed", "3", "--metrics"])
-                .arg(&metrics)
-                .arg("--save-params")
-                .arg(&params)
-                .assert()
-                .success();
-            let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-            if device == "cuda" {
-                assert!(stderr.contains("on hnca emulated GPU"), "{stderr}");
-            }
-            let m: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
-            runs.push((m, read_params(&params)));
-        }
-        let ((mg, pg), (mc, pc)) = (&runs[0], &runs[1]);
+        let [(mg, pg), (mc, pc)] = &cuda_and_cpu_runs(dir.path(), "bandit", est, "40");
         assert_eq!(mg["step"], 40);
         // Identical actions give identical rewards (the GPU averages them in f32); the variances
         // agree to f32 rounding.

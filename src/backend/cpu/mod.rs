@@ -330,10 +330,10 @@ impl Backend for Cpu {
     ) {
         for_each_row(&mut flip[..b * p], p, 8 * p * a, |r, out| {
             let z = &logits[r * a..(r + 1) * a];
-            let act = action[r] as usize;
+            let (act, base) = (action[r] as usize, softmax::max_and_sum(z));
             for (i, o) in out.iter_mut().enumerate() {
                 let d = 1.0 - 2.0 * parent[r * p + i];
-                *o = softmax::log_prob_change(z, &w2[i * a..(i + 1) * a], d, act);
+                *o = softmax::log_prob_change(z, base, &w2[i * a..(i + 1) * a], d, act);
             }
         });
     }

@@ -28,11 +28,11 @@ pub fn sample(z: &[f32], u: f32) -> usize {
 }
 
 /// log softmax(z + d·w)[act] - log softmax(z)[act]: the change in the log-probability of the
-/// action taken when a parent's flip moves the logits by d·w. Written as the change in the
-/// action's logit minus the change in log-sum-exp, so no large values cancel.
+/// action taken when a parent's flip moves the logits by d·w; (max, sum) = max_and_sum(z), the
+/// same for every parent of a row. Written as the change in the action's logit minus the change
+/// in log-sum-exp, so no large values cancel.
 #[inline]
-pub fn log_prob_change(z: &[f32], w: &[f32], d: f32, act: usize) -> f32 {
-    let (max, sum) = max_and_sum(z);
+pub fn log_prob_change(z: &[f32], (max, sum): (f32, f32), w: &[f32], d: f32, act: usize) -> f32 {
     let max2 = z.iter().zip(w).fold(f32::NEG_INFINITY, |m, (&v, &wj)| m.max(v + d * wj));
     let sum2 = z.iter().zip(w).fold(0.0f32, |s, (&v, &wj)| s + exp_neg(v + d * wj - max2));
     d * w[act] - ((max2 - max) + (sum2 / sum).ln())
