@@ -139,6 +139,20 @@ pub struct VaeArgs {
     /// weights and biases, then the prior logits.
     #[arg(long, value_name = "PATH")]
     pub save_params: Option<PathBuf>,
+
+    /// Write a checkpoint (configuration, parameters, Adam state, baselines, step) to this file
+    /// every --save-every epochs and at the end; each write replaces the last one atomically.
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+
+    /// Epochs between checkpoints (0: only at the end).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "save")]
+    pub save_every: usize,
+
+    /// Continue the run saved in this checkpoint, exactly as if it had never stopped. Give the
+    /// same options it was started with (a different --epochs or --steps extends or shortens it).
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
 }
 
 impl VaeArgs {
@@ -185,6 +199,9 @@ impl VaeArgs {
             metrics: self.metrics.clone(),
             save_params: self.save_params.clone(),
             binarize: self.binarize,
+            save: self.save.clone(),
+            save_every: self.save_every,
+            resume: self.resume.clone(),
         })
     }
 }

@@ -56,7 +56,7 @@ pub enum DataError {
     #[error("{}: implausible IDX header: {detail}", path.display())]
     Header { path: PathBuf, detail: String },
     #[error("{}: truncated or padded: the header promises {expected} bytes of data, the file holds {found}", path.display())]
-    Length { path: PathBuf, expected: u64, found: u64 },
+    Length { path: PathBuf, expected: u64, found: String },
     #[error("{} has {images} images but {} has {labels} labels", images_path.display(), labels_path.display())]
     CountMismatch { images_path: PathBuf, images: usize, labels_path: PathBuf, labels: usize },
 }
@@ -84,10 +84,8 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
 
 /// Loads one images file and its labels file, checking that they belong together.
 pub fn load_split(images: &Path, labels: &Path) -> Result<Split, DataError> {
-    let img = read_gzip(images)?;
-    let (dims, pixels) = parse_idx(images, &img, IMAGES_MAGIC, 3, "images")?;
-    let lab = read_gzip(labels)?;
-    let (ldims, label_bytes) = parse_idx(labels, &lab, LABELS_MAGIC, 1, "labels")?;
+    let (dims, pixels) = decode_idx(images, &read_file(images)?, IdxKind::Images)?;
+    let (ldims, label_bytes) = decode_idx(labels, &read_file(labels)?, IdxKind::Labels)?;
     let (n, rows, cols) = (dims[0] as usize, dims[1] as usize, dims[2] as usize);
     if ldims[0] as usize != n {
         return Err(DataError::CountMismatch {
@@ -97,22 +95,64 @@ pub fn load_split(images: &Path, labels: &Path) -> Result<Split, DataError> {
             labels: ldims[0] as usize,
         });
     }
-    Ok(Split { images: pixels.to_vec(), labels: label_bytes.to_vec(), n, rows, cols })
+    Ok(Split { images: pixels, labels: label_bytes, n, rows, cols })
 }
 
-fn read_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Unreadable { path: path.into(), source })?;
-    if raw.len() < 2 || raw[0] != 0x1f || raw[1] != 0x8b {
+fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| DataError::Unreadable { path: path.into(), source })
+}
+
+/// Which of the two IDX files of a split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdxKind {
+    /// (n, rows, cols) unsigned bytes.
+    Images,
+    /// (n) unsigned bytes.
+    Labels,
+}
+
+/// The most payload an IDX file may claim: 2 GiB, forty times MNIST's training images. The
+/// header is checked against this before any payload is read, so a file claiming 10^12 values
+/// (or a gzip bomb) is an error, not an attempt to allocate them.
+pub const MAX_IDX_PAYLOAD: u64 = 1 << 31;
+
+/// Decompresses and parses a gzip-compressed IDX file (`path` is only for messages): checks
+/// the magic, the header's plausibility, then that the payload has exactly the promised length.
+/// Never panics; allocates no more than the payload actually present, and at most
+/// [`MAX_IDX_PAYLOAD`].
+pub fn decode_idx(path: &Path, gz: &[u8], kind: IdxKind) -> Result<(Vec<u32>, Vec<u8>), DataError> {
+    let (magic, ndim, what) = match kind {
+        IdxKind::Images => (IMAGES_MAGIC, 3, "images"),
+        IdxKind::Labels => (LABELS_MAGIC, 1, "labels"),
+    };
+    if gz.len() < 2 || gz[0] != 0x1f || gz[1] != 0x8b {
         return Err(DataError::NotGzip { path: path.into() });
     }
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|source| DataError::Gzip { path: path.into(), source })?;
-    Ok(out)
+    let mut stream = flate2::read::GzDecoder::new(gz);
+    let gzip_error = |source| DataError::Gzip { path: path.into(), source };
+    let header_len = 4 * (1 + ndim);
+    let mut header = Vec::with_capacity(header_len);
+    (&mut stream).take(header_len as u64).read_to_end(&mut header).map_err(gzip_error)?;
+    let dims = parse_idx_header(path, &header, magic, ndim, what)?;
+    let expected: u64 = dims.iter().map(|&d| d as u64).product();
+    if expected > MAX_IDX_PAYLOAD {
+        return Err(DataError::Header {
+            path: path.into(),
+            detail: format!("it claims {expected} bytes of {what}, more than the {MAX_IDX_PAYLOAD} this reader accepts"),
+        });
+    }
+    // One byte more than promised tells a padded file from an exact one without reading the rest.
+    let mut payload = Vec::new();
+    stream.take(expected + 1).read_to_end(&mut payload).map_err(gzip_error)?;
+    if payload.len() as u64 != expected {
+        let found = if payload.len() as u64 > expected { "more".to_string() } else { payload.len().to_string() };
+        return Err(DataError::Length { path: path.into(), expected, found });
+    }
+    Ok((dims, payload))
 }
 
-/// Checks an IDX header (magic, then `ndim` big-endian u32 dimensions) and the payload length;
-/// returns the dimensions and the payload.
-fn parse_idx<'a>(path: &Path, bytes: &'a [u8], magic: u32, ndim: usize, what: &'static str) -> Result<(Vec<u32>, &'a [u8]), DataError> {
+/// Checks an IDX header (magic, then `ndim` big-endian u32 dimensions); returns the dimensions.
+fn parse_idx_header(path: &Path, bytes: &[u8], magic: u32, ndim: usize, what: &'static str) -> Result<Vec<u32>, DataError> {
     let header = 4 * (1 + ndim);
     if bytes.len() < header {
         return Err(DataError::Header {
@@ -137,10 +177,5 @@ fn parse_idx<'a>(path: &Path, bytes: &'a [u8], magic: u32, ndim: usize, what: &'
             ),
         });
     }
-    let expected: u64 = dims.iter().map(|&d| d as u64).product();
-    let payload = &bytes[header..];
-    if payload.len() as u64 != expected {
-        return Err(DataError::Length { path: path.into(), expected, found: payload.len() as u64 });
-    }
-    Ok((dims, payload))
+    Ok(dims)
 }

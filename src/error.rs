@@ -14,10 +14,12 @@ pub enum Error {
     /// `--device cuda` without a usable GPU, or a driver error while running.
     #[error("CUDA: {0}")]
     Device(String),
-    #[error("training diverged at step {step}: the ELBO is {elbo}; try a smaller --lr")]
-    Diverged { step: u64, elbo: f64 },
-    #[error("training diverged at step {step}: {what}; try a smaller --lr")]
-    DivergedBandit { step: u64, what: String },
+    #[error("{}: {source}", path.display())]
+    Checkpoint { path: PathBuf, source: crate::checkpoint::CheckpointError },
+    /// A NaN or infinity in the objective, a gradient, a parameter or the optimiser state.
+    /// `kept` says what survives: the last good checkpoint, if the run saves any.
+    #[error("training diverged at step {step}: {what}; {kept}try a smaller --lr")]
+    Diverged { step: u64, what: String, kept: String },
 }
 
 impl Error {

@@ -2,10 +2,12 @@
 //! running baselines, periodic test-set evaluation, per-epoch metrics and progress.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::{AdamStep, Backend};
+use crate::checkpoint::vae::VaeRun;
+use crate::checkpoint::Checkpoint;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::estimator::{Estimator, BASELINE_DECAY};
@@ -37,6 +39,11 @@ pub struct TrainConfig {
     pub metrics: Option<PathBuf>,
     pub save_params: Option<PathBuf>,
     pub binarize: Binarize,
+    /// Write a checkpoint here every `save_every` epochs and at the end.
+    pub save: Option<PathBuf>,
+    pub save_every: usize,
+    /// Continue the run saved in this checkpoint.
+    pub resume: Option<PathBuf>,
 }
 
 pub const ADAM_BETA1: f32 = 0.9;
@@ -49,9 +56,9 @@ pub struct Trainer<'a, B: Backend> {
     pub shape: Shape,
     pub est: Estimator,
     pub params: Params<B::Buf>,
-    grads: Params<B::Buf>,
-    adam_m: Params<B::Buf>,
-    adam_v: Params<B::Buf>,
+    pub(crate) grads: Params<B::Buf>,
+    pub(crate) adam_m: Params<B::Buf>,
+    pub(crate) adam_v: Params<B::Buf>,
     pub ws: Workspace<B::Buf>,
     /// b̄_l for l = 1..=L (index l-1).
     pub baselines: Vec<f32>,
@@ -218,11 +225,32 @@ pub(crate) struct MetricsFile {
 
 impl MetricsFile {
     /// Checks now, not after the first epoch, that the file can be written.
-    pub(crate) fn create(path: &std::path::Path) -> Result<Self, Error> {
+    pub(crate) fn create(path: &Path) -> Result<Self, Error> {
         let file = MetricsFile { path: path.to_path_buf(), lines: Vec::new() };
         let tmp = tmp_path(&file.path);
         std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
         let _ = std::fs::remove_file(&tmp);
+        Ok(file)
+    }
+
+    /// For a resumed run: keeps the lines of an existing file up to `step`, so that the file
+    /// reads as one run; lines that are not JSON with a "step" are kept as they are.
+    pub(crate) fn resume(path: &Path, step: u64) -> Result<Self, Error> {
+        let mut file = MetricsFile::create(path)?;
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                file.lines = text
+                    .lines()
+                    .filter(|l| {
+                        let v: Option<serde_json::Value> = serde_json::from_str(l).ok();
+                        v.and_then(|v| v.get("step").and_then(|s| s.as_u64())).map_or(true, |s| s <= step)
+                    })
+                    .map(str::to_string)
+                    .collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io { path: path.to_path_buf(), source: e }),
+        }
         Ok(file)
     }
 
@@ -232,20 +260,89 @@ impl MetricsFile {
     }
 }
 
-/// Trains the VAE on `data` as configured, printing one line per epoch; returns every epoch's
-/// metrics.
+/// Where a run's checkpoints go, and the last one written (named when a run diverges).
+struct Saver {
+    path: Option<PathBuf>,
+    every: usize,
+    last: Option<u64>,
+}
+
+impl Saver {
+    /// What a diverged run leaves behind, for its error message.
+    fn kept(&self) -> String {
+        match (&self.path, self.last) {
+            (Some(p), Some(step)) => format!("the last good checkpoint, {} (step {step}), is kept; ", p.display()),
+            (Some(p), None) if p.exists() => format!("{} is left as it was; ", p.display()),
+            (Some(p), None) => format!("no checkpoint was written to {}; ", p.display()),
+            _ => String::new(),
+        }
+    }
+
+    /// Checks the state is finite, then writes it.
+    fn save<B: Backend>(&mut self, trainer: &Trainer<'_, B>, run: &VaeRun, epoch: u64) -> Result<(), Error> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if let Some(what) = trainer.find_non_finite() {
+            return Err(Error::Diverged { step: trainer.step, what, kept: self.kept() });
+        }
+        trainer.checkpoint(run, epoch).save(path)?;
+        self.last = Some(trainer.step);
+        Ok(())
+    }
+}
+
+/// Steps between full scans of the parameters and optimiser state for NaNs and infinities.
+/// Every step checks the ELBO, the encoder gradients' variances and the baselines, which a
+/// non-finite gradient reaches at once; a full scan downloads every tensor, so it runs only
+/// this often, at the end of every epoch, and before every checkpoint.
+pub const FULL_CHECK_EVERY: u64 = 100;
+
+/// What diverged in the step just taken, if anything did.
+fn divergence<B: Backend>(trainer: &Trainer<'_, B>, stats: &StepStats) -> Option<String> {
+    let var_ok = stats.grad_var.iter().all(|(w, b)| w.is_finite() && b.is_finite());
+    let base_ok = trainer.baselines.iter().all(|b| b.is_finite());
+    if stats.elbo.is_finite() && var_ok && base_ok {
+        return if trainer.step % FULL_CHECK_EVERY == 0 { trainer.find_non_finite() } else { None };
+    }
+    let mut what = vec![];
+    if !stats.elbo.is_finite() {
+        what.push(format!("the ELBO is {}", stats.elbo));
+    }
+    what.extend(trainer.find_non_finite());
+    if what.is_empty() {
+        what.push("an encoder gradient's variance is not finite".into());
+    }
+    Some(what.join(", "))
+}
+
+/// Trains the VAE on `data` as configured (from scratch or from `cfg.resume`), printing one line
+/// per epoch; returns the metrics of the epochs it ran.
 pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<EpochMetrics>, Error> {
     let shape = Shape::new(data.train.pixels(), &cfg.latent);
+    let run = VaeRun::new(cfg, data.train.pixels(), data.train.n);
     let mut trainer = Trainer::new(be, shape.clone(), cfg.estimator, cfg.batch_size, cfg.lr as f32, cfg.seed);
-    let mut metrics = cfg.metrics.as_ref().map(|p| MetricsFile::create(p)).transpose()?;
+    if let Some(path) = &cfg.resume {
+        resume(&mut trainer, &run, path)?;
+    }
+    let resumed_at = trainer.step;
+    let mut metrics = match &cfg.metrics {
+        Some(p) if cfg.resume.is_some() => Some(MetricsFile::resume(p, resumed_at)?),
+        Some(p) => Some(MetricsFile::create(p)?),
+        None => None,
+    };
+    let mut saver = Saver { path: cfg.save.clone(), every: cfg.save_every, last: None };
     let steps_per_epoch = (data.train.n / cfg.batch_size) as u64;
     let total_steps = cfg.max_steps.map_or(steps_per_epoch * cfg.epochs as u64, |s| s.min(steps_per_epoch * cfg.epochs as u64));
     let bar = progress_bar(total_steps);
+    bar.set_position(resumed_at.min(total_steps));
     let enc_params = shape.encoder_params() as f64;
     let layer_params: Vec<f64> = (1..=shape.depth()).map(|l| (shape.width(l - 1) * shape.width(l) + shape.width(l)) as f64).collect();
     let mut history = Vec::new();
+    // A run resumed mid-epoch redoes that epoch's shuffle and skips the batches already done.
+    let first_epoch = (resumed_at / steps_per_epoch) as usize + 1;
+    let mut skip = (resumed_at % steps_per_epoch) as usize;
+    let mut epoch_done = first_epoch - 1;
 
-    for epoch in 1..=cfg.epochs {
+    for epoch in first_epoch..=cfg.epochs {
         if trainer.step >= total_steps {
             break;
         }
@@ -255,16 +352,16 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         let bin_key = RngKey::new(cfg.seed, e, stream::BINARIZE_TRAIN);
         let (mut elbo_sum, mut var_sum, mut steps) = (0.0f64, 0.0f64, 0u64);
         let mut var_layers = vec![0.0f64; shape.depth()];
-        for batch in order.chunks_exact(cfg.batch_size) {
+        for batch in order.chunks_exact(cfg.batch_size).skip(std::mem::take(&mut skip)) {
             if trainer.step >= total_steps {
                 break;
             }
             let x = binarize_batch(&data.train, batch, cfg.binarize, bin_key, shape.width(0));
             let stats = trainer.train_step(&x);
             be.check().map_err(Error::Device)?;
-            if !stats.elbo.is_finite() {
+            if let Some(what) = divergence(&trainer, &stats) {
                 bar.abandon();
-                return Err(Error::Diverged { step: trainer.step, elbo: stats.elbo });
+                return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
             }
             elbo_sum += stats.elbo;
             let (mut w_sum, mut layer_sums) = (0.0, Vec::with_capacity(shape.depth()));
@@ -281,6 +378,11 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
             bar.set_message(format!("epoch {epoch}  elbo {:.2}  {rate:.1} steps/s", elbo_sum / steps as f64));
             bar.inc(1);
         }
+        if let Some(what) = trainer.find_non_finite() {
+            bar.abandon();
+            return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
+        }
+        let complete = trainer.step == e * steps_per_epoch;
         let test_due = cfg.test_every > 0 && (epoch % cfg.test_every == 0 || epoch == cfg.epochs || trainer.step >= total_steps);
         let test_elbo = test_due.then(|| trainer.evaluate(&data.test, cfg.binarize, RngKey::new(cfg.seed, e, stream::BINARIZE_TEST), e));
         be.check().map_err(Error::Device)?;
@@ -305,8 +407,17 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
             file.push(m.to_json(cfg).to_string())?;
         }
         history.push(m);
+        if complete {
+            epoch_done = epoch;
+            if saver.every > 0 && epoch % saver.every == 0 {
+                saver.save(&trainer, &run, epoch_done as u64)?;
+            }
+        }
     }
     bar.finish_and_clear();
+    if saver.last != Some(trainer.step) {
+        saver.save(&trainer, &run, epoch_done as u64)?;
+    }
     if let Some(path) = &cfg.save_params {
         let bytes: Vec<u8> = trainer.host_params().tensors().into_iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
         write_atomically(path, &bytes)?;
@@ -314,19 +425,48 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
     Ok(history)
 }
 
+/// Loads `path` into `trainer` after checking it is a checkpoint of this same run.
+fn resume<B: Backend>(trainer: &mut Trainer<'_, B>, run: &VaeRun, path: &Path) -> Result<(), Error> {
+    let ck = Checkpoint::load(path)?;
+    let as_error = |source| Error::Checkpoint { path: path.to_path_buf(), source };
+    let saved = VaeRun::from_checkpoint(&ck).map_err(as_error)?;
+    saved.check_resumable_as(run).map_err(as_error)?;
+    if saved.lr != run.lr {
+        eprintln!("hnca vae: note: --lr {:e} replaces the checkpoint's {:e}; the run is no longer a plain continuation", run.lr, saved.lr);
+    }
+    trainer.restore(ck).map_err(as_error)?;
+    eprintln!("hnca vae: resuming from {} at step {}", path.display(), trainer.step);
+    Ok(())
+}
+
 /// `path` with `.tmp` appended: where a file is written before it is renamed into place.
-fn tmp_path(path: &std::path::Path) -> PathBuf {
+fn tmp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     PathBuf::from(tmp)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place, so that an
-/// interrupted write never leaves a truncated file where a complete one was.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+/// Writes `bytes` to a temporary file beside `path`, flushes it to the disk, then renames it into
+/// place and flushes the directory, so that a crash at any moment leaves either the complete
+/// old file or the complete new one, never a truncated one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
     let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+    fn io(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io { path: p.to_path_buf(), source }
+    }
+    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    // The rename itself is durable only once the directory is; not every platform can open a
+    // directory for this, and the data is already safe, so a failure here is not an error.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {

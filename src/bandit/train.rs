@@ -197,7 +197,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             let total: f64 = stats.grad_var.iter().map(|(w, b)| w + b).sum();
             if !total.is_finite() {
                 bar.abandon();
-                return Err(Error::DivergedBandit { step: trainer.step, what: "a gradient's variance is not finite".into() });
+                return Err(Error::Diverged { step: trainer.step, what: "a gradient's variance is not finite".into(), kept: String::new() });
             }
             reward_sum += stats.mean_reward;
             var_sum += total / all_params;

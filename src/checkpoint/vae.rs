@@ -1,0 +1,187 @@
+//! The VAE's checkpoints: which run it is (must match to resume), where it got to, and its state
+//! (parameters, Adam moments, baselines) as named tensors.
+
+use clap::ValueEnum;
+
+use super::{check_same, non_finite, Checkpoint, CheckpointError};
+use crate::backend::Backend;
+use crate::estimator::{Estimator, EstimatorKind};
+use crate::model::{Params, Shape};
+use crate::train::{Binarize, TrainConfig, Trainer};
+
+/// What must be the same for a resumed run to continue the saved one exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VaeRun {
+    pub data_dim: usize,
+    pub train_images: usize,
+    pub latent: Vec<usize>,
+    pub estimator: Estimator,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub binarize: Binarize,
+    /// Saved for the record; a resume may change it (with a note).
+    pub lr: f64,
+}
+
+fn value_name<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
+impl VaeRun {
+    pub fn new(cfg: &TrainConfig, data_dim: usize, train_images: usize) -> Self {
+        VaeRun {
+            data_dim,
+            train_images,
+            latent: cfg.latent.clone(),
+            estimator: cfg.estimator,
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            binarize: cfg.binarize,
+            lr: cfg.lr,
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        Shape::new(self.data_dim, &self.latent)
+    }
+
+    fn header(&self, step: u64, epoch: u64) -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(map) = serde_json::json!({
+            "experiment": "vae",
+            "written_by": concat!("hnca ", env!("CARGO_PKG_VERSION")),
+            "data_dim": self.data_dim,
+            "train_images": self.train_images,
+            "layers": self.latent,
+            "estimator": self.estimator.kind.name(),
+            "all_child": self.estimator.all_child,
+            "full_reward": self.estimator.full_reward,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "binarize": value_name(&self.binarize),
+            "lr": self.lr,
+            "step": step,
+            "epoch": epoch,
+        }) else {
+            unreachable!("a json! object literal is an object")
+        };
+        map
+    }
+
+    /// Reads the run's identity from a checkpoint's header.
+    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
+        let experiment = ck.str_field("experiment")?;
+        if experiment != "vae" {
+            return Err(CheckpointError::Mismatch(format!("it is a checkpoint of the {experiment}, not of the VAE")));
+        }
+        let kind = ck.str_field("estimator")?;
+        let kind = EstimatorKind::from_str(kind, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {kind:?}")))?;
+        let binarize = ck.str_field("binarize")?;
+        let binarize = Binarize::from_str(binarize, false).map_err(|_| CheckpointError::Header(format!("unknown binarization {binarize:?}")))?;
+        let data_dim = ck.u64_field("data_dim")?;
+        if data_dim == 0 || data_dim > 1 << 24 {
+            return Err(CheckpointError::Header(format!("implausible data_dim {data_dim}")));
+        }
+        Ok(VaeRun {
+            data_dim: data_dim as usize,
+            train_images: ck.u64_field("train_images")? as usize,
+            latent: ck.widths_field("layers", 4096)?,
+            estimator: Estimator { kind, all_child: ck.bool_field("all_child")?, full_reward: ck.bool_field("full_reward")? },
+            batch_size: ck.u64_field("batch_size")? as usize,
+            seed: ck.u64_field("seed")?,
+            binarize,
+            lr: ck.f64_field("lr")?,
+        })
+    }
+
+    /// Every difference that would make a resume inexact.
+    pub fn check_resumable_as(&self, now: &VaeRun) -> Result<(), CheckpointError> {
+        check_same(&[
+            ("image size", self.data_dim.to_string(), now.data_dim.to_string()),
+            ("training images", self.train_images.to_string(), now.train_images.to_string()),
+            ("--layers", format!("{:?}", self.latent), format!("{:?}", now.latent)),
+            ("--estimator", self.estimator.label(), now.estimator.label()),
+            ("--batch-size", self.batch_size.to_string(), now.batch_size.to_string()),
+            ("--seed", self.seed.to_string(), now.seed.to_string()),
+            ("--binarize", value_name(&self.binarize), value_name(&now.binarize)),
+        ])
+    }
+}
+
+/// Names of the parameter tensors in [`Params::tensors`] order.
+pub fn param_names(depth: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for side in ["enc", "dec"] {
+        for l in 1..=depth {
+            names.push(format!("{side}{l}.w"));
+            names.push(format!("{side}{l}.bias"));
+        }
+    }
+    names.push("prior".into());
+    names
+}
+
+/// Lengths of the parameter tensors in [`Params::tensors`] order.
+fn tensor_lens(shape: &Shape) -> Vec<usize> {
+    let depth = shape.depth();
+    let mut lens = Vec::new();
+    for (n_in, n_out) in (1..=depth).map(|l| (shape.width(l - 1), shape.width(l))).chain((1..=depth).map(|l| (shape.width(l), shape.width(l - 1)))) {
+        lens.push(n_in * n_out);
+        lens.push(n_out);
+    }
+    lens.push(shape.width(depth));
+    lens
+}
+
+/// The parameters stored in a checkpoint of a model of `shape`.
+pub fn read_params(ck: &mut Checkpoint, shape: &Shape) -> Result<Params<Vec<f32>>, CheckpointError> {
+    let mut params = Params::init(shape, 0);
+    for ((name, len), t) in param_names(shape.depth()).iter().zip(tensor_lens(shape)).zip(params.tensors_mut()) {
+        *t = ck.take(&format!("param/{name}"), len)?;
+    }
+    Ok(params)
+}
+
+impl<B: Backend> Trainer<'_, B> {
+    /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
+    pub fn checkpoint(&self, run: &VaeRun, epoch: u64) -> Checkpoint {
+        let mut ck = Checkpoint::new(run.header(self.step, epoch));
+        let names = param_names(self.shape.depth());
+        for (prefix, set) in [("param", &self.params), ("adam_m", &self.adam_m), ("adam_v", &self.adam_v)] {
+            for (name, t) in names.iter().zip(set.tensors()) {
+                ck.push(format!("{prefix}/{name}"), self.be.download(t));
+            }
+        }
+        ck.push("baselines", self.baselines.clone());
+        ck
+    }
+
+    /// Loads parameters, Adam moments, baselines and the step from a checkpoint of the same run.
+    pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
+        let names = param_names(self.shape.depth());
+        let lens = tensor_lens(&self.shape);
+        let be = self.be;
+        for (prefix, set) in [("param", &mut self.params), ("adam_m", &mut self.adam_m), ("adam_v", &mut self.adam_v)] {
+            for ((name, &len), t) in names.iter().zip(&lens).zip(set.tensors_mut()) {
+                let values = ck.take(&format!("{prefix}/{name}"), len)?;
+                be.write(t, &values);
+            }
+        }
+        self.baselines = ck.take("baselines", self.baselines.len())?;
+        self.step = ck.u64_field("step")?;
+        Ok(())
+    }
+
+    /// The first NaN or infinity in the state or the last step's gradients, in words.
+    pub fn find_non_finite(&self) -> Option<String> {
+        let names = param_names(self.shape.depth());
+        let sets = [("gradient", &self.grads), ("parameter", &self.params), ("Adam first moment", &self.adam_m), ("Adam second moment", &self.adam_v)];
+        for (what, set) in sets {
+            for (name, t) in names.iter().zip(set.tensors()) {
+                if let Some(found) = non_finite(&format!("{what} {name}"), &self.be.download(t)) {
+                    return Some(found);
+                }
+            }
+        }
+        non_finite("baselines", &self.baselines)
+    }
+}
