@@ -22,6 +22,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Selftest(args) => run_selftest(&args),
         Command::Bench(args) => crate::bench::run(&args),
         Command::Bandit(args) => run_bandit(&args),
+        Command::Eval(args) => crate::inspect::run_eval(&args),
+        Command::Sample(args) => crate::inspect::run_sample(&args),
+        Command::Plot(args) => crate::plot::run(&args),
     }
 }
 
@@ -47,16 +50,16 @@ fn run_vae(args: &VaeArgs) -> Result<(), Error> {
 }
 
 /// What a training subcommand starts from: the data, where it came from, and the device.
-struct Setup {
-    dir: std::path::PathBuf,
-    data: crate::data::Mnist,
-    gpu: Option<CudaDevice>,
+pub(crate) struct Setup {
+    pub dir: std::path::PathBuf,
+    pub data: crate::data::Mnist,
+    pub gpu: Option<CudaDevice>,
     /// The device in words, for the run's first line.
-    place: String,
+    pub place: String,
 }
 
-/// Sizes the thread pool, loads MNIST and opens the device, in that order, for `vae` and `bandit`.
-fn set_up(threads: Option<usize>, data_dir: Option<&std::path::Path>, device: DeviceChoice) -> Result<Setup, Error> {
+/// Sizes the thread pool, loads MNIST and opens the device, in that order.
+pub(crate) fn set_up(threads: Option<usize>, data_dir: Option<&std::path::Path>, device: DeviceChoice) -> Result<Setup, Error> {
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
     }

@@ -27,6 +27,13 @@ pub enum Command {
     /// Check every GPU kernel against the CPU backend on the real shapes, then time training
     /// steps of the VAE on the GPU.
     Selftest(SelftestArgs),
+    /// Evaluate a checkpoint on the test set: the mean single-sample ELBO and the K-sample
+    /// importance-weighted bound, each with its standard error.
+    Eval(crate::inspect::EvalArgs),
+    /// Draw digits from a checkpoint's generative model (or reconstruct test digits) into a PNG.
+    Sample(crate::inspect::SampleArgs),
+    /// Plot learning curves of one or more runs' metrics files (SVG or PNG).
+    Plot(crate::plot::PlotArgs),
     /// Time training steps of the CPU backend for several models and every estimator, with the
     /// cost model: log-sigmoid evaluations per step, ns per evaluation, the credit pass's share.
     Bench(crate::bench::BenchArgs),

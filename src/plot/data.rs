@@ -1,0 +1,243 @@
+//! Reading metrics files (one run each) and summarising the runs of each estimator across seeds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::Spread;
+use crate::error::Error;
+
+/// Which trainer wrote a metrics file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Experiment {
+    Vae,
+    Bandit,
+}
+
+impl Experiment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::Vae => "VAE",
+            Experiment::Bandit => "bandit",
+        }
+    }
+
+    /// The key of the quantity the left panel shows.
+    pub fn metric_key(self) -> &'static str {
+        match self {
+            Experiment::Vae => "train_elbo",
+            Experiment::Bandit => "train_accuracy",
+        }
+    }
+
+    pub fn metric_title(self) -> &'static str {
+        match self {
+            Experiment::Vae => "train ELBO (nats)",
+            Experiment::Bandit => "train accuracy",
+        }
+    }
+
+    pub fn default_title(self) -> &'static str {
+        match self {
+            Experiment::Vae => "Discrete VAE on binarized MNIST",
+            Experiment::Bandit => "Contextual bandit on MNIST",
+        }
+    }
+}
+
+/// One metrics file.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub path: PathBuf,
+    pub experiment: Experiment,
+    pub estimator: String,
+    /// "layers 200,200,200, batch 50", from the first line, where it has both.
+    pub setup: Option<String>,
+    /// Step → (the left panel's metric, grad_var). Where a resumed run repeats a step, the
+    /// last line wins.
+    pub points: BTreeMap<u64, (f64, f64)>,
+}
+
+/// A finite number under `key`, or why not.
+fn number(obj: &Map<String, Value>, key: &str) -> Result<f64, String> {
+    match obj.get(key) {
+        None => Err(format!("no \"{key}\"")),
+        Some(v) => match v.as_f64() {
+            Some(x) if x.is_finite() => Ok(x),
+            _ => Err(format!("\"{key}\" is {v}, not a finite number")),
+        },
+    }
+}
+
+fn setup(obj: &Map<String, Value>) -> Option<String> {
+    let layers = obj.get("layers")?.as_array()?.iter().map(|l| l.as_u64().map(|n| n.to_string())).collect::<Option<Vec<_>>>()?;
+    let batch = obj.get("batch_size")?.as_u64()?;
+    Some(format!("layers {}, batch {batch}", layers.join(",")))
+}
+
+/// Reads one metrics file written by `hnca vae --metrics` or `hnca bandit --metrics`.
+pub fn load_run(path: &Path) -> Result<Run, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let shown = path.display();
+    let mut run: Option<Run> = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |msg: String| Error::Config(format!("{shown} line {}: {msg}", i + 1));
+        let v: Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        let obj = v.as_object().ok_or_else(|| at("not a JSON object".into()))?;
+        let experiment = match obj.get("experiment") {
+            None => Experiment::Vae,
+            Some(Value::String(s)) if s == "vae" => Experiment::Vae,
+            Some(Value::String(s)) if s == "bandit" => Experiment::Bandit,
+            Some(other) => return Err(at(format!("unknown \"experiment\" {other} (expected \"vae\" or \"bandit\")"))),
+        };
+        let step = obj.get("step").and_then(Value::as_u64).ok_or_else(|| at("no \"step\" (a non-negative integer)".into()))?;
+        let estimator = obj.get("estimator").and_then(Value::as_str).ok_or_else(|| at("no \"estimator\" (a string)".into()))?;
+        let metric = number(obj, experiment.metric_key()).map_err(at)?;
+        let grad_var = number(obj, "grad_var").map_err(at)?;
+        let run = run.get_or_insert_with(|| Run {
+            path: path.to_path_buf(),
+            experiment,
+            estimator: estimator.to_string(),
+            setup: setup(obj),
+            points: BTreeMap::new(),
+        });
+        if run.experiment != experiment {
+            return Err(at(format!("a {} line, but the file's first line is a {} run's", experiment.name(), run.experiment.name())));
+        }
+        if run.estimator != estimator {
+            return Err(at(format!("estimator \"{estimator}\", but the file's first line has \"{}\"", run.estimator)));
+        }
+        run.points.insert(step, (metric, grad_var));
+    }
+    run.ok_or_else(|| Error::Config(format!("{shown}: empty (no metrics lines)")))
+}
+
+/// The experiment all `runs` share, or a usage error naming two that differ.
+pub fn common_experiment(runs: &[Run]) -> Result<Experiment, Error> {
+    let first = runs.first().ok_or_else(|| Error::Config("no metrics files to plot".into()))?;
+    match runs.iter().find(|r| r.experiment != first.experiment) {
+        None => Ok(first.experiment),
+        Some(r) => Err(Error::Config(format!(
+            "{} is a {} run but {} is a {} run; plot one experiment at a time",
+            r.path.display(),
+            r.experiment.name(),
+            first.path.display(),
+            first.experiment.name()
+        ))),
+    }
+}
+
+/// A curve across seeds: at each x, the mean and the spread's low and high ends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Band {
+    pub x: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+}
+
+impl Band {
+    /// Adds the point at `x` summarising `vals` (one per seed). With `positive` (a log axis), a
+    /// low end at or below 0 (mean − std) is replaced by the smallest value.
+    fn push(&mut self, x: f64, vals: &[f64], spread: Spread, positive: bool) {
+        let n = vals.len() as f64;
+        let mean = vals.iter().sum::<f64>() / n;
+        let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = match spread {
+            Spread::Minmax => (min, max),
+            Spread::Std => {
+                let var = if vals.len() > 1 { vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+                (mean - var.sqrt(), mean + var.sqrt())
+            }
+        };
+        let lo = if positive && lo <= 0.0 { min } else { lo };
+        self.x.push(x);
+        self.mean.push(mean);
+        self.lo.push(lo.min(mean));
+        self.hi.push(hi.max(mean));
+    }
+}
+
+/// The runs of one estimator, summarised at every step all of them have.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub estimator: String,
+    /// How many runs (seeds).
+    pub runs: usize,
+    pub metric: Band,
+    /// Only steps where every run's grad_var is positive (it goes on a log axis).
+    pub grad_var: Band,
+}
+
+/// Groups `runs` by estimator, in order of first appearance.
+pub fn group(runs: &[Run], spread: Spread) -> Result<Vec<Series>, Error> {
+    let mut order: Vec<&str> = Vec::new();
+    for r in runs {
+        if !order.contains(&r.estimator.as_str()) {
+            order.push(&r.estimator);
+        }
+    }
+    order
+        .into_iter()
+        .map(|est| {
+            let members: Vec<&Run> = runs.iter().filter(|r| r.estimator == est).collect();
+            let steps: Vec<u64> = members[0].points.keys().copied().filter(|s| members.iter().all(|r| r.points.contains_key(s))).collect();
+            if steps.is_empty() {
+                let names: Vec<String> = members.iter().map(|r| r.path.display().to_string()).collect();
+                return Err(Error::Config(format!("estimator \"{est}\": its runs {} have no step in common", names.join(", "))));
+            }
+            let mut series = Series { estimator: est.to_string(), runs: members.len(), metric: Band::default(), grad_var: Band::default() };
+            for s in steps {
+                let metric: Vec<f64> = members.iter().map(|r| r.points[&s].0).collect();
+                let grad_var: Vec<f64> = members.iter().map(|r| r.points[&s].1).collect();
+                series.metric.push(s as f64, &metric, spread, false);
+                if grad_var.iter().all(|&g| g > 0.0) {
+                    series.grad_var.push(s as f64, &grad_var, spread, true);
+                }
+            }
+            Ok(series)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(est: &str, points: &[(u64, f64, f64)]) -> Run {
+        Run {
+            path: PathBuf::from(format!("{est}.jsonl")),
+            experiment: Experiment::Vae,
+            estimator: est.into(),
+            setup: None,
+            points: points.iter().map(|&(s, m, g)| (s, (m, g))).collect(),
+        }
+    }
+
+    #[test]
+    fn groups_by_estimator_at_common_steps_with_mean_and_spread() {
+        let runs = [
+            run("b", &[(1, -10.0, 1.0), (2, -8.0, 0.5), (3, -7.0, 0.25)]),
+            run("a", &[(1, -12.0, 2.0)]),
+            run("b", &[(1, -14.0, 3.0), (2, -6.0, 0.0)]),
+        ];
+        let s = group(&runs, Spread::Minmax).unwrap();
+        assert_eq!(s.iter().map(|s| (s.estimator.as_str(), s.runs)).collect::<Vec<_>>(), [("b", 2), ("a", 1)]);
+        assert_eq!(s[0].metric, Band { x: vec![1.0, 2.0], mean: vec![-12.0, -7.0], lo: vec![-14.0, -8.0], hi: vec![-10.0, -6.0] });
+        // grad_var 0 at step 2 cannot go on a log axis.
+        assert_eq!(s[0].grad_var.x, [1.0]);
+        let std = group(&runs, Spread::Std).unwrap();
+        let sd = 8f64.sqrt();
+        assert_eq!(std[0].metric.lo[0], -12.0 - sd);
+        assert!((std[0].grad_var.lo[0] - (2.0 - 2f64.sqrt())).abs() < 1e-12);
+        // On the log axis a mean − std at or below 0 becomes the smallest seed's value.
+        let mut band = Band::default();
+        band.push(1.0, &[0.1, 10.0], Spread::Std, true);
+        assert_eq!(band.lo, [0.1]);
+    }
+}

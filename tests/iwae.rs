@@ -1,0 +1,74 @@
+//! The importance-weighted bound on a tiny VAE whose exact log-likelihood is computable by
+//! enumeration: the bound is below log p(x), grows with K and approaches log p(x); the
+//! single-sample ELBO agrees with the exact ELBO.
+
+mod common;
+
+use common::exact::Net;
+use hnca::backend::cpu::Cpu;
+use hnca::data::Split;
+use hnca::evaluate::evaluate_bounds;
+use hnca::model::{Params, Shape};
+use hnca::rng::{stream, RngKey};
+use hnca::train::Binarize;
+
+/// x of 4 pixels (a 2x2 image), latents 3 and 2.
+fn tiny() -> (Shape, Params<Vec<f32>>) {
+    let shape = Shape::new(4, &[3, 2]);
+    let mut p = Params::init(&shape, 5);
+    for (t, tensor) in p.tensors_mut().into_iter().enumerate() {
+        RngKey::new(5, 1, stream::init(100 + t as u32)).fill_uniform(0, tensor);
+        tensor.iter_mut().for_each(|u| *u = 2.0 * *u - 1.0);
+    }
+    (shape, p)
+}
+
+/// `copies` copies of the binary image `x`, as 0/255 pixels (binarized exactly by thresholding).
+fn copies(x: &[f64], copies: usize) -> Split {
+    let images = (0..copies).flat_map(|_| x.iter().map(|&b| if b > 0.5 { 255u8 } else { 0 })).collect();
+    Split { images, labels: vec![0; copies], n: copies, rows: 2, cols: 2 }
+}
+
+/// log p(x) = log Σ_z p(x, z), over every joint configuration of the latents.
+fn exact_log_likelihood(net: &Net, x: &[f64]) -> f64 {
+    let joints: Vec<f64> = net
+        .chains_above(&vec![x.to_vec()], 0)
+        .iter()
+        .map(|(z, _)| (1..=net.depth()).map(|m| net.log_p(m, z)).sum::<f64>() + net.log_prior(z))
+        .collect();
+    let max = joints.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    max + joints.iter().map(|j| (j - max).exp()).sum::<f64>().ln()
+}
+
+#[test]
+fn the_bound_is_below_log_likelihood_and_approaches_it_as_k_grows() {
+    let (shape, host) = tiny();
+    let net = Net::from_params(&shape, &host);
+    let cpu = Cpu::new();
+    let params = host.to_backend(&cpu);
+    for x in [[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0]] {
+        let log_px = exact_log_likelihood(&net, &x);
+        let elbo = net.elbo_exact(&x);
+        assert!(elbo < log_px - 0.05, "a loose-enough model for the test to mean something: ELBO {elbo}, log p(x) {log_px}");
+        let split = copies(&x, 1000);
+        let key = RngKey::new(0, 0, stream::BINARIZE_TEST);
+        let mut previous = f64::NEG_INFINITY;
+        let mut gaps = Vec::new();
+        for k in [1, 8, 64, 512, 4096] {
+            let b = evaluate_bounds(&cpu, &params, &shape, &split, Binarize::Threshold, key, k, 7, |_| {});
+            let (mean, se) = (b.iwae.mean, b.iwae.std_err);
+            // Below the log-likelihood (allowing sampling noise), and growing with K.
+            assert!(mean < log_px + 4.0 * se + 1e-4, "K {k}: bound {mean} ± {se} above log p(x) {log_px}");
+            assert!(mean > previous, "K {k}: bound {mean} did not grow from {previous}");
+            previous = mean;
+            gaps.push(log_px - mean);
+            // The single-sample ELBO is an unbiased estimate of the exact ELBO.
+            assert!((b.elbo.mean - elbo).abs() < 4.0 * b.elbo.std_err + 1e-4, "ELBO {} ± {} vs exact {elbo}", b.elbo.mean, b.elbo.std_err);
+        }
+        // K = 1 is an estimate of the ELBO (with log q sampled, not analytic entropies).
+        assert!((log_px - gaps[0] - elbo).abs() < 0.05, "K = 1 bound {} vs exact ELBO {elbo}", log_px - gaps[0]);
+        // By K = 4096 nearly all of the gap has closed.
+        let last = gaps[gaps.len() - 1];
+        assert!(last < 0.02 * gaps[0] && last < 0.01, "gaps by K: {gaps:?}");
+    }
+}
