@@ -190,6 +190,7 @@ pub struct EpochMetrics {
 impl EpochMetrics {
     pub fn to_json(&self, cfg: &TrainConfig) -> serde_json::Value {
         serde_json::json!({
+            "experiment": "vae",
             "epoch": self.epoch,
             "step": self.step,
             "steps_in_epoch": self.steps_in_epoch,
@@ -261,15 +262,15 @@ impl MetricsFile {
 }
 
 /// Where a run's checkpoints go, and the last one written (named when a run diverges).
-struct Saver {
-    path: Option<PathBuf>,
-    every: usize,
-    last: Option<u64>,
+pub(crate) struct Saver {
+    pub path: Option<PathBuf>,
+    pub every: usize,
+    pub last: Option<u64>,
 }
 
 impl Saver {
     /// What a diverged run leaves behind, for its error message.
-    fn kept(&self) -> String {
+    pub fn kept(&self) -> String {
         match (&self.path, self.last) {
             (Some(p), Some(step)) => format!("the last good checkpoint, {} (step {step}), is kept; ", p.display()),
             (Some(p), None) if p.exists() => format!("{} is left as it was; ", p.display()),
@@ -278,16 +279,24 @@ impl Saver {
         }
     }
 
-    /// Checks the state is finite, then writes it.
-    fn save<B: Backend>(&mut self, trainer: &Trainer<'_, B>, run: &VaeRun, epoch: u64) -> Result<(), Error> {
+    /// Writes the checkpoint of the state at `step`, unless that state holds a NaN or infinity
+    /// (`non_finite` says where), which is a divergence instead.
+    pub fn save(&mut self, step: u64, non_finite: Option<String>, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
         let Some(path) = &self.path else { return Ok(()) };
-        if let Some(what) = trainer.find_non_finite() {
-            return Err(Error::Diverged { step: trainer.step, what, kept: self.kept() });
+        if let Some(what) = non_finite {
+            return Err(Error::Diverged { step, what, kept: self.kept() });
         }
-        trainer.checkpoint(run, epoch).save(path)?;
-        self.last = Some(trainer.step);
+        checkpoint().save(path)?;
+        self.last = Some(step);
         Ok(())
     }
+}
+
+/// Reads the checkpoint named by --resume; returns it with a map from its problems to errors
+/// that name the file.
+pub(crate) fn load_for_resume(path: &Path) -> Result<(Checkpoint, impl Fn(crate::checkpoint::CheckpointError) -> Error + '_), Error> {
+    let ck = Checkpoint::load(path)?;
+    Ok((ck, move |source| Error::Checkpoint { path: path.to_path_buf(), source }))
 }
 
 /// Steps between full scans of the parameters and optimiser state for NaNs and infinities.
@@ -330,6 +339,12 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         None => None,
     };
     let mut saver = Saver { path: cfg.save.clone(), every: cfg.save_every, last: None };
+    let save = |saver: &mut Saver, trainer: &Trainer<'_, B>, epoch: usize| {
+        if saver.path.is_none() {
+            return Ok(());
+        }
+        saver.save(trainer.step, trainer.find_non_finite(), || trainer.checkpoint(&run, epoch as u64))
+    };
     let steps_per_epoch = (data.train.n / cfg.batch_size) as u64;
     let total_steps = cfg.max_steps.map_or(steps_per_epoch * cfg.epochs as u64, |s| s.min(steps_per_epoch * cfg.epochs as u64));
     let bar = progress_bar(total_steps);
@@ -410,13 +425,13 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         if complete {
             epoch_done = epoch;
             if saver.every > 0 && epoch % saver.every == 0 {
-                saver.save(&trainer, &run, epoch_done as u64)?;
+                save(&mut saver, &trainer, epoch_done)?;
             }
         }
     }
     bar.finish_and_clear();
     if saver.last != Some(trainer.step) {
-        saver.save(&trainer, &run, epoch_done as u64)?;
+        save(&mut saver, &trainer, epoch_done)?;
     }
     if let Some(path) = &cfg.save_params {
         let bytes: Vec<u8> = trainer.host_params().tensors().into_iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
@@ -427,16 +442,19 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
 
 /// Loads `path` into `trainer` after checking it is a checkpoint of this same run.
 fn resume<B: Backend>(trainer: &mut Trainer<'_, B>, run: &VaeRun, path: &Path) -> Result<(), Error> {
-    let ck = Checkpoint::load(path)?;
-    let as_error = |source| Error::Checkpoint { path: path.to_path_buf(), source };
-    let saved = VaeRun::from_checkpoint(&ck).map_err(as_error)?;
-    saved.check_resumable_as(run).map_err(as_error)?;
-    if saved.lr != run.lr {
-        eprintln!("hnca vae: note: --lr {:e} replaces the checkpoint's {:e}; the run is no longer a plain continuation", run.lr, saved.lr);
-    }
-    trainer.restore(ck).map_err(as_error)?;
+    let (ck, as_error) = load_for_resume(path)?;
+    let saved = VaeRun::from_checkpoint(&ck).map_err(&as_error)?;
+    saved.check_resumable_as(run).map_err(&as_error)?;
+    note_lr_change("vae", saved.lr, run.lr);
+    trainer.restore(ck).map_err(&as_error)?;
     eprintln!("hnca vae: resuming from {} at step {}", path.display(), trainer.step);
     Ok(())
+}
+
+pub(crate) fn note_lr_change(command: &str, saved: f64, now: f64) {
+    if saved != now {
+        eprintln!("hnca {command}: note: --lr {now:e} replaces the checkpoint's {saved:e}; the run is no longer a plain continuation");
+    }
 }
 
 /// `path` with `.tmp` appended: where a file is written before it is renamed into place.

@@ -136,3 +136,22 @@ fn eval_and_sample_read_a_checkpoint() {
         assert_eq!((w, h), (cols * 58 + 2, 3 * 58 + 2), "{extra:?}");
     }
 }
+
+#[test]
+fn the_bandit_resumes_exactly_and_its_checkpoints_are_not_the_vaes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bandit = || {
+        let mut cmd = Command::cargo_bin("hnca").unwrap();
+        cmd.current_dir(d).args(["bandit", "--layers", "16,8", "--batch-size", "100", "--test-every", "0", "--device", "cpu", "--epochs", "2"]);
+        cmd
+    };
+    bandit().args(["--save", "straight.ck"]).assert().success();
+    bandit().args(["--steps", "700", "--save", "a.ck"]).assert().success();
+    bandit().args(["--resume", "a.ck", "--save", "a.ck"]).assert().success();
+    assert!(std::fs::read(d.join("straight.ck")).unwrap() == std::fs::read(d.join("a.ck")).unwrap(), "resumed bandit differs");
+    let stderr = stderr_of(vae(d).args(["--resume", "a.ck"]));
+    assert!(error_line(&stderr).contains("a.ck: does not match this run: it is a checkpoint of the bandit, not of the VAE"), "{stderr}");
+    let stderr = stderr_of(bandit().args(["--resume", "a.ck", "--estimator", "reinforce"]));
+    assert!(error_line(&stderr).contains("a.ck: does not match this run: --estimator hnca (checkpoint) vs reinforce"), "{stderr}");
+}

@@ -9,7 +9,10 @@ use crate::cli::DeviceChoice;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
-use crate::train::{binarize_batch, progress_bar, shuffle, write_atomically, Binarize, MetricsFile};
+use crate::checkpoint::bandit::BanditRun;
+use crate::train::{
+    binarize_batch, load_for_resume, note_lr_change, progress_bar, shuffle, write_atomically, Binarize, MetricsFile, Saver, FULL_CHECK_EVERY,
+};
 
 /// The ten digits.
 pub const ACTIONS: usize = 10;
@@ -69,6 +72,20 @@ pub struct BanditArgs {
     /// pixels up, weights (in, out) then biases.
     #[arg(long, value_name = "PATH")]
     pub save_params: Option<PathBuf>,
+
+    /// Write a checkpoint (configuration, parameters, Adam state, baseline, step) to this file
+    /// every --save-every epochs and at the end; each write replaces the last one atomically.
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+
+    /// Epochs between checkpoints (0: only at the end).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "save")]
+    pub save_every: usize,
+
+    /// Continue the run saved in this checkpoint, exactly as if it had never stopped. Give the
+    /// same options it was started with (a different --epochs or --steps extends or shortens it).
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
 }
 
 impl BanditArgs {
@@ -168,16 +185,42 @@ pub fn evaluate<B: Backend>(trainer: &BanditTrainer<'_, B>, split: &Split, key: 
 /// Trains the agent as configured, printing one line per epoch; returns every epoch's metrics.
 pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Result<Vec<BanditEpoch>, Error> {
     let shape = AgentShape::new(data.train.pixels(), &args.layers, ACTIONS);
+    let run = BanditRun::new(args, data.train.pixels(), data.train.n);
     let mut trainer = BanditTrainer::new(be, shape.clone(), args.estimator, args.batch_size, args.lr as f32, args.seed);
-    let mut metrics = args.metrics.as_ref().map(|p| MetricsFile::create(p)).transpose()?;
+    if let Some(path) = &args.resume {
+        let (ck, as_error) = load_for_resume(path)?;
+        let saved = BanditRun::from_checkpoint(&ck).map_err(&as_error)?;
+        saved.check_resumable_as(&run).map_err(&as_error)?;
+        note_lr_change("bandit", saved.lr, run.lr);
+        trainer.restore(ck).map_err(&as_error)?;
+        eprintln!("hnca bandit: resuming from {} at step {}", path.display(), trainer.step);
+    }
+    let resumed_at = trainer.step;
+    let mut metrics = match &args.metrics {
+        Some(p) if args.resume.is_some() => Some(MetricsFile::resume(p, resumed_at)?),
+        Some(p) => Some(MetricsFile::create(p)?),
+        None => None,
+    };
+    let mut saver = Saver { path: args.save.clone(), every: args.save_every, last: None };
+    let save = |saver: &mut Saver, trainer: &BanditTrainer<'_, B>, epoch: usize| {
+        if saver.path.is_none() {
+            return Ok(());
+        }
+        saver.save(trainer.step, trainer.find_non_finite(), || trainer.checkpoint(&run, epoch as u64))
+    };
     let steps_per_epoch = (data.train.n / args.batch_size) as u64;
     let total_steps = args.steps.map_or(steps_per_epoch * args.epochs as u64, |s| s.min(steps_per_epoch * args.epochs as u64));
     let bar = progress_bar(total_steps);
+    bar.set_position(resumed_at.min(total_steps));
+    // A run resumed mid-epoch redoes that epoch's shuffle and skips the batches already done.
+    let first_epoch = (resumed_at / steps_per_epoch) as usize + 1;
+    let mut skip = (resumed_at % steps_per_epoch) as usize;
+    let mut epoch_done = first_epoch - 1;
     let layers = shape.sizes.len() - 1;
     let layer_params: Vec<f64> = (1..=layers).map(|l| shape.layer_params(l) as f64).collect();
     let all_params: f64 = layer_params.iter().sum();
     let mut history = Vec::new();
-    for epoch in 1..=args.epochs {
+    for epoch in first_epoch..=args.epochs {
         if trainer.step >= total_steps {
             break;
         }
@@ -187,7 +230,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
         let bin_key = RngKey::new(args.seed, e, stream::BINARIZE_TRAIN);
         let (mut reward_sum, mut var_sum, mut steps) = (0.0f64, 0.0f64, 0u64);
         let mut var_layers = vec![0.0f64; layers];
-        for batch in order.chunks_exact(args.batch_size) {
+        for batch in order.chunks_exact(args.batch_size).skip(std::mem::take(&mut skip)) {
             if trainer.step >= total_steps {
                 break;
             }
@@ -195,9 +238,14 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             let stats = trainer.train_step(&x, &labels(&data.train, batch));
             be.check().map_err(Error::Device)?;
             let total: f64 = stats.grad_var.iter().map(|(w, b)| w + b).sum();
-            if !total.is_finite() {
-                bar.abandon();
-                return Err(Error::Diverged { step: trainer.step, what: "a gradient's variance is not finite".into(), kept: String::new() });
+            let finite = total.is_finite() && trainer.baseline.is_finite();
+            if !finite || trainer.step % FULL_CHECK_EVERY == 0 {
+                let found = trainer.find_non_finite();
+                if found.is_some() || !finite {
+                    bar.abandon();
+                    let what = found.unwrap_or_else(|| "a gradient's variance is not finite".into());
+                    return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
+                }
             }
             reward_sum += stats.mean_reward;
             var_sum += total / all_params;
@@ -209,6 +257,11 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             bar.set_message(format!("epoch {epoch}  accuracy {:.4}  {rate:.1} steps/s", reward_sum / steps as f64));
             bar.inc(1);
         }
+        if let Some(what) = trainer.find_non_finite() {
+            bar.abandon();
+            return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
+        }
+        let complete = trainer.step == e * steps_per_epoch;
         let test_due = args.test_every > 0 && (epoch % args.test_every == 0 || epoch == args.epochs || trainer.step >= total_steps);
         let test_accuracy = test_due.then(|| evaluate(&trainer, &data.test, RngKey::new(args.seed, e, stream::BINARIZE_TEST), e));
         be.check().map_err(Error::Device)?;
@@ -234,8 +287,17 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             file.push(m.to_json(args).to_string())?;
         }
         history.push(m);
+        if complete {
+            epoch_done = epoch;
+            if saver.every > 0 && epoch % saver.every == 0 {
+                save(&mut saver, &trainer, epoch_done)?;
+            }
+        }
     }
     bar.finish_and_clear();
+    if saver.last != Some(trainer.step) {
+        save(&mut saver, &trainer, epoch_done)?;
+    }
     if let Some(path) = &args.save_params {
         let bytes: Vec<u8> = trainer.host_params().tensors().flatten().flat_map(|v| v.to_le_bytes()).collect();
         write_atomically(path, &bytes)?;

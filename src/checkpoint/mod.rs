@@ -21,6 +21,7 @@ use std::path::Path;
 
 use byteorder::{ByteOrder, LittleEndian};
 
+pub mod bandit;
 pub mod vae;
 
 pub const MAGIC: &[u8; 8] = b"HNCACKPT";

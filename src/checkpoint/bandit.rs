@@ -1,0 +1,140 @@
+//! The bandit's checkpoints: which run it is (must match to resume), where it got to, and its
+//! state (parameters, Adam moments, the reward baseline) as named tensors.
+
+use clap::ValueEnum;
+
+use super::{check_same, non_finite, Checkpoint, CheckpointError};
+use crate::backend::Backend;
+use crate::bandit::train::{BanditArgs, ACTIONS};
+use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+
+/// What must be the same for a resumed bandit run to continue the saved one exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BanditRun {
+    pub data_dim: usize,
+    pub train_images: usize,
+    pub hidden: Vec<usize>,
+    pub estimator: BanditEstimator,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Saved for the record; a resume may change it (with a note).
+    pub lr: f64,
+}
+
+impl BanditRun {
+    pub fn new(args: &BanditArgs, data_dim: usize, train_images: usize) -> Self {
+        BanditRun {
+            data_dim,
+            train_images,
+            hidden: args.layers.clone(),
+            estimator: args.estimator,
+            batch_size: args.batch_size,
+            seed: args.seed,
+            lr: args.lr,
+        }
+    }
+
+    pub fn shape(&self) -> AgentShape {
+        AgentShape::new(self.data_dim, &self.hidden, ACTIONS)
+    }
+
+    fn header(&self, step: u64, epoch: u64) -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(map) = serde_json::json!({
+            "experiment": "bandit",
+            "written_by": concat!("hnca ", env!("CARGO_PKG_VERSION")),
+            "data_dim": self.data_dim,
+            "train_images": self.train_images,
+            "layers": self.hidden,
+            "estimator": self.estimator.name(),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "lr": self.lr,
+            "step": step,
+            "epoch": epoch,
+        }) else {
+            unreachable!("a json! object literal is an object")
+        };
+        map
+    }
+
+    /// Reads the run's identity from a checkpoint's header.
+    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
+        let experiment = ck.str_field("experiment")?;
+        if experiment != "bandit" {
+            return Err(CheckpointError::Mismatch(format!("it is a checkpoint of the {experiment}, not of the bandit")));
+        }
+        let est = ck.str_field("estimator")?;
+        let estimator = BanditEstimator::from_str(est, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {est:?}")))?;
+        Ok(BanditRun {
+            data_dim: ck.u64_field("data_dim")? as usize,
+            train_images: ck.u64_field("train_images")? as usize,
+            hidden: ck.widths_field("layers", 4096)?,
+            estimator,
+            batch_size: ck.u64_field("batch_size")? as usize,
+            seed: ck.u64_field("seed")?,
+            lr: ck.f64_field("lr")?,
+        })
+    }
+
+    /// Every difference that would make a resume inexact.
+    pub fn check_resumable_as(&self, now: &BanditRun) -> Result<(), CheckpointError> {
+        check_same(&[
+            ("image size", self.data_dim.to_string(), now.data_dim.to_string()),
+            ("training images", self.train_images.to_string(), now.train_images.to_string()),
+            ("--layers", format!("{:?}", self.hidden), format!("{:?}", now.hidden)),
+            ("--estimator", self.estimator.name().to_string(), now.estimator.name().to_string()),
+            ("--batch-size", self.batch_size.to_string(), now.batch_size.to_string()),
+            ("--seed", self.seed.to_string(), now.seed.to_string()),
+        ])
+    }
+}
+
+/// Names and lengths of the agent's tensors, in [`crate::bandit::AgentParams::tensors`] order.
+fn tensors(shape: &AgentShape) -> Vec<(String, usize)> {
+    (1..shape.sizes.len())
+        .flat_map(|l| [(format!("layer{l}.w"), shape.width(l - 1) * shape.width(l)), (format!("layer{l}.bias"), shape.width(l))])
+        .collect()
+}
+
+impl<B: Backend> BanditTrainer<'_, B> {
+    /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
+    pub fn checkpoint(&self, run: &BanditRun, epoch: u64) -> Checkpoint {
+        let mut ck = Checkpoint::new(run.header(self.step, epoch));
+        let names = tensors(&self.shape);
+        for (prefix, set) in [("param", &self.params), ("adam_m", &self.adam_m), ("adam_v", &self.adam_v)] {
+            for ((name, _), t) in names.iter().zip(set.tensors()) {
+                ck.push(format!("{prefix}/{name}"), self.be.download(t));
+            }
+        }
+        ck.push("baseline", vec![self.baseline]);
+        ck
+    }
+
+    /// Loads parameters, Adam moments, the baseline and the step from a checkpoint of the same run.
+    pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
+        let names = tensors(&self.shape);
+        let be = self.be;
+        for (prefix, set) in [("param", &mut self.params), ("adam_m", &mut self.adam_m), ("adam_v", &mut self.adam_v)] {
+            for ((name, len), t) in names.iter().zip(set.tensors_mut()) {
+                be.write(t, &ck.take(&format!("{prefix}/{name}"), *len)?);
+            }
+        }
+        self.baseline = ck.take("baseline", 1)?[0];
+        self.step = ck.u64_field("step")?;
+        Ok(())
+    }
+
+    /// The first NaN or infinity in the state or the last step's gradients, in words.
+    pub fn find_non_finite(&self) -> Option<String> {
+        let names = tensors(&self.shape);
+        let sets = [("gradient", &self.grads), ("parameter", &self.params), ("Adam first moment", &self.adam_m), ("Adam second moment", &self.adam_v)];
+        for (what, set) in sets {
+            for ((name, _), t) in names.iter().zip(set.tensors()) {
+                if let Some(found) = non_finite(&format!("{what} {name}"), &self.be.download(t)) {
+                    return Some(found);
+                }
+            }
+        }
+        non_finite("the baseline", &[self.baseline])
+    }
+}
