@@ -136,13 +136,23 @@ pub fn run_eval(args: &EvalArgs) -> Result<(), Error> {
         });
         println!("{out}");
     } else {
-        println!("test ELBO (single sample):   {:.3} ± {:.3} nats (standard error over {} images)", bounds.elbo.mean, bounds.elbo.std_err, bounds.images);
+        println!(
+            "test ELBO (single sample):   {:.3} ± {:.3} nats (standard error over {} images)",
+            bounds.elbo.mean, bounds.elbo.std_err, bounds.images
+        );
         println!("test bound, K = {:<6}       {:.3} ± {:.3} nats", format!("{}:", bounds.k), bounds.iwae.mean, bounds.iwae.std_err);
     }
     Ok(())
 }
 
-fn bounds_on<B: Backend>(be: &B, host: &Params<Vec<f32>>, shape: &Shape, split: &crate::data::Split, run: &VaeRun, args: &EvalArgs) -> Result<Bounds, Error> {
+fn bounds_on<B: Backend>(
+    be: &B,
+    host: &Params<Vec<f32>>,
+    shape: &Shape,
+    split: &crate::data::Split,
+    run: &VaeRun,
+    args: &EvalArgs,
+) -> Result<Bounds, Error> {
     let params = host.to_backend(be);
     let bar = progress_bar(split.n as u64);
     let key = RngKey::new(args.seed, 0, stream::BINARIZE_TEST);
@@ -159,7 +169,10 @@ fn grey(probs: &[f32]) -> Vec<u8> {
 
 pub fn run_sample(args: &SampleArgs) -> Result<(), Error> {
     if args.rows == 0 || args.cols == 0 || args.rows * args.cols > 4096 {
-        return Err(Error::Config(format!("--rows and --cols must be at least 1 and give at most 4096 cells, got {}x{}", args.rows, args.cols)));
+        return Err(Error::Config(format!(
+            "--rows and --cols must be at least 1 and give at most 4096 cells, got {}x{}",
+            args.rows, args.cols
+        )));
     }
     if args.out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() != Some("png") {
         return Err(Error::Config(format!("--out {}: the file name must end in .png", args.out.display())));
@@ -190,8 +203,8 @@ pub fn run_sample(args: &SampleArgs) -> Result<(), Error> {
     } else {
         prior_samples(&cpu, &params, &shape, n, args.seed, args.binary).chunks(run.data_dim).map(grey).collect()
     };
-    let cols = if args.reconstruct { 2 * args.cols } else { args.cols };
-    let (width, height, pixels) = grid(&cells, cols, side);
+    let (cols, group) = if args.reconstruct { (2 * args.cols, 2) } else { (args.cols, 1) };
+    let (width, height, pixels) = grid(&cells, cols, group, side);
     write_atomically(&args.out, &encode_png(width as u32, height as u32, PngColor::Gray8, &pixels))?;
     let what = if args.reconstruct { "test digits and their reconstructions" } else { "samples from the prior" };
     eprintln!("hnca sample: wrote {} ({} {what}, {mode}, {width}x{height})", args.out.display(), cells.len());
@@ -205,13 +218,30 @@ pub fn prior_samples<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape,
     let prior = be.download(&params.prior);
     let logits: Vec<f32> = (0..n).flat_map(|_| prior.iter().copied()).collect();
     let mut z = be.zeros(n * shape.width(depth));
-    be.bernoulli_sample(&mut z, None, &be.upload(&logits), RngKey::new(seed, depth as u64, stream::eval_encoder(0)), SampleMode::Standard, n, shape.width(depth));
+    be.bernoulli_sample(
+        &mut z,
+        None,
+        &be.upload(&logits),
+        RngKey::new(seed, depth as u64, stream::eval_encoder(0)),
+        SampleMode::Standard,
+        n,
+        shape.width(depth),
+    );
     decode_down(be, params, shape, z, depth, n, seed, binary)
 }
 
 /// From a sample of layer `top`, samples every layer below it down to z_1, then returns p(x | z_1)
 /// (or a sampled x).
-fn decode_down<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, mut z: B::Buf, top: usize, n: usize, seed: u64, binary: bool) -> Vec<f32> {
+fn decode_down<B: Backend>(
+    be: &B,
+    params: &Params<B::Buf>,
+    shape: &Shape,
+    mut z: B::Buf,
+    top: usize,
+    n: usize,
+    seed: u64,
+    binary: bool,
+) -> Vec<f32> {
     for m in (1..=top).rev() {
         let d = &params.dec[m - 1];
         let (n_in, n_out) = (shape.width(m), shape.width(m - 1));
@@ -221,7 +251,15 @@ fn decode_down<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, mut z
             return be.download(&logits).iter().map(|&a| crate::math::sigmoid(a)).collect();
         }
         let mut below = be.zeros(n * n_out);
-        be.bernoulli_sample(&mut below, None, &logits, RngKey::new(seed, m as u64 - 1, stream::eval_encoder(0)), SampleMode::Standard, n, n_out);
+        be.bernoulli_sample(
+            &mut below,
+            None,
+            &logits,
+            RngKey::new(seed, m as u64 - 1, stream::eval_encoder(0)),
+            SampleMode::Standard,
+            n,
+            n_out,
+        );
         z = below;
     }
     be.download(&z)
@@ -238,16 +276,19 @@ fn reconstruct<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, x: &[
 }
 
 /// Lays square `side`x`side` cells out in `cols` columns with a 2-pixel grey margin, each pixel
-/// drawn 2x2; returns (width, height, grey pixels).
-fn grid(cells: &[Vec<u8>], cols: usize, side: usize) -> (usize, usize, Vec<u8>) {
+/// drawn 2x2, and a wider margin after every `group` columns (pairs of digits stay together);
+/// returns (width, height, grey pixels).
+fn grid(cells: &[Vec<u8>], cols: usize, group: usize, side: usize) -> (usize, usize, Vec<u8>) {
     const SCALE: usize = 2;
     const GAP: usize = 2;
+    const GROUP_GAP: usize = 8;
     let rows = cells.len().div_ceil(cols);
     let cell = side * SCALE + GAP;
-    let (width, height) = (cols * cell + GAP, rows * cell + GAP);
+    let x_of = |col: usize| GAP + col * cell + (col / group) * (GROUP_GAP - GAP);
+    let (width, height) = (x_of(cols - 1) + cell, rows * cell + GAP);
     let mut px = vec![160u8; width * height];
     for (i, c) in cells.iter().enumerate() {
-        let (x0, y0) = (GAP + (i % cols) * cell, GAP + (i / cols) * cell);
+        let (x0, y0) = (x_of(i % cols), GAP + (i / cols) * cell);
         for y in 0..side * SCALE {
             for x in 0..side * SCALE {
                 px[(y0 + y) * width + x0 + x] = c[(y / SCALE) * side + x / SCALE];

@@ -127,13 +127,19 @@ fn eval_and_sample_read_a_checkpoint() {
     assert!(v["elbo_std_err"].as_f64().unwrap() > 0.0 && v["elbo_std_err"].as_f64().unwrap() < 2.0, "{v}");
     for extra in [&[][..], &["--reconstruct"][..]] {
         let mut sample = Command::cargo_bin("hnca").unwrap();
-        sample.current_dir(d).args(["sample", "--checkpoint", "m.ck", "--out", "s.png", "--rows", "3", "--cols", "5"]).args(extra).assert().success();
+        sample
+            .current_dir(d)
+            .args(["sample", "--checkpoint", "m.ck", "--out", "s.png", "--rows", "3", "--cols", "5"])
+            .args(extra)
+            .assert()
+            .success();
         let png = std::fs::read(d.join("s.png")).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let (w, h) = (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
-        // 28x28 digits drawn 2x with 2-pixel margins; pairs of digits with --reconstruct.
-        let cols = if extra.is_empty() { 5 } else { 10 };
-        assert_eq!((w, h), (cols * 58 + 2, 3 * 58 + 2), "{extra:?}");
+        // 28x28 digits drawn 2x with 2-pixel margins; with --reconstruct, pairs of digits with
+        // 8-pixel margins between the pairs.
+        let width = if extra.is_empty() { 5 * 58 + 2 } else { 10 * 58 + 2 + 4 * 6 };
+        assert_eq!((w, h), (width, 3 * 58 + 2), "{extra:?}");
     }
 }
 
@@ -143,7 +149,19 @@ fn the_bandit_resumes_exactly_and_its_checkpoints_are_not_the_vaes() {
     let d = dir.path();
     let bandit = || {
         let mut cmd = Command::cargo_bin("hnca").unwrap();
-        cmd.current_dir(d).args(["bandit", "--layers", "16,8", "--batch-size", "100", "--test-every", "0", "--device", "cpu", "--epochs", "2"]);
+        cmd.current_dir(d).args([
+            "bandit",
+            "--layers",
+            "16,8",
+            "--batch-size",
+            "100",
+            "--test-every",
+            "0",
+            "--device",
+            "cpu",
+            "--epochs",
+            "2",
+        ]);
         cmd
     };
     bandit().args(["--save", "straight.ck"]).assert().success();

@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use super::{forward, AgentShape, BanditDraw, BanditEstimator, BanditTrainer, BanditWorkspace};
 use crate::backend::Backend;
+use crate::checkpoint::bandit::BanditRun;
 use crate::cli::DeviceChoice;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
-use crate::checkpoint::bandit::BanditRun;
 use crate::train::{
-    binarize_batch, load_for_resume, note_lr_change, progress_bar, shuffle, write_atomically, Binarize, MetricsFile, Saver, FULL_CHECK_EVERY,
+    binarize_batch, load_for_resume, note_lr_change, progress_bar, shuffle, write_atomically, Binarize, MetricsFile, Saver,
+    FULL_CHECK_EVERY,
 };
 
 /// The ten digits.

@@ -127,7 +127,12 @@ impl<B: Backend> BanditTrainer<'_, B> {
     /// The first NaN or infinity in the state or the last step's gradients, in words.
     pub fn find_non_finite(&self) -> Option<String> {
         let names = tensors(&self.shape);
-        let sets = [("gradient", &self.grads), ("parameter", &self.params), ("Adam first moment", &self.adam_m), ("Adam second moment", &self.adam_v)];
+        let sets = [
+            ("gradient", &self.grads),
+            ("parameter", &self.params),
+            ("Adam first moment", &self.adam_m),
+            ("Adam second moment", &self.adam_v),
+        ];
         for (what, set) in sets {
             for ((name, _), t) in names.iter().zip(set.tensors()) {
                 if let Some(found) = non_finite(&format!("{what} {name}"), &self.be.download(t)) {

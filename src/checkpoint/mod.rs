@@ -121,7 +121,9 @@ impl Checkpoint {
         };
         let table = match header.remove("tensors") {
             Some(serde_json::Value::Array(t)) if t.len() <= MAX_TENSORS => t,
-            Some(serde_json::Value::Array(t)) => return Err(CheckpointError::Header(format!("{} tensors, at most {MAX_TENSORS}", t.len()))),
+            Some(serde_json::Value::Array(t)) => {
+                return Err(CheckpointError::Header(format!("{} tensors, at most {MAX_TENSORS}", t.len())))
+            }
             _ => return Err(CheckpointError::Header("no tensor table".into())),
         };
         let mut entries = Vec::with_capacity(table.len());
@@ -228,8 +230,11 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 /// Compares the fields of a run's identity that must agree for a resume to be exact, and names
 /// every one that does not.
 pub fn check_same(what: &[(&str, String, String)]) -> Result<(), CheckpointError> {
-    let diffs: Vec<String> =
-        what.iter().filter(|(_, saved, now)| saved != now).map(|(name, saved, now)| format!("{name} {saved} (checkpoint) vs {now}")).collect();
+    let diffs: Vec<String> = what
+        .iter()
+        .filter(|(_, saved, now)| saved != now)
+        .map(|(name, saved, now)| format!("{name} {saved} (checkpoint) vs {now}"))
+        .collect();
     if diffs.is_empty() {
         Ok(())
     } else {

@@ -76,7 +76,8 @@ impl VaeRun {
         let kind = ck.str_field("estimator")?;
         let kind = EstimatorKind::from_str(kind, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {kind:?}")))?;
         let binarize = ck.str_field("binarize")?;
-        let binarize = Binarize::from_str(binarize, false).map_err(|_| CheckpointError::Header(format!("unknown binarization {binarize:?}")))?;
+        let binarize =
+            Binarize::from_str(binarize, false).map_err(|_| CheckpointError::Header(format!("unknown binarization {binarize:?}")))?;
         let data_dim = ck.u64_field("data_dim")?;
         if data_dim == 0 || data_dim > 1 << 24 {
             return Err(CheckpointError::Header(format!("implausible data_dim {data_dim}")));
@@ -124,7 +125,9 @@ pub fn param_names(depth: usize) -> Vec<String> {
 fn tensor_lens(shape: &Shape) -> Vec<usize> {
     let depth = shape.depth();
     let mut lens = Vec::new();
-    for (n_in, n_out) in (1..=depth).map(|l| (shape.width(l - 1), shape.width(l))).chain((1..=depth).map(|l| (shape.width(l), shape.width(l - 1)))) {
+    for (n_in, n_out) in
+        (1..=depth).map(|l| (shape.width(l - 1), shape.width(l))).chain((1..=depth).map(|l| (shape.width(l), shape.width(l - 1))))
+    {
         lens.push(n_in * n_out);
         lens.push(n_out);
     }
@@ -174,7 +177,12 @@ impl<B: Backend> Trainer<'_, B> {
     /// The first NaN or infinity in the state or the last step's gradients, in words.
     pub fn find_non_finite(&self) -> Option<String> {
         let names = param_names(self.shape.depth());
-        let sets = [("gradient", &self.grads), ("parameter", &self.params), ("Adam first moment", &self.adam_m), ("Adam second moment", &self.adam_v)];
+        let sets = [
+            ("gradient", &self.grads),
+            ("parameter", &self.params),
+            ("Adam first moment", &self.adam_m),
+            ("Adam second moment", &self.adam_v),
+        ];
         for (what, set) in sets {
             for (name, t) in names.iter().zip(set.tensors()) {
                 if let Some(found) = non_finite(&format!("{what} {name}"), &self.be.download(t)) {
