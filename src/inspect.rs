@@ -30,6 +30,10 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
+    /// Evaluate only the first N test images (for a quick look) [default: all].
+    #[arg(long, value_name = "N")]
+    pub images: Option<usize>,
+
     /// Print the result as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -97,11 +101,17 @@ pub fn run_eval(args: &EvalArgs) -> Result<(), Error> {
     if args.k == 0 || args.k > 100_000 {
         return Err(Error::Config(format!("--k must be between 1 and 100000, got {}", args.k)));
     }
-    if args.threads == Some(0) {
-        return Err(Error::Config("--threads must be at least 1".into()));
+    if args.threads == Some(0) || args.images == Some(0) {
+        return Err(Error::Config("--threads and --images must be at least 1".into()));
     }
     let (run, shape, params) = load_model(&args.checkpoint)?;
-    let setup = crate::app::set_up(args.threads, args.data_dir.as_deref(), args.device)?;
+    let mut setup = crate::app::set_up(args.threads, args.data_dir.as_deref(), args.device)?;
+    if let Some(n) = args.images.filter(|&n| n < setup.data.test.n) {
+        let test = &mut setup.data.test;
+        test.images.truncate(n * test.pixels());
+        test.labels.truncate(n);
+        test.n = n;
+    }
     if setup.data.test.pixels() != run.data_dim {
         return Err(Error::Config(format!(
             "{}: the model takes {} pixels, the test images have {}",

@@ -161,3 +161,32 @@ fn bandit_on_device_cuda_agrees_with_device_cpu() {
         assert!(d <= 1e-4, "{est}: final parameters differ by {d} normwise");
     }
 }
+
+#[test]
+fn eval_on_device_cuda_agrees_with_device_cpu() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("m.ck");
+    hnca_bin()
+        .args(["vae", "--device", "cpu", "--layers", "16,8", "--steps", "300", "--test-every", "0", "--save"])
+        .arg(&ck)
+        .assert()
+        .success();
+    let [g, c] = ["cuda", "cpu"].map(|device| {
+        let out = hnca_bin()
+            .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+            .args(["eval", "--device", device, "--k", "4", "--images", "120", "--json", "--checkpoint"])
+            .arg(&ck)
+            .assert()
+            .success();
+        serde_json::from_slice::<serde_json::Value>(&out.get_output().stdout).unwrap()
+    });
+    assert_eq!(g["images"], 120);
+    // The same Philox samples on both; sums of f32 terms agree to rounding.
+    for field in ["elbo", "iwae", "elbo_std_err", "iwae_std_err"] {
+        let (x, y) = (g[field].as_f64().unwrap(), c[field].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-4 * y.abs(), "{field}: cuda {x} vs cpu {y}");
+    }
+}
