@@ -23,6 +23,21 @@ KERNEL void bernoulli_sample(const BernoulliSampleParams p) {
     }
 }
 
+// out (n) = logits clamped to ±CLIP_LOGIT, so that sigma(out) = clip(sigma(logits)): log π(z | out)
+// is the log-probability of z under the distribution bernoulli_sample draws from (the proposal of
+// the importance-weighted bound, src/evaluate.rs).
+struct ClipLogitsParams {
+    float* out;
+    const float* logits;
+    int n;
+};
+
+KERNEL void clip_logits(const ClipLogitsParams p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= p.n) return;
+    p.out[i] = fminf(fmaxf(p.logits[i], -CLIP_LOGIT), CLIP_LOGIT);
+}
+
 // terms[r, col] = Σ_j log π(targets[r, j] | logits[r, j]) (logits (n) when broadcast), or with
 // entropy != 0, Σ_j H(sigma(logits[r, j])). With base_logits non-null, each element's term minus
 // the same term of (base_logits, base_targets): two chains compared without subtracting large

@@ -44,6 +44,8 @@ __device__ inline float rng_uniform(RngKey key, u32 index) {
 // ---- math (src/math.rs) --------------------------------------------------------------------
 
 #define CLIP 1e-5f
+// log((1 - CLIP) / CLIP): sigma(±CLIP_LOGIT) = the clipped probabilities (src/backend/cpu/mod.rs).
+#define CLIP_LOGIT 11.512915f
 
 __device__ inline float exp_neg(float x) {
     bool tiny = x < -87.0f;

@@ -5,6 +5,12 @@
 //! For K samples z_k ~ q(z | x), log p(x) ≥ E[log (1/K) Σ_k p(x, z_k) / q(z_k | x)], and the
 //! bound tightens towards log p(x) as K grows. The encoder is sampled with `Draw { eval: true }`
 //! keyed by (batch, k), so an evaluation is reproducible from its seed on every backend.
+//!
+//! q must be the distribution the samples are actually drawn from: the sampler fires a unit with
+//! the clipped probability clip(σ(a), 1e-5, 1 - 1e-5) (HNCA.md §2), so log q(z | x) is computed
+//! from clipped logits. With raw logits, a saturated unit (a = -40, say) that fires — one draw in
+//! 10^5 — would be scored log σ(-40) = -40 instead of log 1e-5 = -11.5, inflating that sample's
+//! weight by e^28.5 and the bound far above log p(x).
 
 use crate::backend::Backend;
 use crate::data::Split;
@@ -66,12 +72,18 @@ pub fn evaluate_bounds<B: Backend>(
     let mut iwae = Vec::with_capacity(split.n);
     let indices: Vec<u32> = (0..split.n as u32).collect();
     let mut cache: Option<Workspace<B::Buf>> = None;
+    // Per layer m (index m-1), the clipped encoder logits, (b, n_m).
+    let mut clipped: Option<(usize, Vec<B::Buf>)> = None;
     for (batch_no, chunk) in indices.chunks(EVAL_BATCH).enumerate() {
         let b = chunk.len();
         if cache.as_ref().map(|w| w.b) != Some(b) {
             cache = Some(Workspace::new(be, shape, &est, b));
         }
         let ws = cache.as_mut().expect("workspace was just created");
+        if clipped.as_ref().map(|c| c.0) != Some(b) {
+            clipped = Some((b, (1..=depth).map(|m| be.zeros(b * shape.width(m))).collect()));
+        }
+        let clipped_logits = &mut clipped.as_mut().expect("buffers were just created").1;
         let tl = ws.terms_layout;
         let t = tl.width();
         let elbo_coef = tl.elbo_coef();
@@ -92,7 +104,9 @@ pub fn evaluate_bounds<B: Backend>(
                 elbo.extend(be.download(&ws.row).iter().map(|&v| v as f64));
             }
             for m in 1..=depth {
-                be.log_prob_rows(&mut ws.terms, t, tl.enc_entropy(0, m), &ws.main.logits[m], false, &ws.main.z[m], None, b, shape.width(m));
+                let (n, a) = (shape.width(m), &mut clipped_logits[m - 1]);
+                be.clip_logits(a, &ws.main.logits[m], b * n);
+                be.log_prob_rows(&mut ws.terms, t, tl.enc_entropy(0, m), a, false, &ws.main.z[m], None, b, n);
             }
             be.weighted_row_sum(&mut ws.row, &ws.terms, &log_w_coef, 0.0, b, t);
             for ((mx, s), &lw) in max.iter_mut().zip(sum.iter_mut()).zip(&be.download(&ws.row)) {

@@ -269,6 +269,16 @@ pub(crate) struct Saver {
 }
 
 impl Saver {
+    /// Checks now, not after the first epoch, that the checkpoint's directory can be written.
+    pub fn new(path: Option<PathBuf>, every: usize) -> Result<Self, Error> {
+        if let Some(p) = &path {
+            let tmp = tmp_path(p);
+            std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: p.clone(), source: e })?;
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(Saver { path, every, last: None })
+    }
+
     /// What a diverged run leaves behind, for its error message.
     pub fn kept(&self) -> String {
         match (&self.path, self.last) {
@@ -338,7 +348,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         Some(p) => Some(MetricsFile::create(p)?),
         None => None,
     };
-    let mut saver = Saver { path: cfg.save.clone(), every: cfg.save_every, last: None };
+    let mut saver = Saver::new(cfg.save.clone(), cfg.save_every)?;
     let save = |saver: &mut Saver, trainer: &Trainer<'_, B>, epoch: usize| {
         if saver.path.is_none() {
             return Ok(());

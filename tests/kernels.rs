@@ -96,6 +96,26 @@ fn bernoulli_samples_are_bit_identical_to_the_cpu() {
 }
 
 #[test]
+fn clipped_logits_match_the_cpu_and_the_samplers_probabilities() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let n = 1000;
+    let logits = data(n, 6, -40.0, 40.0);
+    let (mut oc, mut oe) = (vec![0.0; n], vec![0.0; n]);
+    cpu.clip_logits(&mut oc, &logits, n);
+    emu.clip_logits(&mut oe, &logits, n);
+    assert_eq!(oc, oe);
+    use hnca::backend::cpu::{CLIP, CLIP_LOGIT};
+    // σ(±CLIP_LOGIT) are the sampler's clipped probabilities CLIP and 1 - CLIP.
+    let tail = 1.0 / (1.0 + (CLIP_LOGIT as f64).exp());
+    assert!((tail / CLIP as f64 - 1.0).abs() < 1e-5, "σ(-CLIP_LOGIT) = {tail}");
+    for (&a, &c) in logits.iter().zip(&oc) {
+        let want = if a.abs() < CLIP_LOGIT { a } else { CLIP_LOGIT.copysign(a) };
+        assert_eq!(c, want, "logit {a}");
+    }
+    assert!(oc.contains(&CLIP_LOGIT) && oc.contains(&-CLIP_LOGIT) && oc.iter().any(|c| c.abs() < CLIP_LOGIT));
+}
+
+#[test]
 fn row_terms_means_and_deltas_match_the_cpu() {
     let (cpu, emu) = (Cpu::new(), emu_backend());
     let (b, n, t) = (6, 333, 5);

@@ -15,6 +15,7 @@
     X(adam, AdamParams)                        \
     X(row_squares, RowSquaresParams)           \
     X(bernoulli_sample, BernoulliSampleParams) \
+    X(clip_logits, ClipLogitsParams)           \
     X(row_terms, RowTermParams)                \
     X(weighted_row_sum, WeightedRowSumParams)  \
     X(credit_pass, CreditParams)               \

@@ -22,7 +22,7 @@ pub unsafe trait KernelParams: Copy + cudarc::driver::DeviceRepr {
 
 /// Every kernel with the size of its parameter struct, for checking layouts and for loading
 /// them all.
-pub const KERNELS: [(&str, usize); 17] = {
+pub const KERNELS: [(&str, usize); 18] = {
     use std::mem::size_of;
     [
         (GemmParams::NAME, size_of::<GemmParams>()),
@@ -32,6 +32,7 @@ pub const KERNELS: [(&str, usize); 17] = {
         (AdamParams::NAME, size_of::<AdamParams>()),
         (RowSquaresParams::NAME, size_of::<RowSquaresParams>()),
         (BernoulliSampleParams::NAME, size_of::<BernoulliSampleParams>()),
+        (ClipLogitsParams::NAME, size_of::<ClipLogitsParams>()),
         (RowTermParams::NAME, size_of::<RowTermParams>()),
         (WeightedRowSumParams::NAME, size_of::<WeightedRowSumParams>()),
         (CreditParams::NAME, size_of::<CreditParams>()),
@@ -87,6 +88,7 @@ kernel_params!(
 );
 kernel_params!(ScoreUnitParams = "score_unit_grad" { out: Ptr, logits: Ptr, z: Ptr, alt: Ptr, coef: Ptr, b: i32, n: i32, mode: i32 });
 
+kernel_params!(ClipLogitsParams = "clip_logits" { out: Ptr, logits: Ptr, n: i32 });
 kernel_params!(AffineParams = "affine" { out: Ptr, x: Ptr, scale: f32, shift: f32, n: i32 });
 kernel_params!(SoftmaxActParams = "softmax_act" { action: Ptr, reward: Ptr, logits: Ptr, labels: Ptr, key: RngKeyC, b: i32, a: i32 });
 kernel_params!(SoftmaxScoreParams = "softmax_score" { dout: Ptr, logits: Ptr, action: Ptr, coef: Ptr, b: i32, a: i32 });
@@ -423,6 +425,12 @@ impl<D: Device> Backend for KernelBackend<D> {
             broadcast: broadcast as i32,
         };
         d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+    }
+
+    fn clip_logits(&self, out: &mut D::Buf, logits: &D::Buf, n: usize) {
+        let d = &self.device;
+        let p = ClipLogitsParams { out: d.ptr_mut(out), logits: d.ptr(logits), n: n as i32 };
+        d.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn affine(&self, out: &mut D::Buf, x: &D::Buf, scale: f32, shift: f32, n: usize) {

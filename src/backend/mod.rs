@@ -166,6 +166,10 @@ pub trait Backend {
     /// logits (b, n), or (n) when `broadcast` (the prior).
     fn bernoulli_delta(&self, out: &mut Self::Buf, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, b: usize, n: usize);
 
+    /// out (n) = logits clamped to ±CLIP_LOGIT, so that σ(out) is the clipped probability that
+    /// `bernoulli_sample` draws with: log π(z | out) is z's log-probability under the sampler.
+    fn clip_logits(&self, out: &mut Self::Buf, logits: &Self::Buf, n: usize);
+
     /// out (n) = scale·x + shift elementwise: centring bits to ±1 (2z - 1), or doubling the
     /// weights that a centred parent's flip moves its children's logits by (2W).
     fn affine(&self, out: &mut Self::Buf, x: &Self::Buf, scale: f32, shift: f32, n: usize);

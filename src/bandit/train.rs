@@ -202,7 +202,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
         Some(p) => Some(MetricsFile::create(p)?),
         None => None,
     };
-    let mut saver = Saver { path: args.save.clone(), every: args.save_every, last: None };
+    let mut saver = Saver::new(args.save.clone(), args.save_every)?;
     let save = |saver: &mut Saver, trainer: &BanditTrainer<'_, B>, epoch: usize| {
         if saver.path.is_none() {
             return Ok(());

@@ -20,6 +20,8 @@ use crate::rng::RngKey;
 /// Probabilities are clipped to [CLIP, 1 - CLIP] wherever p itself enters a formula
 /// (p(1-p), the hindsight ratios, log((1-p)/p)); log-probabilities use raw logits.
 pub const CLIP: f32 = 1e-5;
+/// log((1 - CLIP) / CLIP): σ(±CLIP_LOGIT) are the clipped probabilities.
+pub const CLIP_LOGIT: f32 = 11.512915;
 
 #[inline(always)]
 pub fn clipped_p(logit: f32) -> f32 {
@@ -281,6 +283,12 @@ impl Backend for Cpu {
                 out[j] = x[j] - sigmoid(a[j]);
             }
         });
+    }
+
+    fn clip_logits(&self, out: &mut Vec<f32>, logits: &Vec<f32>, n: usize) {
+        for (o, &a) in out[..n].iter_mut().zip(&logits[..n]) {
+            *o = a.clamp(-CLIP_LOGIT, CLIP_LOGIT);
+        }
     }
 
     fn affine(&self, out: &mut Vec<f32>, x: &Vec<f32>, scale: f32, shift: f32, n: usize) {
