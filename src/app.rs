@@ -195,6 +195,13 @@ fn selftest<B: Backend>(be: &B, shape: &Shape, b: usize, steps: u64, sync: impl 
         check(&format!("bernoulli_sample {mode:?}: differing bits ({b}, {n1})"), mismatches as f64, 0.0);
     }
 
+    // Logits clipped to the sampler's probabilities (the importance-weighted bound's proposal).
+    let wide = values(b * n1, 13, -30.0, 30.0);
+    let (mut clip, mut clipc) = (be.zeros(b * n1), vec![0.0; b * n1]);
+    be.clip_logits(&mut clip, &be.upload(&wide), b * n1);
+    cpu.clip_logits(&mut clipc, &wide, b * n1);
+    check(&format!("clip_logits ({b}, {n1})"), normwise(&be.download(&clip), &clipc), 0.0);
+
     // Row terms and the credit pass, with the decoder (784 children) and encoder children.
     let (t, tc) = (5, 5);
     let (logits, logitsc) = both(&values(b * n0, 5, -4.0, 4.0));
