@@ -147,7 +147,14 @@ pub struct VaeArgs {
     #[arg(long, value_name = "PATH")]
     pub save_params: Option<PathBuf>,
 
-    /// Write a checkpoint (configuration, parameters, Adam state, baselines, step) to this file
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
+}
+
+/// Checkpointing, shared by `vae` and `bandit`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckpointArgs {
+    /// Write a checkpoint (configuration, parameters, Adam state, baseline(s), step) to this file
     /// every --save-every epochs and at the end; each write replaces the last one atomically.
     #[arg(long, value_name = "PATH")]
     pub save: Option<PathBuf>,
@@ -206,9 +213,9 @@ impl VaeArgs {
             metrics: self.metrics.clone(),
             save_params: self.save_params.clone(),
             binarize: self.binarize,
-            save: self.save.clone(),
-            save_every: self.save_every,
-            resume: self.resume.clone(),
+            save: self.checkpoints.save.clone(),
+            save_every: self.checkpoints.save_every,
+            resume: self.checkpoints.resume.clone(),
         })
     }
 }

@@ -294,7 +294,8 @@ fn grid(cells: &[Vec<u8>], cols: usize, group: usize, side: usize) -> (usize, us
     const GROUP_GAP: usize = 8;
     let rows = cells.len().div_ceil(cols);
     let cell = side * SCALE + GAP;
-    let x_of = |col: usize| GAP + col * cell + (col / group) * (GROUP_GAP - GAP);
+    let extra = if group > 1 { GROUP_GAP - GAP } else { 0 };
+    let x_of = |col: usize| GAP + col * cell + (col / group) * extra;
     let (width, height) = (x_of(cols - 1) + cell, rows * cell + GAP);
     let mut px = vec![160u8; width * height];
     for (i, c) in cells.iter().enumerate() {

@@ -74,19 +74,8 @@ pub struct BanditArgs {
     #[arg(long, value_name = "PATH")]
     pub save_params: Option<PathBuf>,
 
-    /// Write a checkpoint (configuration, parameters, Adam state, baseline, step) to this file
-    /// every --save-every epochs and at the end; each write replaces the last one atomically.
-    #[arg(long, value_name = "PATH")]
-    pub save: Option<PathBuf>,
-
-    /// Epochs between checkpoints (0: only at the end).
-    #[arg(long, default_value_t = 1, value_name = "N", requires = "save")]
-    pub save_every: usize,
-
-    /// Continue the run saved in this checkpoint, exactly as if it had never stopped. Give the
-    /// same options it was started with (a different --epochs or --steps extends or shortens it).
-    #[arg(long, value_name = "PATH")]
-    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub checkpoints: crate::cli::CheckpointArgs,
 }
 
 impl BanditArgs {
@@ -188,7 +177,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
     let shape = AgentShape::new(data.train.pixels(), &args.layers, ACTIONS);
     let run = BanditRun::new(args, data.train.pixels(), data.train.n);
     let mut trainer = BanditTrainer::new(be, shape.clone(), args.estimator, args.batch_size, args.lr as f32, args.seed);
-    if let Some(path) = &args.resume {
+    if let Some(path) = &args.checkpoints.resume {
         let (ck, as_error) = load_for_resume(path)?;
         let saved = BanditRun::from_checkpoint(&ck).map_err(&as_error)?;
         saved.check_resumable_as(&run).map_err(&as_error)?;
@@ -198,11 +187,11 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
     }
     let resumed_at = trainer.step;
     let mut metrics = match &args.metrics {
-        Some(p) if args.resume.is_some() => Some(MetricsFile::resume(p, resumed_at)?),
+        Some(p) if args.checkpoints.resume.is_some() => Some(MetricsFile::resume(p, resumed_at)?),
         Some(p) => Some(MetricsFile::create(p)?),
         None => None,
     };
-    let mut saver = Saver::new(args.save.clone(), args.save_every)?;
+    let mut saver = Saver::new(args.checkpoints.save.clone(), args.checkpoints.save_every)?;
     let save = |saver: &mut Saver, trainer: &BanditTrainer<'_, B>, epoch: usize| {
         if saver.path.is_none() {
             return Ok(());

@@ -3,7 +3,7 @@
 
 use clap::ValueEnum;
 
-use super::{check_same, non_finite, Checkpoint, CheckpointError};
+use super::{check_same, first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
 use crate::backend::Backend;
 use crate::bandit::train::{BanditArgs, ACTIONS};
 use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
@@ -100,25 +100,16 @@ impl<B: Backend> BanditTrainer<'_, B> {
     /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
     pub fn checkpoint(&self, run: &BanditRun, epoch: u64) -> Checkpoint {
         let mut ck = Checkpoint::new(run.header(self.step, epoch));
-        let names = tensors(&self.shape);
-        for (prefix, set) in [("param", &self.params), ("adam_m", &self.adam_m), ("adam_v", &self.adam_v)] {
-            for ((name, _), t) in names.iter().zip(set.tensors()) {
-                ck.push(format!("{prefix}/{name}"), self.be.download(t));
-            }
-        }
+        let sets = [self.params.tensors().collect(), self.adam_m.tensors().collect(), self.adam_v.tensors().collect()];
+        push_state(&mut ck, self.be, &tensors(&self.shape), sets);
         ck.push("baseline", vec![self.baseline]);
         ck
     }
 
     /// Loads parameters, Adam moments, the baseline and the step from a checkpoint of the same run.
     pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
-        let names = tensors(&self.shape);
-        let be = self.be;
-        for (prefix, set) in [("param", &mut self.params), ("adam_m", &mut self.adam_m), ("adam_v", &mut self.adam_v)] {
-            for ((name, len), t) in names.iter().zip(set.tensors_mut()) {
-                be.write(t, &ck.take(&format!("{prefix}/{name}"), *len)?);
-            }
-        }
+        let sets = [self.params.tensors_mut().collect(), self.adam_m.tensors_mut().collect(), self.adam_v.tensors_mut().collect()];
+        take_state(&mut ck, self.be, &tensors(&self.shape), sets)?;
         self.baseline = ck.take("baseline", 1)?[0];
         self.step = ck.u64_field("step")?;
         Ok(())
@@ -126,20 +117,12 @@ impl<B: Backend> BanditTrainer<'_, B> {
 
     /// The first NaN or infinity in the state or the last step's gradients, in words.
     pub fn find_non_finite(&self) -> Option<String> {
-        let names = tensors(&self.shape);
         let sets = [
-            ("gradient", &self.grads),
-            ("parameter", &self.params),
-            ("Adam first moment", &self.adam_m),
-            ("Adam second moment", &self.adam_v),
+            self.grads.tensors().collect(),
+            self.params.tensors().collect(),
+            self.adam_m.tensors().collect(),
+            self.adam_v.tensors().collect(),
         ];
-        for (what, set) in sets {
-            for ((name, _), t) in names.iter().zip(set.tensors()) {
-                if let Some(found) = non_finite(&format!("{what} {name}"), &self.be.download(t)) {
-                    return Some(found);
-                }
-            }
-        }
-        non_finite("the baseline", &[self.baseline])
+        first_non_finite(self.be, &tensors(&self.shape), sets).or_else(|| non_finite("the baseline", &[self.baseline]))
     }
 }

@@ -213,6 +213,47 @@ impl Checkpoint {
     }
 }
 
+/// Parameters and both Adam moments of a trainer, each a list of tensors in one order, named
+/// by `names` (name, length); saved as "param/NAME", "adam_m/NAME", "adam_v/NAME".
+pub(crate) const STATE_SETS: [&str; 3] = ["param", "adam_m", "adam_v"];
+
+/// Adds the tensors of `sets` (in [`STATE_SETS`] order) to `ck`, downloaded from `be`.
+pub(crate) fn push_state<B: crate::backend::Backend>(ck: &mut Checkpoint, be: &B, names: &[(String, usize)], sets: [Vec<&B::Buf>; 3]) {
+    for (prefix, set) in STATE_SETS.iter().zip(sets) {
+        for ((name, _), t) in names.iter().zip(set) {
+            ck.push(format!("{prefix}/{name}"), be.download(t));
+        }
+    }
+}
+
+/// Loads the tensors of `sets` (in [`STATE_SETS`] order) from `ck`, checking every length.
+pub(crate) fn take_state<B: crate::backend::Backend>(
+    ck: &mut Checkpoint,
+    be: &B,
+    names: &[(String, usize)],
+    sets: [Vec<&mut B::Buf>; 3],
+) -> Result<(), CheckpointError> {
+    for (prefix, set) in STATE_SETS.iter().zip(sets) {
+        for ((name, len), t) in names.iter().zip(set) {
+            be.write(t, &ck.take(&format!("{prefix}/{name}"), *len)?);
+        }
+    }
+    Ok(())
+}
+
+/// The first NaN or infinity among the gradients, parameters and Adam moments, in words.
+pub(crate) fn first_non_finite<B: crate::backend::Backend>(be: &B, names: &[(String, usize)], sets: [Vec<&B::Buf>; 4]) -> Option<String> {
+    let kinds = ["gradient", "parameter", "Adam first moment", "Adam second moment"];
+    for (what, set) in kinds.iter().zip(sets) {
+        for ((name, _), t) in names.iter().zip(set) {
+            if let Some(found) = non_finite(&format!("{what} {name}"), &be.download(t)) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
 /// `None` if every value is finite, else how many NaNs and infinities `what` holds.
 pub fn non_finite(what: &str, values: &[f32]) -> Option<String> {
     let nan = values.iter().filter(|x| x.is_nan()).count();

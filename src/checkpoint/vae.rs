@@ -3,7 +3,7 @@
 
 use clap::ValueEnum;
 
-use super::{check_same, non_finite, Checkpoint, CheckpointError};
+use super::{check_same, first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
 use crate::backend::Backend;
 use crate::estimator::{Estimator, EstimatorKind};
 use crate::model::{Params, Shape};
@@ -108,38 +108,25 @@ impl VaeRun {
     }
 }
 
-/// Names of the parameter tensors in [`Params::tensors`] order.
-pub fn param_names(depth: usize) -> Vec<String> {
-    let mut names = Vec::new();
-    for side in ["enc", "dec"] {
-        for l in 1..=depth {
-            names.push(format!("{side}{l}.w"));
-            names.push(format!("{side}{l}.bias"));
-        }
-    }
-    names.push("prior".into());
-    names
-}
-
-/// Lengths of the parameter tensors in [`Params::tensors`] order.
-fn tensor_lens(shape: &Shape) -> Vec<usize> {
+/// Names and lengths of the parameter tensors, in [`Params::tensors`] order.
+pub fn param_tensors(shape: &Shape) -> Vec<(String, usize)> {
     let depth = shape.depth();
-    let mut lens = Vec::new();
-    for (n_in, n_out) in
-        (1..=depth).map(|l| (shape.width(l - 1), shape.width(l))).chain((1..=depth).map(|l| (shape.width(l), shape.width(l - 1))))
-    {
-        lens.push(n_in * n_out);
-        lens.push(n_out);
+    let mut tensors = Vec::new();
+    let enc = (1..=depth).map(|l| ("enc", l, shape.width(l - 1), shape.width(l)));
+    let dec = (1..=depth).map(|l| ("dec", l, shape.width(l), shape.width(l - 1)));
+    for (side, l, n_in, n_out) in enc.chain(dec) {
+        tensors.push((format!("{side}{l}.w"), n_in * n_out));
+        tensors.push((format!("{side}{l}.bias"), n_out));
     }
-    lens.push(shape.width(depth));
-    lens
+    tensors.push(("prior".into(), shape.width(depth)));
+    tensors
 }
 
 /// The parameters stored in a checkpoint of a model of `shape`.
 pub fn read_params(ck: &mut Checkpoint, shape: &Shape) -> Result<Params<Vec<f32>>, CheckpointError> {
     let mut params = Params::init(shape, 0);
-    for ((name, len), t) in param_names(shape.depth()).iter().zip(tensor_lens(shape)).zip(params.tensors_mut()) {
-        *t = ck.take(&format!("param/{name}"), len)?;
+    for ((name, len), t) in param_tensors(shape).iter().zip(params.tensors_mut()) {
+        *t = ck.take(&format!("param/{name}"), *len)?;
     }
     Ok(params)
 }
@@ -148,27 +135,15 @@ impl<B: Backend> Trainer<'_, B> {
     /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
     pub fn checkpoint(&self, run: &VaeRun, epoch: u64) -> Checkpoint {
         let mut ck = Checkpoint::new(run.header(self.step, epoch));
-        let names = param_names(self.shape.depth());
-        for (prefix, set) in [("param", &self.params), ("adam_m", &self.adam_m), ("adam_v", &self.adam_v)] {
-            for (name, t) in names.iter().zip(set.tensors()) {
-                ck.push(format!("{prefix}/{name}"), self.be.download(t));
-            }
-        }
+        push_state(&mut ck, self.be, &param_tensors(&self.shape), [self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()]);
         ck.push("baselines", self.baselines.clone());
         ck
     }
 
     /// Loads parameters, Adam moments, baselines and the step from a checkpoint of the same run.
     pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
-        let names = param_names(self.shape.depth());
-        let lens = tensor_lens(&self.shape);
-        let be = self.be;
-        for (prefix, set) in [("param", &mut self.params), ("adam_m", &mut self.adam_m), ("adam_v", &mut self.adam_v)] {
-            for ((name, &len), t) in names.iter().zip(&lens).zip(set.tensors_mut()) {
-                let values = ck.take(&format!("{prefix}/{name}"), len)?;
-                be.write(t, &values);
-            }
-        }
+        let sets = [self.params.tensors_mut(), self.adam_m.tensors_mut(), self.adam_v.tensors_mut()];
+        take_state(&mut ck, self.be, &param_tensors(&self.shape), sets)?;
         self.baselines = ck.take("baselines", self.baselines.len())?;
         self.step = ck.u64_field("step")?;
         Ok(())
@@ -176,20 +151,7 @@ impl<B: Backend> Trainer<'_, B> {
 
     /// The first NaN or infinity in the state or the last step's gradients, in words.
     pub fn find_non_finite(&self) -> Option<String> {
-        let names = param_names(self.shape.depth());
-        let sets = [
-            ("gradient", &self.grads),
-            ("parameter", &self.params),
-            ("Adam first moment", &self.adam_m),
-            ("Adam second moment", &self.adam_v),
-        ];
-        for (what, set) in sets {
-            for (name, t) in names.iter().zip(set.tensors()) {
-                if let Some(found) = non_finite(&format!("{what} {name}"), &self.be.download(t)) {
-                    return Some(found);
-                }
-            }
-        }
-        non_finite("baselines", &self.baselines)
+        let sets = [self.grads.tensors(), self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()];
+        first_non_finite(self.be, &param_tensors(&self.shape), sets).or_else(|| non_finite("baselines", &self.baselines))
     }
 }
