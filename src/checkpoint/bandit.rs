@@ -61,7 +61,7 @@ impl BanditRun {
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
         let experiment = ck.str_field("experiment")?;
         if experiment != "bandit" {
-            return Err(CheckpointError::Mismatch(format!("it is a checkpoint of the {experiment}, not of the bandit")));
+            return Err(CheckpointError::WrongExperiment { found: experiment.escape_debug().take(40).collect(), wanted: "bandit" });
         }
         let est = ck.str_field("estimator")?;
         let estimator = BanditEstimator::from_str(est, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {est:?}")))?;

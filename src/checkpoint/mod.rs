@@ -45,6 +45,8 @@ pub enum CheckpointError {
     Header(String),
     #[error("does not match this run: {0}")]
     Mismatch(String),
+    #[error("a checkpoint of the {found}, not of the {wanted}")]
+    WrongExperiment { found: String, wanted: &'static str },
 }
 
 /// A checkpoint in memory: a JSON header and named f32 tensors.

@@ -71,7 +71,7 @@ impl VaeRun {
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
         let experiment = ck.str_field("experiment")?;
         if experiment != "vae" {
-            return Err(CheckpointError::Mismatch(format!("it is a checkpoint of the {experiment}, not of the VAE")));
+            return Err(CheckpointError::WrongExperiment { found: experiment.escape_debug().take(40).collect(), wanted: "VAE" });
         }
         let kind = ck.str_field("estimator")?;
         let kind = EstimatorKind::from_str(kind, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {kind:?}")))?;
