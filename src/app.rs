@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 
 fn run_vae(args: &VaeArgs) -> Result<(), Error> {
     let cfg = args.to_config()?;
-    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device)?;
+    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device, "training")?;
     eprintln!(
         "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         cfg.estimator.label(),
@@ -59,27 +59,33 @@ pub(crate) struct Setup {
 }
 
 /// Sizes the thread pool, loads MNIST and opens the device, in that order.
-pub(crate) fn set_up(threads: Option<usize>, data_dir: Option<&std::path::Path>, device: DeviceChoice) -> Result<Setup, Error> {
+/// `activity` ("training", "evaluating") completes the note printed when `auto` finds no GPU.
+pub(crate) fn set_up(
+    threads: Option<usize>,
+    data_dir: Option<&std::path::Path>,
+    device: DeviceChoice,
+    activity: &str,
+) -> Result<Setup, Error> {
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
     }
     let dir = data_dir.map_or_else(crate::data::default_data_dir, |d| d.to_path_buf());
     let data = crate::data::load_mnist(&dir)?;
-    let gpu = open_device(device)?;
+    let gpu = open_device(device, activity)?;
     let place = gpu.as_ref().map_or("cpu".to_string(), |d| format!("{} with kernels from {}", d.description, d.kernels_from));
     Ok(Setup { dir, data, gpu, place })
 }
 
 /// The GPU the user asked for: none for `cpu`, an error without one for `cuda`, and for `auto`
 /// the GPU if one is usable, else a one-line note and the CPU.
-fn open_device(choice: DeviceChoice) -> Result<Option<CudaDevice>, Error> {
+fn open_device(choice: DeviceChoice, activity: &str) -> Result<Option<CudaDevice>, Error> {
     Ok(match choice {
         DeviceChoice::Cpu => None,
         DeviceChoice::Cuda => Some(CudaDevice::open().map_err(Error::Device)?),
         DeviceChoice::Auto => match CudaDevice::open() {
             Ok(d) => Some(d),
             Err(why) => {
-                eprintln!("hnca: no usable GPU ({why}); training on the CPU");
+                eprintln!("hnca: no usable GPU ({why}); {activity} on the CPU");
                 None
             }
         },
@@ -88,7 +94,7 @@ fn open_device(choice: DeviceChoice) -> Result<Option<CudaDevice>, Error> {
 
 fn run_bandit(args: &BanditArgs) -> Result<(), Error> {
     args.validate()?;
-    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device)?;
+    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device, "training")?;
     eprintln!(
         "hnca bandit: {} on {place}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         args.estimator.name(),

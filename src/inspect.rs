@@ -105,7 +105,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<(), Error> {
         return Err(Error::Config("--threads and --images must be at least 1".into()));
     }
     let (run, shape, params) = load_model(&args.checkpoint)?;
-    let mut setup = crate::app::set_up(args.threads, args.data_dir.as_deref(), args.device)?;
+    let mut setup = crate::app::set_up(args.threads, args.data_dir.as_deref(), args.device, "evaluating")?;
     if let Some(n) = args.images.filter(|&n| n < setup.data.test.n) {
         let test = &mut setup.data.test;
         test.images.truncate(n * test.pixels());

@@ -207,3 +207,29 @@ fn bad_input_is_a_one_line_error_naming_the_file() {
     assert!(msg.contains("fig.jpg") && msg.contains(".svg or .png"), "{msg}");
     assert!(!d.join("fig.svg").exists());
 }
+
+#[test]
+fn the_binary_plots_real_metrics_files_and_rejects_bad_input_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut files = Vec::new();
+    for est in ["hnca", "reinforce"] {
+        let path = d.join(format!("{est}.jsonl"));
+        assert_cmd::Command::cargo_bin("hnca")
+            .unwrap()
+            .args(["vae", "--layers", "8", "--steps", "30", "--test-every", "0", "--device", "cpu", "--estimator", est, "--metrics"])
+            .arg(&path)
+            .assert()
+            .success();
+        files.push(path);
+    }
+    let out = d.join("fig.svg");
+    let ok = assert_cmd::Command::cargo_bin("hnca").unwrap().arg("plot").args(&files).arg("--out").arg(&out).assert().success();
+    assert!(String::from_utf8_lossy(&ok.get_output().stdout).contains("2 runs, 2 estimators"));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.contains("hnca (1 seed)") && svg.contains("reinforce (1 seed)"), "{svg}");
+    let bad = assert_cmd::Command::cargo_bin("hnca").unwrap().arg("plot").args(&files).args(["--out", "fig.pdf"]).assert().failure().code(2);
+    let stderr = String::from_utf8_lossy(&bad.get_output().stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: --out fig.pdf: unknown image format"), "{stderr}");
+}
