@@ -178,7 +178,7 @@ fn grey(probs: &[f32]) -> Vec<u8> {
 }
 
 pub fn run_sample(args: &SampleArgs) -> Result<(), Error> {
-    if args.rows == 0 || args.cols == 0 || args.rows * args.cols > 4096 {
+    if args.rows == 0 || args.cols == 0 || args.rows.checked_mul(args.cols).map_or(true, |cells| cells > 4096) {
         return Err(Error::Config(format!(
             "--rows and --cols must be at least 1 and give at most 4096 cells, got {}x{}",
             args.rows, args.cols

@@ -357,6 +357,9 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
     };
     let steps_per_epoch = (data.train.n / cfg.batch_size) as u64;
     let total_steps = cfg.max_steps.map_or(steps_per_epoch * cfg.epochs as u64, |s| s.min(steps_per_epoch * cfg.epochs as u64));
+    if resumed_at >= total_steps {
+        eprintln!("hnca vae: the checkpoint is already at step {resumed_at}, the end of this run ({total_steps} steps); nothing to train");
+    }
     let bar = progress_bar(total_steps);
     bar.set_position(resumed_at.min(total_steps));
     let enc_params = shape.encoder_params() as f64;

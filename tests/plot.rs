@@ -228,7 +228,8 @@ fn the_binary_plots_real_metrics_files_and_rejects_bad_input_with_one_line() {
     assert!(String::from_utf8_lossy(&ok.get_output().stdout).contains("2 runs, 2 estimators"));
     let svg = std::fs::read_to_string(&out).unwrap();
     assert!(svg.contains("hnca (1 seed)") && svg.contains("reinforce (1 seed)"), "{svg}");
-    let bad = assert_cmd::Command::cargo_bin("hnca").unwrap().arg("plot").args(&files).args(["--out", "fig.pdf"]).assert().failure().code(2);
+    let bad =
+        assert_cmd::Command::cargo_bin("hnca").unwrap().arg("plot").args(&files).args(["--out", "fig.pdf"]).assert().failure().code(2);
     let stderr = String::from_utf8_lossy(&bad.get_output().stderr).to_string();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: --out fig.pdf: unknown image format"), "{stderr}");

@@ -200,6 +200,11 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
     };
     let steps_per_epoch = (data.train.n / args.batch_size) as u64;
     let total_steps = args.steps.map_or(steps_per_epoch * args.epochs as u64, |s| s.min(steps_per_epoch * args.epochs as u64));
+    if resumed_at >= total_steps {
+        eprintln!(
+            "hnca bandit: the checkpoint is already at step {resumed_at}, the end of this run ({total_steps} steps); nothing to train"
+        );
+    }
     let bar = progress_bar(total_steps);
     bar.set_position(resumed_at.min(total_steps));
     // A run resumed mid-epoch redoes that epoch's shuffle and skips the batches already done.

@@ -3,7 +3,7 @@
 
 use clap::ValueEnum;
 
-use super::{check_same, first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
+use super::{check_same, experiment_name, first_non_finite, non_finite, push_state, quoted, take_state, Checkpoint, CheckpointError};
 use crate::backend::Backend;
 use crate::bandit::train::{BanditArgs, ACTIONS};
 use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
@@ -61,10 +61,11 @@ impl BanditRun {
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
         let experiment = ck.str_field("experiment")?;
         if experiment != "bandit" {
-            return Err(CheckpointError::WrongExperiment { found: experiment.escape_debug().take(40).collect(), wanted: "bandit" });
+            return Err(CheckpointError::WrongExperiment { found: experiment_name(experiment), wanted: "bandit" });
         }
         let est = ck.str_field("estimator")?;
-        let estimator = BanditEstimator::from_str(est, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {est:?}")))?;
+        let estimator =
+            BanditEstimator::from_str(est, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {}", quoted(est))))?;
         Ok(BanditRun {
             data_dim: ck.u64_field("data_dim")? as usize,
             train_images: ck.u64_field("train_images")? as usize,

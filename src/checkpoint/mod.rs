@@ -45,6 +45,7 @@ pub enum CheckpointError {
     Header(String),
     #[error("does not match this run: {0}")]
     Mismatch(String),
+    /// `found` is the header's "experiment" in words ([`experiment_name`]).
     #[error("a checkpoint of the {found}, not of the {wanted}")]
     WrongExperiment { found: String, wanted: &'static str },
 }
@@ -134,7 +135,7 @@ impl Checkpoint {
             let name = entry.get("name").and_then(|n| n.as_str());
             let len = entry.get("len").and_then(|n| n.as_u64());
             let (Some(name), Some(len)) = (name, len) else {
-                return Err(CheckpointError::Header(format!("bad tensor entry {entry}")));
+                return Err(CheckpointError::Header(format!("bad tensor entry {}", quoted(&entry.to_string()))));
             };
             total = total.saturating_add(len);
             entries.push((name.to_string(), len));
@@ -254,6 +255,24 @@ pub(crate) fn first_non_finite<B: crate::backend::Backend>(be: &B, names: &[(Str
         }
     }
     None
+}
+
+/// A string from a file, fit for a one-line message: escaped, and cut at 40 characters.
+pub fn quoted(s: &str) -> String {
+    let mut q: String = s.escape_debug().take(40).collect();
+    if s.escape_debug().nth(40).is_some() {
+        q.push('…');
+    }
+    format!("\"{q}\"")
+}
+
+/// The experiment a header names, in words ("VAE", "bandit"), or quoted if unknown.
+pub fn experiment_name(s: &str) -> String {
+    match s {
+        "vae" => "VAE".into(),
+        "bandit" => "bandit".into(),
+        other => quoted(other),
+    }
 }
 
 /// `None` if every value is finite, else how many NaNs and infinities `what` holds.
