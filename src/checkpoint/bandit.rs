@@ -1,9 +1,7 @@
 //! The bandit's checkpoints: which run it is (must match to resume), where it got to, and its
 //! state (parameters, Adam moments, the reward baseline) as named tensors.
 
-use clap::ValueEnum;
-
-use super::{check_same, experiment_name, first_non_finite, non_finite, push_state, quoted, take_state, Checkpoint, CheckpointError};
+use super::{check_same, first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
 use crate::backend::Backend;
 use crate::bandit::train::{BanditArgs, ACTIONS};
 use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
@@ -59,13 +57,8 @@ impl BanditRun {
 
     /// Reads the run's identity from a checkpoint's header.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
-        let experiment = ck.str_field("experiment")?;
-        if experiment != "bandit" {
-            return Err(CheckpointError::WrongExperiment { found: experiment_name(experiment), wanted: "bandit" });
-        }
-        let est = ck.str_field("estimator")?;
-        let estimator =
-            BanditEstimator::from_str(est, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {}", quoted(est))))?;
+        ck.expect_experiment("bandit")?;
+        let estimator: BanditEstimator = ck.enum_field("estimator")?;
         Ok(BanditRun {
             data_dim: ck.u64_field("data_dim")? as usize,
             train_images: ck.u64_field("train_images")? as usize,

@@ -47,7 +47,7 @@ pub enum CheckpointError {
     Mismatch(String),
     /// `found` is the header's "experiment" in words ([`experiment_name`]).
     #[error("a checkpoint of the {found}, not of the {wanted}")]
-    WrongExperiment { found: String, wanted: &'static str },
+    WrongExperiment { found: String, wanted: String },
 }
 
 /// A checkpoint in memory: a JSON header and named f32 tensors.
@@ -191,6 +191,21 @@ impl Checkpoint {
 
     pub fn str_field(&self, key: &str) -> Result<&str, CheckpointError> {
         self.header.get(key).and_then(|v| v.as_str()).ok_or_else(|| CheckpointError::Header(format!("no string field \"{key}\"")))
+    }
+
+    /// Checks the header names `wanted` ("vae" or "bandit") as its experiment.
+    pub fn expect_experiment(&self, wanted: &str) -> Result<(), CheckpointError> {
+        let found = self.str_field("experiment")?;
+        if found != wanted {
+            return Err(CheckpointError::WrongExperiment { found: experiment_name(found), wanted: experiment_name(wanted) });
+        }
+        Ok(())
+    }
+
+    /// A field holding one of the names of a command-line choice (an estimator, a binarization).
+    pub fn enum_field<T: clap::ValueEnum>(&self, key: &str) -> Result<T, CheckpointError> {
+        let name = self.str_field(key)?;
+        T::from_str(name, false).map_err(|_| CheckpointError::Header(format!("unknown {key} {}", quoted(name))))
     }
 
     pub fn u64_field(&self, key: &str) -> Result<u64, CheckpointError> {

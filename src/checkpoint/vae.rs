@@ -3,7 +3,7 @@
 
 use clap::ValueEnum;
 
-use super::{check_same, experiment_name, first_non_finite, non_finite, push_state, quoted, take_state, Checkpoint, CheckpointError};
+use super::{check_same, first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
 use crate::backend::Backend;
 use crate::estimator::{Estimator, EstimatorKind};
 use crate::model::{Params, Shape};
@@ -69,16 +69,9 @@ impl VaeRun {
 
     /// Reads the run's identity from a checkpoint's header.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
-        let experiment = ck.str_field("experiment")?;
-        if experiment != "vae" {
-            return Err(CheckpointError::WrongExperiment { found: experiment_name(experiment), wanted: "VAE" });
-        }
-        let kind = ck.str_field("estimator")?;
-        let kind =
-            EstimatorKind::from_str(kind, false).map_err(|_| CheckpointError::Header(format!("unknown estimator {}", quoted(kind))))?;
-        let binarize = ck.str_field("binarize")?;
-        let binarize = Binarize::from_str(binarize, false)
-            .map_err(|_| CheckpointError::Header(format!("unknown binarization {}", quoted(binarize))))?;
+        ck.expect_experiment("vae")?;
+        let kind: EstimatorKind = ck.enum_field("estimator")?;
+        let binarize: Binarize = ck.enum_field("binarize")?;
         let data_dim = ck.u64_field("data_dim")?;
         if data_dim == 0 || data_dim > 1 << 24 {
             return Err(CheckpointError::Header(format!("implausible data_dim {data_dim}")));
