@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::backend::cpu::{take_credit_nanos, Cpu, Simd};
+use crate::bookkeeping::write_atomically;
 use crate::error::Error;
 use crate::estimator::{Estimator, EstimatorKind};
 use crate::model::Shape;
 use crate::rng::RngKey;
-use crate::train::{write_atomically, Trainer};
+use crate::train::Trainer;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {

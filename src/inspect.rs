@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::cpu::Cpu;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::{Backend, SampleMode};
+use crate::bookkeeping::{progress_bar, write_atomically};
 use crate::checkpoint::vae::{read_params, VaeRun};
 use crate::checkpoint::Checkpoint;
 use crate::cli::DeviceChoice;
@@ -13,7 +14,7 @@ use crate::evaluate::{evaluate_bounds, Bounds};
 use crate::model::{Params, Shape};
 use crate::png::{encode_png, PngColor};
 use crate::rng::{stream, RngKey};
-use crate::train::{binarize_batch, progress_bar, write_atomically};
+use crate::train::binarize_batch;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod backend;
 pub mod bandit;
 pub mod bench;
+pub mod bookkeeping;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

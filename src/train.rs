@@ -1,13 +1,14 @@
 //! The training loop: epochs of shuffled, binarized minibatches, Adam on every tensor, the
 //! running baselines, periodic test-set evaluation, per-epoch metrics and progress.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::{AdamStep, Backend};
+use crate::bookkeeping::{
+    load_for_resume, note_lr_change, open_metrics, progress_bar, write_atomically, Saver, Schedule, FULL_CHECK_EVERY,
+};
 use crate::checkpoint::vae::VaeRun;
-use crate::checkpoint::Checkpoint;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::estimator::{Estimator, BASELINE_DECAY};
@@ -217,104 +218,6 @@ impl EpochMetrics {
     }
 }
 
-/// Writes the metrics file whole after every epoch (temporary file, then rename), so an
-/// interrupted run never leaves a half-written line or loses an earlier one.
-pub(crate) struct MetricsFile {
-    path: PathBuf,
-    lines: Vec<String>,
-}
-
-impl MetricsFile {
-    /// Checks now, not after the first epoch, that the file can be written.
-    pub(crate) fn create(path: &Path) -> Result<Self, Error> {
-        let file = MetricsFile { path: path.to_path_buf(), lines: Vec::new() };
-        let tmp = tmp_path(&file.path);
-        std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        let _ = std::fs::remove_file(&tmp);
-        Ok(file)
-    }
-
-    /// For a resumed run: keeps the lines of an existing file up to `step`, so that the file
-    /// reads as one run; lines that are not JSON with a "step" are kept as they are.
-    pub(crate) fn resume(path: &Path, step: u64) -> Result<Self, Error> {
-        let mut file = MetricsFile::create(path)?;
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                file.lines = text
-                    .lines()
-                    .filter(|l| {
-                        let v: Option<serde_json::Value> = serde_json::from_str(l).ok();
-                        v.and_then(|v| v.get("step").and_then(|s| s.as_u64())).map_or(true, |s| s <= step)
-                    })
-                    .map(str::to_string)
-                    .collect();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io { path: path.to_path_buf(), source: e }),
-        }
-        Ok(file)
-    }
-
-    pub(crate) fn push(&mut self, line: String) -> Result<(), Error> {
-        self.lines.push(line);
-        write_atomically(&self.path, (self.lines.join("\n") + "\n").as_bytes())
-    }
-}
-
-/// Where a run's checkpoints go, and the last one written (named when a run diverges).
-pub(crate) struct Saver {
-    pub path: Option<PathBuf>,
-    pub every: usize,
-    pub last: Option<u64>,
-}
-
-impl Saver {
-    /// Checks now, not after the first epoch, that the checkpoint's directory can be written.
-    pub fn new(path: Option<PathBuf>, every: usize) -> Result<Self, Error> {
-        if let Some(p) = &path {
-            let tmp = tmp_path(p);
-            std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: p.clone(), source: e })?;
-            let _ = std::fs::remove_file(&tmp);
-        }
-        Ok(Saver { path, every, last: None })
-    }
-
-    /// What a diverged run leaves behind, for its error message.
-    pub fn kept(&self) -> String {
-        match (&self.path, self.last) {
-            (Some(p), Some(step)) => format!("the last good checkpoint, {} (step {step}), is kept; ", p.display()),
-            (Some(p), None) if p.exists() => format!("{} is left as it was; ", p.display()),
-            (Some(p), None) => format!("no checkpoint was written to {}; ", p.display()),
-            _ => String::new(),
-        }
-    }
-
-    /// Writes the checkpoint of the state at `step`, unless that state holds a NaN or infinity
-    /// (`non_finite` says where), which is a divergence instead.
-    pub fn save(&mut self, step: u64, non_finite: Option<String>, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if let Some(what) = non_finite {
-            return Err(Error::Diverged { step, what, kept: self.kept() });
-        }
-        checkpoint().save(path)?;
-        self.last = Some(step);
-        Ok(())
-    }
-}
-
-/// Reads the checkpoint named by --resume; returns it with a map from its problems to errors
-/// that name the file.
-pub(crate) fn load_for_resume(path: &Path) -> Result<(Checkpoint, impl Fn(crate::checkpoint::CheckpointError) -> Error + '_), Error> {
-    let ck = Checkpoint::load(path)?;
-    Ok((ck, move |source| Error::Checkpoint { path: path.to_path_buf(), source }))
-}
-
-/// Steps between full scans of the parameters and optimiser state for NaNs and infinities.
-/// Every step checks the ELBO, the encoder gradients' variances and the baselines, which a
-/// non-finite gradient reaches at once; a full scan downloads every tensor, so it runs only
-/// this often, at the end of every epoch, and before every checkpoint.
-pub const FULL_CHECK_EVERY: u64 = 100;
-
 /// What diverged in the step just taken, if anything did.
 fn divergence<B: Backend>(trainer: &Trainer<'_, B>, stats: &StepStats) -> Option<String> {
     let var_ok = stats.grad_var.iter().all(|(w, b)| w.is_finite() && b.is_finite());
@@ -343,11 +246,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         resume(&mut trainer, &run, path)?;
     }
     let resumed_at = trainer.step;
-    let mut metrics = match &cfg.metrics {
-        Some(p) if cfg.resume.is_some() => Some(MetricsFile::resume(p, resumed_at)?),
-        Some(p) => Some(MetricsFile::create(p)?),
-        None => None,
-    };
+    let mut metrics = open_metrics(cfg.metrics.as_deref(), cfg.resume.is_some().then_some(resumed_at))?;
     let mut saver = Saver::new(cfg.save.clone(), cfg.save_every)?;
     let save = |saver: &mut Saver, trainer: &Trainer<'_, B>, epoch: usize| {
         if saver.path.is_none() {
@@ -355,22 +254,16 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         }
         saver.save(trainer.step, trainer.find_non_finite(), || trainer.checkpoint(&run, epoch as u64))
     };
-    let steps_per_epoch = (data.train.n / cfg.batch_size) as u64;
-    let total_steps = cfg.max_steps.map_or(steps_per_epoch * cfg.epochs as u64, |s| s.min(steps_per_epoch * cfg.epochs as u64));
-    if resumed_at >= total_steps {
-        eprintln!("hnca vae: the checkpoint is already at step {resumed_at}, the end of this run ({total_steps} steps); nothing to train");
-    }
+    let mut schedule = Schedule::new("vae", resumed_at, data.train.n, cfg.batch_size, cfg.epochs, cfg.max_steps);
+    let total_steps = schedule.total_steps;
     let bar = progress_bar(total_steps);
     bar.set_position(resumed_at.min(total_steps));
     let enc_params = shape.encoder_params() as f64;
     let layer_params: Vec<f64> = (1..=shape.depth()).map(|l| (shape.width(l - 1) * shape.width(l) + shape.width(l)) as f64).collect();
     let mut history = Vec::new();
-    // A run resumed mid-epoch redoes that epoch's shuffle and skips the batches already done.
-    let first_epoch = (resumed_at / steps_per_epoch) as usize + 1;
-    let mut skip = (resumed_at % steps_per_epoch) as usize;
-    let mut epoch_done = first_epoch - 1;
+    let mut epoch_done = schedule.first_epoch - 1;
 
-    for epoch in first_epoch..=cfg.epochs {
+    for epoch in schedule.first_epoch..=cfg.epochs {
         if trainer.step >= total_steps {
             break;
         }
@@ -380,7 +273,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
         let bin_key = RngKey::new(cfg.seed, e, stream::BINARIZE_TRAIN);
         let (mut elbo_sum, mut var_sum, mut steps) = (0.0f64, 0.0f64, 0u64);
         let mut var_layers = vec![0.0f64; shape.depth()];
-        for batch in order.chunks_exact(cfg.batch_size).skip(std::mem::take(&mut skip)) {
+        for batch in schedule.batches(&order, cfg.batch_size) {
             if trainer.step >= total_steps {
                 break;
             }
@@ -410,7 +303,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
             bar.abandon();
             return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
         }
-        let complete = trainer.step == e * steps_per_epoch;
+        let complete = schedule.completes(epoch, trainer.step);
         let test_due = cfg.test_every > 0 && (epoch % cfg.test_every == 0 || epoch == cfg.epochs || trainer.step >= total_steps);
         let test_elbo = test_due.then(|| trainer.evaluate(&data.test, cfg.binarize, RngKey::new(cfg.seed, e, stream::BINARIZE_TEST), e));
         be.check().map_err(Error::Device)?;
@@ -462,51 +355,4 @@ fn resume<B: Backend>(trainer: &mut Trainer<'_, B>, run: &VaeRun, path: &Path) -
     trainer.restore(ck).map_err(&as_error)?;
     eprintln!("hnca vae: resuming from {} at step {}", path.display(), trainer.step);
     Ok(())
-}
-
-pub(crate) fn note_lr_change(command: &str, saved: f64, now: f64) {
-    if saved != now {
-        eprintln!("hnca {command}: note: --lr {now:e} replaces the checkpoint's {saved:e}; the run is no longer a plain continuation");
-    }
-}
-
-/// `path` with `.tmp` appended: where a file is written before it is renamed into place.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, flushes it to the disk, then renames it into
-/// place and flushes the directory, so that a crash at any moment leaves either the complete
-/// old file or the complete new one, never a truncated one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let tmp = tmp_path(path);
-    fn io(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |source| Error::Io { path: p.to_path_buf(), source }
-    }
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    // The rename itself is durable only once the directory is; not every platform can open a
-    // directory for this, and the data is already safe, so a failure here is not an error.
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    let style =
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}").expect("the progress template is valid");
-    bar.set_style(style);
-    bar
 }

@@ -5,15 +5,15 @@ use std::time::Instant;
 
 use super::{forward, AgentShape, BanditDraw, BanditEstimator, BanditTrainer, BanditWorkspace};
 use crate::backend::Backend;
+use crate::bookkeeping::{
+    load_for_resume, note_lr_change, open_metrics, progress_bar, write_atomically, Saver, Schedule, FULL_CHECK_EVERY,
+};
 use crate::checkpoint::bandit::BanditRun;
 use crate::cli::DeviceChoice;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
-use crate::train::{
-    binarize_batch, load_for_resume, note_lr_change, progress_bar, shuffle, write_atomically, Binarize, MetricsFile, Saver,
-    FULL_CHECK_EVERY,
-};
+use crate::train::{binarize_batch, shuffle, Binarize};
 
 /// The ten digits.
 pub const ACTIONS: usize = 10;
@@ -186,11 +186,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
         eprintln!("hnca bandit: resuming from {} at step {}", path.display(), trainer.step);
     }
     let resumed_at = trainer.step;
-    let mut metrics = match &args.metrics {
-        Some(p) if args.checkpoints.resume.is_some() => Some(MetricsFile::resume(p, resumed_at)?),
-        Some(p) => Some(MetricsFile::create(p)?),
-        None => None,
-    };
+    let mut metrics = open_metrics(args.metrics.as_deref(), args.checkpoints.resume.is_some().then_some(resumed_at))?;
     let mut saver = Saver::new(args.checkpoints.save.clone(), args.checkpoints.save_every)?;
     let save = |saver: &mut Saver, trainer: &BanditTrainer<'_, B>, epoch: usize| {
         if saver.path.is_none() {
@@ -198,24 +194,16 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
         }
         saver.save(trainer.step, trainer.find_non_finite(), || trainer.checkpoint(&run, epoch as u64))
     };
-    let steps_per_epoch = (data.train.n / args.batch_size) as u64;
-    let total_steps = args.steps.map_or(steps_per_epoch * args.epochs as u64, |s| s.min(steps_per_epoch * args.epochs as u64));
-    if resumed_at >= total_steps {
-        eprintln!(
-            "hnca bandit: the checkpoint is already at step {resumed_at}, the end of this run ({total_steps} steps); nothing to train"
-        );
-    }
+    let mut schedule = Schedule::new("bandit", resumed_at, data.train.n, args.batch_size, args.epochs, args.steps);
+    let total_steps = schedule.total_steps;
     let bar = progress_bar(total_steps);
     bar.set_position(resumed_at.min(total_steps));
-    // A run resumed mid-epoch redoes that epoch's shuffle and skips the batches already done.
-    let first_epoch = (resumed_at / steps_per_epoch) as usize + 1;
-    let mut skip = (resumed_at % steps_per_epoch) as usize;
-    let mut epoch_done = first_epoch - 1;
+    let mut epoch_done = schedule.first_epoch - 1;
     let layers = shape.sizes.len() - 1;
     let layer_params: Vec<f64> = (1..=layers).map(|l| shape.layer_params(l) as f64).collect();
     let all_params: f64 = layer_params.iter().sum();
     let mut history = Vec::new();
-    for epoch in first_epoch..=args.epochs {
+    for epoch in schedule.first_epoch..=args.epochs {
         if trainer.step >= total_steps {
             break;
         }
@@ -225,7 +213,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
         let bin_key = RngKey::new(args.seed, e, stream::BINARIZE_TRAIN);
         let (mut reward_sum, mut var_sum, mut steps) = (0.0f64, 0.0f64, 0u64);
         let mut var_layers = vec![0.0f64; layers];
-        for batch in order.chunks_exact(args.batch_size).skip(std::mem::take(&mut skip)) {
+        for batch in schedule.batches(&order, args.batch_size) {
             if trainer.step >= total_steps {
                 break;
             }
@@ -256,7 +244,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             bar.abandon();
             return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
         }
-        let complete = trainer.step == e * steps_per_epoch;
+        let complete = schedule.completes(epoch, trainer.step);
         let test_due = args.test_every > 0 && (epoch % args.test_every == 0 || epoch == args.epochs || trainer.step >= total_steps);
         let test_accuracy = test_due.then(|| evaluate(&trainer, &data.test, RngKey::new(args.seed, e, stream::BINARIZE_TEST), e));
         be.check().map_err(Error::Device)?;

@@ -172,7 +172,7 @@ impl Checkpoint {
 
     /// Writes atomically and durably: a crash at any point leaves either the old file or the new one.
     pub fn save(&self, path: &Path) -> Result<(), crate::error::Error> {
-        crate::train::write_atomically(path, &self.to_bytes())
+        crate::bookkeeping::write_atomically(path, &self.to_bytes())
     }
 
     /// Removes and returns tensor `name`, which must hold `len` values.

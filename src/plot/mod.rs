@@ -128,7 +128,7 @@ pub fn run(args: &PlotArgs) -> Result<(), Error> {
         Format::Svg => svg::render(&fig).into_bytes(),
         Format::Png => encode_png(fig.width, fig.height, PngColor::Rgb8, &raster::render(&fig)),
     };
-    crate::train::write_atomically(&args.out, &bytes)?;
+    crate::bookkeeping::write_atomically(&args.out, &bytes)?;
     let plural = |n: usize, what: &str| if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") };
     println!("{}: {}, {}", args.out.display(), plural(runs.len(), "run"), plural(series.len(), "estimator"));
     Ok(())

@@ -1,0 +1,204 @@
+//! What a training run keeps on disk and where it stands: the metrics file, checkpoints (when
+//! to write them, and what a diverged run leaves), the epochs and batches still to train after a
+//! resume, durable atomic writes, and the progress bar. Shared by `vae` and `bandit`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+
+/// Writes the metrics file whole after every epoch (temporary file, then rename), so an
+/// interrupted run never leaves a half-written line or loses an earlier one.
+pub(crate) struct MetricsFile {
+    path: PathBuf,
+    lines: Vec<String>,
+}
+
+impl MetricsFile {
+    /// Checks now, not after the first epoch, that the file can be written.
+    pub(crate) fn create(path: &Path) -> Result<Self, Error> {
+        let file = MetricsFile { path: path.to_path_buf(), lines: Vec::new() };
+        let tmp = tmp_path(&file.path);
+        std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(file)
+    }
+
+    /// For a resumed run: keeps the lines of an existing file up to `step`, so that the file
+    /// reads as one run; lines that are not JSON with a "step" are kept as they are.
+    pub(crate) fn resume(path: &Path, step: u64) -> Result<Self, Error> {
+        let mut file = MetricsFile::create(path)?;
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                file.lines = text
+                    .lines()
+                    .filter(|l| {
+                        let v: Option<serde_json::Value> = serde_json::from_str(l).ok();
+                        v.and_then(|v| v.get("step").and_then(|s| s.as_u64())).map_or(true, |s| s <= step)
+                    })
+                    .map(str::to_string)
+                    .collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io { path: path.to_path_buf(), source: e }),
+        }
+        Ok(file)
+    }
+
+    pub(crate) fn push(&mut self, line: String) -> Result<(), Error> {
+        self.lines.push(line);
+        write_atomically(&self.path, (self.lines.join("\n") + "\n").as_bytes())
+    }
+}
+
+/// Where a run's checkpoints go, and the last one written (named when a run diverges).
+pub(crate) struct Saver {
+    pub path: Option<PathBuf>,
+    pub every: usize,
+    pub last: Option<u64>,
+}
+
+impl Saver {
+    /// Checks now, not after the first epoch, that the checkpoint's directory can be written.
+    pub fn new(path: Option<PathBuf>, every: usize) -> Result<Self, Error> {
+        if let Some(p) = &path {
+            let tmp = tmp_path(p);
+            std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: p.clone(), source: e })?;
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(Saver { path, every, last: None })
+    }
+
+    /// What a diverged run leaves behind, for its error message.
+    pub fn kept(&self) -> String {
+        match (&self.path, self.last) {
+            (Some(p), Some(step)) => format!("the last good checkpoint, {} (step {step}), is kept; ", p.display()),
+            (Some(p), None) if p.exists() => format!("{} is left as it was; ", p.display()),
+            (Some(p), None) => format!("no checkpoint was written to {}; ", p.display()),
+            _ => String::new(),
+        }
+    }
+
+    /// Writes the checkpoint of the state at `step`, unless that state holds a NaN or infinity
+    /// (`non_finite` says where), which is a divergence instead.
+    pub fn save(&mut self, step: u64, non_finite: Option<String>, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if let Some(what) = non_finite {
+            return Err(Error::Diverged { step, what, kept: self.kept() });
+        }
+        checkpoint().save(path)?;
+        self.last = Some(step);
+        Ok(())
+    }
+}
+
+/// Reads the checkpoint named by --resume; returns it with a map from its problems to errors
+/// that name the file.
+pub(crate) fn load_for_resume(path: &Path) -> Result<(Checkpoint, impl Fn(crate::checkpoint::CheckpointError) -> Error + '_), Error> {
+    let ck = Checkpoint::load(path)?;
+    Ok((ck, move |source| Error::Checkpoint { path: path.to_path_buf(), source }))
+}
+
+/// Steps between full scans of the parameters and optimiser state for NaNs and infinities.
+/// Every step checks the ELBO, the encoder gradients' variances and the baselines, which a
+/// non-finite gradient reaches at once; a full scan downloads every tensor, so it runs only
+/// this often, at the end of every epoch, and before every checkpoint.
+pub const FULL_CHECK_EVERY: u64 = 100;
+
+/// Which epochs and batches a run, perhaps resumed, still has to train. Epoch e's batches are
+/// its shuffle cut into `batch_size` rows; a run resumed mid-epoch redoes that epoch's shuffle
+/// and skips the batches already done, so it continues exactly where it stopped.
+pub(crate) struct Schedule {
+    pub steps_per_epoch: u64,
+    /// Updates at which the run ends (`--epochs`, or `--steps` if that comes first).
+    pub total_steps: u64,
+    pub first_epoch: usize,
+    /// Batches of `first_epoch` already done.
+    skip: usize,
+}
+
+impl Schedule {
+    pub fn new(command: &str, resumed_at: u64, train_images: usize, batch_size: usize, epochs: usize, max_steps: Option<u64>) -> Self {
+        let steps_per_epoch = (train_images / batch_size) as u64;
+        let all = steps_per_epoch * epochs as u64;
+        let total_steps = max_steps.map_or(all, |s| s.min(all));
+        if resumed_at >= total_steps {
+            eprintln!("hnca {command}: the checkpoint is already at step {resumed_at}, the end of this run ({total_steps} steps); nothing to train");
+        }
+        Schedule {
+            steps_per_epoch,
+            total_steps,
+            first_epoch: (resumed_at / steps_per_epoch) as usize + 1,
+            skip: (resumed_at % steps_per_epoch) as usize,
+        }
+    }
+
+    /// The batches of an epoch still to train, from its shuffle `order` (the first epoch's without
+    /// those already done).
+    pub fn batches<'o>(&mut self, order: &'o [u32], batch_size: usize) -> impl Iterator<Item = &'o [u32]> {
+        order.chunks_exact(batch_size).skip(std::mem::take(&mut self.skip))
+    }
+
+    /// Whether the run, at `step`, has finished every batch of `epoch`.
+    pub fn completes(&self, epoch: usize, step: u64) -> bool {
+        step == epoch as u64 * self.steps_per_epoch
+    }
+}
+
+/// Opens the metrics file of a run: afresh, or for a resumed run keeping the lines up to the step
+/// it resumes from.
+pub(crate) fn open_metrics(path: Option<&Path>, resumed_from: Option<u64>) -> Result<Option<MetricsFile>, Error> {
+    path.map(|p| match resumed_from {
+        Some(step) => MetricsFile::resume(p, step),
+        None => MetricsFile::create(p),
+    })
+    .transpose()
+}
+
+pub(crate) fn note_lr_change(command: &str, saved: f64, now: f64) {
+    if saved != now {
+        eprintln!("hnca {command}: note: --lr {now:e} replaces the checkpoint's {saved:e}; the run is no longer a plain continuation");
+    }
+}
+
+/// `path` with `.tmp` appended: where a file is written before it is renamed into place.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, flushes it to the disk, then renames it into
+/// place and flushes the directory, so that a crash at any moment leaves either the complete
+/// old file or the complete new one, never a truncated one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = tmp_path(path);
+    fn io(p: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io { path: p.to_path_buf(), source }
+    }
+    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    // The rename itself is durable only once the directory is; not every platform can open a
+    // directory for this, and the data is already safe, so a failure here is not an error.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style =
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}").expect("the progress template is valid");
+    bar.set_style(style);
+    bar
+}
