@@ -54,9 +54,9 @@ impl MetricsFile {
 
 /// Where a run's checkpoints go, and the last one written (named when a run diverges).
 pub(crate) struct Saver {
-    pub path: Option<PathBuf>,
-    pub every: usize,
-    pub last: Option<u64>,
+    path: Option<PathBuf>,
+    every: usize,
+    last: Option<u64>,
 }
 
 impl Saver {
@@ -80,13 +80,25 @@ impl Saver {
         }
     }
 
-    /// Writes the checkpoint of the state at `step`, unless that state holds a NaN or infinity
-    /// (`non_finite` says where), which is a divergence instead.
-    pub fn save(&mut self, step: u64, non_finite: Option<String>, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
-        let Some(path) = &self.path else { return Ok(()) };
-        if let Some(what) = non_finite {
-            return Err(Error::Diverged { step, what, kept: self.kept() });
+    /// At the end of epoch `epoch` (every batch done, the state at `step` scanned by the loop as
+    /// [`Schedule::full_scan_due`] says), writes the checkpoint if `--save-every` asks for one.
+    pub fn at_epoch_end(&mut self, epoch: u64, step: u64, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
+        if self.every > 0 && epoch % self.every as u64 == 0 {
+            self.write(step, checkpoint)?;
         }
+        Ok(())
+    }
+
+    /// At the end of the run, writes the checkpoint unless the last epoch's already holds `step`.
+    pub fn at_run_end(&mut self, step: u64, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
+        if self.last != Some(step) {
+            self.write(step, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, step: u64, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
+        let Some(path) = &self.path else { return Ok(()) };
         checkpoint().save(path)?;
         self.last = Some(step);
         Ok(())
@@ -101,10 +113,11 @@ pub(crate) fn load_for_resume(path: &Path) -> Result<(Checkpoint, impl Fn(crate:
 }
 
 /// Steps between full scans of the parameters and optimiser state for NaNs and infinities.
-/// Every step checks the ELBO, the encoder gradients' variances and the baselines, which a
+/// Every step checks the objective, the gradients' variances and the baselines, which a
 /// non-finite gradient reaches at once; a full scan downloads every tensor, so it runs only
-/// this often, at the end of every epoch, and before every checkpoint.
-pub const FULL_CHECK_EVERY: u64 = 100;
+/// this often and after the last step of every epoch and of the run, which is every state a
+/// checkpoint can be written of.
+const FULL_CHECK_EVERY: u64 = 100;
 
 /// Which epochs and batches a run, perhaps resumed, still has to train. Epoch e's batches are
 /// its shuffle cut into `batch_size` rows; a run resumed mid-epoch redoes that epoch's shuffle
@@ -140,9 +153,19 @@ impl Schedule {
         order.chunks_exact(batch_size).skip(std::mem::take(&mut self.skip))
     }
 
-    /// Whether the run, at `step`, has finished every batch of `epoch`.
-    pub fn completes(&self, epoch: usize, step: u64) -> bool {
-        step == epoch as u64 * self.steps_per_epoch
+    /// Whether the state after update `step` gets the full scan for NaNs and infinities.
+    pub fn full_scan_due(&self, step: u64) -> bool {
+        step % FULL_CHECK_EVERY == 0 || step % self.steps_per_epoch == 0 || step == self.total_steps
+    }
+
+    /// The epochs whose every batch is done at `step`.
+    pub fn epochs_done(&self, step: u64) -> u64 {
+        step / self.steps_per_epoch
+    }
+
+    /// `Some(epoch)` when `step` is the last update of `epoch`.
+    pub fn epoch_ends_at(&self, step: u64) -> Option<u64> {
+        (step > 0 && step % self.steps_per_epoch == 0).then(|| self.epochs_done(step))
     }
 }
 

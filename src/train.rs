@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::backend::{AdamStep, Backend};
-use crate::bookkeeping::{
-    load_for_resume, note_lr_change, open_metrics, progress_bar, write_atomically, Saver, Schedule, FULL_CHECK_EVERY,
-};
+use crate::bookkeeping::{load_for_resume, note_lr_change, open_metrics, progress_bar, write_atomically, Saver, Schedule};
 use crate::checkpoint::vae::VaeRun;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
@@ -218,12 +216,13 @@ impl EpochMetrics {
     }
 }
 
-/// What diverged in the step just taken, if anything did.
-fn divergence<B: Backend>(trainer: &Trainer<'_, B>, stats: &StepStats) -> Option<String> {
+/// What diverged in the step just taken, if anything did; with `full_scan`, every tensor is
+/// looked at, not only the step's statistics.
+fn divergence<B: Backend>(trainer: &Trainer<'_, B>, stats: &StepStats, full_scan: bool) -> Option<String> {
     let var_ok = stats.grad_var.iter().all(|(w, b)| w.is_finite() && b.is_finite());
     let base_ok = trainer.baselines.iter().all(|b| b.is_finite());
     if stats.elbo.is_finite() && var_ok && base_ok {
-        return if trainer.step % FULL_CHECK_EVERY == 0 { trainer.find_non_finite() } else { None };
+        return if full_scan { trainer.find_non_finite() } else { None };
     }
     let mut what = vec![];
     if !stats.elbo.is_finite() {
@@ -248,12 +247,6 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
     let resumed_at = trainer.step;
     let mut metrics = open_metrics(cfg.metrics.as_deref(), cfg.resume.is_some().then_some(resumed_at))?;
     let mut saver = Saver::new(cfg.save.clone(), cfg.save_every)?;
-    let save = |saver: &mut Saver, trainer: &Trainer<'_, B>, epoch: usize| {
-        if saver.path.is_none() {
-            return Ok(());
-        }
-        saver.save(trainer.step, trainer.find_non_finite(), || trainer.checkpoint(&run, epoch as u64))
-    };
     let mut schedule = Schedule::new("vae", resumed_at, data.train.n, cfg.batch_size, cfg.epochs, cfg.max_steps);
     let total_steps = schedule.total_steps;
     let bar = progress_bar(total_steps);
@@ -261,7 +254,6 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
     let enc_params = shape.encoder_params() as f64;
     let layer_params: Vec<f64> = (1..=shape.depth()).map(|l| (shape.width(l - 1) * shape.width(l) + shape.width(l)) as f64).collect();
     let mut history = Vec::new();
-    let mut epoch_done = schedule.first_epoch - 1;
 
     for epoch in schedule.first_epoch..=cfg.epochs {
         if trainer.step >= total_steps {
@@ -280,7 +272,7 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
             let x = binarize_batch(&data.train, batch, cfg.binarize, bin_key, shape.width(0));
             let stats = trainer.train_step(&x);
             be.check().map_err(Error::Device)?;
-            if let Some(what) = divergence(&trainer, &stats) {
+            if let Some(what) = divergence(&trainer, &stats, schedule.full_scan_due(trainer.step)) {
                 bar.abandon();
                 return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
             }
@@ -299,11 +291,6 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
             bar.set_message(format!("epoch {epoch}  elbo {:.2}  {rate:.1} steps/s", elbo_sum / steps as f64));
             bar.inc(1);
         }
-        if let Some(what) = trainer.find_non_finite() {
-            bar.abandon();
-            return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
-        }
-        let complete = schedule.completes(epoch, trainer.step);
         let test_due = cfg.test_every > 0 && (epoch % cfg.test_every == 0 || epoch == cfg.epochs || trainer.step >= total_steps);
         let test_elbo = test_due.then(|| trainer.evaluate(&data.test, cfg.binarize, RngKey::new(cfg.seed, e, stream::BINARIZE_TEST), e));
         be.check().map_err(Error::Device)?;
@@ -328,17 +315,12 @@ pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<
             file.push(m.to_json(cfg).to_string())?;
         }
         history.push(m);
-        if complete {
-            epoch_done = epoch;
-            if saver.every > 0 && epoch % saver.every == 0 {
-                save(&mut saver, &trainer, epoch_done)?;
-            }
+        if let Some(done) = schedule.epoch_ends_at(trainer.step) {
+            saver.at_epoch_end(done, trainer.step, || trainer.checkpoint(&run, done))?;
         }
     }
     bar.finish_and_clear();
-    if saver.last != Some(trainer.step) {
-        save(&mut saver, &trainer, epoch_done)?;
-    }
+    saver.at_run_end(trainer.step, || trainer.checkpoint(&run, schedule.epochs_done(trainer.step)))?;
     if let Some(path) = &cfg.save_params {
         let bytes: Vec<u8> = trainer.host_params().tensors().into_iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
         write_atomically(path, &bytes)?;

@@ -5,9 +5,7 @@ use std::time::Instant;
 
 use super::{forward, AgentShape, BanditDraw, BanditEstimator, BanditTrainer, BanditWorkspace};
 use crate::backend::Backend;
-use crate::bookkeeping::{
-    load_for_resume, note_lr_change, open_metrics, progress_bar, write_atomically, Saver, Schedule, FULL_CHECK_EVERY,
-};
+use crate::bookkeeping::{load_for_resume, note_lr_change, open_metrics, progress_bar, write_atomically, Saver, Schedule};
 use crate::checkpoint::bandit::BanditRun;
 use crate::cli::DeviceChoice;
 use crate::data::{Mnist, Split};
@@ -188,17 +186,10 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
     let resumed_at = trainer.step;
     let mut metrics = open_metrics(args.metrics.as_deref(), args.checkpoints.resume.is_some().then_some(resumed_at))?;
     let mut saver = Saver::new(args.checkpoints.save.clone(), args.checkpoints.save_every)?;
-    let save = |saver: &mut Saver, trainer: &BanditTrainer<'_, B>, epoch: usize| {
-        if saver.path.is_none() {
-            return Ok(());
-        }
-        saver.save(trainer.step, trainer.find_non_finite(), || trainer.checkpoint(&run, epoch as u64))
-    };
     let mut schedule = Schedule::new("bandit", resumed_at, data.train.n, args.batch_size, args.epochs, args.steps);
     let total_steps = schedule.total_steps;
     let bar = progress_bar(total_steps);
     bar.set_position(resumed_at.min(total_steps));
-    let mut epoch_done = schedule.first_epoch - 1;
     let layers = shape.sizes.len() - 1;
     let layer_params: Vec<f64> = (1..=layers).map(|l| shape.layer_params(l) as f64).collect();
     let all_params: f64 = layer_params.iter().sum();
@@ -222,7 +213,7 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             be.check().map_err(Error::Device)?;
             let total: f64 = stats.grad_var.iter().map(|(w, b)| w + b).sum();
             let finite = total.is_finite() && trainer.baseline.is_finite();
-            if !finite || trainer.step % FULL_CHECK_EVERY == 0 {
+            if !finite || schedule.full_scan_due(trainer.step) {
                 let found = trainer.find_non_finite();
                 if found.is_some() || !finite {
                     bar.abandon();
@@ -240,11 +231,6 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             bar.set_message(format!("epoch {epoch}  accuracy {:.4}  {rate:.1} steps/s", reward_sum / steps as f64));
             bar.inc(1);
         }
-        if let Some(what) = trainer.find_non_finite() {
-            bar.abandon();
-            return Err(Error::Diverged { step: trainer.step, what, kept: saver.kept() });
-        }
-        let complete = schedule.completes(epoch, trainer.step);
         let test_due = args.test_every > 0 && (epoch % args.test_every == 0 || epoch == args.epochs || trainer.step >= total_steps);
         let test_accuracy = test_due.then(|| evaluate(&trainer, &data.test, RngKey::new(args.seed, e, stream::BINARIZE_TEST), e));
         be.check().map_err(Error::Device)?;
@@ -270,17 +256,12 @@ pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Resu
             file.push(m.to_json(args).to_string())?;
         }
         history.push(m);
-        if complete {
-            epoch_done = epoch;
-            if saver.every > 0 && epoch % saver.every == 0 {
-                save(&mut saver, &trainer, epoch_done)?;
-            }
+        if let Some(done) = schedule.epoch_ends_at(trainer.step) {
+            saver.at_epoch_end(done, trainer.step, || trainer.checkpoint(&run, done))?;
         }
     }
     bar.finish_and_clear();
-    if saver.last != Some(trainer.step) {
-        save(&mut saver, &trainer, epoch_done)?;
-    }
+    saver.at_run_end(trainer.step, || trainer.checkpoint(&run, schedule.epochs_done(trainer.step)))?;
     if let Some(path) = &args.save_params {
         let bytes: Vec<u8> = trainer.host_params().tensors().flatten().flat_map(|v| v.to_le_bytes()).collect();
         write_atomically(path, &bytes)?;
