@@ -18,11 +18,8 @@ pub(crate) struct MetricsFile {
 impl MetricsFile {
     /// Checks now, not after the first epoch, that the file can be written.
     pub(crate) fn create(path: &Path) -> Result<Self, Error> {
-        let file = MetricsFile { path: path.to_path_buf(), lines: Vec::new() };
-        let tmp = tmp_path(&file.path);
-        std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        let _ = std::fs::remove_file(&tmp);
-        Ok(file)
+        check_writable(path)?;
+        Ok(MetricsFile { path: path.to_path_buf(), lines: Vec::new() })
     }
 
     /// For a resumed run: keeps the lines of an existing file up to `step`, so that the file
@@ -60,12 +57,10 @@ pub(crate) struct Saver {
 }
 
 impl Saver {
-    /// Checks now, not after the first epoch, that the checkpoint's directory can be written.
+    /// Checks now, not after the first epoch, that the checkpoint can be written.
     pub fn new(path: Option<PathBuf>, every: usize) -> Result<Self, Error> {
         if let Some(p) = &path {
-            let tmp = tmp_path(p);
-            std::fs::write(&tmp, b"").map_err(|e| Error::Io { path: p.clone(), source: e })?;
-            let _ = std::fs::remove_file(&tmp);
+            check_writable(p)?;
         }
         Ok(Saver { path, every, last: None })
     }
@@ -190,6 +185,15 @@ fn tmp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     PathBuf::from(tmp)
+}
+
+/// Fails now if [`write_atomically`] could not write `path` later: creates and removes its
+/// temporary file.
+fn check_writable(path: &Path) -> Result<(), Error> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, b"").map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(())
 }
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it to the disk, then renames it into

@@ -36,10 +36,9 @@ impl BanditRun {
         AgentShape::new(self.data_dim, &self.hidden, ACTIONS)
     }
 
-    fn header(&self, step: u64, epoch: u64) -> serde_json::Map<String, serde_json::Value> {
-        let serde_json::Value::Object(map) = serde_json::json!({
-            "experiment": "bandit",
-            "written_by": concat!("hnca ", env!("CARGO_PKG_VERSION")),
+    /// The settings that identify the run, as saved in its checkpoints' headers.
+    fn identity(&self) -> serde_json::Value {
+        serde_json::json!({
             "data_dim": self.data_dim,
             "train_images": self.train_images,
             "layers": self.hidden,
@@ -47,12 +46,7 @@ impl BanditRun {
             "batch_size": self.batch_size,
             "seed": self.seed,
             "lr": self.lr,
-            "step": step,
-            "epoch": epoch,
-        }) else {
-            unreachable!("a json! object literal is an object")
-        };
-        map
+        })
     }
 
     /// Reads the run's identity from a checkpoint's header.
@@ -93,7 +87,7 @@ fn tensors(shape: &AgentShape) -> Vec<(String, usize)> {
 impl<B: Backend> BanditTrainer<'_, B> {
     /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
     pub fn checkpoint(&self, run: &BanditRun, epoch: u64) -> Checkpoint {
-        let mut ck = Checkpoint::new(run.header(self.step, epoch));
+        let mut ck = Checkpoint::of_run("bandit", self.step, epoch, run.identity());
         let sets = [self.params.tensors().collect(), self.adam_m.tensors().collect(), self.adam_v.tensors().collect()];
         push_state(&mut ck, self.be, &tensors(&self.shape), sets);
         ck.push("baseline", vec![self.baseline]);

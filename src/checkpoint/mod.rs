@@ -63,6 +63,17 @@ impl Checkpoint {
         Checkpoint { header, tensors: Vec::new() }
     }
 
+    /// An empty checkpoint of `experiment` ("vae" or "bandit") at `step`, after `epoch` whole
+    /// epochs, whose header also holds the run's `identity` (a JSON object of its settings).
+    pub fn of_run(experiment: &str, step: u64, epoch: u64, identity: serde_json::Value) -> Self {
+        let serde_json::Value::Object(mut header) = identity else { panic!("a run's identity is a JSON object") };
+        header.insert("experiment".into(), experiment.into());
+        header.insert("written_by".into(), concat!("hnca ", env!("CARGO_PKG_VERSION")).into());
+        header.insert("step".into(), step.into());
+        header.insert("epoch".into(), epoch.into());
+        Checkpoint::new(header)
+    }
+
     pub fn push(&mut self, name: impl Into<String>, values: Vec<f32>) {
         self.tensors.push((name.into(), values));
     }
@@ -141,9 +152,10 @@ impl Checkpoint {
             entries.push((name.to_string(), len));
         }
         let data = &body[PREFIX + header_len..];
-        if total.saturating_mul(4) != data.len() as u64 {
-            let what = format!("the tensor table needs {} bytes of values, the file holds {}", total.saturating_mul(4), data.len());
-            return Err(if stored != computed || total.saturating_mul(4) > data.len() as u64 {
+        let needed = total.saturating_mul(4);
+        if needed != data.len() as u64 {
+            let what = format!("the tensor table needs {needed} bytes of values, the file holds {}", data.len());
+            return Err(if stored != computed || needed > data.len() as u64 {
                 CheckpointError::Truncated(what)
             } else {
                 CheckpointError::Header(what)
@@ -189,8 +201,13 @@ impl Checkpoint {
         Ok(v)
     }
 
+    /// Header field `key` read by `get`, or an error naming the `kind` of field expected.
+    fn field<'a, T>(&'a self, key: &str, kind: &str, get: impl FnOnce(&'a serde_json::Value) -> Option<T>) -> Result<T, CheckpointError> {
+        self.header.get(key).and_then(get).ok_or_else(|| CheckpointError::Header(format!("no {kind} field \"{key}\"")))
+    }
+
     pub fn str_field(&self, key: &str) -> Result<&str, CheckpointError> {
-        self.header.get(key).and_then(|v| v.as_str()).ok_or_else(|| CheckpointError::Header(format!("no string field \"{key}\"")))
+        self.field(key, "string", |v| v.as_str())
     }
 
     /// Checks the header names `wanted` ("vae" or "bandit") as its experiment.
@@ -209,15 +226,15 @@ impl Checkpoint {
     }
 
     pub fn u64_field(&self, key: &str) -> Result<u64, CheckpointError> {
-        self.header.get(key).and_then(|v| v.as_u64()).ok_or_else(|| CheckpointError::Header(format!("no integer field \"{key}\"")))
+        self.field(key, "integer", |v| v.as_u64())
     }
 
     pub fn f64_field(&self, key: &str) -> Result<f64, CheckpointError> {
-        self.header.get(key).and_then(|v| v.as_f64()).ok_or_else(|| CheckpointError::Header(format!("no number field \"{key}\"")))
+        self.field(key, "number", |v| v.as_f64())
     }
 
     pub fn bool_field(&self, key: &str) -> Result<bool, CheckpointError> {
-        self.header.get(key).and_then(|v| v.as_bool()).ok_or_else(|| CheckpointError::Header(format!("no boolean field \"{key}\"")))
+        self.field(key, "boolean", |v| v.as_bool())
     }
 
     /// A list of small positive integers (layer widths), each at most `max`.

@@ -45,10 +45,9 @@ impl VaeRun {
         Shape::new(self.data_dim, &self.latent)
     }
 
-    fn header(&self, step: u64, epoch: u64) -> serde_json::Map<String, serde_json::Value> {
-        let serde_json::Value::Object(map) = serde_json::json!({
-            "experiment": "vae",
-            "written_by": concat!("hnca ", env!("CARGO_PKG_VERSION")),
+    /// The settings that identify the run, as saved in its checkpoints' headers.
+    fn identity(&self) -> serde_json::Value {
+        serde_json::json!({
             "data_dim": self.data_dim,
             "train_images": self.train_images,
             "layers": self.latent,
@@ -59,12 +58,7 @@ impl VaeRun {
             "seed": self.seed,
             "binarize": value_name(&self.binarize),
             "lr": self.lr,
-            "step": step,
-            "epoch": epoch,
-        }) else {
-            unreachable!("a json! object literal is an object")
-        };
-        map
+        })
     }
 
     /// Reads the run's identity from a checkpoint's header.
@@ -128,7 +122,7 @@ pub fn read_params(ck: &mut Checkpoint, shape: &Shape) -> Result<Params<Vec<f32>
 impl<B: Backend> Trainer<'_, B> {
     /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
     pub fn checkpoint(&self, run: &VaeRun, epoch: u64) -> Checkpoint {
-        let mut ck = Checkpoint::new(run.header(self.step, epoch));
+        let mut ck = Checkpoint::of_run("vae", self.step, epoch, run.identity());
         push_state(&mut ck, self.be, &param_tensors(&self.shape), [self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()]);
         ck.push("baselines", self.baselines.clone());
         ck
