@@ -8,7 +8,7 @@ use crate::backend::emu::emu_backend;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::{Backend, SampleMode};
 use crate::bandit::train::{train_bandit, BanditArgs};
-use crate::cli::{Cli, Command, DeviceChoice, SelftestArgs, SelftestDevice, VaeArgs};
+use crate::cli::{Cli, Command, DeviceChoice, SelftestArgs, SelftestDevice, SetupArgs, VaeArgs};
 use crate::error::Error;
 use crate::estimator::{Estimator, EstimatorKind};
 use crate::model::{Params, Shape};
@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
 
 fn run_vae(args: &VaeArgs) -> Result<(), Error> {
     let cfg = args.to_config()?;
-    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device, "training")?;
+    let Setup { dir, data, gpu, place } = set_up(&args.setup, "training")?;
     eprintln!(
         "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         cfg.estimator.label(),
@@ -60,18 +60,16 @@ pub(crate) struct Setup {
 
 /// Sizes the thread pool, loads MNIST and opens the device, in that order.
 /// `activity` ("training", "evaluating") completes the note printed when `auto` finds no GPU.
-pub(crate) fn set_up(
-    threads: Option<usize>,
-    data_dir: Option<&std::path::Path>,
-    device: DeviceChoice,
-    activity: &str,
-) -> Result<Setup, Error> {
-    if let Some(n) = threads {
+pub(crate) fn set_up(args: &SetupArgs, activity: &str) -> Result<Setup, Error> {
+    if args.threads == Some(0) {
+        return Err(Error::Config("--threads must be at least 1".into()));
+    }
+    if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
     }
-    let dir = data_dir.map_or_else(crate::data::default_data_dir, |d| d.to_path_buf());
+    let dir = args.data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
     let data = crate::data::load_mnist(&dir)?;
-    let gpu = open_device(device, activity)?;
+    let gpu = open_device(args.device, activity)?;
     let place = gpu.as_ref().map_or("cpu".to_string(), |d| format!("{} with kernels from {}", d.description, d.kernels_from));
     Ok(Setup { dir, data, gpu, place })
 }
@@ -94,7 +92,7 @@ fn open_device(choice: DeviceChoice, activity: &str) -> Result<Option<CudaDevice
 
 fn run_bandit(args: &BanditArgs) -> Result<(), Error> {
     args.validate()?;
-    let Setup { dir, data, gpu, place } = set_up(args.threads, args.data_dir.as_deref(), args.device, "training")?;
+    let Setup { dir, data, gpu, place } = set_up(&args.setup, "training")?;
     eprintln!(
         "hnca bandit: {} on {place}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         args.estimator.name(),

@@ -125,21 +125,12 @@ pub struct VaeArgs {
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
 
-    /// Directory holding the four MNIST-format IDX .gz files [default: the data/ shipped with hnca].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-
     /// How pixels become bits: a fresh Bernoulli(pixel/255) draw every epoch, or pixel/255 > 0.5.
     #[arg(long, value_enum, default_value_t = Binarize::Dynamic)]
     pub binarize: Binarize,
 
-    /// Worker threads for the CPU backend [default: one per core].
-    #[arg(long)]
-    pub threads: Option<usize>,
-
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub setup: SetupArgs,
 
     /// At the end, write every parameter as little-endian f32 to this file, tensor after tensor:
     /// per layer (from the data up) encoder weights (in, out) and biases, then per layer decoder
@@ -149,6 +140,22 @@ pub struct VaeArgs {
 
     #[command(flatten)]
     pub checkpoints: CheckpointArgs,
+}
+
+/// Where a command finds MNIST and where it runs, shared by `vae`, `bandit` and `eval`.
+#[derive(Args, Debug, Clone)]
+pub struct SetupArgs {
+    /// Directory holding the four MNIST-format IDX .gz files [default: the data/ shipped with hnca].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Worker threads for the CPU backend [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
 }
 
 /// Checkpointing, shared by `vae` and `bandit`.
@@ -190,9 +197,6 @@ impl VaeArgs {
         }
         if self.steps == Some(0) {
             return bad("--steps must be at least 1".into());
-        }
-        if self.threads == Some(0) {
-            return bad("--threads must be at least 1".into());
         }
         let est = Estimator { kind: self.estimator, all_child: self.all_child, full_reward: self.full_reward };
         if (self.all_child || self.full_reward) && !est.is_hnca() {

@@ -8,7 +8,6 @@ use crate::backend::{Backend, SampleMode};
 use crate::bookkeeping::{progress_bar, write_atomically};
 use crate::checkpoint::vae::{read_params, VaeRun};
 use crate::checkpoint::Checkpoint;
-use crate::cli::DeviceChoice;
 use crate::error::Error;
 use crate::evaluate::{evaluate_bounds, Bounds};
 use crate::model::{Params, Shape};
@@ -39,17 +38,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Directory holding the four MNIST-format IDX .gz files [default: the data/ shipped with hnca].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Worker threads for the CPU backend [default: one per core].
-    #[arg(long)]
-    pub threads: Option<usize>,
-
-    /// Where to evaluate.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub setup: crate::cli::SetupArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -102,11 +92,11 @@ pub fn run_eval(args: &EvalArgs) -> Result<(), Error> {
     if args.k == 0 || args.k > 100_000 {
         return Err(Error::Config(format!("--k must be between 1 and 100000, got {}", args.k)));
     }
-    if args.threads == Some(0) || args.images == Some(0) {
-        return Err(Error::Config("--threads and --images must be at least 1".into()));
+    if args.images == Some(0) {
+        return Err(Error::Config("--images must be at least 1".into()));
     }
     let (run, shape, params) = load_model(&args.checkpoint)?;
-    let mut setup = crate::app::set_up(args.threads, args.data_dir.as_deref(), args.device, "evaluating")?;
+    let mut setup = crate::app::set_up(&args.setup, "evaluating")?;
     if let Some(n) = args.images.filter(|&n| n < setup.data.test.n) {
         let test = &mut setup.data.test;
         test.images.truncate(n * test.pixels());

@@ -7,7 +7,6 @@ use super::{forward, AgentShape, BanditDraw, BanditEstimator, BanditTrainer, Ban
 use crate::backend::Backend;
 use crate::bookkeeping::{load_for_resume, note_lr_change, open_metrics, progress_bar, write_atomically, Saver, Schedule};
 use crate::checkpoint::bandit::BanditRun;
-use crate::cli::DeviceChoice;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
@@ -55,17 +54,8 @@ pub struct BanditArgs {
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
 
-    /// Directory holding the four MNIST-format IDX .gz files [default: the data/ shipped with hnca].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Worker threads for the CPU backend [default: one per core].
-    #[arg(long)]
-    pub threads: Option<usize>,
-
-    /// Where to train.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub setup: crate::cli::SetupArgs,
 
     /// At the end, write every parameter as little-endian f32 to this file: per layer from the
     /// pixels up, weights (in, out) then biases.
@@ -89,8 +79,8 @@ impl BanditArgs {
         if self.batch_size == 0 || self.batch_size > 60_000 {
             return bad(format!("--batch-size must be between 1 and 60000, got {}", self.batch_size));
         }
-        if self.epochs == 0 || self.steps == Some(0) || self.threads == Some(0) {
-            return bad("--epochs, --steps and --threads must be at least 1".into());
+        if self.epochs == 0 || self.steps == Some(0) {
+            return bad("--epochs and --steps must be at least 1".into());
         }
         Ok(())
     }
