@@ -55,7 +55,8 @@ pub struct Trainer<'a, B: Backend> {
     pub shape: Shape,
     pub est: Estimator,
     pub params: Params<B::Buf>,
-    pub(crate) grads: Params<B::Buf>,
+    /// The last step's gradients (ascent directions, batch means), read by tests and the scans.
+    pub grads: Params<B::Buf>,
     pub(crate) adam_m: Params<B::Buf>,
     pub(crate) adam_v: Params<B::Buf>,
     pub ws: Workspace<B::Buf>,

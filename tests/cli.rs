@@ -3,6 +3,7 @@
 mod common;
 
 use assert_cmd::Command;
+use hnca::rng::{stream, RngKey};
 
 fn hnca() -> Command {
     Command::cargo_bin("hnca").unwrap()
@@ -72,12 +73,125 @@ fn every_estimator_trains_end_to_end_and_a_seed_reproduces_a_run() {
     assert_ne!(other, first);
 }
 
+/// The first step's batch, in f64 from the documented protocol: epoch 1's shuffle, its first
+/// `b` images, binarized as `mode` says (dynamic: x = 1[u < pixel/255] with u keyed by the image's
+/// index; threshold: pixel/255 > 0.5).
+fn first_batch(seed: u64, b: usize, threshold: bool) -> Vec<Vec<f64>> {
+    let data = hnca::data::load_mnist(&hnca::data::default_data_dir()).unwrap();
+    let order = hnca::train::shuffle(data.train.n, RngKey::new(seed, 1, stream::SHUFFLE));
+    let key = RngKey::new(seed, 1, stream::BINARIZE_TRAIN);
+    let n0 = data.train.pixels();
+    order[..b]
+        .iter()
+        .map(|&img| {
+            let pixels = data.train.image(img as usize);
+            (0..n0)
+                .map(|j| {
+                    let p = pixels[j] as f64 / 255.0;
+                    let on = if threshold { p > 0.5 } else { (key.uniform(img * n0 as u32 + j as u32) as f64) < p };
+                    on as u8 as f64
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The batch-mean single-sample ELBO of the first training step, from the f64 reference model
+/// (tests/common/exact.rs) at the seed's initial parameters, with the encoder sampled from the
+/// documented Philox streams (z_m = 1[u < clip(σ(a))], u keyed by (seed, step 0, encoder m)).
+fn reference_first_step_elbo(seed: u64, layers: &[usize], b: usize, threshold: bool) -> f64 {
+    let shape = hnca::model::Shape::new(784, layers);
+    let net = common::exact::Net::from_params(&shape, &hnca::model::Params::init(&shape, seed));
+    let batch = first_batch(seed, b, threshold);
+    let mut total = 0.0;
+    for (r, x) in batch.into_iter().enumerate() {
+        let mut chain = vec![x];
+        for m in 1..=layers.len() {
+            let logits = net.enc_logits(m, &chain[m - 1]);
+            let key = RngKey::new(seed, 0, stream::encoder(m as u32));
+            let n = logits.len();
+            let z = logits.iter().enumerate().map(|(j, &a)| ((key.uniform((r * n + j) as u32) as f64) < common::exact::clip(common::exact::sigmoid(a))) as u8 as f64).collect();
+            chain.push(z);
+        }
+        total += net.elbo_sample(&chain);
+    }
+    total / b as f64
+}
+
+/// The bandit's first-step reward rate in f64: hidden units z_l = 1[u < clip(σ(a))] (inputs
+/// centred to ±1 above the pixels), the action by inverse CDF of the softmax with u keyed by the
+/// row, reward 1 for the label.
+fn reference_first_step_accuracy(seed: u64, hidden: &[usize], b: usize) -> f64 {
+    let shape = hnca::bandit::AgentShape::new(784, hidden, 10);
+    let params = hnca::bandit::AgentParams::init(&shape, seed);
+    let data = hnca::data::load_mnist(&hnca::data::default_data_dir()).unwrap();
+    let order = hnca::train::shuffle(data.train.n, RngKey::new(seed, 1, stream::SHUFFLE));
+    let top = hidden.len() + 1;
+    let mut correct = 0;
+    for (r, x) in first_batch(seed, b, false).into_iter().enumerate() {
+        let mut u = x;
+        for l in 1..=top {
+            let d = &params.layers[l - 1];
+            let logits: Vec<f64> = (0..d.n_out).map(|k| d.bias[k] as f64 + u.iter().enumerate().map(|(i, &v)| v * d.w[i * d.n_out + k] as f64).sum::<f64>()).collect();
+            let key = RngKey::new(seed, 0, stream::bandit(l as u32));
+            if l < top {
+                let n = logits.len();
+                u = logits.iter().enumerate().map(|(j, &a)| if (key.uniform((r * n + j) as u32) as f64) < common::exact::clip(common::exact::sigmoid(a)) { 1.0 } else { -1.0 }).collect();
+            } else {
+                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = logits.iter().map(|a| (a - max).exp()).collect();
+                let target = key.uniform(r as u32) as f64 * e.iter().sum::<f64>();
+                let (mut acc, mut action) = (0.0, e.len() - 1);
+                for (j, v) in e.iter().enumerate() {
+                    acc += v;
+                    if target < acc {
+                        action = j;
+                        break;
+                    }
+                }
+                correct += (action == data.train.labels[order[r] as usize] as usize) as usize;
+            }
+        }
+    }
+    correct as f64 / b as f64
+}
+
 #[test]
-fn ablation_flags_and_threshold_binarization_run() {
+fn the_bandits_first_step_reward_equals_the_f64_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.jsonl");
     hnca()
-        .args(["vae", "--layers", "8,8", "--steps", "5", "--test-every", "0", "--all-child", "--full-reward", "--binarize", "threshold"])
+        .args(["bandit", "--layers", "6,4", "--batch-size", "40", "--steps", "1", "--test-every", "0", "--seed", "5", "--metrics"])
+        .arg(&path)
         .assert()
         .success();
+    let got = read_metrics(&path).remove(0)["train_accuracy"].as_f64().unwrap();
+    let want = reference_first_step_accuracy(5, &[6, 4], 40);
+    assert!(want > 0.0 && want < 1.0, "a degenerate reference: {want}");
+    assert!((got - want).abs() < 1e-9, "train_accuracy {got}, reference {want}");
+}
+
+#[test]
+fn the_first_steps_elbo_equals_the_f64_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    for (layers, binarize, extra) in [("5,3", "dynamic", vec![]), ("4", "threshold", vec!["--all-child", "--full-reward"])] {
+        let path = dir.path().join(format!("{binarize}.jsonl"));
+        hnca()
+            .args(["vae", "--layers", layers, "--batch-size", "6", "--steps", "1", "--test-every", "0", "--seed", "4", "--binarize", binarize])
+            .args(&extra)
+            .arg("--metrics")
+            .arg(&path)
+            .assert()
+            .success();
+        let m = read_metrics(&path).remove(0);
+        let got = m["train_elbo"].as_f64().unwrap();
+        let widths: Vec<usize> = layers.split(',').map(|w| w.parse().unwrap()).collect();
+        let want = reference_first_step_elbo(4, &widths, 6, binarize == "threshold");
+        assert!((got - want).abs() <= 1e-5 * want.abs(), "--layers {layers} --binarize {binarize}: train_elbo {got}, reference {want}");
+        if !extra.is_empty() {
+            assert_eq!(m["estimator"], "hnca+all-child+full-reward");
+        }
+    }
 }
 
 /// Runs `args`, expecting failure with exit status `code` and a single `error:` line that

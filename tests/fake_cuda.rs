@@ -5,10 +5,12 @@
 mod common;
 
 use assert_cmd::Command;
+use common::compare::normwise;
 use common::fake_cuda;
 use hnca::backend::cpu::Cpu;
 use hnca::backend::kernels::KernelBackend;
 use hnca::backend::Backend;
+use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
 use hnca::estimator::{Estimator, EstimatorKind};
 use hnca::model::{Params, Shape};
 use hnca::step::{compute_gradients, Draw, Workspace};
@@ -26,7 +28,8 @@ fn step<B: Backend>(
     let mut grads = host.map(|t| be.zeros(t.len()));
     let mut ws = Workspace::new(be, shape, est, b);
     be.write(&mut ws.main.z[0], x);
-    compute_gradients(be, &params, &mut ws, est, &[0.5, -1.0], Draw { seed: 8, step: 2, eval: false }, &mut grads);
+    let baselines: Vec<f32> = (0..shape.depth()).map(|l| 0.5 - 1.5 * l as f32).collect();
+    compute_gradients(be, &params, &mut ws, est, &baselines, Draw { seed: 8, step: 2, eval: false }, &mut grads);
     be.check().unwrap();
     let mut samples: Vec<Vec<f32>> = ws.main.z.iter().map(|z| be.download(z)).collect();
     // alt[0] is an unused placeholder (a GPU backs empty buffers with one element).
@@ -36,29 +39,58 @@ fn step<B: Backend>(
     (samples, grads.tensors().into_iter().map(|t| be.download(t)).collect())
 }
 
-fn normwise(got: &[f32], want: &[f32]) -> f32 {
-    let scale = want.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
-    got.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs())) / scale
-}
-
+/// One step of every estimator through cudarc and the emulated driver against the CPU, on a
+/// small model and on one whose shapes cross every launch constant (tests/common/mod.rs).
 #[test]
 fn training_steps_through_cudarc_and_the_emulated_driver_match_the_cpu() {
     let Some(device) = fake_cuda::open_or_skip() else { return };
     assert!(device.description.starts_with("hnca emulated GPU"), "{}", device.description);
     let gpu = KernelBackend::new(device);
     let cpu = Cpu::new();
-    let shape = Shape::new(30, &[13, 9]);
-    let b = 6;
-    let host = Params::init(&shape, 4);
-    let x: Vec<f32> = (0..b * 30).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8 as f32).collect();
-    for kind in EstimatorKind::ALL {
-        let est = Estimator::new(kind);
-        let (zg, gg) = step(&gpu, &shape, &est, &host, &x, b);
-        let (zc, gc) = step(&cpu, &shape, &est, &host, &x, b);
-        assert_eq!(zg, zc, "{}: samples differ", kind.name());
-        for (i, (g, c)) in gg.iter().zip(&gc).enumerate() {
-            let d = normwise(g, c);
-            assert!(d <= 1e-5, "{} gradient tensor {i}: normwise difference {d}", kind.name());
+    for (shape, b) in [(Shape::new(30, &[13, 9]), 6), (Shape::new(common::WIDE_INPUTS, &common::WIDE_LAYERS), common::WIDE_BATCH)] {
+        let host = Params::init(&shape, 4);
+        let n0 = shape.width(0);
+        let x: Vec<f32> = (0..b * n0).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8 as f32).collect();
+        for kind in EstimatorKind::ALL {
+            let est = Estimator::new(kind);
+            let (zg, gg) = step(&gpu, &shape, &est, &host, &x, b);
+            let (zc, gc) = step(&cpu, &shape, &est, &host, &x, b);
+            assert_eq!(zg, zc, "{} {:?}: samples differ", kind.name(), shape.sizes);
+            for (i, (g, c)) in gg.iter().zip(&gc).enumerate() {
+                let d = normwise(g, c);
+                assert!(d <= 1e-5, "{} {:?} gradient tensor {i}: normwise difference {d}", kind.name(), shape.sizes);
+            }
+        }
+    }
+}
+
+/// Two bandit steps of every estimator through cudarc and the emulated driver against the CPU, on
+/// shapes that cross every launch constant: identical actions and samples, gradients within
+/// 1e-5 normwise.
+#[test]
+fn bandit_steps_through_cudarc_and_the_emulated_driver_match_the_cpu() {
+    let Some(device) = fake_cuda::open_or_skip() else { return };
+    let gpu = KernelBackend::new(device);
+    let cpu = Cpu::new();
+    let shape = AgentShape::new(common::WIDE_INPUTS, &common::WIDE_BANDIT_LAYERS, 10);
+    let b = common::WIDE_BATCH;
+    let x: Vec<f32> = (0..b * shape.width(0)).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8 as f32).collect();
+    let labels: Vec<f32> = (0..b).map(|r| (r * 3 % 10) as f32).collect();
+    for est in BanditEstimator::ALL {
+        let mut tg = BanditTrainer::new(&gpu, shape.clone(), est, b, 1e-3, 2);
+        let mut tc = BanditTrainer::new(&cpu, shape.clone(), est, b, 1e-3, 2);
+        for step in 0..2 {
+            tg.train_step(&x, &labels);
+            tc.train_step(&x, &labels);
+            gpu.check().unwrap();
+            assert_eq!(gpu.download(&tg.ws.action), tc.ws.action, "{} step {step}: actions", est.name());
+            for l in 1..=shape.hidden() {
+                assert_eq!(gpu.download(&tg.ws.z[l]), tc.ws.z[l], "{} step {step}: samples of layer {l}", est.name());
+            }
+            for (i, (g, c)) in tg.grads.tensors().zip(tc.grads.tensors()).enumerate() {
+                let d = normwise(&gpu.download(g), c);
+                assert!(d <= 1e-5, "{} step {step} gradient tensor {i}: normwise difference {d}", est.name());
+            }
         }
     }
 }

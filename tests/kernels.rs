@@ -2,6 +2,9 @@
 //! each operation on small shapes and on shapes that are not multiples of the block sizes,
 //! then whole training steps of every estimator.
 
+mod common;
+
+use common::compare::{assert_close, assert_close_normwise};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
@@ -23,27 +26,6 @@ fn data(n: usize, tag: u32, lo: f32, hi: f32) -> Vec<f32> {
 
 fn bits(n: usize, tag: u32) -> Vec<f32> {
     data(n, tag, 0.0, 1.0).into_iter().map(|u| (u < 0.4) as u8 as f32).collect()
-}
-
-/// |got - want| ≤ tol·max(|want|, floor) elementwise, with floor = 1e-2 · the largest |want|
-/// (sums of many terms lose absolute, not relative, precision near zero).
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_close_floor(what, got, want, tol, 1e-2);
-}
-
-/// Normwise: every |got - want| ≤ tol · the largest |want| of the tensor. For whole steps,
-/// whose estimates are differences of sums of hundreds of terms, this is the meaningful f32
-/// yardstick: an entry near zero carries the absolute, not the relative, error of the sums.
-fn assert_close_normwise(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_close_floor(what, got, want, tol, 1.0);
-}
-
-fn assert_close_floor(what: &str, got: &[f32], want: &[f32], tol: f32, floor_fraction: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let floor = floor_fraction * want.iter().fold(0.0f32, |m, &x| m.max(x.abs())).max(1e-6);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * w.abs().max(floor), "{what}[{i}]: kernel {g} vs cpu {w}");
-    }
 }
 
 #[test]
@@ -197,28 +179,37 @@ fn adam_and_gradient_variance_match_the_cpu() {
     assert!((wc - we).abs() <= 1e-5 * wc.abs() && (bc - bemu).abs() <= 1e-5 * bc.abs(), "({wc}, {bc}) vs ({we}, {bemu})");
 }
 
-/// One whole step of every estimator on a small VAE whose widths are not multiples of any
-/// block size: identical samples, and every parameter's gradient within 1e-5 normwise (1e-4 for HNCA's
-/// all-child + full-reward ablation, whose upstream rewards of hundreds of nats multiply the
-/// small difference ρ1 - ρ0 and so amplify f32 rounding).
-#[test]
-fn whole_training_steps_match_the_cpu_for_every_estimator() {
+/// One whole step of every estimator on both backends: identical samples, and every parameter's
+/// gradient within 1e-5 normwise (1e-4 for HNCA's all-child + full-reward ablation, whose
+/// upstream rewards of hundreds of nats multiply the small difference ρ1 - ρ0 and so amplify f32
+/// rounding).
+fn assert_whole_steps_match_the_cpu(shape: &Shape, b: usize) {
     let (cpu, emu) = (Cpu::new(), emu_backend());
-    let shape = Shape::new(30, &[13, 9, 7]);
-    let b = 6;
-    let host = Params::init(&shape, 4);
-    let x = bits(b * 30, 30);
+    let host = Params::init(shape, 4);
+    let x = bits(b * shape.width(0), 30);
     let baselines = [0.5f32, -1.0, 2.0];
     let ablation = Estimator { kind: EstimatorKind::Hnca, all_child: true, full_reward: true };
     let configs = EstimatorKind::ALL.into_iter().map(|k| (Estimator::new(k), 1e-5)).chain([(ablation, 1e-4)]);
     for (est, tol) in configs {
-        let (zc, gc) = cpu.step(&shape, &est, &host, &x, &baselines, b);
-        let (ze, ge) = emu.step(&shape, &est, &host, &x, &baselines, b);
-        assert_eq!(zc, ze, "{}: samples differ", est.label());
+        let (zc, gc) = cpu.step(shape, &est, &host, &x, &baselines, b);
+        let (ze, ge) = emu.step(shape, &est, &host, &x, &baselines, b);
+        assert_eq!(zc, ze, "{} {:?}: samples differ", est.label(), shape.sizes);
         for (i, (a, c)) in ge.iter().zip(&gc).enumerate() {
-            assert_close_normwise(&format!("{} gradient tensor {i}", est.label()), a, c, tol);
+            assert_close_normwise(&format!("{} {:?} gradient tensor {i}", est.label(), shape.sizes), a, c, tol);
         }
     }
+}
+
+/// Widths that are not multiples of any block size, all within one block.
+#[test]
+fn whole_training_steps_match_the_cpu_for_every_estimator() {
+    assert_whole_steps_match_the_cpu(&Shape::new(30, &[13, 9, 7]), 6);
+}
+
+/// Widths and a batch that cross every launch constant (tests/common/mod.rs, WIDE_*).
+#[test]
+fn whole_training_steps_across_the_launch_constants_match_the_cpu() {
+    assert_whole_steps_match_the_cpu(&Shape::new(common::WIDE_INPUTS, &common::WIDE_LAYERS), common::WIDE_BATCH);
 }
 
 /// One training step through the trainer (gradients, Adam, baselines) moves every parameter by

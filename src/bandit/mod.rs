@@ -236,7 +236,8 @@ pub struct BanditTrainer<'a, B: Backend> {
     pub shape: AgentShape,
     pub est: BanditEstimator,
     pub params: AgentParams<B::Buf>,
-    pub(crate) grads: AgentParams<B::Buf>,
+    /// The last step's gradients (ascent directions, batch means), read by tests and the scans.
+    pub grads: AgentParams<B::Buf>,
     pub(crate) adam_m: AgentParams<B::Buf>,
     pub(crate) adam_v: AgentParams<B::Buf>,
     pub ws: BanditWorkspace<B::Buf>,

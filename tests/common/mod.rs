@@ -1,9 +1,36 @@
+#![allow(dead_code)]
+pub mod bandit_exact;
+pub mod compare;
 pub mod exact;
 pub mod fake_cuda;
 
-/// Says why a test is skipped where it is always seen: libtest captures `eprintln!` of passing
-/// tests, but not writes to the stderr handle itself.
+/// Says why a test cannot run here, where it is always seen (libtest captures `eprintln!` of
+/// passing tests, but not writes to the stderr handle itself). Under CI (the `CI` variable set,
+/// as `.ci/run` runs) nothing may skip: `bash .ci/run` installs everything the tests need, so a
+/// test that cannot run there is a failure, not a skip.
 pub fn skip(reason: &str) {
+    if in_ci() {
+        panic!("cannot run under CI, where no test may skip: {reason}");
+    }
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {reason}");
 }
+
+/// Whether this is a CI run (`CI` set to anything but "" or "false").
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A model whose shapes cross every launch constant of the kernels (src/backend/kernels.rs), so
+/// that whole steps exercise the paths single-operation tests reach only by construction:
+/// 1031 inputs (the decoder's children of layer 1, above the credit pass's 1,024-child
+/// shared-memory chunk, and above the 128-thread reduction and credit blocks), a first layer of
+/// 131 units and a second of 70 (wider than one block of 64 or 128 threads, and neither a
+/// multiple of 64 nor of the credit pass's 8-parent group), a top layer of 9, and a batch of 7
+/// (a multiple of nothing; 7·131 elements span several 256-thread elementwise blocks).
+pub const WIDE_INPUTS: usize = 1031;
+pub const WIDE_LAYERS: [usize; 3] = [131, 70, 9];
+pub const WIDE_BATCH: usize = 7;
+/// The bandit's hidden layers for the same purpose: its children are hidden layers, so the
+/// second is the one wider than the 1,024-child chunk (and 1030 is not a multiple of 8).
+pub const WIDE_BANDIT_LAYERS: [usize; 3] = [131, 1030, 9];

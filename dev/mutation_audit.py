@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Mutation audit: plants small, plausible bugs one at a time in a copy of the tree, runs the
+test suite on each, and reports which tests fail. A mutant that no test catches is a hole in the
+suite. Nothing is changed in the checkout itself, and no mutant is ever committed.
+
+    python3 dev/mutation_audit.py [--work DIR] [--only NAME,...] [-- cargo test arguments]
+
+Run it where the tests can run in full (`bash .ci/run` has installed NVRTC into .cache/; the
+script puts it on LD_LIBRARY_PATH and sets CI=true so that nothing skips). The copy is built once
+(a few minutes), then each mutant costs an incremental build and one test run. Each mutant is a
+literal text replacement found by searching src/ and kernels/, so the list survives files being
+moved; a mutant whose text is no longer found is reported as stale, not silently skipped.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# (name, what it models, [(old text, new text), ...]): every pair must match somewhere.
+MUTANTS = [
+    ("hnca-baseline-target", "the HNCA baseline's target without log p(z_l | z_{l+1})",
+     [("c[terms.dec_log_prob(0, l + 1)] += 1.0;", "")]),
+    ("adam-step-off-by-one", "Adam's step counter one ahead, on both backends and both trainers",
+     [("eps: ADAM_EPS, t: self.step }", "eps: ADAM_EPS, t: self.step + 1 }")]),
+    ("adam-bias-correction-cpu", "Adam's first-moment bias correction wrong on the CPU only (c1 = 0: parameters become ±inf)",
+     [("let c1 = 1.0 - hp.beta1.powi(hp.t.min(i32::MAX as u64) as i32);", "let c1 = 1.0 - hp.beta1.powi(0);")]),
+    ("block-sum-race", "block_sum's first barrier removed (a shared-memory race)",
+     [("    scratch[t] = v;\n    __syncthreads();\n", "    scratch[t] = v;\n")]),
+    ("credit-chunk-boundary", "the kernel credit pass reads each chunk's weights from the row's start",
+     [("const float* wi = p.w + (long long)i * p.c + c0;", "const float* wi = p.w + (long long)i * p.c;")]),
+    ("disarm-half", "DisARM's estimate doubled (the ½ lost), on both backends",
+     [("ScoreAlt::Antithetic(zt) => (z[i] - zt[i]) * p.max(1.0 - p),", "ScoreAlt::Antithetic(zt) => 2.0 * (z[i] - zt[i]) * p.max(1.0 - p),"),
+      ("score = (a.z[i] - a.alt[i]) * fmaxf(p, 1.0f - p);", "score = 2.0f * (a.z[i] - a.alt[i]) * fmaxf(p, 1.0f - p);")]),
+    ("delta-sign", "the sign of δ = log P_0 - log P_1 flipped, on both backends",
+     [("hindsight_ratios(pk, if on { change } else { -change })", "hindsight_ratios(pk, if on { -change } else { change })"),
+      ("hindsight_ratios(pk, on ? change : -change, &rho1, &rho0);", "hindsight_ratios(pk, on ? -change : change, &rho1, &rho0);")]),
+    ("skipped-child", "the credit pass leaves out the last child, on both backends",
+     [("        flip_lp[i] = lane_sum(lp);", "        flip_lp[i] = lane_sum(&lp[..c - 1]);"),
+      ("                lp[q] += ls - lp0[j];", "                if (c0 + j != p.c - 1) lp[q] += ls - lp0[j];")]),
+    ("bandit-baseline-rate", "the bandit's baseline moves at half the documented rate",
+     [("(1.0 - BASELINE_DECAY) * stats.mean_reward as f32", "(1.0 - BASELINE_DECAY) * stats.mean_reward as f32 * 0.5")]),
+    ("reinforce-reward-entropy", "REINFORCE's F_l without the entropy of the layer just above",
+     [("        if m > l {\n            c[terms.enc_entropy(block, m)] += scale;", "        if m > l + 1 {\n            c[terms.enc_entropy(block, m)] += scale;")]),
+    ("full-reward-upstream", "full_reward without the decoder term just below the layer",
+     [("                    for m in 1..l {\n                        c[terms.dec_log_prob(0, m)] = 1.0;", "                    for m in 1..l.saturating_sub(1) {\n                        c[terms.dec_log_prob(0, m)] = 1.0;")]),
+    ("grad-var-bessel", "the gradient-variance metric's bias term divided by b - 1, on both backends",
+     [("sq_b / b as f64", "sq_b / (b as f64 - 1.0)")]),
+]
+
+SEARCH_DIRS = ["src", "kernels"]
+
+
+def sources(root):
+    for d in SEARCH_DIRS:
+        for p in sorted((root / d).rglob("*")):
+            if p.is_file() and p.suffix in (".rs", ".cu", ".cuh", ".h", ".cpp"):
+                yield p
+
+
+def apply(root, pairs):
+    """Applies every (old, new) pair wherever `old` occurs; returns the originals to restore."""
+    originals = {}
+    for old, new in pairs:
+        hits = 0
+        for p in sources(root):
+            text = originals.get(p) or p.read_text()
+            current = p.read_text()
+            if old in current:
+                originals.setdefault(p, text)
+                p.write_text(current.replace(old, new))
+                hits += current.count(old)
+        if hits == 0:
+            restore(originals)
+            return None, old
+    return originals, None
+
+
+def restore(originals):
+    for p, text in originals.items():
+        p.write_text(text)
+
+
+def run_tests(root, env, extra):
+    cmd = ["cargo", "test", "--release", "--no-fail-fast"] + extra
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    failed = sorted(set(re.findall(r"^test (\S+) \.\.\. FAILED", out, re.M)))
+    compile_error = "error: could not compile" in out
+    passed = sum(int(m) for m in re.findall(r"test result: \w+\. (\d+) passed", out))
+    return failed, compile_error, passed, out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/hnca-mutation-audit")
+    ap.add_argument("--only", default="")
+    ap.add_argument("cargo_args", nargs="*")
+    args = ap.parse_args()
+    repo = Path(__file__).resolve().parent.parent
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    # A copy of the tracked and untracked-but-not-ignored files; target/ persists between runs.
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        src, dst = repo / f, work / f
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    env = dict(os.environ, CI="true")
+    nvrtc = repo / ".cache/nvrtc/nvidia/cu13/lib"
+    if nvrtc.exists():
+        env["LD_LIBRARY_PATH"] = f"{nvrtc}:{env.get('LD_LIBRARY_PATH', '')}"
+    selected = [m for m in MUTANTS if not args.only or m[0] in args.only.split(",")]
+
+    failed, compile_error, passed, out = run_tests(work, env, args.cargo_args)
+    if failed or compile_error:
+        (work / "baseline.log").write_text(out)
+        sys.exit(f"the unmutated tree does not pass ({failed or 'compile error'}); see {work}/baseline.log")
+    print(f"unmutated: {passed} tests pass\n")
+    print("| mutant | what it plants | tests that fail |")
+    print("|---|---|---|")
+    missed = 0
+    for name, what, pairs in selected:
+        originals, stale = apply(work, pairs)
+        if originals is None:
+            print(f"| {name} | {what} | STALE: text not found: {stale!r} |")
+            missed += 1
+            continue
+        try:
+            failed, compile_error, _, out = run_tests(work, env, args.cargo_args)
+        finally:
+            restore(originals)
+        (work / f"{name}.log").write_text(out)
+        if compile_error:
+            verdict = "compile error (see log)"
+        elif failed:
+            verdict = ", ".join(failed)
+        else:
+            verdict = "**none: not caught**"
+            missed += 1
+        print(f"| {name} | {what} | {verdict} |", flush=True)
+    sys.exit(1 if missed else 0)
+
+
+if __name__ == "__main__":
+    main()
