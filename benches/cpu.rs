@@ -6,10 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::{Backend, SampleMode};
-use hnca::estimator::{Estimator, EstimatorKind};
-use hnca::model::Shape;
+use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::model::Shape;
 use hnca::rng::RngKey;
-use hnca::train::Trainer;
+use hnca::vae::trainer::Trainer;
 
 const B: usize = 50;
 

@@ -111,4 +111,8 @@ __device__ inline float block_sum(float v, float* scratch) {
     return total;
 }
 
+// Launch constants: build.rs turns every `#define NAME <integer>` of the kernels into a Rust
+// constant (src/backend/kernels.rs, `launch`), so the launches and the kernels share one value.
+// Threads per block of the row reductions, and of the one-thread-per-element kernels.
 #define REDUCE_BLOCK 128
+#define ELEMENTWISE_BLOCK 256

@@ -1,10 +1,13 @@
-//! MNIST-format IDX files (gzip-compressed), as distributed for MNIST and Fashion-MNIST.
-//! Every failure is a [`DataError`] whose message is one line naming the file and the problem.
+//! The data: MNIST-format IDX files (gzip-compressed), as distributed for MNIST and
+//! Fashion-MNIST, and how their grey pixels become the bits every experiment trains on. Every
+//! failure is a [`DataError`] whose message is one line naming the file and the problem.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use byteorder::{BigEndian, ByteOrder};
+
+use crate::rng::RngKey;
 
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte.gz";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte.gz";
@@ -39,6 +42,39 @@ impl Split {
 pub struct Mnist {
     pub train: Split,
     pub test: Split,
+}
+
+/// How grey MNIST pixels become bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Binarize {
+    /// A fresh Bernoulli(pixel/255) draw for every image every epoch (the paper's protocol).
+    Dynamic,
+    /// A fixed threshold, pixel/255 > 0.5.
+    Threshold,
+}
+
+/// Rows `indices` of the split as bits, (indices.len(), n0). Dynamic draws are keyed by image
+/// index, so an image's bits in an epoch do not depend on where the shuffle put it.
+pub fn binarize_batch(split: &Split, indices: &[u32], mode: Binarize, key: RngKey, n0: usize) -> Vec<f32> {
+    let mut x = vec![0.0f32; indices.len() * n0];
+    let mut u = vec![0.0f32; n0];
+    for (row, &img) in x.chunks_mut(n0).zip(indices) {
+        let pixels = split.image(img as usize);
+        match mode {
+            Binarize::Dynamic => {
+                key.fill_uniform(img.wrapping_mul(n0 as u32), &mut u);
+                for ((xi, &px), &ui) in row.iter_mut().zip(pixels).zip(&u) {
+                    *xi = (ui < px as f32 / 255.0) as u8 as f32;
+                }
+            }
+            Binarize::Threshold => {
+                for (xi, &px) in row.iter_mut().zip(pixels) {
+                    *xi = (px as f32 / 255.0 > 0.5) as u8 as f32;
+                }
+            }
+        }
+    }
+    x
 }
 
 #[derive(Debug, thiserror::Error)]

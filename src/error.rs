@@ -1,4 +1,5 @@
-//! Everything that can stop a run, each with a one-line message naming what failed.
+//! Everything that can stop a command, each with a one-line message naming what failed. Owns
+//! the error types only: it imports no module that could return them.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ pub enum Error {
     #[error("CUDA: {0}")]
     Device(String),
     #[error("{}: {source}", path.display())]
-    Checkpoint { path: PathBuf, source: crate::checkpoint::CheckpointError },
+    Checkpoint { path: PathBuf, source: CheckpointError },
     /// A NaN or infinity in the objective, a gradient, a parameter or the optimiser state.
     /// `kept` says what survives: the last good checkpoint, if the run saves any.
     #[error("training diverged at step {step}: {what}; {kept}try a smaller --lr")]
@@ -30,4 +31,34 @@ impl Error {
             _ => 1,
         }
     }
+}
+
+/// Why a file is not a checkpoint this build can use, or not one of this run. Every message is
+/// one line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CheckpointError {
+    #[error("not an hnca checkpoint (it does not start with the magic bytes \"HNCACKPT\")")]
+    Foreign,
+    #[error("checkpoint format version {found}, this build reads version {supported}")]
+    Version { found: u32, supported: u32 },
+    #[error("truncated: {0}")]
+    Truncated(String),
+    #[error("corrupt: the checksum does not match the contents (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("corrupt header: {0}")]
+    Header(String),
+    #[error("does not match this run: {0}")]
+    Mismatch(String),
+    /// Both in words: the experiments' display names ("VAE", "bandit"), or the header's quoted.
+    #[error("a checkpoint of the {found}, not of the {wanted}")]
+    WrongExperiment { found: String, wanted: String },
+}
+
+/// A string from a file, fit for a one-line message: escaped, and cut at 40 characters.
+pub fn quoted(s: &str) -> String {
+    let mut q: String = s.escape_debug().take(40).collect();
+    if s.escape_debug().nth(40).is_some() {
+        q.push('…');
+    }
+    format!("\"{q}\"")
 }

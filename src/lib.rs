@@ -1,5 +1,10 @@
 //! HNCA: Hindsight Network Credit Assignment for networks of Bernoulli units, and the gradient
-//! estimators it is compared with, on a discrete VAE over binarized MNIST.
+//! estimators it is compared with, on a discrete VAE and a contextual bandit over binarized MNIST.
+//!
+//! Generic parts (they know no experiment): [`backend`] (the operations a step is written over,
+//! on the CPU and as CUDA kernels), [`run`] (the run driver, checkpoints, the files of a run),
+//! [`data`], [`rng`], [`math`], [`nn`], [`setup`], [`plot`], [`png`], [`error`]. Experiments:
+//! [`vae`], [`bandit`]. Commands: [`cli`], [`app`], [`selftest`].
 
 // Backend operations take llm.c-style explicit shapes (b, k, n, ...) so that each mirrors its
 // CUDA kernel's parameter list, and index loops over several arrays read like those kernels.
@@ -7,19 +12,15 @@
 pub mod app;
 pub mod backend;
 pub mod bandit;
-pub mod bench;
-pub mod bookkeeping;
-pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
-pub mod estimator;
-pub mod evaluate;
-pub mod inspect;
 pub mod math;
-pub mod model;
+pub mod nn;
 pub mod plot;
 pub mod png;
 pub mod rng;
-pub mod step;
-pub mod train;
+pub mod run;
+pub mod selftest;
+pub mod setup;
+pub mod vae;

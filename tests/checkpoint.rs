@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use hnca::checkpoint::Checkpoint;
+use hnca::run::checkpoint::Checkpoint;
 
 /// A small, fast VAE run on the CPU (600 steps per epoch).
 fn vae(dir: &Path) -> Command {

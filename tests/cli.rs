@@ -78,7 +78,7 @@ fn every_estimator_trains_end_to_end_and_a_seed_reproduces_a_run() {
 /// index; threshold: pixel/255 > 0.5).
 fn first_batch(seed: u64, b: usize, threshold: bool) -> Vec<Vec<f64>> {
     let data = hnca::data::load_mnist(&hnca::data::default_data_dir()).unwrap();
-    let order = hnca::train::shuffle(data.train.n, RngKey::new(seed, 1, stream::SHUFFLE));
+    let order = hnca::run::schedule::shuffle(data.train.n, RngKey::new(seed, 1, stream::SHUFFLE));
     let key = RngKey::new(seed, 1, stream::BINARIZE_TRAIN);
     let n0 = data.train.pixels();
     order[..b]
@@ -100,8 +100,8 @@ fn first_batch(seed: u64, b: usize, threshold: bool) -> Vec<Vec<f64>> {
 /// (tests/common/exact.rs) at the seed's initial parameters, with the encoder sampled from the
 /// documented Philox streams (z_m = 1[u < clip(σ(a))], u keyed by (seed, step 0, encoder m)).
 fn reference_first_step_elbo(seed: u64, layers: &[usize], b: usize, threshold: bool) -> f64 {
-    let shape = hnca::model::Shape::new(784, layers);
-    let net = common::exact::Net::from_params(&shape, &hnca::model::Params::init(&shape, seed));
+    let shape = hnca::vae::model::Shape::new(784, layers);
+    let net = common::exact::Net::from_params(&shape, &hnca::vae::model::Params::init(&shape, seed));
     let batch = first_batch(seed, b, threshold);
     let mut total = 0.0;
     for (r, x) in batch.into_iter().enumerate() {
@@ -125,7 +125,7 @@ fn reference_first_step_accuracy(seed: u64, hidden: &[usize], b: usize) -> f64 {
     let shape = hnca::bandit::AgentShape::new(784, hidden, 10);
     let params = hnca::bandit::AgentParams::init(&shape, seed);
     let data = hnca::data::load_mnist(&hnca::data::default_data_dir()).unwrap();
-    let order = hnca::train::shuffle(data.train.n, RngKey::new(seed, 1, stream::SHUFFLE));
+    let order = hnca::run::schedule::shuffle(data.train.n, RngKey::new(seed, 1, stream::SHUFFLE));
     let top = hidden.len() + 1;
     let mut correct = 0;
     for (r, x) in first_batch(seed, b, false).into_iter().enumerate() {

@@ -10,10 +10,10 @@ mod common;
 use common::exact::{Chain, Net};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::Backend;
-use hnca::estimator::{Estimator, EstimatorKind};
-use hnca::model::{Params, Shape};
+use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::model::{Params, Shape};
 use hnca::rng::{stream, RngKey};
-use hnca::step::{compute_gradients, Draw, Workspace};
+use hnca::vae::step::{compute_gradients, Draw, Workspace};
 
 fn tiny_shape() -> Shape {
     Shape::new(3, &[2, 2, 2])

@@ -11,9 +11,9 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::kernels::KernelBackend;
 use hnca::backend::Backend;
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
-use hnca::estimator::{Estimator, EstimatorKind};
-use hnca::model::{Params, Shape};
-use hnca::step::{compute_gradients, Draw, Workspace};
+use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::model::{Params, Shape};
+use hnca::vae::step::{compute_gradients, Draw, Workspace};
 
 /// Every sample and every gradient tensor of one step, on the host.
 fn step<B: Backend>(

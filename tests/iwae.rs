@@ -8,10 +8,10 @@ mod common;
 use common::exact::Net;
 use hnca::backend::cpu::Cpu;
 use hnca::data::Split;
-use hnca::evaluate::evaluate_bounds;
-use hnca::model::{Params, Shape};
+use hnca::vae::evaluate::evaluate_bounds;
+use hnca::vae::model::{Params, Shape};
 use hnca::rng::{stream, RngKey};
-use hnca::train::Binarize;
+use hnca::data::Binarize;
 
 /// x of 4 pixels (a 2x2 image), latents 3 and 2.
 fn tiny() -> (Shape, Params<Vec<f32>>) {

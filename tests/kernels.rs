@@ -10,11 +10,11 @@ use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
 use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
 use hnca::backend::{AdamStep, Backend, SampleMode};
-use hnca::estimator::{Estimator, EstimatorKind};
-use hnca::model::{Params, Shape};
+use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::model::{Params, Shape};
 use hnca::rng::{stream, RngKey};
-use hnca::step::{compute_gradients, Draw, Workspace};
-use hnca::train::Trainer;
+use hnca::vae::step::{compute_gradients, Draw, Workspace};
+use hnca::vae::trainer::Trainer;
 
 /// Deterministic test data in [lo, hi).
 fn data(n: usize, tag: u32, lo: f32, hi: f32) -> Vec<f32> {

@@ -8,10 +8,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use hnca::backend::cpu::{sgemm_calls, Cpu};
-use hnca::estimator::{Estimator, EstimatorKind};
-use hnca::model::Shape;
+use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::model::Shape;
 use hnca::rng::RngKey;
-use hnca::train::Trainer;
+use hnca::vae::trainer::Trainer;
 
 struct Counting;
 /// Allocations of at least `LARGE` bytes, and the bytes of all smaller ones.

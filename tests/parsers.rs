@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use hnca::checkpoint::{crc32, Checkpoint};
+use hnca::run::checkpoint::{crc32, Checkpoint};
 use hnca::data::{decode_idx, DataError, IdxKind};
 use hnca::rng::RngKey;
 

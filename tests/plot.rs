@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use hnca::app::EXPERIMENTS;
 use hnca::plot::{run, PlotArgs, Spread, PALETTE};
 
 const ESTIMATORS: [&str; 2] = ["hnca", "reinforce"];
@@ -50,7 +51,7 @@ fn synthetic_runs(dir: &Path, bandit: bool) -> Vec<PathBuf> {
 }
 
 fn plot(runs: Vec<PathBuf>, out: PathBuf) -> Result<(), hnca::error::Error> {
-    run(&PlotArgs::new(runs, out))
+    run(&PlotArgs::new(runs, out), &EXPERIMENTS)
 }
 
 fn keep(path: &Path, name: &str) {
@@ -111,7 +112,7 @@ fn png_has_the_size_asked_and_draws_in_the_palette() {
         let mut args = PlotArgs::new(synthetic_runs(dir.path(), bandit), out.clone());
         args.width = 1000;
         args.height = 400;
-        run(&args).unwrap();
+        run(&args, &EXPERIMENTS).unwrap();
         keep(&out, name);
         let png = std::fs::read(&out).unwrap();
         assert_eq!(png[..8], hnca::png::PNG_SIGNATURE);
@@ -132,7 +133,7 @@ fn std_spread_and_a_single_seed_render_too() {
     let mut args = PlotArgs::new(runs.clone(), out.clone());
     args.spread = Spread::Std;
     args.title = Some("a <custom> title".into());
-    run(&args).unwrap();
+    run(&args, &EXPERIMENTS).unwrap();
     let svg = std::fs::read_to_string(&out).unwrap();
     assert!(svg.contains(">a &lt;custom&gt; title</text>"));
     assert_eq!(svg.matches("<polygon ").count(), 6);
@@ -151,7 +152,7 @@ fn a_resumed_run_keeps_the_last_line_of_a_repeated_step() {
     resumed["train_elbo"] = (-1.0).into();
     let text = [line(false, "hnca", 0, 1), line(false, "hnca", 0, 2), resumed.to_string(), String::new()];
     let path = write(dir.path(), "resumed.jsonl", &text.join("\n"));
-    let run = hnca::plot::data::load_run(&path).unwrap();
+    let run = hnca::plot::data::load_run(&path, &EXPERIMENTS).unwrap();
     assert_eq!(run.points.keys().copied().collect::<Vec<_>>(), [1200, 2400]);
     assert_eq!(run.points[&2400].0, -1.0);
 }

@@ -15,10 +15,10 @@ use common::compare::assert_finite;
 use common::exact::{sigmoid, Chain, Net};
 use hnca::backend::cpu::Cpu;
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
-use hnca::estimator::{Estimator, EstimatorKind};
-use hnca::model::{Params, Shape};
+use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::model::{Params, Shape};
 use hnca::rng::{stream, RngKey};
-use hnca::train::Trainer;
+use hnca::vae::trainer::Trainer;
 
 const LR: f32 = 1e-2;
 const BETA1: f64 = 0.9;

@@ -1,295 +1,154 @@
-//! The contextual bandit of HNCA.md §3: an agent of Bernoulli hidden layers (outputs centred to
-//! ±1 before the next layer; pixels stay 0/1) and a softmax over the actions, rewarded 1 for
-//! naming the digit. The output layer learns by REINFORCE; every hidden layer by HNCA (its
-//! children are the next layer's units, or for the last hidden layer the softmax unit) or by
-//! REINFORCE. One step is written once over the backend operations, like the VAE's.
+//! The contextual bandit of HNCA.md §3: an agent of Bernoulli hidden layers and a softmax over
+//! the ten digits, rewarded 1 for naming the digit. The output layer learns by REINFORCE; every
+//! hidden layer by HNCA (its children are the next layer's units, or for the last hidden layer
+//! the softmax unit) or by REINFORCE. Its command line, agent, trainer and checkpoint contents;
+//! the generic parts (backend, data, run driver) do not know it.
 
-pub mod train;
+pub mod agent;
+pub mod checkpoint;
+pub mod trainer;
 
-use crate::backend::{AdamStep, Backend, SampleMode};
-use crate::estimator::BASELINE_DECAY;
-use crate::model::Dense;
-use crate::rng::{stream, RngKey};
-use crate::train::{ADAM_BETA1, ADAM_BETA2, ADAM_EPS};
+use std::path::PathBuf;
 
-/// The bandit's estimators for the hidden layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BanditEstimator {
-    /// HNCA for every hidden layer, with the 0.99 running-average reward baseline.
-    Hnca,
-    /// HNCA without a baseline.
-    HncaNb,
-    /// REINFORCE for every hidden layer, with the baseline.
-    Reinforce,
-    /// REINFORCE without a baseline.
-    ReinforceNb,
-}
+pub use agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditStats, BanditWorkspace};
+pub use trainer::{BanditExperiment, BanditTrainer};
 
-impl BanditEstimator {
-    pub const ALL: [BanditEstimator; 4] = [Self::Hnca, Self::HncaNb, Self::Reinforce, Self::ReinforceNb];
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Hnca => "hnca",
-            Self::HncaNb => "hnca-nb",
-            Self::Reinforce => "reinforce",
-            Self::ReinforceNb => "reinforce-nb",
-        }
-    }
-    pub fn is_hnca(self) -> bool {
-        matches!(self, Self::Hnca | Self::HncaNb)
-    }
-    pub fn uses_baseline(self) -> bool {
-        matches!(self, Self::Hnca | Self::Reinforce)
-    }
-}
+use crate::backend::cpu::Cpu;
+use crate::backend::kernels::KernelBackend;
+use crate::backend::Backend;
+use crate::data::Mnist;
+use crate::error::Error;
+use crate::run::{drive, Description, EpochRecord, RunOptions};
+use crate::setup::{set_up, Setup};
 
-/// Layer widths: `sizes[0]` the input, then the hidden layers, then the number of actions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentShape {
-    pub sizes: Vec<usize>,
-}
+/// The ten digits.
+pub const ACTIONS: usize = 10;
 
-impl AgentShape {
-    pub fn new(inputs: usize, hidden: &[usize], actions: usize) -> Self {
-        let mut sizes = vec![inputs];
-        sizes.extend_from_slice(hidden);
-        sizes.push(actions);
-        AgentShape { sizes }
-    }
-    /// Number of hidden layers H; layer H + 1 is the softmax.
-    pub fn hidden(&self) -> usize {
-        self.sizes.len() - 2
-    }
-    pub fn width(&self, l: usize) -> usize {
-        self.sizes[l]
-    }
-    pub fn actions(&self) -> usize {
-        self.sizes[self.sizes.len() - 1]
-    }
-    /// Parameters of layer l (1-based, the softmax included).
-    pub fn layer_params(&self, l: usize) -> usize {
-        self.sizes[l - 1] * self.sizes[l] + self.sizes[l]
-    }
-}
+pub const DESCRIPTION: Description = Description {
+    name: "bandit",
+    display: "bandit",
+    train_metric: "train_accuracy",
+    test_metric: "test_accuracy",
+    progress_label: "accuracy",
+    progress_digits: 4,
+    line_digits: 4,
+    metric_title: "train accuracy",
+    figure_title: "Contextual bandit on MNIST",
+};
 
-/// layers[l-1] maps layer l-1's output to layer l's logits, for l = 1..=H+1.
-pub struct AgentParams<Buf> {
-    pub layers: Vec<Dense<Buf>>,
-}
+#[derive(clap::Args, Debug, Clone)]
+pub struct BanditArgs {
+    /// Widths of the hidden Bernoulli layers, from the pixels upward.
+    #[arg(long, value_delimiter = ',', default_value = "200,200,200")]
+    pub layers: Vec<usize>,
 
-impl AgentParams<Vec<f32>> {
-    /// Glorot-uniform weights, zero biases (HNCA.md §3).
-    pub fn init(shape: &AgentShape, seed: u64) -> Self {
-        let layers = (1..shape.sizes.len())
-            .map(|l| {
-                let (n_in, n_out) = (shape.sizes[l - 1], shape.sizes[l]);
-                let r = (6.0 / (n_in + n_out) as f64).sqrt() as f32;
-                let mut w = vec![0.0f32; n_in * n_out];
-                RngKey::new(seed, 0, stream::bandit_init(l as u32)).fill_uniform(0, &mut w);
-                w.iter_mut().for_each(|u| *u = (2.0 * *u - 1.0) * r);
-                Dense { w, bias: vec![0.0; n_out], n_in, n_out }
-            })
-            .collect();
-        AgentParams { layers }
-    }
-}
+    /// Gradient estimator for the hidden layers (the softmax output always uses REINFORCE);
+    /// the plain names use the 0.99 running-average reward baseline, `-nb` none.
+    #[arg(long, value_enum, default_value_t = BanditEstimator::Hnca)]
+    pub estimator: BanditEstimator,
 
-impl<Buf> AgentParams<Buf> {
-    pub fn map<Out>(&self, mut f: impl FnMut(&Buf) -> Out) -> AgentParams<Out> {
-        let layers = self.layers.iter().map(|d| Dense { w: f(&d.w), bias: f(&d.bias), n_in: d.n_in, n_out: d.n_out }).collect();
-        AgentParams { layers }
-    }
-    /// Every tensor in order: per layer, weights (in, out) then biases.
-    pub fn tensors(&self) -> impl Iterator<Item = &Buf> {
-        self.layers.iter().flat_map(|d| [&d.w, &d.bias])
-    }
-    pub fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Buf> {
-        self.layers.iter_mut().flat_map(|d| [&mut d.w, &mut d.bias])
-    }
-}
+    /// Adam learning rate (β1 0.9, β2 0.999, ε 1e-8).
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    pub lr: f64,
 
-/// Buffers of one step for batch size b. Entries are indexed by layer l (0 = the input).
-pub struct BanditWorkspace<Buf> {
-    pub b: usize,
-    /// Logits (b, n_l) for l = 1..=H+1 (entry 0 unused).
-    pub logits: Vec<Buf>,
-    /// Sampled bits z_l (b, n_l), l = 1..=H (entry 0 unused).
-    pub z: Vec<Buf>,
-    /// Layer inputs: u_0 = x (b, n_0) and u_l = 2 z_l - 1 (b, n_l).
-    pub u: Vec<Buf>,
-    /// Actions and labels as f32 integers, rewards, and R - b̄, (b) each.
-    pub action: Buf,
-    pub labels: Buf,
-    pub reward: Buf,
-    pub coef: Buf,
-    /// Per-example logit gradients (b, n_l) for l = 1..=H+1, and the children's log-likelihood
-    /// change when each unit flips (b, n_l) for l = 1..=H.
-    pub grad: Vec<Buf>,
-    pub flip: Vec<Buf>,
-    /// 2·W of the layer above (n_l, n_{l+1}), for l = 1..=H: a centred unit's flip moves its
-    /// children's logits by ±2 of its weights.
-    pub w2: Vec<Buf>,
-}
+    /// Minibatch size.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
 
-impl<Buf> BanditWorkspace<Buf> {
-    pub fn new<B: Backend<Buf = Buf>>(be: &B, shape: &AgentShape, b: usize) -> Self {
-        let top = shape.sizes.len() - 1;
-        let per_layer = |f: &dyn Fn(usize) -> usize| (0..=top).map(|l| be.zeros(f(l))).collect::<Vec<_>>();
-        let hidden = |l: usize| l >= 1 && l < top;
-        BanditWorkspace {
-            b,
-            logits: per_layer(&|l| if l == 0 { 0 } else { b * shape.width(l) }),
-            z: per_layer(&|l| if hidden(l) { b * shape.width(l) } else { 0 }),
-            u: per_layer(&|l| if l < top { b * shape.width(l) } else { 0 }),
-            action: be.zeros(b),
-            labels: be.zeros(b),
-            reward: be.zeros(b),
-            coef: be.zeros(b),
-            grad: per_layer(&|l| if l == 0 { 0 } else { b * shape.width(l) }),
-            flip: per_layer(&|l| if hidden(l) { b * shape.width(l) } else { 0 }),
-            w2: per_layer(&|l| if hidden(l) { shape.width(l) * shape.width(l + 1) } else { 0 }),
-        }
-    }
-}
+    /// Number of passes over the 60,000 training images.
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
 
-/// Which samples a forward pass draws: training step `step`, or evaluation batch `step`.
-#[derive(Clone, Copy, Debug)]
-pub struct BanditDraw {
+    /// Stop after this many updates in total, even mid-epoch.
+    #[arg(long)]
+    pub steps: Option<u64>,
+
+    /// Seed for initialisation, shuffling, binarization, every sample and every action.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    pub step: u64,
-    pub eval: bool,
+
+    /// Evaluate the test accuracy every N epochs and at the end; 0 never evaluates.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub test_every: usize,
+
+    /// Write per-epoch metrics as JSON lines to this file.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub setup: crate::setup::SetupArgs,
+
+    /// At the end, write every parameter as little-endian f32 to this file: per layer from the
+    /// pixels up, weights (in, out) then biases.
+    #[arg(long, value_name = "PATH")]
+    pub save_params: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub checkpoints: crate::run::CheckpointArgs,
 }
 
-impl BanditDraw {
-    fn key(&self, layer: u32) -> RngKey {
-        let s = if self.eval { stream::bandit_eval(layer) } else { stream::bandit(layer) };
-        RngKey::new(self.seed, self.step, s)
-    }
-}
-
-/// Samples every hidden layer and the action for the input ws.u[0] and labels ws.labels, and
-/// scores the actions (ws.reward). Returns nothing; everything is in the workspace.
-pub fn forward<B: Backend>(be: &B, params: &AgentParams<B::Buf>, ws: &mut BanditWorkspace<B::Buf>, shape: &AgentShape, draw: BanditDraw) {
-    let (b, top) = (ws.b, shape.sizes.len() - 1);
-    for l in 1..=top {
-        let (n_in, n) = (shape.width(l - 1), shape.width(l));
-        let layer = &params.layers[l - 1];
-        be.matmul_forward(&mut ws.logits[l], &ws.u[l - 1], &layer.w, &layer.bias, b, n_in, n);
-        if l < top {
-            be.bernoulli_sample(&mut ws.z[l], None, &ws.logits[l], draw.key(l as u32), SampleMode::Standard, b, n);
-            be.affine(&mut ws.u[l], &ws.z[l], 2.0, -1.0, b * n);
+impl BanditArgs {
+    /// Checks every value a run could not use.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.layers.is_empty() || self.layers.len() > 16 || self.layers.iter().any(|&w| w == 0 || w > 4096) {
+            return bad(format!("--layers must be 1 to 16 layers of 1 to 4096 units, got {:?}", self.layers));
         }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if self.batch_size == 0 || self.batch_size > 60_000 {
+            return bad(format!("--batch-size must be between 1 and 60000, got {}", self.batch_size));
+        }
+        if self.epochs == 0 || self.steps == Some(0) {
+            return bad("--epochs and --steps must be at least 1".into());
+        }
+        Ok(())
     }
-    be.softmax_act(&mut ws.action, &mut ws.reward, &ws.logits[top], &ws.labels, draw.key(top as u32), b, shape.actions());
 }
 
-/// Per-layer gradient-variance sums (weights, biases) of one step, layer 1 first.
-pub struct BanditStats {
-    pub mean_reward: f64,
-    pub grad_var: Vec<(f64, f64)>,
+/// `hnca bandit`: validates, sets up, and trains on the GPU or the CPU.
+pub fn run(args: &BanditArgs) -> Result<(), Error> {
+    args.validate()?;
+    let Setup { dir, data, gpu, place } = set_up(&args.setup, "training")?;
+    eprintln!(
+        "hnca bandit: {} on {place}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
+        args.estimator.name(),
+        args.layers,
+        args.batch_size,
+        args.lr,
+        args.seed,
+        data.train.n,
+        data.test.n,
+        dir.display()
+    );
+    match gpu {
+        Some(d) => train_bandit(&KernelBackend::new(d), args, &data)?,
+        None => train_bandit(&Cpu::new(), args, &data)?,
+    };
+    Ok(())
 }
 
-/// Gradients (ascent directions, batch means) of every layer from the samples in the
-/// workspace, with baseline b̄ = `baseline`.
-pub fn gradients<B: Backend>(
-    be: &B,
-    params: &AgentParams<B::Buf>,
-    ws: &mut BanditWorkspace<B::Buf>,
-    shape: &AgentShape,
-    est: BanditEstimator,
-    baseline: f32,
-    grads: &mut AgentParams<B::Buf>,
-) -> BanditStats {
-    let (b, top) = (ws.b, shape.sizes.len() - 1);
-    let mean_reward = be.term_means(&ws.reward, b, 1)[0];
-    be.weighted_row_sum(&mut ws.coef, &ws.reward, &[1.0], -baseline, b, 1);
-    be.softmax_score(&mut ws.grad[top], &ws.logits[top], &ws.action, &ws.coef, b, shape.actions());
-    for l in 1..top {
-        let n = shape.width(l);
-        if est.is_hnca() {
-            let above = &params.layers[l];
-            be.affine(&mut ws.w2[l], &above.w, 2.0, 0.0, n * shape.width(l + 1));
-            if l + 1 < top {
-                be.credit_pass(&mut ws.flip[l], None, &ws.z[l], &ws.w2[l], &ws.logits[l + 1], &ws.z[l + 1], b, n, shape.width(l + 1));
-            } else {
-                be.softmax_credit(&mut ws.flip[l], &ws.z[l], &ws.w2[l], &ws.logits[top], &ws.action, b, n, shape.actions());
-            }
-            be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], Some(&ws.flip[l]), &ws.coef, b, n);
-        } else {
-            be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], None, &ws.coef, b, n);
-        }
-    }
-    let mut grad_var = Vec::with_capacity(top);
-    for l in 1..=top {
-        let (n_in, n) = (shape.width(l - 1), shape.width(l));
-        let g = &mut grads.layers[l - 1];
-        be.matmul_backward_weight(&mut g.w, &ws.u[l - 1], &ws.grad[l], b, n_in, n);
-        be.column_mean(&mut g.bias, &ws.grad[l], b, n);
-        grad_var.push(be.grad_variance_sums(&ws.u[l - 1], &ws.grad[l], &g.w, &g.bias, b, n_in, n));
-    }
-    BanditStats { mean_reward, grad_var }
+/// Trains the agent as configured, printing one line per epoch; returns every epoch's metrics.
+pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
+    let mut exp = BanditExperiment::new(be, args, data.train.pixels(), data.train.n);
+    drive(&mut exp, &args.run_options(), data)
 }
 
-/// Parameters, optimiser state, baseline and buffers of one bandit run on one backend.
-pub struct BanditTrainer<'a, B: Backend> {
-    pub be: &'a B,
-    pub shape: AgentShape,
-    pub est: BanditEstimator,
-    pub params: AgentParams<B::Buf>,
-    /// The last step's gradients (ascent directions, batch means), read by tests and the scans.
-    pub grads: AgentParams<B::Buf>,
-    pub(crate) adam_m: AgentParams<B::Buf>,
-    pub(crate) adam_v: AgentParams<B::Buf>,
-    pub ws: BanditWorkspace<B::Buf>,
-    pub baseline: f32,
-    pub step: u64,
-    pub lr: f32,
-    pub seed: u64,
-}
-
-impl<'a, B: Backend> BanditTrainer<'a, B> {
-    pub fn new(be: &'a B, shape: AgentShape, est: BanditEstimator, batch_size: usize, lr: f32, seed: u64) -> Self {
-        let host = AgentParams::init(&shape, seed);
-        let zeros = |p: &AgentParams<Vec<f32>>| p.map(|t| be.zeros(t.len()));
-        BanditTrainer {
-            be,
-            params: host.map(|t| be.upload(t)),
-            grads: zeros(&host),
-            adam_m: zeros(&host),
-            adam_v: zeros(&host),
-            ws: BanditWorkspace::new(be, &shape, batch_size),
-            baseline: 0.0,
-            shape,
-            est,
-            step: 0,
-            lr,
-            seed,
+impl BanditArgs {
+    /// What the run driver needs of it.
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions {
+            epochs: self.epochs,
+            max_steps: self.steps,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            test_every: self.test_every,
+            metrics: self.metrics.clone(),
+            save: self.checkpoints.save.clone(),
+            save_every: self.checkpoints.save_every,
+            resume: self.checkpoints.resume.clone(),
+            save_params: self.save_params.clone(),
         }
-    }
-
-    /// One update on inputs x (b, n_0) with labels (b); returns the pre-update statistics.
-    pub fn train_step(&mut self, x: &[f32], labels: &[f32]) -> BanditStats {
-        let be = self.be;
-        be.write(&mut self.ws.u[0], x);
-        be.write(&mut self.ws.labels, labels);
-        let draw = BanditDraw { seed: self.seed, step: self.step, eval: false };
-        forward(be, &self.params, &mut self.ws, &self.shape, draw);
-        let baseline = if self.est.uses_baseline() { self.baseline } else { 0.0 };
-        let stats = gradients(be, &self.params, &mut self.ws, &self.shape, self.est, baseline, &mut self.grads);
-        self.step += 1;
-        let hp = AdamStep { lr: self.lr, beta1: ADAM_BETA1, beta2: ADAM_BETA2, eps: ADAM_EPS, t: self.step };
-        let tensors = self.params.tensors_mut().zip(self.grads.tensors()).zip(self.adam_m.tensors_mut()).zip(self.adam_v.tensors_mut());
-        for (((p, g), m), v) in tensors {
-            be.adam(p, g, m, v, hp);
-        }
-        if self.est.uses_baseline() {
-            self.baseline = BASELINE_DECAY * self.baseline + (1.0 - BASELINE_DECAY) * stats.mean_reward as f32;
-        }
-        stats
-    }
-
-    /// The parameters, back on the host.
-    pub fn host_params(&self) -> AgentParams<Vec<f32>> {
-        self.params.map(|t| self.be.download(t))
     }
 }

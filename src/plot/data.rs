@@ -7,43 +7,28 @@ use serde_json::{Map, Value};
 
 use super::Spread;
 use crate::error::Error;
+use crate::run::Description;
 
-/// Which trainer wrote a metrics file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Experiment {
-    Vae,
-    Bandit,
+/// Which experiment wrote a metrics file: one of the descriptions `plot` is given (the
+/// program's [`crate::app::EXPERIMENTS`]); the metrics files name it in their "experiment" field.
+pub type Experiment = &'static Description;
+
+/// The experiment named by a metrics line's "experiment" field. A line without one comes from
+/// before lines named their experiment, when the first of `known` (the VAE) was the only one.
+fn experiment_of(field: Option<&Value>, known: &[Experiment]) -> Result<Experiment, String> {
+    let found = match field {
+        None => known.first().copied(),
+        Some(Value::String(s)) => known.iter().find(|d| d.name == s).copied(),
+        Some(_) => None,
+    };
+    found.ok_or_else(|| {
+        let names: Vec<String> = known.iter().map(|d| format!("\"{}\"", d.name)).collect();
+        format!("unknown \"experiment\" {} (expected {})", field.map_or("(none)".into(), |v| v.to_string()), names.join(" or "))
+    })
 }
 
-impl Experiment {
-    pub fn name(self) -> &'static str {
-        match self {
-            Experiment::Vae => "VAE",
-            Experiment::Bandit => "bandit",
-        }
-    }
-
-    /// The key of the quantity the left panel shows.
-    pub fn metric_key(self) -> &'static str {
-        match self {
-            Experiment::Vae => "train_elbo",
-            Experiment::Bandit => "train_accuracy",
-        }
-    }
-
-    pub fn metric_title(self) -> &'static str {
-        match self {
-            Experiment::Vae => "train ELBO (nats)",
-            Experiment::Bandit => "train accuracy",
-        }
-    }
-
-    pub fn default_title(self) -> &'static str {
-        match self {
-            Experiment::Vae => "Discrete VAE on binarized MNIST",
-            Experiment::Bandit => "Contextual bandit on MNIST",
-        }
-    }
+fn same(a: Experiment, b: Experiment) -> bool {
+    a.name == b.name
 }
 
 /// One metrics file.
@@ -77,7 +62,7 @@ fn setup(obj: &Map<String, Value>) -> Option<String> {
 }
 
 /// Reads one metrics file written by `hnca vae --metrics` or `hnca bandit --metrics`.
-pub fn load_run(path: &Path) -> Result<Run, Error> {
+pub fn load_run(path: &Path, known: &[Experiment]) -> Result<Run, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     let shown = path.display();
     let mut run: Option<Run> = None;
@@ -88,15 +73,10 @@ pub fn load_run(path: &Path) -> Result<Run, Error> {
         let at = |msg: String| Error::Config(format!("{shown} line {}: {msg}", i + 1));
         let v: Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
         let obj = v.as_object().ok_or_else(|| at("not a JSON object".into()))?;
-        let experiment = match obj.get("experiment") {
-            None => Experiment::Vae,
-            Some(Value::String(s)) if s == "vae" => Experiment::Vae,
-            Some(Value::String(s)) if s == "bandit" => Experiment::Bandit,
-            Some(other) => return Err(at(format!("unknown \"experiment\" {other} (expected \"vae\" or \"bandit\")"))),
-        };
+        let experiment = experiment_of(obj.get("experiment"), known).map_err(at)?;
         let step = obj.get("step").and_then(Value::as_u64).ok_or_else(|| at("no \"step\" (a non-negative integer)".into()))?;
         let estimator = obj.get("estimator").and_then(Value::as_str).ok_or_else(|| at("no \"estimator\" (a string)".into()))?;
-        let metric = number(obj, experiment.metric_key()).map_err(at)?;
+        let metric = number(obj, experiment.train_metric).map_err(at)?;
         let grad_var = number(obj, "grad_var").map_err(at)?;
         let run = run.get_or_insert_with(|| Run {
             path: path.to_path_buf(),
@@ -105,8 +85,8 @@ pub fn load_run(path: &Path) -> Result<Run, Error> {
             setup: setup(obj),
             points: BTreeMap::new(),
         });
-        if run.experiment != experiment {
-            return Err(at(format!("a {} line, but the file's first line is a {} run's", experiment.name(), run.experiment.name())));
+        if !same(run.experiment, experiment) {
+            return Err(at(format!("a {} line, but the file's first line is a {} run's", experiment.display, run.experiment.display)));
         }
         if run.estimator != estimator {
             return Err(at(format!("estimator \"{estimator}\", but the file's first line has \"{}\"", run.estimator)));
@@ -119,14 +99,14 @@ pub fn load_run(path: &Path) -> Result<Run, Error> {
 /// The experiment all `runs` share, or a usage error naming two that differ.
 pub fn common_experiment(runs: &[Run]) -> Result<Experiment, Error> {
     let first = runs.first().ok_or_else(|| Error::Config("no metrics files to plot".into()))?;
-    match runs.iter().find(|r| r.experiment != first.experiment) {
+    match runs.iter().find(|r| !same(r.experiment, first.experiment)) {
         None => Ok(first.experiment),
         Some(r) => Err(Error::Config(format!(
             "{} is a {} run but {} is a {} run; plot one experiment at a time",
             r.path.display(),
-            r.experiment.name(),
+            r.experiment.display,
             first.path.display(),
-            first.experiment.name()
+            first.experiment.display
         ))),
     }
 }
@@ -212,7 +192,7 @@ mod tests {
     fn run(est: &str, points: &[(u64, f64, f64)]) -> Run {
         Run {
             path: PathBuf::from(format!("{est}.jsonl")),
-            experiment: Experiment::Vae,
+            experiment: &crate::vae::DESCRIPTION,
             estimator: est.into(),
             setup: None,
             points: points.iter().map(|&(s, m, g)| (s, (m, g))).collect(),

@@ -91,7 +91,7 @@ pub fn figure(experiment: Experiment, series: &[Series], title: &str, width: u32
         .collect();
     let panels = [
         figure::Panel {
-            y_title: experiment.metric_title(),
+            y_title: experiment.metric_title,
             log: false,
             bands: series.iter().enumerate().map(|(i, s)| (color(i), &s.metric)).collect(),
         },
@@ -105,7 +105,7 @@ pub fn figure(experiment: Experiment, series: &[Series], title: &str, width: u32
 }
 
 /// Runs `hnca plot`: reads the runs, lays out the figure and writes it as SVG or PNG.
-pub fn run(args: &PlotArgs) -> Result<(), Error> {
+pub fn run(args: &PlotArgs, experiments: &[Experiment]) -> Result<(), Error> {
     let format = format_of(&args.out)?;
     if !(480..=10_000).contains(&args.width) || !(240..=10_000).contains(&args.height) {
         return Err(Error::Config(format!(
@@ -113,14 +113,14 @@ pub fn run(args: &PlotArgs) -> Result<(), Error> {
             args.width, args.height
         )));
     }
-    let runs = args.runs.iter().map(|p| data::load_run(p)).collect::<Result<Vec<_>, _>>()?;
+    let runs = args.runs.iter().map(|p| data::load_run(p, experiments)).collect::<Result<Vec<_>, _>>()?;
     let experiment = data::common_experiment(&runs)?;
     let series = data::group(&runs, args.spread)?;
     let title = args.title.clone().unwrap_or_else(|| {
         let setup = runs[0].setup.as_ref().filter(|s| runs.iter().all(|r| r.setup.as_ref() == Some(*s)));
         match setup {
-            Some(s) => format!("{} ({s})", experiment.default_title()),
-            None => experiment.default_title().to_string(),
+            Some(s) => format!("{} ({s})", experiment.figure_title),
+            None => experiment.figure_title.to_string(),
         }
     });
     let fig = figure(experiment, &series, &title, args.width, args.height);
@@ -128,7 +128,7 @@ pub fn run(args: &PlotArgs) -> Result<(), Error> {
         Format::Svg => svg::render(&fig).into_bytes(),
         Format::Png => encode_png(fig.width, fig.height, PngColor::Rgb8, &raster::render(&fig)),
     };
-    crate::bookkeeping::write_atomically(&args.out, &bytes)?;
+    crate::run::files::write_atomically(&args.out, &bytes)?;
     let plural = |n: usize, what: &str| if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") };
     println!("{}: {}, {}", args.out.display(), plural(runs.len(), "run"), plural(series.len(), "estimator"));
     Ok(())

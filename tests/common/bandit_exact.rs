@@ -6,7 +6,7 @@
 use hnca::backend::cpu::Cpu;
 use hnca::backend::Backend;
 use hnca::bandit::{gradients, AgentParams, AgentShape, BanditEstimator, BanditWorkspace};
-use hnca::model::Dense;
+use hnca::nn::Dense;
 use hnca::rng::RngKey;
 
 pub const SIZES: [usize; 4] = [3, 2, 2, 3];

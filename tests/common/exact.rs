@@ -4,8 +4,8 @@
 //! The production code is tested against this; this is tested against central differences.
 #![allow(dead_code, clippy::needless_range_loop)]
 
-use hnca::estimator::{Estimator, EstimatorKind};
-use hnca::model::{Params, Shape};
+use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::model::{Params, Shape};
 
 pub const CLIP: f64 = 1e-5;
 

@@ -12,13 +12,12 @@
 //! 10^5 — would be scored log σ(-40) = -40 instead of log 1e-5 = -11.5, inflating that sample's
 //! weight by e^28.5 and the bound far above log p(x).
 
+use super::estimator::{Estimator, EstimatorKind};
+use super::model::{Params, Shape};
+use super::step::{forward_main, Draw, Workspace};
 use crate::backend::Backend;
-use crate::data::Split;
-use crate::estimator::{Estimator, EstimatorKind};
-use crate::model::{Params, Shape};
+use crate::data::{binarize_batch, Binarize, Split};
 use crate::rng::RngKey;
-use crate::step::{forward_main, Draw, Workspace};
-use crate::train::{binarize_batch, Binarize};
 
 /// A mean over images with its standard error.
 #[derive(Clone, Copy, Debug, PartialEq)]

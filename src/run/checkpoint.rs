@@ -1,4 +1,6 @@
-//! Checkpoints: everything a run needs to continue exactly where it stopped.
+//! The checkpoint format: everything a run needs to continue exactly where it stopped, as a
+//! JSON header and named f32 tensors. Knows no experiment: each writes its own identity and
+//! tensors through [`Checkpoint`], and the state helpers at the end of this file.
 //!
 //! File layout (version 1), all integers little-endian:
 //!
@@ -21,34 +23,15 @@ use std::path::Path;
 
 use byteorder::{ByteOrder, LittleEndian};
 
-pub mod bandit;
-pub mod vae;
+pub use crate::error::CheckpointError;
+use crate::backend::Backend;
+use crate::error::{quoted, Error};
 
 pub const MAGIC: &[u8; 8] = b"HNCACKPT";
 pub const VERSION: u32 = 1;
 const MAX_HEADER: usize = 1 << 20;
 const MAX_TENSORS: usize = 4096;
 const PREFIX: usize = 16;
-
-/// Why a file is not a checkpoint this build can use. Every message is one line.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CheckpointError {
-    #[error("not an hnca checkpoint (it does not start with the magic bytes \"HNCACKPT\")")]
-    Foreign,
-    #[error("checkpoint format version {0}, this build reads version {VERSION}")]
-    Version(u32),
-    #[error("truncated: {0}")]
-    Truncated(String),
-    #[error("corrupt: the checksum does not match the contents (stored {stored:#010x}, computed {computed:#010x})")]
-    Checksum { stored: u32, computed: u32 },
-    #[error("corrupt header: {0}")]
-    Header(String),
-    #[error("does not match this run: {0}")]
-    Mismatch(String),
-    /// `found` is the header's "experiment" in words ([`experiment_name`]).
-    #[error("a checkpoint of the {found}, not of the {wanted}")]
-    WrongExperiment { found: String, wanted: String },
-}
 
 /// A checkpoint in memory: a JSON header and named f32 tensors.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,7 +94,7 @@ impl Checkpoint {
         }
         let version = LittleEndian::read_u32(&bytes[8..12]);
         if version != VERSION {
-            return Err(CheckpointError::Version(version));
+            return Err(CheckpointError::Version { found: version, supported: VERSION });
         }
         let (body, tail) = bytes.split_at(bytes.len() - 4);
         let header_len = LittleEndian::read_u32(&bytes[12..16]) as usize;
@@ -177,14 +160,14 @@ impl Checkpoint {
     }
 
     /// Reads and parses `path`.
-    pub fn load(path: &Path) -> Result<Self, crate::error::Error> {
-        let bytes = std::fs::read(path).map_err(|source| crate::error::Error::Io { path: path.to_path_buf(), source })?;
-        Checkpoint::from_bytes(&bytes).map_err(|source| crate::error::Error::Checkpoint { path: path.to_path_buf(), source })
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Checkpoint::from_bytes(&bytes).map_err(|source| Error::Checkpoint { path: path.to_path_buf(), source })
     }
 
     /// Writes atomically and durably: a crash at any point leaves either the old file or the new one.
-    pub fn save(&self, path: &Path) -> Result<(), crate::error::Error> {
-        crate::bookkeeping::write_atomically(path, &self.to_bytes())
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        super::files::write_atomically(path, &self.to_bytes())
     }
 
     /// Removes and returns tensor `name`, which must hold `len` values.
@@ -210,11 +193,11 @@ impl Checkpoint {
         self.field(key, "string", |v| v.as_str())
     }
 
-    /// Checks the header names `wanted` ("vae" or "bandit") as its experiment.
-    pub fn expect_experiment(&self, wanted: &str) -> Result<(), CheckpointError> {
+    /// Checks the header names `wanted` as its experiment.
+    pub fn expect_experiment(&self, wanted: &super::describe::Description) -> Result<(), CheckpointError> {
         let found = self.str_field("experiment")?;
-        if found != wanted {
-            return Err(CheckpointError::WrongExperiment { found: experiment_name(found), wanted: experiment_name(wanted) });
+        if found != wanted.name {
+            return Err(CheckpointError::WrongExperiment { found: super::describe::display_name(found), wanted: wanted.display.into() });
         }
         Ok(())
     }
@@ -253,7 +236,7 @@ impl Checkpoint {
 pub(crate) const STATE_SETS: [&str; 3] = ["param", "adam_m", "adam_v"];
 
 /// Adds the tensors of `sets` (in [`STATE_SETS`] order) to `ck`, downloaded from `be`.
-pub(crate) fn push_state<B: crate::backend::Backend>(ck: &mut Checkpoint, be: &B, names: &[(String, usize)], sets: [Vec<&B::Buf>; 3]) {
+pub(crate) fn push_state<B: Backend>(ck: &mut Checkpoint, be: &B, names: &[(String, usize)], sets: [Vec<&B::Buf>; 3]) {
     for (prefix, set) in STATE_SETS.iter().zip(sets) {
         for ((name, _), t) in names.iter().zip(set) {
             ck.push(format!("{prefix}/{name}"), be.download(t));
@@ -262,7 +245,7 @@ pub(crate) fn push_state<B: crate::backend::Backend>(ck: &mut Checkpoint, be: &B
 }
 
 /// Loads the tensors of `sets` (in [`STATE_SETS`] order) from `ck`, checking every length.
-pub(crate) fn take_state<B: crate::backend::Backend>(
+pub(crate) fn take_state<B: Backend>(
     ck: &mut Checkpoint,
     be: &B,
     names: &[(String, usize)],
@@ -277,7 +260,7 @@ pub(crate) fn take_state<B: crate::backend::Backend>(
 }
 
 /// The first NaN or infinity among the gradients, parameters and Adam moments, in words.
-pub(crate) fn first_non_finite<B: crate::backend::Backend>(be: &B, names: &[(String, usize)], sets: [Vec<&B::Buf>; 4]) -> Option<String> {
+pub(crate) fn first_non_finite<B: Backend>(be: &B, names: &[(String, usize)], sets: [Vec<&B::Buf>; 4]) -> Option<String> {
     let kinds = ["gradient", "parameter", "Adam first moment", "Adam second moment"];
     for (what, set) in kinds.iter().zip(sets) {
         for ((name, _), t) in names.iter().zip(set) {
@@ -287,24 +270,6 @@ pub(crate) fn first_non_finite<B: crate::backend::Backend>(be: &B, names: &[(Str
         }
     }
     None
-}
-
-/// A string from a file, fit for a one-line message: escaped, and cut at 40 characters.
-pub fn quoted(s: &str) -> String {
-    let mut q: String = s.escape_debug().take(40).collect();
-    if s.escape_debug().nth(40).is_some() {
-        q.push('…');
-    }
-    format!("\"{q}\"")
-}
-
-/// The experiment a header names, in words ("VAE", "bandit"), or quoted if unknown.
-pub fn experiment_name(s: &str) -> String {
-    match s {
-        "vae" => "VAE".into(),
-        "bandit" => "bandit".into(),
-        other => quoted(other),
-    }
 }
 
 /// `None` if every value is finite, else how many NaNs and infinities `what` holds.
@@ -400,6 +365,6 @@ mod tests {
         assert_eq!(Checkpoint::from_bytes(b"\x1f\x8b gzip"), Err(CheckpointError::Foreign));
         let mut b = sample().to_bytes();
         b[8] = 2;
-        assert_eq!(Checkpoint::from_bytes(&b), Err(CheckpointError::Version(2)));
+        assert_eq!(Checkpoint::from_bytes(&b), Err(CheckpointError::Version { found: 2, supported: VERSION }));
     }
 }

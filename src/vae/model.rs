@@ -2,6 +2,7 @@
 //! and decoder p(zL) p(zL-1|zL) … p(x|z1), every layer a layer of Bernoulli units.
 
 use crate::backend::Backend;
+use crate::nn::Dense;
 use crate::rng::{stream, RngKey};
 
 /// Layer widths: `sizes[0]` is the data dimension, `sizes[l]` the width of latent layer z_l.
@@ -27,15 +28,6 @@ impl Shape {
     pub fn encoder_params(&self) -> usize {
         (1..=self.depth()).map(|l| self.sizes[l - 1] * self.sizes[l] + self.sizes[l]).sum()
     }
-}
-
-/// A fully connected layer of Bernoulli units: logits (b, n_out) = inp (b, n_in) · w + bias,
-/// with w stored (n_in, n_out) so that a parent's outgoing weights are one contiguous row.
-pub struct Dense<Buf> {
-    pub w: Buf,
-    pub bias: Buf,
-    pub n_in: usize,
-    pub n_out: usize,
 }
 
 /// All parameters, or anything shaped like them (gradients, Adam moments).

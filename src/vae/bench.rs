@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::estimator::{Estimator, EstimatorKind};
+use super::model::Shape;
+use super::trainer::Trainer;
 use crate::backend::cpu::{take_credit_nanos, Cpu, Simd};
-use crate::bookkeeping::write_atomically;
 use crate::error::Error;
-use crate::estimator::{Estimator, EstimatorKind};
-use crate::model::Shape;
 use crate::rng::RngKey;
-use crate::train::Trainer;
+use crate::run::files::write_atomically;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {

@@ -3,11 +3,11 @@
 
 use clap::ValueEnum;
 
-use super::{check_same, first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
-use crate::backend::Backend;
-use crate::estimator::{Estimator, EstimatorKind};
-use crate::model::{Params, Shape};
-use crate::train::{Binarize, TrainConfig, Trainer};
+use super::estimator::{Estimator, EstimatorKind};
+use super::model::{Params, Shape};
+use super::TrainConfig;
+use crate::data::Binarize;
+use crate::run::checkpoint::{check_same, Checkpoint, CheckpointError};
 
 /// What must be the same for a resumed run to continue the saved one exactly.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +46,7 @@ impl VaeRun {
     }
 
     /// The settings that identify the run, as saved in its checkpoints' headers.
-    fn identity(&self) -> serde_json::Value {
+    pub(crate) fn identity(&self) -> serde_json::Value {
         serde_json::json!({
             "data_dim": self.data_dim,
             "train_images": self.train_images,
@@ -63,7 +63,7 @@ impl VaeRun {
 
     /// Reads the run's identity from a checkpoint's header.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
-        ck.expect_experiment("vae")?;
+        ck.expect_experiment(&super::DESCRIPTION)?;
         let kind: EstimatorKind = ck.enum_field("estimator")?;
         let binarize: Binarize = ck.enum_field("binarize")?;
         let data_dim = ck.u64_field("data_dim")?;
@@ -117,29 +117,4 @@ pub fn read_params(ck: &mut Checkpoint, shape: &Shape) -> Result<Params<Vec<f32>
         *t = ck.take(&format!("param/{name}"), *len)?;
     }
     Ok(params)
-}
-
-impl<B: Backend> Trainer<'_, B> {
-    /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
-    pub fn checkpoint(&self, run: &VaeRun, epoch: u64) -> Checkpoint {
-        let mut ck = Checkpoint::of_run("vae", self.step, epoch, run.identity());
-        push_state(&mut ck, self.be, &param_tensors(&self.shape), [self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()]);
-        ck.push("baselines", self.baselines.clone());
-        ck
-    }
-
-    /// Loads parameters, Adam moments, baselines and the step from a checkpoint of the same run.
-    pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
-        let sets = [self.params.tensors_mut(), self.adam_m.tensors_mut(), self.adam_v.tensors_mut()];
-        take_state(&mut ck, self.be, &param_tensors(&self.shape), sets)?;
-        self.baselines = ck.take("baselines", self.baselines.len())?;
-        self.step = ck.u64_field("step")?;
-        Ok(())
-    }
-
-    /// The first NaN or infinity in the state or the last step's gradients, in words.
-    pub fn find_non_finite(&self) -> Option<String> {
-        let sets = [self.grads.tensors(), self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()];
-        first_non_finite(self.be, &param_tensors(&self.shape), sets).or_else(|| non_finite("baselines", &self.baselines))
-    }
 }

@@ -2,9 +2,9 @@
 //! run the estimator's credit computation, and produce gradients for every parameter, all at
 //! the pre-update parameters.
 
+use super::estimator::Estimator;
+use super::model::{Params, Shape, Terms};
 use crate::backend::{Backend, HncaAbove, HncaInputs, SampleMode, ScoreAlt};
-use crate::estimator::Estimator;
-use crate::model::{Params, Shape, Terms};
 use crate::rng::{stream, RngKey};
 
 /// One sampled pass through the encoder and the decoder terms that score it.

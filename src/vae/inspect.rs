@@ -2,18 +2,19 @@
 
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::{read_params, VaeRun};
+use super::evaluate::{evaluate_bounds, Bounds};
+use super::model::{Params, Shape};
 use crate::backend::cpu::Cpu;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::{Backend, SampleMode};
-use crate::bookkeeping::{progress_bar, write_atomically};
-use crate::checkpoint::vae::{read_params, VaeRun};
-use crate::checkpoint::Checkpoint;
+use crate::data::binarize_batch;
 use crate::error::Error;
-use crate::evaluate::{evaluate_bounds, Bounds};
-use crate::model::{Params, Shape};
 use crate::png::{encode_png, PngColor};
 use crate::rng::{stream, RngKey};
-use crate::train::binarize_batch;
+use crate::run::checkpoint::Checkpoint;
+use crate::run::files::write_atomically;
+use crate::run::progress_bar;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
@@ -39,7 +40,7 @@ pub struct EvalArgs {
     pub json: bool,
 
     #[command(flatten)]
-    pub setup: crate::cli::SetupArgs,
+    pub setup: crate::setup::SetupArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -96,7 +97,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<(), Error> {
         return Err(Error::Config("--images must be at least 1".into()));
     }
     let (run, shape, params) = load_model(&args.checkpoint)?;
-    let mut setup = crate::app::set_up(&args.setup, "evaluating")?;
+    let mut setup = crate::setup::set_up(&args.setup, "evaluating")?;
     if let Some(n) = args.images.filter(|&n| n < setup.data.test.n) {
         let test = &mut setup.data.test;
         test.images.truncate(n * test.pixels());

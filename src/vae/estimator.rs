@@ -5,7 +5,7 @@
 //! place and a backend only needs a weighted row sum.
 
 use crate::backend::SampleMode;
-use crate::model::Terms;
+use super::model::Terms;
 
 /// Which estimator trains the encoder. The decoder and prior always get exact gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -54,9 +54,6 @@ pub struct Estimator {
     /// Add the terms upstream of each layer to its reward (the paper's `full_reward`).
     pub full_reward: bool,
 }
-
-/// Decay of the running-average baselines, b̄ ← γ b̄ + (1-γ) mean(target).
-pub const BASELINE_DECAY: f32 = 0.99;
 
 impl Estimator {
     pub fn new(kind: EstimatorKind) -> Self {

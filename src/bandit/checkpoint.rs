@@ -1,10 +1,9 @@
 //! The bandit's checkpoints: which run it is (must match to resume), where it got to, and its
 //! state (parameters, Adam moments, the reward baseline) as named tensors.
 
-use super::{check_same, first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
-use crate::backend::Backend;
-use crate::bandit::train::{BanditArgs, ACTIONS};
-use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use super::agent::{AgentShape, BanditEstimator};
+use super::{BanditArgs, ACTIONS};
+use crate::run::checkpoint::{check_same, Checkpoint, CheckpointError};
 
 /// What must be the same for a resumed bandit run to continue the saved one exactly.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +36,7 @@ impl BanditRun {
     }
 
     /// The settings that identify the run, as saved in its checkpoints' headers.
-    fn identity(&self) -> serde_json::Value {
+    pub(crate) fn identity(&self) -> serde_json::Value {
         serde_json::json!({
             "data_dim": self.data_dim,
             "train_images": self.train_images,
@@ -51,7 +50,7 @@ impl BanditRun {
 
     /// Reads the run's identity from a checkpoint's header.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
-        ck.expect_experiment("bandit")?;
+        ck.expect_experiment(&super::DESCRIPTION)?;
         let estimator: BanditEstimator = ck.enum_field("estimator")?;
         Ok(BanditRun {
             data_dim: ck.u64_field("data_dim")? as usize,
@@ -77,40 +76,9 @@ impl BanditRun {
     }
 }
 
-/// Names and lengths of the agent's tensors, in [`crate::bandit::AgentParams::tensors`] order.
-fn tensors(shape: &AgentShape) -> Vec<(String, usize)> {
+/// Names and lengths of the agent's tensors, in [`super::AgentParams::tensors`] order.
+pub fn tensors(shape: &AgentShape) -> Vec<(String, usize)> {
     (1..shape.sizes.len())
         .flat_map(|l| [(format!("layer{l}.w"), shape.width(l - 1) * shape.width(l)), (format!("layer{l}.bias"), shape.width(l))])
         .collect()
-}
-
-impl<B: Backend> BanditTrainer<'_, B> {
-    /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
-    pub fn checkpoint(&self, run: &BanditRun, epoch: u64) -> Checkpoint {
-        let mut ck = Checkpoint::of_run("bandit", self.step, epoch, run.identity());
-        let sets = [self.params.tensors().collect(), self.adam_m.tensors().collect(), self.adam_v.tensors().collect()];
-        push_state(&mut ck, self.be, &tensors(&self.shape), sets);
-        ck.push("baseline", vec![self.baseline]);
-        ck
-    }
-
-    /// Loads parameters, Adam moments, the baseline and the step from a checkpoint of the same run.
-    pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
-        let sets = [self.params.tensors_mut().collect(), self.adam_m.tensors_mut().collect(), self.adam_v.tensors_mut().collect()];
-        take_state(&mut ck, self.be, &tensors(&self.shape), sets)?;
-        self.baseline = ck.take("baseline", 1)?[0];
-        self.step = ck.u64_field("step")?;
-        Ok(())
-    }
-
-    /// The first NaN or infinity in the state or the last step's gradients, in words.
-    pub fn find_non_finite(&self) -> Option<String> {
-        let sets = [
-            self.grads.tensors().collect(),
-            self.params.tensors().collect(),
-            self.adam_m.tensors().collect(),
-            self.adam_v.tensors().collect(),
-        ];
-        first_non_finite(self.be, &tensors(&self.shape), sets).or_else(|| non_finite("the baseline", &[self.baseline]))
-    }
 }

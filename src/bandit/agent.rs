@@ -1,0 +1,225 @@
+//! The bandit's agent: Bernoulli hidden layers (outputs centred to ±1 before the next layer;
+//! pixels stay 0/1) and a softmax over the actions; its estimators, shapes, parameters and
+//! buffers, and one step (sampling, then gradients) written once over the backend operations.
+
+use crate::backend::{Backend, SampleMode};
+use crate::nn::Dense;
+use crate::rng::{stream, RngKey};
+
+/// The bandit's estimators for the hidden layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BanditEstimator {
+    /// HNCA for every hidden layer, with the 0.99 running-average reward baseline.
+    Hnca,
+    /// HNCA without a baseline.
+    HncaNb,
+    /// REINFORCE for every hidden layer, with the baseline.
+    Reinforce,
+    /// REINFORCE without a baseline.
+    ReinforceNb,
+}
+
+impl BanditEstimator {
+    pub const ALL: [BanditEstimator; 4] = [Self::Hnca, Self::HncaNb, Self::Reinforce, Self::ReinforceNb];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hnca => "hnca",
+            Self::HncaNb => "hnca-nb",
+            Self::Reinforce => "reinforce",
+            Self::ReinforceNb => "reinforce-nb",
+        }
+    }
+    pub fn is_hnca(self) -> bool {
+        matches!(self, Self::Hnca | Self::HncaNb)
+    }
+    pub fn uses_baseline(self) -> bool {
+        matches!(self, Self::Hnca | Self::Reinforce)
+    }
+}
+
+/// Layer widths: `sizes[0]` the input, then the hidden layers, then the number of actions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentShape {
+    pub sizes: Vec<usize>,
+}
+
+impl AgentShape {
+    pub fn new(inputs: usize, hidden: &[usize], actions: usize) -> Self {
+        let mut sizes = vec![inputs];
+        sizes.extend_from_slice(hidden);
+        sizes.push(actions);
+        AgentShape { sizes }
+    }
+    /// Number of hidden layers H; layer H + 1 is the softmax.
+    pub fn hidden(&self) -> usize {
+        self.sizes.len() - 2
+    }
+    pub fn width(&self, l: usize) -> usize {
+        self.sizes[l]
+    }
+    pub fn actions(&self) -> usize {
+        self.sizes[self.sizes.len() - 1]
+    }
+    /// Parameters of layer l (1-based, the softmax included).
+    pub fn layer_params(&self, l: usize) -> usize {
+        self.sizes[l - 1] * self.sizes[l] + self.sizes[l]
+    }
+}
+
+/// layers[l-1] maps layer l-1's output to layer l's logits, for l = 1..=H+1.
+pub struct AgentParams<Buf> {
+    pub layers: Vec<Dense<Buf>>,
+}
+
+impl AgentParams<Vec<f32>> {
+    /// Glorot-uniform weights, zero biases (HNCA.md §3).
+    pub fn init(shape: &AgentShape, seed: u64) -> Self {
+        let layers = (1..shape.sizes.len())
+            .map(|l| {
+                let (n_in, n_out) = (shape.sizes[l - 1], shape.sizes[l]);
+                let r = (6.0 / (n_in + n_out) as f64).sqrt() as f32;
+                let mut w = vec![0.0f32; n_in * n_out];
+                RngKey::new(seed, 0, stream::bandit_init(l as u32)).fill_uniform(0, &mut w);
+                w.iter_mut().for_each(|u| *u = (2.0 * *u - 1.0) * r);
+                Dense { w, bias: vec![0.0; n_out], n_in, n_out }
+            })
+            .collect();
+        AgentParams { layers }
+    }
+}
+
+impl<Buf> AgentParams<Buf> {
+    pub fn map<Out>(&self, mut f: impl FnMut(&Buf) -> Out) -> AgentParams<Out> {
+        let layers = self.layers.iter().map(|d| Dense { w: f(&d.w), bias: f(&d.bias), n_in: d.n_in, n_out: d.n_out }).collect();
+        AgentParams { layers }
+    }
+    /// Every tensor in order: per layer, weights (in, out) then biases.
+    pub fn tensors(&self) -> impl Iterator<Item = &Buf> {
+        self.layers.iter().flat_map(|d| [&d.w, &d.bias])
+    }
+    pub fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Buf> {
+        self.layers.iter_mut().flat_map(|d| [&mut d.w, &mut d.bias])
+    }
+}
+
+/// Buffers of one step for batch size b. Entries are indexed by layer l (0 = the input).
+pub struct BanditWorkspace<Buf> {
+    pub b: usize,
+    /// Logits (b, n_l) for l = 1..=H+1 (entry 0 unused).
+    pub logits: Vec<Buf>,
+    /// Sampled bits z_l (b, n_l), l = 1..=H (entry 0 unused).
+    pub z: Vec<Buf>,
+    /// Layer inputs: u_0 = x (b, n_0) and u_l = 2 z_l - 1 (b, n_l).
+    pub u: Vec<Buf>,
+    /// Actions and labels as f32 integers, rewards, and R - b̄, (b) each.
+    pub action: Buf,
+    pub labels: Buf,
+    pub reward: Buf,
+    pub coef: Buf,
+    /// Per-example logit gradients (b, n_l) for l = 1..=H+1, and the children's log-likelihood
+    /// change when each unit flips (b, n_l) for l = 1..=H.
+    pub grad: Vec<Buf>,
+    pub flip: Vec<Buf>,
+    /// 2·W of the layer above (n_l, n_{l+1}), for l = 1..=H: a centred unit's flip moves its
+    /// children's logits by ±2 of its weights.
+    pub w2: Vec<Buf>,
+}
+
+impl<Buf> BanditWorkspace<Buf> {
+    pub fn new<B: Backend<Buf = Buf>>(be: &B, shape: &AgentShape, b: usize) -> Self {
+        let top = shape.sizes.len() - 1;
+        let per_layer = |f: &dyn Fn(usize) -> usize| (0..=top).map(|l| be.zeros(f(l))).collect::<Vec<_>>();
+        let hidden = |l: usize| l >= 1 && l < top;
+        BanditWorkspace {
+            b,
+            logits: per_layer(&|l| if l == 0 { 0 } else { b * shape.width(l) }),
+            z: per_layer(&|l| if hidden(l) { b * shape.width(l) } else { 0 }),
+            u: per_layer(&|l| if l < top { b * shape.width(l) } else { 0 }),
+            action: be.zeros(b),
+            labels: be.zeros(b),
+            reward: be.zeros(b),
+            coef: be.zeros(b),
+            grad: per_layer(&|l| if l == 0 { 0 } else { b * shape.width(l) }),
+            flip: per_layer(&|l| if hidden(l) { b * shape.width(l) } else { 0 }),
+            w2: per_layer(&|l| if hidden(l) { shape.width(l) * shape.width(l + 1) } else { 0 }),
+        }
+    }
+}
+
+/// Which samples a forward pass draws: training step `step`, or evaluation batch `step`.
+#[derive(Clone, Copy, Debug)]
+pub struct BanditDraw {
+    pub seed: u64,
+    pub step: u64,
+    pub eval: bool,
+}
+
+impl BanditDraw {
+    fn key(&self, layer: u32) -> RngKey {
+        let s = if self.eval { stream::bandit_eval(layer) } else { stream::bandit(layer) };
+        RngKey::new(self.seed, self.step, s)
+    }
+}
+
+/// Samples every hidden layer and the action for the input ws.u[0] and labels ws.labels, and
+/// scores the actions (ws.reward). Returns nothing; everything is in the workspace.
+pub fn forward<B: Backend>(be: &B, params: &AgentParams<B::Buf>, ws: &mut BanditWorkspace<B::Buf>, shape: &AgentShape, draw: BanditDraw) {
+    let (b, top) = (ws.b, shape.sizes.len() - 1);
+    for l in 1..=top {
+        let (n_in, n) = (shape.width(l - 1), shape.width(l));
+        let layer = &params.layers[l - 1];
+        be.matmul_forward(&mut ws.logits[l], &ws.u[l - 1], &layer.w, &layer.bias, b, n_in, n);
+        if l < top {
+            be.bernoulli_sample(&mut ws.z[l], None, &ws.logits[l], draw.key(l as u32), SampleMode::Standard, b, n);
+            be.affine(&mut ws.u[l], &ws.z[l], 2.0, -1.0, b * n);
+        }
+    }
+    be.softmax_act(&mut ws.action, &mut ws.reward, &ws.logits[top], &ws.labels, draw.key(top as u32), b, shape.actions());
+}
+
+/// Per-layer gradient-variance sums (weights, biases) of one step, layer 1 first.
+pub struct BanditStats {
+    pub mean_reward: f64,
+    pub grad_var: Vec<(f64, f64)>,
+}
+
+/// Gradients (ascent directions, batch means) of every layer from the samples in the
+/// workspace, with baseline b̄ = `baseline`.
+pub fn gradients<B: Backend>(
+    be: &B,
+    params: &AgentParams<B::Buf>,
+    ws: &mut BanditWorkspace<B::Buf>,
+    shape: &AgentShape,
+    est: BanditEstimator,
+    baseline: f32,
+    grads: &mut AgentParams<B::Buf>,
+) -> BanditStats {
+    let (b, top) = (ws.b, shape.sizes.len() - 1);
+    let mean_reward = be.term_means(&ws.reward, b, 1)[0];
+    be.weighted_row_sum(&mut ws.coef, &ws.reward, &[1.0], -baseline, b, 1);
+    be.softmax_score(&mut ws.grad[top], &ws.logits[top], &ws.action, &ws.coef, b, shape.actions());
+    for l in 1..top {
+        let n = shape.width(l);
+        if est.is_hnca() {
+            let above = &params.layers[l];
+            be.affine(&mut ws.w2[l], &above.w, 2.0, 0.0, n * shape.width(l + 1));
+            if l + 1 < top {
+                be.credit_pass(&mut ws.flip[l], None, &ws.z[l], &ws.w2[l], &ws.logits[l + 1], &ws.z[l + 1], b, n, shape.width(l + 1));
+            } else {
+                be.softmax_credit(&mut ws.flip[l], &ws.z[l], &ws.w2[l], &ws.logits[top], &ws.action, b, n, shape.actions());
+            }
+            be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], Some(&ws.flip[l]), &ws.coef, b, n);
+        } else {
+            be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], None, &ws.coef, b, n);
+        }
+    }
+    let mut grad_var = Vec::with_capacity(top);
+    for l in 1..=top {
+        let (n_in, n) = (shape.width(l - 1), shape.width(l));
+        let g = &mut grads.layers[l - 1];
+        be.matmul_backward_weight(&mut g.w, &ws.u[l - 1], &ws.grad[l], b, n_in, n);
+        be.column_mean(&mut g.bias, &ws.grad[l], b, n);
+        grad_var.push(be.grad_variance_sums(&ws.u[l - 1], &ws.grad[l], &g.w, &g.bias, b, n_in, n));
+    }
+    BanditStats { mean_reward, grad_var }
+}

@@ -1,0 +1,273 @@
+//! The run driver: epochs of shuffled minibatches, resume, checkpoints, divergence handling, the
+//! metrics file and the progress bar, written once for every experiment. An experiment (the
+//! VAE, the bandit) implements [`Experiment`]: a training step, an evaluation, what identifies
+//! its runs, and what its checkpoints hold. This module knows no experiment; it must not import
+//! one.
+
+pub mod checkpoint;
+pub mod describe;
+pub mod files;
+pub mod saver;
+pub mod schedule;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use checkpoint::{Checkpoint, CheckpointError};
+pub use describe::{display_name, known, register, Description};
+use files::{open_metrics, write_atomically};
+use saver::{load_for_resume, Saver};
+use schedule::{shuffle, Schedule};
+
+use crate::data::{Mnist, Split};
+use crate::error::Error;
+use crate::rng::{stream, RngKey};
+
+/// What one training step reports, computed before the update.
+#[derive(Clone, Debug, Default)]
+pub struct StepReport {
+    /// The training objective's batch mean (the VAE's ELBO, the bandit's reward).
+    pub objective: f64,
+    /// Per layer, Σ over its weights and Σ over its biases of the across-batch variance of the
+    /// per-example gradient estimates.
+    pub grad_var: Vec<(f64, f64)>,
+}
+
+/// One training run of an experiment on one backend, as the driver sees it.
+pub trait Experiment {
+    fn description(&self) -> &'static Description;
+    /// Updates taken so far.
+    fn step(&self) -> u64;
+    /// Parameters of each layer whose gradient variance a step reports (the per-layer metric's
+    /// denominators; their sum is the overall metric's).
+    fn layer_params(&self) -> Vec<f64>;
+    /// One update on the images `batch` of `split`, binarized with the epoch's `binarize` key.
+    fn train_step(&mut self, split: &Split, batch: &[u32], binarize: RngKey) -> StepReport;
+    /// What diverged in the step just reported, if anything: `report` is checked every step,
+    /// and with `full_scan` every tensor of the state as well.
+    fn divergence(&self, report: &StepReport, full_scan: bool) -> Option<String>;
+    /// The test metric on `split`, binarized afresh with `binarize`; `index` keys its samples.
+    fn evaluate(&self, split: &Split, binarize: RngKey, index: u64) -> f64;
+    /// The first failure of a device operation since the last call.
+    fn device_error(&self) -> Option<String>;
+    /// The fields that say which run a metrics line belongs to, in order (estimator, seed,
+    /// layers, batch size, learning rate).
+    fn identity(&self) -> Vec<(&'static str, serde_json::Value)>;
+    /// The whole state after `epochs_done` complete epochs.
+    fn checkpoint(&self, epochs_done: u64) -> Checkpoint;
+    /// Continues from `ck` after checking that it is a checkpoint of this same run.
+    fn resume(&mut self, ck: Checkpoint) -> Result<(), CheckpointError>;
+    /// Every parameter as little-endian f32, tensor after tensor (`--save-params`).
+    fn params_le_bytes(&self) -> Vec<u8>;
+}
+
+/// Checkpointing, shared by `vae` and `bandit`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckpointArgs {
+    /// Write a checkpoint (configuration, parameters, Adam state, baseline(s), step) to this file
+    /// every --save-every epochs and at the end; each write replaces the last one atomically.
+    #[arg(long, value_name = "PATH")]
+    pub save: Option<PathBuf>,
+
+    /// Epochs between checkpoints (0: only at the end).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "save")]
+    pub save_every: usize,
+
+    /// Continue the run saved in this checkpoint, exactly as if it had never stopped. Give the
+    /// same options it was started with (a different --epochs or --steps extends or shortens it).
+    #[arg(long, value_name = "PATH")]
+    pub resume: Option<PathBuf>,
+}
+
+/// What the driver needs of the command line, whatever the experiment.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub epochs: usize,
+    pub max_steps: Option<u64>,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Evaluate every this many epochs and at the end (0: never).
+    pub test_every: usize,
+    pub metrics: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub save_every: usize,
+    pub resume: Option<PathBuf>,
+    pub save_params: Option<PathBuf>,
+}
+
+/// One line of the metrics file.
+#[derive(Clone, Debug)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub step: u64,
+    pub steps_in_epoch: u64,
+    /// Mean over the epoch's steps of the training objective.
+    pub train: f64,
+    /// The test metric, in epochs that evaluate it.
+    pub test: Option<f64>,
+    /// Mean over all parameters of the across-batch variance of their estimates, averaged over
+    /// the epoch's steps; and the same per layer (layer 1 first).
+    pub grad_var: f64,
+    pub grad_var_layers: Vec<f64>,
+    pub seconds: f64,
+    pub steps_per_second: f64,
+}
+
+impl EpochRecord {
+    pub fn to_json(&self, d: &Description, identity: &[(&'static str, serde_json::Value)]) -> serde_json::Value {
+        let mut line = serde_json::Map::new();
+        line.insert("experiment".into(), d.name.into());
+        line.insert("epoch".into(), self.epoch.into());
+        line.insert("step".into(), self.step.into());
+        line.insert("steps_in_epoch".into(), self.steps_in_epoch.into());
+        line.insert(d.train_metric.into(), self.train.into());
+        line.insert(d.test_metric.into(), self.test.into());
+        line.insert("grad_var".into(), self.grad_var.into());
+        line.insert("grad_var_layers".into(), self.grad_var_layers.clone().into());
+        line.insert("seconds".into(), self.seconds.into());
+        line.insert("steps_per_second".into(), self.steps_per_second.into());
+        for (k, v) in identity {
+            line.insert((*k).into(), v.clone());
+        }
+        line.into()
+    }
+
+    pub fn line(&self, d: &Description, epochs: usize) -> String {
+        let digits = d.line_digits;
+        let test = self.test.map(|t| format!(" {} {t:.digits$}", d.test_metric)).unwrap_or_default();
+        format!(
+            "epoch {}/{} step {} {} {:.digits$}{} grad_var {:.4e} {:.1} steps/s {:.1}s",
+            self.epoch, epochs, self.step, d.train_metric, self.train, test, self.grad_var, self.steps_per_second, self.seconds
+        )
+    }
+}
+
+/// The running sums of an epoch's step reports.
+struct EpochSums {
+    steps: u64,
+    objective: f64,
+    grad_var: f64,
+    grad_var_layers: Vec<f64>,
+}
+
+impl EpochSums {
+    fn new(layers: usize) -> Self {
+        EpochSums { steps: 0, objective: 0.0, grad_var: 0.0, grad_var_layers: vec![0.0; layers] }
+    }
+
+    /// Adds one step: the variance per parameter, over all layers and per layer.
+    fn add(&mut self, report: &StepReport, layer_params: &[f64], all_params: f64) {
+        self.objective += report.objective;
+        let (mut total, mut per_layer) = (0.0, Vec::with_capacity(layer_params.len()));
+        for (&(w, b), n) in report.grad_var.iter().zip(layer_params) {
+            total += w + b;
+            per_layer.push((w + b) / n);
+        }
+        self.grad_var += total / all_params;
+        for (acc, v) in self.grad_var_layers.iter_mut().zip(per_layer) {
+            *acc += v;
+        }
+        self.steps += 1;
+    }
+}
+
+/// Trains `exp` on `data` as `opts` say (from scratch, or from `opts.resume`), printing one line
+/// per epoch; returns the metrics of the epochs it ran.
+pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
+    let d = exp.description();
+    if let Some(path) = &opts.resume {
+        let (ck, as_error) = load_for_resume(path)?;
+        exp.resume(ck).map_err(&as_error)?;
+        eprintln!("hnca {}: resuming from {} at step {}", d.name, path.display(), exp.step());
+    }
+    let resumed_at = exp.step();
+    let mut metrics = open_metrics(opts.metrics.as_deref(), opts.resume.is_some().then_some(resumed_at))?;
+    let mut saver = Saver::new(opts.save.clone(), opts.save_every)?;
+    let mut schedule = Schedule::new(d.name, resumed_at, data.train.n, opts.batch_size, opts.epochs, opts.max_steps);
+    let total_steps = schedule.total_steps;
+    let bar = progress_bar(total_steps);
+    bar.set_position(resumed_at.min(total_steps));
+    let layer_params = exp.layer_params();
+    let all_params: f64 = layer_params.iter().sum();
+    let identity = exp.identity();
+    let device = |exp: &E| exp.device_error().map_or(Ok(()), |e| Err(Error::Device(e)));
+    let mut history = Vec::new();
+
+    for epoch in schedule.first_epoch..=opts.epochs {
+        if exp.step() >= total_steps {
+            break;
+        }
+        let started = Instant::now();
+        let e = epoch as u64;
+        let order = shuffle(data.train.n, RngKey::new(opts.seed, e, stream::SHUFFLE));
+        let binarize = RngKey::new(opts.seed, e, stream::BINARIZE_TRAIN);
+        let mut sums = EpochSums::new(layer_params.len());
+        for batch in schedule.batches(&order, opts.batch_size) {
+            if exp.step() >= total_steps {
+                break;
+            }
+            let report = exp.train_step(&data.train, batch, binarize);
+            device(exp)?;
+            if let Some(what) = exp.divergence(&report, schedule.full_scan_due(exp.step())) {
+                bar.abandon();
+                return Err(Error::Diverged { step: exp.step(), what, kept: saver.kept() });
+            }
+            sums.add(&report, &layer_params, all_params);
+            let rate = sums.steps as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let digits = d.progress_digits;
+            bar.set_message(format!(
+                "epoch {epoch}  {} {:.digits$}  {rate:.1} steps/s",
+                d.progress_label,
+                sums.objective / sums.steps as f64
+            ));
+            bar.inc(1);
+        }
+        let test_due = opts.test_every > 0 && (epoch % opts.test_every == 0 || epoch == opts.epochs || exp.step() >= total_steps);
+        let test = test_due.then(|| exp.evaluate(&data.test, RngKey::new(opts.seed, e, stream::BINARIZE_TEST), e));
+        device(exp)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let n = sums.steps.max(1) as f64;
+        let record = EpochRecord {
+            epoch,
+            step: exp.step(),
+            steps_in_epoch: sums.steps,
+            train: sums.objective / n,
+            test,
+            grad_var: sums.grad_var / n,
+            grad_var_layers: sums.grad_var_layers.iter().map(|v| v / n).collect(),
+            seconds,
+            steps_per_second: sums.steps as f64 / seconds.max(1e-9),
+        };
+        if bar.is_hidden() {
+            println!("{}", record.line(d, opts.epochs));
+        } else {
+            bar.println(record.line(d, opts.epochs));
+        }
+        if let Some(file) = &mut metrics {
+            file.push(record.to_json(d, &identity).to_string())?;
+        }
+        history.push(record);
+        if let Some(done) = schedule.epoch_ends_at(exp.step()) {
+            saver.at_epoch_end(done, exp.step(), || exp.checkpoint(done))?;
+        }
+    }
+    bar.finish_and_clear();
+    saver.at_run_end(exp.step(), || exp.checkpoint(schedule.epochs_done(exp.step())))?;
+    if let Some(path) = &opts.save_params {
+        write_atomically(path, &exp.params_le_bytes())?;
+    }
+    Ok(history)
+}
+
+/// A progress bar on a terminal, nothing elsewhere.
+pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style =
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}").expect("the progress template is valid");
+    bar.set_style(style);
+    bar
+}

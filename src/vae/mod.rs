@@ -1,0 +1,218 @@
+//! The discrete VAE of HNCA.md §4 (a sigmoid belief net on binarized MNIST): its command line,
+//! model, estimators, training step, trainer, evaluation, checkpoint contents and the `eval`,
+//! `sample` and `bench` commands. It uses the generic parts (backend, data, run driver); they
+//! do not know it.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod estimator;
+pub mod evaluate;
+pub mod inspect;
+pub mod model;
+pub mod step;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+use crate::backend::cpu::Cpu;
+use crate::backend::kernels::KernelBackend;
+use crate::backend::Backend;
+use crate::data::{Binarize, Mnist};
+use crate::error::Error;
+use crate::run::{drive, Description, EpochRecord, RunOptions};
+use crate::setup::{set_up, Setup};
+use estimator::{Estimator, EstimatorKind};
+use trainer::VaeExperiment;
+
+pub const DESCRIPTION: Description = Description {
+    name: "vae",
+    display: "VAE",
+    train_metric: "train_elbo",
+    test_metric: "test_elbo",
+    progress_label: "elbo",
+    progress_digits: 2,
+    line_digits: 3,
+    metric_title: "train ELBO (nats)",
+    figure_title: "Discrete VAE on binarized MNIST",
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct VaeArgs {
+    /// Widths of the stochastic latent layers, from the data upward (x → z1 → z2 → …).
+    #[arg(long, value_delimiter = ',', default_value = "200,200,200")]
+    pub layers: Vec<usize>,
+
+    /// Gradient estimator for the encoder (the decoder and prior always get exact gradients).
+    #[arg(long, value_enum, default_value_t = EstimatorKind::Hnca)]
+    pub estimator: EstimatorKind,
+
+    /// HNCA ablation: weight the terms that take a unit as input by its hindsight ratios too.
+    #[arg(long)]
+    pub all_child: bool,
+
+    /// HNCA ablation: add the ELBO terms upstream of each layer to that layer's reward.
+    #[arg(long)]
+    pub full_reward: bool,
+
+    /// Adam learning rate (β1 0.9, β2 0.999, ε 1e-8).
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
+    pub lr: f64,
+
+    /// Minibatch size.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+
+    /// Number of passes over the 60,000 training images.
+    #[arg(long, default_value_t = 840)]
+    pub epochs: usize,
+
+    /// Stop after this many updates in total, even mid-epoch.
+    #[arg(long)]
+    pub steps: Option<u64>,
+
+    /// Seed for initialisation, shuffling, binarization and every sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Evaluate the test ELBO (mean single-sample ELBO over the freshly binarized test set)
+    /// every N epochs and at the end; 0 never evaluates.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub test_every: usize,
+
+    /// Write per-epoch metrics as JSON lines to this file.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
+    /// How pixels become bits: a fresh Bernoulli(pixel/255) draw every epoch, or pixel/255 > 0.5.
+    #[arg(long, value_enum, default_value_t = Binarize::Dynamic)]
+    pub binarize: Binarize,
+
+    #[command(flatten)]
+    pub setup: crate::setup::SetupArgs,
+
+    /// At the end, write every parameter as little-endian f32 to this file, tensor after tensor:
+    /// per layer (from the data up) encoder weights (in, out) and biases, then per layer decoder
+    /// weights and biases, then the prior logits.
+    #[arg(long, value_name = "PATH")]
+    pub save_params: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub checkpoints: crate::run::CheckpointArgs,
+}
+
+/// A validated training configuration.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub latent: Vec<usize>,
+    pub estimator: Estimator,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub max_steps: Option<u64>,
+    pub seed: u64,
+    /// Evaluate the test ELBO every this many epochs (0: never).
+    pub test_every: usize,
+    pub metrics: Option<PathBuf>,
+    pub save_params: Option<PathBuf>,
+    pub binarize: Binarize,
+    /// Write a checkpoint here every `save_every` epochs and at the end.
+    pub save: Option<PathBuf>,
+    pub save_every: usize,
+    /// Continue the run saved in this checkpoint.
+    pub resume: Option<PathBuf>,
+}
+
+impl TrainConfig {
+    /// What the run driver needs of it.
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions {
+            epochs: self.epochs,
+            max_steps: self.max_steps,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            test_every: self.test_every,
+            metrics: self.metrics.clone(),
+            save: self.save.clone(),
+            save_every: self.save_every,
+            resume: self.resume.clone(),
+            save_params: self.save_params.clone(),
+        }
+    }
+}
+
+impl VaeArgs {
+    /// Checks every value a run could not use and builds the configuration.
+    pub fn to_config(&self) -> Result<TrainConfig, Error> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.layers.is_empty() || self.layers.iter().any(|&w| w == 0 || w > 4096) {
+            return bad(format!("--layers must be 1 to 4096 units per layer, got {:?}", self.layers));
+        }
+        if self.layers.len() > 16 {
+            return bad(format!("--layers allows at most 16 layers, got {}", self.layers.len()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if self.batch_size == 0 || self.batch_size > 60_000 {
+            return bad(format!("--batch-size must be between 1 and 60000, got {}", self.batch_size));
+        }
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.steps == Some(0) {
+            return bad("--steps must be at least 1".into());
+        }
+        let est = Estimator { kind: self.estimator, all_child: self.all_child, full_reward: self.full_reward };
+        if (self.all_child || self.full_reward) && !est.is_hnca() {
+            return bad(format!(
+                "--all-child and --full-reward are HNCA ablations; they do not apply to --estimator {}",
+                self.estimator.name()
+            ));
+        }
+        Ok(TrainConfig {
+            latent: self.layers.clone(),
+            estimator: est,
+            lr: self.lr,
+            batch_size: self.batch_size,
+            epochs: self.epochs,
+            max_steps: self.steps,
+            seed: self.seed,
+            test_every: self.test_every,
+            metrics: self.metrics.clone(),
+            save_params: self.save_params.clone(),
+            binarize: self.binarize,
+            save: self.checkpoints.save.clone(),
+            save_every: self.checkpoints.save_every,
+            resume: self.checkpoints.resume.clone(),
+        })
+    }
+}
+
+/// `hnca vae`: validates, sets up, and trains on the GPU or the CPU.
+pub fn run(args: &VaeArgs) -> Result<(), Error> {
+    let cfg = args.to_config()?;
+    let Setup { dir, data, gpu, place } = set_up(&args.setup, "training")?;
+    eprintln!(
+        "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
+        cfg.estimator.label(),
+        cfg.latent,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.seed,
+        data.train.n,
+        data.test.n,
+        dir.display()
+    );
+    match gpu {
+        Some(d) => train(&KernelBackend::new(d), &cfg, &data)?,
+        None => train(&Cpu::new(), &cfg, &data)?,
+    };
+    Ok(())
+}
+
+/// Trains the VAE on `data` as configured (from scratch or from `cfg.resume`), printing one line
+/// per epoch; returns the metrics of the epochs it ran.
+pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
+    let mut exp = VaeExperiment::new(be, cfg, data.train.pixels(), data.train.n);
+    drive(&mut exp, &cfg.run_options(), data)
+}
