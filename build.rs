@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 /// The kernel sources, in program order (common definitions first).
-const KERNEL_FILES: [&str; 5] = ["common.cuh", "dense.cu", "bernoulli.cu", "credit.cu", "bandit.cu"];
+const KERNEL_FILES: [&str; 6] = ["common.cuh", "dense.cu", "bernoulli.cu", "credit.cu", "bandit.cu", "state.cu"];
 /// Architectures the PTX is built for: Ampere and Hopper.
 const PTX_ARCHES: [&str; 2] = ["compute_80", "compute_90"];
 
@@ -135,7 +135,7 @@ fn kernel_declarations(program: &str) -> (String, String) {
 }
 
 /// The fields of `struct NAME { ... };` as (name, Rust type): pointers become `Ptr`, `int` i32,
-/// `float` f32, `u32`/`unsigned` u32, and `RngKey` its Rust twin.
+/// `long long` i64, `float` f32, `double` f64, `u32`/`unsigned` u32, and `RngKey` its Rust twin.
 fn struct_fields(code: &str, name: &str) -> Option<Vec<(String, String)>> {
     let start = code.find(&format!("struct {name} {{"))?;
     let body = &code[start..];
@@ -155,7 +155,9 @@ fn struct_fields(code: &str, name: &str) -> Option<Vec<(String, String)>> {
             } else {
                 match base.trim_start_matches("const ").trim() {
                     "int" => "i32",
+                    "long long" => "i64",
                     "float" => "f32",
+                    "double" => "f64",
                     "u32" | "unsigned" | "unsigned int" => "u32",
                     "RngKey" => "RngKeyC",
                     other => panic!("struct {name}: field type `{other}` has no Rust twin in build.rs"),

@@ -77,13 +77,14 @@ KERNEL void row_terms(const RowTermParams p) {
     if (threadIdx.x == 0) p.terms[(long long)r * p.t + p.col] = s;
 }
 
-// out (b) = Σ_c coef[c] · terms[r, c] + offset.
+// out (b) = Σ_c coef[c] · terms[r, c] - (baselines ? baselines[baseline] : 0): a row's reward
+// less the baseline, which lives on the device.
 struct WeightedRowSumParams {
     float* out;
     const float* terms;
     const float* coef;
-    float offset;
-    int b, t;
+    const float* baselines;
+    int baseline, b, t;
 };
 
 KERNEL void weighted_row_sum(const WeightedRowSumParams p) {
@@ -91,5 +92,5 @@ KERNEL void weighted_row_sum(const WeightedRowSumParams p) {
     if (r >= p.b) return;
     float s = 0.0f;
     for (int c = 0; c < p.t; ++c) s += p.coef[c] * p.terms[(long long)r * p.t + c];
-    p.out[r] = s + p.offset;
+    p.out[r] = p.baselines ? s - p.baselines[p.baseline] : s;
 }

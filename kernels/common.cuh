@@ -12,9 +12,24 @@ typedef unsigned long long u64;
 
 // ---- Philox4x32-10 (see src/rng.rs for the counter layout) --------------------------------
 
+// A draw's key. `clock`, when not null, is the training clock (below): its step is added to
+// (step_hi, step_lo), so a kernel captured once in a CUDA graph draws afresh at every step.
 struct RngKey {
     u32 seed_lo, seed_hi, step_lo, step_hi, stream;
+    const u32* clock;
 };
+
+// The training clock, CLOCK_WORDS words of device memory that the step itself advances: the
+// update step (low and high words), the batch within the epoch and the epoch.
+#define CLOCK_STEP_LO 0
+#define CLOCK_STEP_HI 1
+#define CLOCK_BATCH 2
+#define CLOCK_EPOCH 3
+#define CLOCK_WORDS 4
+
+__device__ inline u64 clock_step(const u32* clock) {
+    return clock ? ((u64)clock[CLOCK_STEP_HI] << 32) | clock[CLOCK_STEP_LO] : 0;
+}
 
 __device__ inline void philox4x32_10(u32 c[4], u32 k0, u32 k1) {
     for (int round = 0; round < 10; ++round) {
@@ -36,7 +51,8 @@ __device__ inline void philox4x32_10(u32 c[4], u32 k0, u32 k1) {
 
 // The uniform in [0, 1) of element `index`: word index % 4 of block index / 4.
 __device__ inline float rng_uniform(RngKey key, u32 index) {
-    u32 c[4] = {index >> 2, key.stream, key.step_lo, key.step_hi};
+    u64 step = (((u64)key.step_hi << 32) | key.step_lo) + clock_step(key.clock);
+    u32 c[4] = {index >> 2, key.stream, (u32)step, (u32)(step >> 32)};
     philox4x32_10(c, key.seed_lo, key.seed_hi);
     return (float)(c[index & 3] >> 8) * (1.0f / 16777216.0f);
 }
@@ -94,6 +110,19 @@ __device__ inline void log_sigmoid_and_entropy(float x, float* ls, float* h) {
     float l = log1p_unit(e);
     *ls = fminf(x, 0.0f) - l;
     *h = l + y * e / (1.0f + e);
+}
+
+// x^n for n >= 0 by binary powering, the same multiplications in the same order as
+// src/math.rs (powi_f32): Adam's bias corrections agree bit for bit on every backend.
+__device__ inline float powi_f32(float x, u32 n) {
+    float r = 1.0f;
+    for (;;) {
+        if (n & 1u) r = r * x;
+        n >>= 1;
+        if (n == 0) break;
+        x = x * x;
+    }
+    return r;
 }
 
 // Sum of one value per thread over the block (blockDim.x a power of two, at most 1024);

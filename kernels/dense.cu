@@ -1,4 +1,4 @@
-// GEMM, column means, Bernoulli log-likelihood deltas and Adam.
+// GEMM, column means and Bernoulli log-likelihood deltas.
 
 // c (m, n) = alpha · A (m, k) · B (k, n) + beta · c + bias (n), with A and B given by strides so
 // that one kernel serves inp·w (forward) and inpᵀ·dout (weight gradient). bias may be null.
@@ -39,19 +39,6 @@ KERNEL void gemm(const GemmParams p) {
     }
 }
 
-// out (b, n) = bias (n) in every row: the start of a vendor GEMM that accumulates onto it.
-struct BroadcastRowsParams {
-    float* out;
-    const float* bias;
-    int b, n;
-};
-
-KERNEL void broadcast_rows(const BroadcastRowsParams p) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)p.b * p.n) return;
-    p.out[i] = p.bias[i % p.n];
-}
-
 // out (n) = mean over the b rows of x (b, n): one thread per column, rows in order.
 struct ColumnMeanParams {
     float* out;
@@ -80,45 +67,4 @@ KERNEL void bernoulli_delta(const BernoulliDeltaParams p) {
     if (i >= (long long)p.b * p.n) return;
     float a = p.broadcast ? p.logits[i % p.n] : p.logits[i];
     p.out[i] = p.targets[i] - sigmoid(a);
-}
-
-// Adam ascent on one tensor: param += lr · m̂ / (sqrt(v̂) + eps); c1, c2 = 1 - beta^t.
-struct AdamParams {
-    float* param;
-    const float* grad;
-    float* m;
-    float* v;
-    int n;
-    float lr, beta1, beta2, eps, c1, c2;
-};
-
-KERNEL void adam(const AdamParams p) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= p.n) return;
-    float g = p.grad[i];
-    float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
-    float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
-    p.m[i] = m;
-    p.v[i] = v;
-    p.param[i] += p.lr * (m / p.c1) / (sqrtf(v / p.c2) + p.eps);
-}
-
-// sums[r] = Σ_j x[r, j]² for each row r of x (rows, n): one block per row. Used for the
-// gradient-variance metric (with rows = 1 it is the plain sum of squares).
-struct RowSquaresParams {
-    float* sums;
-    const float* x;
-    int rows, n;
-};
-
-KERNEL void row_squares(const RowSquaresParams p) {
-    __shared__ float scratch[REDUCE_BLOCK];
-    int r = blockIdx.x;
-    float s = 0.0f;
-    for (int j = threadIdx.x; j < p.n; j += blockDim.x) {
-        float v = p.x[(long long)r * p.n + j];
-        s += v * v;
-    }
-    s = block_sum(s, scratch);
-    if (threadIdx.x == 0) p.sums[r] = s;
 }

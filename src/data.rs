@@ -57,9 +57,16 @@ pub enum Binarize {
 /// index, so an image's bits in an epoch do not depend on where the shuffle put it.
 pub fn binarize_batch(split: &Split, indices: &[u32], mode: Binarize, key: RngKey, n0: usize) -> Vec<f32> {
     let mut x = vec![0.0f32; indices.len() * n0];
+    binarize_rows(&mut x, &split.images, n0, indices, mode, key);
+    x
+}
+
+/// [`binarize_batch`] into `x` (rows.len(), n0), from `images` (count, n0): the rule the
+/// backends' `gather_binarize` follows.
+pub fn binarize_rows(x: &mut [f32], images: &[u8], n0: usize, rows: &[u32], mode: Binarize, key: RngKey) {
     let mut u = vec![0.0f32; n0];
-    for (row, &img) in x.chunks_mut(n0).zip(indices) {
-        let pixels = split.image(img as usize);
+    for (row, &img) in x.chunks_mut(n0).zip(rows) {
+        let pixels = &images[img as usize * n0..(img as usize + 1) * n0];
         match mode {
             Binarize::Dynamic => {
                 key.fill_uniform(img.wrapping_mul(n0 as u32), &mut u);
@@ -74,7 +81,6 @@ pub fn binarize_batch(split: &Split, indices: &[u32], mode: Binarize, key: RngKe
             }
         }
     }
-    x
 }
 
 #[derive(Debug, thiserror::Error)]

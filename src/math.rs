@@ -88,6 +88,25 @@ pub fn bernoulli_entropy_from_logit(x: f32) -> f32 {
     log_sigmoid_and_entropy(x).1
 }
 
+/// x^n for n >= 0 by binary powering (the algorithm of compiler-rt's `__powisf2`, which
+/// `f32::powi` calls), written out so that the kernels (`powi_f32` in kernels/common.cuh) make
+/// the same multiplications in the same order: Adam's bias corrections agree bit for bit.
+#[inline]
+pub fn powi_f32(mut x: f32, mut n: u32) -> f32 {
+    let mut r = 1.0f32;
+    loop {
+        if n & 1 == 1 {
+            r *= x;
+        }
+        n >>= 1;
+        if n == 0 {
+            break;
+        }
+        x *= x;
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +120,15 @@ mod tests {
         let mut v: Vec<f32> = (0..=n).map(|i| lo + (hi - lo) * (i as f32 / n as f32)).collect();
         v.extend_from_slice(extra);
         v
+    }
+
+    #[test]
+    fn powi_f32_is_f32_powi() {
+        for x in [0.9f32, 0.999, 0.5, 1.0000001, -1.5] {
+            for n in (0..2000).chain([65_535, 1 << 20, 1_000_003, i32::MAX as u32]) {
+                assert_eq!(powi_f32(x, n).to_bits(), x.powi(n as i32).to_bits(), "{x}^{n}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What both experiments' networks are made of and trained with: dense layers of Bernoulli
-//! units, Adam over a list of tensors, and the running-average baseline. Knows no experiment.
+//! units, Adam's hyper-parameters, the running-average baseline, and the state a training run
+//! keeps on the device (clock, baselines, statistics, the data). Knows no experiment.
 
-use crate::backend::{AdamStep, Backend};
+use crate::backend::{clock, stats, AdamHyper, Backend, StatsPlan};
+use crate::data::Split;
 
 /// A fully connected layer of Bernoulli units: logits (b, n_out) = inp (b, n_in) · w + bias,
 /// with w stored (n_in, n_out) so that a parent's outgoing weights are one contiguous row.
@@ -26,26 +28,113 @@ pub const ADAM_EPS: f32 = 1e-8;
 /// Decay of the running-average baselines, b̄ ← γ b̄ + (1-γ) mean(target).
 pub const BASELINE_DECAY: f32 = 0.99;
 
-/// One Adam ascent step, number `t` (from 1), on every tensor: params, grads and the two
-/// moments are lists in the same order.
-pub fn adam_step<'a, B: Backend>(
-    be: &B,
-    params: impl IntoIterator<Item = &'a mut B::Buf>,
-    grads: impl IntoIterator<Item = &'a B::Buf>,
-    m: impl IntoIterator<Item = &'a mut B::Buf>,
-    v: impl IntoIterator<Item = &'a mut B::Buf>,
-    lr: f32,
-    t: u64,
-) where
-    B::Buf: 'a,
-{
-    let hp = AdamStep { lr, beta1: ADAM_BETA1, beta2: ADAM_BETA2, eps: ADAM_EPS, t };
-    for (((p, g), m), v) in params.into_iter().zip(grads).zip(m).zip(v) {
-        be.adam(p, g, m, v, hp);
-    }
+/// Adam's hyper-parameters as this program uses them, at learning rate `lr`.
+pub fn adam_hyper(lr: f32) -> AdamHyper {
+    AdamHyper { lr, beta1: ADAM_BETA1, beta2: ADAM_BETA2, eps: ADAM_EPS }
 }
 
 /// b̄ ← γ b̄ + (1-γ) target.
 pub fn track(baseline: f32, target: f32) -> f32 {
     BASELINE_DECAY * baseline + (1.0 - BASELINE_DECAY) * target
+}
+
+/// What a training run keeps on the device besides its parameters and their optimiser state
+/// (kernels/state.cu): the clock, the baselines, the statistics every step adds to, and the
+/// counts of the periodic scan for NaN and infinity. A step reads and advances them on the
+/// device; the host reads the statistics every few steps.
+pub struct TrainState<B: Backend> {
+    pub clock: B::Array<u32>,
+    /// b̄ for each baseline the estimator keeps (at least one element, unused without any).
+    pub baselines: B::Buf,
+    pub stats: B::Array<f64>,
+    pub counts: B::Array<u32>,
+    pub plan: StatsPlan,
+    /// Columns of the terms table the statistics average.
+    pub t: usize,
+}
+
+impl<B: Backend> TrainState<B> {
+    /// A state at step 0 for `plan` over a terms table of `t` columns, scanning `tensors`
+    /// tensors, with `baseline_slots` baselines (at least the plan's; they start at 0).
+    pub fn new(be: &B, plan: StatsPlan, t: usize, tensors: usize, baseline_slots: usize) -> Self {
+        TrainState {
+            clock: be.array(&clock::at(0)),
+            baselines: be.zeros(baseline_slots.max(plan.baselines).max(1)),
+            stats: be.array(&vec![0.0f64; plan.stats_len(t)]),
+            counts: be.array(&vec![0u32; 2 * tensors]),
+            plan,
+            t,
+        }
+    }
+
+    /// Sets the clock to update `step` (a fresh or restored run).
+    pub fn set_step(&mut self, be: &B, step: u64) {
+        be.write_array(&mut self.clock, &clock::at(step));
+    }
+
+    /// The statistics, read once (see [`crate::backend::stats`]).
+    pub fn read(&self, be: &B) -> Vec<f64> {
+        be.read_array(&self.stats)
+    }
+
+    /// The baselines on the host.
+    pub fn baselines(&self, be: &B) -> Vec<f32> {
+        be.download(&self.baselines)
+    }
+
+    /// The epoch's sums so far and the divergence flag, from one read.
+    pub fn progress(&self, be: &B) -> (EpochSums, Vec<f64>) {
+        let s = self.read(be);
+        let layers = self.plan.layers();
+        let sums = EpochSums {
+            steps: s[stats::STEPS] as u64,
+            objective: s[stats::OBJECTIVE],
+            grad_var: s[stats::GRAD_VAR],
+            grad_var_layers: (0..layers).map(|l| s[stats::LAYERS + stats::PER_LAYER * l]).collect(),
+        };
+        (sums, s)
+    }
+
+    /// The last step's objective and per-layer (weight, bias) gradient-variance sums.
+    pub fn last_step(&self, be: &B) -> (f64, Vec<(f64, f64)>) {
+        let s = self.read(be);
+        let layer = |l: usize| (s[stats::LAYERS + stats::PER_LAYER * l + 1], s[stats::LAYERS + stats::PER_LAYER * l + 2]);
+        (s[stats::LAST_OBJECTIVE], (0..self.plan.layers()).map(layer).collect())
+    }
+
+    /// The last step's term means.
+    pub fn last_term_means(&self, be: &B) -> Vec<f64> {
+        let s = self.read(be);
+        s[stats::LAYERS + stats::PER_LAYER * self.plan.layers()..].to_vec()
+    }
+}
+
+/// The running sums of an epoch's steps, as the step's statistics keep them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpochSums {
+    pub steps: u64,
+    /// Σ of the batch-mean objective.
+    pub objective: f64,
+    /// Σ of the per-parameter gradient variance, over all layers and per layer.
+    pub grad_var: f64,
+    pub grad_var_layers: Vec<f64>,
+}
+
+/// The training images and labels, uploaded once, and the epoch's order of them (rewritten in
+/// place once per epoch), from which the step gathers its batch on the device.
+pub struct TrainData<B: Backend> {
+    pub images: B::Array<u8>,
+    pub labels: B::Array<u8>,
+    pub order: B::Array<u32>,
+}
+
+impl<B: Backend> TrainData<B> {
+    pub fn new(be: &B, split: &Split) -> Self {
+        TrainData { images: be.array(&split.images), labels: be.array(&split.labels), order: be.array(&vec![0u32; split.n]) }
+    }
+
+    /// The epoch's order of the images (one copy to the device per epoch).
+    pub fn set_order(&mut self, be: &B, order: &[u32]) {
+        be.write_array(&mut self.order, order);
+    }
 }

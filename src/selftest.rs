@@ -130,8 +130,8 @@ fn selftest<B: Backend>(be: &B, shape: &Shape, b: usize, steps: u64, sync: impl 
         let (mut z, mut zc) = (be.zeros(b * n1), vec![0.0; b * n1]);
         let (mut a, mut ac) = (be.zeros(b * n1), vec![0.0; b * n1]);
         let anti = mode == SampleMode::Antithetic;
-        be.bernoulli_sample(&mut z, anti.then_some(&mut a), &sample_logits, key, mode, b, n1);
-        cpu.bernoulli_sample(&mut zc, anti.then_some(&mut ac), &outc, key, mode, b, n1);
+        be.bernoulli_sample(&mut z, anti.then_some(&mut a), &sample_logits, key, None, mode, b, n1);
+        cpu.bernoulli_sample(&mut zc, anti.then_some(&mut ac), &outc, key, None, mode, b, n1);
         let mismatches = be.download(&z).iter().zip(&zc).filter(|(p, q)| p != q).count()
             + be.download(&a).iter().zip(&ac).filter(|(p, q)| p != q).count();
         check(&format!("bernoulli_sample {mode:?}: differing bits ({b}, {n1})"), mismatches as f64, 0.0);
@@ -203,6 +203,7 @@ fn step_gradients<B: Backend>(be: &B, shape: &Shape, est: &Estimator, host: &Par
     let mut grads = host.map(|t| be.zeros(t.len()));
     let mut ws = Workspace::new(be, shape, est, b);
     be.write(&mut ws.main.z[0], x);
-    compute_gradients(be, &params, &mut ws, est, &vec![0.0; shape.depth()], Draw { seed: 1, step: 1, eval: false }, &mut grads);
+    let baselines = be.upload(&vec![0.0; shape.depth()]);
+    compute_gradients(be, &params, &mut ws, est, &baselines, Draw::at(1, 1, false), &mut grads);
     grads.tensors().into_iter().map(|t| be.download(t)).collect()
 }

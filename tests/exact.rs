@@ -131,7 +131,7 @@ fn with_tracked_baselines(net: &Net, x: &[f64]) -> (Estimator, Estimator, Vec<f6
 }
 
 /// Runs one production step (f32, CPU backend) on a batch of all eight inputs, four times over.
-fn production_step(est: &Estimator, params: &Params<Vec<f32>>, baselines: &[f32]) -> (Workspace<Vec<f32>>, Params<Vec<f32>>) {
+fn production_step(est: &Estimator, params: &Params<Vec<f32>>, baselines: &[f32]) -> (Workspace<Cpu>, Params<Vec<f32>>) {
     let be = Cpu::new();
     let shape = tiny_shape();
     let b = 32;
@@ -139,7 +139,7 @@ fn production_step(est: &Estimator, params: &Params<Vec<f32>>, baselines: &[f32]
     let x: Vec<f32> = (0..b).flat_map(|r| (0..3).map(move |j| (((r % 8) >> j) & 1) as f32)).collect();
     be.write(&mut ws.main.z[0], &x);
     let mut grads = params.map(|t| vec![0.0f32; t.len()]);
-    compute_gradients(&be, params, &mut ws, est, baselines, Draw { seed: 5, step: 3, eval: false }, &mut grads);
+    compute_gradients(&be, params, &mut ws, est, &baselines.to_vec(), Draw::at(5, 3, false), &mut grads);
     (ws, grads)
 }
 

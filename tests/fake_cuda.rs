@@ -29,7 +29,8 @@ fn step<B: Backend>(
     let mut ws = Workspace::new(be, shape, est, b);
     be.write(&mut ws.main.z[0], x);
     let baselines: Vec<f32> = (0..shape.depth()).map(|l| 0.5 - 1.5 * l as f32).collect();
-    compute_gradients(be, &params, &mut ws, est, &baselines, Draw { seed: 8, step: 2, eval: false }, &mut grads);
+    let baselines = be.upload(&baselines);
+    compute_gradients(be, &params, &mut ws, est, &baselines, Draw::at(8, 2, false), &mut grads);
     be.check().unwrap();
     let mut samples: Vec<Vec<f32>> = ws.main.z.iter().map(|z| be.download(z)).collect();
     // alt[0] is an unused placeholder (a GPU backs empty buffers with one element).
@@ -221,4 +222,74 @@ fn eval_on_device_cuda_agrees_with_device_cpu() {
         let (x, y) = (g[field].as_f64().unwrap(), c[field].as_f64().unwrap());
         assert!((x - y).abs() <= 1e-4 * y.abs(), "{field}: cuda {x} vs cpu {y}");
     }
+}
+
+/// The driver calls of one run of the real binary on the emulated driver, by function name
+/// (HNCA_FAKE_CUDA_TRACE).
+fn driver_calls(dir: &std::path::Path, name: &str, args: &[&str]) -> std::collections::BTreeMap<String, i64> {
+    let trace = dir.join(format!("{name}.json"));
+    hnca_bin().env("LD_LIBRARY_PATH", fake_cuda::library_path()).env("HNCA_FAKE_CUDA_TRACE", &trace).args(args).assert().success();
+    serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap()
+}
+
+/// The contract of a GPU training step, from the driver calls of 100 and of 200 steps (both
+/// within the first epoch, so the once-per-epoch work cancels out): per step, exactly one graph
+/// launch; no copy to the device; no allocation or free; and copies to the host, waits and
+/// kernel launches outside the graph only at the reads every 100 steps (the statistics, and
+/// the counts of the scan for NaN and infinity). It fails if any of these grows with the steps.
+#[test]
+fn a_device_step_is_one_graph_launch_with_nothing_read_back() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runs: [(&str, &[&str]); 2] = [
+        ("vae", &["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", "hnca"]),
+        ("bandit", &["bandit", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0"]),
+    ];
+    for (name, args) in runs {
+        let calls: Vec<_> = [100, 200]
+            .iter()
+            .map(|steps| {
+                let mut a = args.to_vec();
+                let steps = steps.to_string();
+                a.extend(["--steps", &steps]);
+                driver_calls(dir.path(), &format!("{name}-{steps}"), &a)
+            })
+            .collect();
+        let per_100 = |f: &str| calls[1].get(f).copied().unwrap_or(0) - calls[0].get(f).copied().unwrap_or(0);
+        let reads = 100 / hnca::run::DEVICE_READ_EVERY as i64;
+        assert_eq!(per_100("cuGraphLaunch"), 100, "{name}: one graph launch per step: {:?}", calls[1]);
+        for f in ["cuMemcpyHtoDAsync_v2", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemAllocAsync", "cuMemFreeAsync", "cuMemsetD8Async"] {
+            assert_eq!(per_100(f), 0, "{name}: {f} grows with the steps");
+        }
+        // The statistics and the scan's counts, each read once per read.
+        assert_eq!(per_100("cuMemcpyDtoHAsync_v2"), 2 * reads, "{name}: copies to the host");
+        for f in ["cuStreamSynchronize", "cuCtxSynchronize", "cuEventSynchronize"] {
+            assert!(per_100(f) <= 2 * reads, "{name}: {f} {} times in 100 steps", per_100(f));
+        }
+        // Only the scan for NaN and infinity launches outside the graph.
+        assert!(per_100("cuLaunchKernel") <= reads, "{name}: {} kernel launches outside the graph in 100 steps", per_100("cuLaunchKernel"));
+        assert_eq!(calls[0].get("cuStreamBeginCapture_v2"), Some(&1), "{name}: one capture");
+        assert_eq!(calls[1].get("cuStreamBeginCapture_v2"), Some(&1), "{name}: still one capture");
+    }
+}
+
+/// A run on the device saved mid-way and resumed ends with the checkpoint of a run that went
+/// straight through, byte for byte; sample draws from it on the device.
+#[test]
+fn a_device_run_resumes_exactly() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", "disarm", "--save"];
+    let run = |ck: &std::path::Path, extra: &[&str]| {
+        hnca_bin().env("LD_LIBRARY_PATH", fake_cuda::library_path()).args(base).arg(ck).args(extra).assert().success();
+    };
+    let (straight, resumed) = (dir.path().join("straight.ck"), dir.path().join("resumed.ck"));
+    run(&straight, &["--steps", "60"]);
+    run(&resumed, &["--steps", "25"]);
+    run(&resumed, &["--steps", "60", "--resume", resumed.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&straight).unwrap(), std::fs::read(&resumed).unwrap(), "the resumed run's checkpoint differs");
 }

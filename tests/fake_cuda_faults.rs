@@ -11,7 +11,7 @@ use common::fake_cuda;
 use cudarc::driver::result;
 use cudarc::driver::sys::cudaError_enum as CuResult;
 use hnca::backend::cuda::check_parameter_list;
-use hnca::backend::kernels::{BroadcastRowsParams, Device, GemmParams, KernelParams};
+use hnca::backend::kernels::{AffineParams, Device, GemmParams, KernelParams};
 
 /// Asserts that the device recorded a driver error with `code`, and that the emulated driver
 /// described it with `words`; then clears the fault.
@@ -40,19 +40,19 @@ fn the_emulated_driver_reports_every_kind_of_fault() {
     // A kernel writing past the end of its output: 20 floats into an allocation of 10.
     let mut small = d.alloc_zeros(10);
     let bias = d.upload(&[1.0; 20]);
-    let p = BroadcastRowsParams { out: d.ptr_mut(&mut small), bias: d.ptr(&bias), b: 2, n: 10 };
+    let p = AffineParams { out: d.ptr_mut(&mut small).0, x: d.ptr(&bias).0, scale: 0.0, shift: 1.0, n: 20 };
     d.launch([1, 1, 1], [32, 1, 1], &p);
     assert_fault(d.take_error(), "CUDA_ERROR_ILLEGAL_ADDRESS", "past the end of the 40-byte allocation");
     // Where the write stays inside, the same launch is fine.
-    d.launch([1, 1, 1], [32, 1, 1], &BroadcastRowsParams { b: 1, ..p });
+    d.launch([1, 1, 1], [32, 1, 1], &AffineParams { n: 10, ..p });
     assert_eq!(d.take_error(), None);
     assert_eq!(d.download(&small), vec![1.0; 10]);
 
     // A kernel given memory that was freed.
     let freed = d.alloc_zeros(16);
-    let dangling = d.ptr(&freed);
+    let dangling = d.ptr(&freed).0;
     drop(freed);
-    d.launch([1, 1, 1], [32, 1, 1], &BroadcastRowsParams { out: dangling, bias: d.ptr(&bias), b: 1, n: 16 });
+    d.launch([1, 1, 1], [32, 1, 1], &AffineParams { out: dangling, x: d.ptr(&bias).0, scale: 0.0, shift: 1.0, n: 16 });
     assert_fault(d.take_error(), "CUDA_ERROR_ILLEGAL_ADDRESS", "allocation that was freed");
 
     // A copy larger than its destination.
@@ -60,7 +60,7 @@ fn the_emulated_driver_reports_every_kind_of_fault() {
     let host = [0.0f32; 20];
     // SAFETY: the emulated driver checks the range and refuses the copy.
     assert_raw_fault(
-        unsafe { result::memcpy_htod_async(d.ptr(&small), &host[..], stream) },
+        unsafe { result::memcpy_htod_async(d.ptr(&small).0, &host[..], stream) },
         CuResult::CUDA_ERROR_INVALID_VALUE,
         "of 80 bytes at offset 0 of a 40-byte allocation",
     );
@@ -75,9 +75,9 @@ fn the_emulated_driver_reports_every_kind_of_fault() {
     let gone = result::stream::create(result::stream::StreamKind::NonBlocking).unwrap();
     // SAFETY: the stream is not used by anything else.
     unsafe { result::stream::destroy(gone) }.unwrap();
-    let f = d.function(BroadcastRowsParams::NAME).unwrap();
-    let mut arg = BroadcastRowsParams { b: 1, ..p };
-    let mut args = [&mut arg as *mut BroadcastRowsParams as *mut c_void];
+    let f = d.function(AffineParams::NAME).unwrap();
+    let mut arg = AffineParams { n: 10, ..p };
+    let mut args = [&mut arg as *mut AffineParams as *mut c_void];
     // SAFETY: a valid function and argument; the driver refuses the stream.
     assert_raw_fault(
         unsafe { result::launch_kernel(f.cu_function(), (1, 1, 1), (32, 1, 1), 0, gone, &mut args) },
@@ -87,9 +87,9 @@ fn the_emulated_driver_reports_every_kind_of_fault() {
 
     // Launch configurations a GPU refuses: more than 1,024 threads, a zero grid, too much
     // dynamic shared memory.
-    d.launch([1, 1, 1], [2048, 1, 1], &BroadcastRowsParams { b: 1, ..p });
+    d.launch([1, 1, 1], [2048, 1, 1], &AffineParams { n: 10, ..p });
     assert_fault(d.take_error(), "CUDA_ERROR_INVALID_VALUE", "which a GPU refuses");
-    d.launch([0, 1, 1], [32, 1, 1], &BroadcastRowsParams { b: 1, ..p });
+    d.launch([0, 1, 1], [32, 1, 1], &AffineParams { n: 10, ..p });
     assert_fault(d.take_error(), "CUDA_ERROR_INVALID_VALUE", "which a GPU refuses");
     // SAFETY: as above.
     assert_raw_fault(

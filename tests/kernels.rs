@@ -9,7 +9,8 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
 use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
-use hnca::backend::{AdamStep, Backend, SampleMode};
+use hnca::backend::{clock, grad_variance_slots, stats, AdamHyper, Backend, Elem, SampleMode, StatsPlan};
+use hnca::data::Binarize;
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
 use hnca::rng::{stream, RngKey};
@@ -67,13 +68,24 @@ fn bernoulli_samples_are_bit_identical_to_the_cpu() {
     let logits = data(b * n, 5, -4.0, 4.0);
     let key = RngKey::new(0xdead_beef_1234, 77, stream::encoder(2));
     let (mut zc, mut ze) = (vec![0.0; b * n], vec![0.0; b * n]);
-    cpu.bernoulli_sample(&mut zc, None, &logits, key, SampleMode::Standard, b, n);
-    emu.bernoulli_sample(&mut ze, None, &logits, key, SampleMode::Standard, b, n);
+    cpu.bernoulli_sample(&mut zc, None, &logits, key, None, SampleMode::Standard, b, n);
+    emu.bernoulli_sample(&mut ze, None, &logits, key, None, SampleMode::Standard, b, n);
     assert_eq!(zc, ze);
+    // With a clock, the clock's step is added to the key's: the same bits as the key at that step.
+    let at = 1_000_000_007u64;
+    let (clock_c, clock_e) = (cpu.array(&clock::at(at)), emu.array(&clock::at(at)));
+    let later = RngKey::new(key.seed, key.step + at, key.stream);
+    let (mut want, mut zk, mut zke) = (vec![0.0; b * n], vec![0.0; b * n], vec![0.0; b * n]);
+    cpu.bernoulli_sample(&mut want, None, &logits, later, None, SampleMode::Standard, b, n);
+    cpu.bernoulli_sample(&mut zk, None, &logits, key, Some(&clock_c), SampleMode::Standard, b, n);
+    emu.bernoulli_sample(&mut zke, None, &logits, key, Some(&clock_e), SampleMode::Standard, b, n);
+    assert_eq!(zk, want, "cpu: the clock's step is added to the key's");
+    assert_eq!(zke, want, "emulated kernel: the clock's step is added to the key's");
+    assert_ne!(zk, zc);
     assert!(zc.contains(&0.0) && zc.contains(&1.0));
     let (mut ac, mut ae) = (vec![0.0; b * n], vec![0.0; b * n]);
-    cpu.bernoulli_sample(&mut zc, Some(&mut ac), &logits, key, SampleMode::Antithetic, b, n);
-    emu.bernoulli_sample(&mut ze, Some(&mut ae), &logits, key, SampleMode::Antithetic, b, n);
+    cpu.bernoulli_sample(&mut zc, Some(&mut ac), &logits, key, None, SampleMode::Antithetic, b, n);
+    emu.bernoulli_sample(&mut ze, Some(&mut ae), &logits, key, None, SampleMode::Antithetic, b, n);
     assert_eq!((zc, ac), (ze, ae));
 }
 
@@ -114,9 +126,15 @@ fn row_terms_means_and_deltas_match_the_cpu() {
     assert_close("terms", &te, &tc, 1e-5);
     let coef = [0.5, -1.0, 2.0, 0.0, 1.0];
     let (mut rc, mut re) = (vec![0.0; b], vec![0.0; b]);
-    cpu.weighted_row_sum(&mut rc, &tc, &coef, -0.25, b, t);
-    emu.weighted_row_sum(&mut re, &tc, &coef, -0.25, b, t);
+    let baselines = vec![3.0f32, -0.25];
+    cpu.weighted_row_sum(&mut rc, &tc, &coef, Some((&baselines, 1)), b, t);
+    emu.weighted_row_sum(&mut re, &tc, &coef, Some((&baselines, 1)), b, t);
     assert_close("weighted_row_sum", &re, &rc, 1e-6);
+    let mut plain = vec![0.0; b];
+    cpu.weighted_row_sum(&mut plain, &tc, &coef, None, b, t);
+    for (with, without) in rc.iter().zip(&plain) {
+        assert_eq!(*with, without + 0.25, "the baseline is subtracted");
+    }
     let (mc, me) = (cpu.term_means(&tc, b, t), emu.term_means(&tc, b, t));
     for (x, y) in mc.iter().zip(&me) {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "term_means {x} vs {y}");
@@ -154,29 +172,155 @@ fn credit_pass_matches_the_cpu_on_ragged_shapes() {
     }
 }
 
+/// Adam over several tensors in one launch, its step from the clock, against the CPU.
 #[test]
-fn adam_and_gradient_variance_match_the_cpu() {
+fn adam_over_every_tensor_matches_the_cpu() {
     let (cpu, emu) = (Cpu::new(), emu_backend());
-    let n = 517;
-    let (mut pc, mut pe) = (data(n, 14, -1.0, 1.0), data(n, 14, -1.0, 1.0));
-    let (mut mc, mut me, mut vc, mut ve) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-    for t in 1..=3 {
-        let g = data(n, 15 + t, -1.0, 1.0);
-        let hp = AdamStep { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, t: t as u64 };
-        cpu.adam(&mut pc, &g, &mut mc, &mut vc, hp);
-        emu.adam(&mut pe, &g, &mut me, &mut ve, hp);
+    let sizes = [517, 3, 1000];
+    let init = |tag: u32| sizes.iter().enumerate().map(|(i, &n)| data(n, tag + i as u32, -1.0, 1.0)).collect::<Vec<_>>();
+    let (mut pc, mut pe) = (init(14), init(14));
+    let zeros = || sizes.iter().map(|&n| vec![0.0f32; n]).collect::<Vec<_>>();
+    let (mut mc, mut me, mut vc, mut ve) = (zeros(), zeros(), zeros(), zeros());
+    let hp = AdamHyper { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+    for t in 0..3u64 {
+        let g = init(30 + 5 * t as u32);
+        let (clock_c, clock_e) = (cpu.array(&clock::at(t)), emu.array(&clock::at(t)));
+        fn refs(v: &mut [Vec<f32>]) -> Vec<&mut Vec<f32>> {
+            v.iter_mut().collect()
+        }
+        let gr: Vec<&Vec<f32>> = g.iter().collect();
+        cpu.adam(&mut refs(&mut pc), &gr, &mut refs(&mut mc), &mut refs(&mut vc), &clock_c, hp);
+        emu.adam(&mut refs(&mut pe), &gr, &mut refs(&mut me), &mut refs(&mut ve), &clock_e, hp);
     }
-    assert_close("adam params", &pe, &pc, 1e-6);
-    let (b, k, nn) = (9, 40, 23);
-    let inp = bits(b * k, 20);
-    let g = data(b * nn, 21, -1.0, 1.0);
-    let mut dw = vec![0.0; k * nn];
-    let mut db = vec![0.0; nn];
-    cpu.matmul_backward_weight(&mut dw, &inp, &g, b, k, nn);
-    cpu.column_mean(&mut db, &g, b, nn);
-    let (wc, bc) = cpu.grad_variance_sums(&inp, &g, &dw, &db, b, k, nn);
-    let (we, bemu) = emu.grad_variance_sums(&inp, &g, &dw, &db, b, k, nn);
-    assert!((wc - we).abs() <= 1e-5 * wc.abs() && (bc - bemu).abs() <= 1e-5 * bc.abs(), "({wc}, {bc}) vs ({we}, {bemu})");
+    for i in 0..sizes.len() {
+        assert_close(&format!("adam params, tensor {i}"), &pe[i], &pc[i], 1e-6);
+        assert_close(&format!("adam moments, tensor {i}"), &ve[i], &vc[i], 1e-6);
+    }
+}
+
+/// The batch gathered through the epoch's order and binarized on the device: bit-identical to the
+/// CPU (both rules, labels too), and to `data::binarize_batch`.
+#[test]
+fn gather_binarize_matches_the_cpu_and_the_host_rule() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let (count, n0, b) = (37, 29, 5);
+    let images: Vec<u8> = data(count * n0, 40, 0.0, 256.0).iter().map(|&v| v as u8).collect();
+    let labels: Vec<u8> = (0..count).map(|i| (i * 7 % 10) as u8).collect();
+    let order: Vec<u32> = (0..count as u32).rev().collect();
+    let split = hnca::data::Split { images: images.clone(), labels: labels.clone(), n: count, rows: 1, cols: n0 };
+    for mode in [Binarize::Dynamic, Binarize::Threshold] {
+        let mut words = clock::at(12);
+        words[clock::BATCH as usize] = 3;
+        words[clock::EPOCH as usize] = 4;
+        let (ic, ie) = (cpu.array(&images), emu.array(&images));
+        let (lc, le) = (cpu.array(&labels), emu.array(&labels));
+        let (oc, oe) = (cpu.array(&order), emu.array(&order));
+        let (kc, ke) = (cpu.array(&words), emu.array(&words));
+        let (mut xc, mut xe, mut yc, mut ye) = (vec![0.0; b * n0], vec![0.0; b * n0], vec![0.0; b], vec![0.0; b]);
+        cpu.gather_binarize(&mut xc, Some((&mut yc, &lc)), &ic, &oc, &kc, mode, 9, 77, b, n0);
+        emu.gather_binarize(&mut xe, Some((&mut ye, &le)), &ie, &oe, &ke, mode, 9, 77, b, n0);
+        assert_eq!(xc, xe, "{mode:?}: bits");
+        assert_eq!(yc, ye, "{mode:?}: labels");
+        let rows = &order[3 * b..4 * b];
+        assert_eq!(xc, hnca::data::binarize_batch(&split, rows, mode, RngKey::new(9, 4, 77), n0), "{mode:?}: the host's rule");
+        assert_eq!(yc, rows.iter().map(|&i| labels[i as usize] as f32).collect::<Vec<_>>());
+        assert!(xc.contains(&0.0) && xc.contains(&1.0));
+    }
+}
+
+/// Two layers' gradient-variance partial sums, then the step's statistics (term means,
+/// objective, baselines, epoch sums, flag, clock), on both backends.
+#[test]
+fn step_statistics_match_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    // One layer wider than a GV_CHUNK of weights, one narrow; a batch of 9.
+    let b = 9;
+    let layers = [(70, 80), (80, 3)];
+    let slots: Vec<u32> = {
+        let mut v = Vec::new();
+        for &(k, n) in &layers {
+            let first = v.iter().skip(1).step_by(2).sum::<u32>();
+            v.extend([first, grad_variance_slots(b, k, n) as u32]);
+        }
+        v
+    };
+    let total: u32 = slots.iter().skip(1).step_by(2).sum();
+    let (mut pc, mut pe) = (cpu.array(&vec![0.0f64; 4 * total as usize]), emu.array(&vec![0.0f64; 4 * total as usize]));
+    for (l, &(k, n)) in layers.iter().enumerate() {
+        let inp = bits(b * k, 50 + l as u32);
+        let g = data(b * n, 60 + l as u32, -1.0, 1.0);
+        let (mut dw, mut db) = (vec![0.0; k * n], vec![0.0; n]);
+        cpu.matmul_backward_weight(&mut dw, &inp, &g, b, k, n);
+        cpu.column_mean(&mut db, &g, b, n);
+        cpu.grad_variance(&mut pc, slots[2 * l] as usize, &inp, &g, &dw, &db, b, k, n);
+        emu.grad_variance(&mut pe, slots[2 * l] as usize, &inp, &g, &dw, &db, b, k, n);
+    }
+    let t = 4;
+    let terms = data(b * t, 70, -5.0, 1.0);
+    let plan = StatsPlan {
+        coef: vec![1.0, 0.5, 0.0, -1.0, 0.0, 1.0, 1.0, 0.0, 2.0, 0.0, 0.0, 1.0],
+        baselines: 2,
+        layer_params: layers.iter().map(|&(k, n)| (k * n + n) as f64).collect(),
+        slots,
+        decay: 0.99,
+    };
+    let len = plan.stats_len(t);
+    let (mut sc, mut se) = (cpu.array(&vec![0.0f64; len]), emu.array(&vec![0.0f64; len]));
+    let (mut bc, mut be) = (vec![0.5f32, -2.0], vec![0.5f32, -2.0]);
+    let (mut cc, mut ce) = (cpu.array(&clock::at(41)), emu.array(&clock::at(41)));
+    for _ in 0..2 {
+        cpu.step_stats(&mut sc, &mut bc, &mut cc, &terms, &pc, &plan, b, t);
+        emu.step_stats(&mut se, &mut be, &mut ce, &terms, &pe, &plan, b, t);
+    }
+    assert_eq!(cc, ce, "clocks");
+    assert_eq!(clock::step(&cc), 43);
+    assert_eq!(cc[clock::BATCH as usize], 2);
+    assert_close("baselines", &be, &bc, 1e-6);
+    assert_eq!(sc[stats::STEPS], 2.0);
+    assert_eq!(sc[stats::DIVERGED], 0.0);
+    for (i, (x, y)) in sc.iter().zip(&se).enumerate() {
+        assert!(x.is_finite() && (x - y).abs() <= 1e-5 * x.abs().max(1e-6), "statistic {i}: cpu {x} vs kernel {y}");
+    }
+    // A NaN among the terms raises the flag at the step it happened, once.
+    let mut bad = terms.clone();
+    bad[5] = f32::NAN;
+    for (be_stats, be_base, be_clock, backend) in [(&mut sc, &mut bc, &mut cc, 0), (&mut se, &mut be, &mut ce, 1)] {
+        if backend == 0 {
+            cpu.step_stats(be_stats, be_base, be_clock, &bad, &pc, &plan, b, t);
+            cpu.step_stats(be_stats, be_base, be_clock, &bad, &pc, &plan, b, t);
+        } else {
+            emu.step_stats(be_stats, be_base, be_clock, &bad, &pe, &plan, b, t);
+            emu.step_stats(be_stats, be_base, be_clock, &bad, &pe, &plan, b, t);
+        }
+        assert_eq!(be_stats[stats::DIVERGED], 44.0, "backend {backend}: the first bad step");
+        assert_eq!(be_stats[stats::WHAT], stats::DIVERGED_OBJECTIVE);
+    }
+    // The epoch's start zeroes the sums and sets the clock's epoch and batch, keeping its step.
+    cpu.epoch_start(&mut sc, &mut cc, 7, 5, 2);
+    emu.epoch_start(&mut se, &mut ce, 7, 5, 2);
+    assert_eq!(cc, ce);
+    assert_eq!((clock::step(&cc), cc[clock::EPOCH as usize], cc[clock::BATCH as usize]), (45, 7, 5));
+    assert_eq!((sc[stats::STEPS], sc[stats::OBJECTIVE], sc[stats::LAYERS]), (0.0, 0.0, 0.0));
+    assert_eq!((se[stats::STEPS], se[stats::OBJECTIVE], se[stats::LAYERS]), (0.0, 0.0, 0.0));
+}
+
+/// The scan for NaN and infinity counts each tensor's, exactly, on both backends.
+#[test]
+fn non_finite_counts_match_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let mut a = data(3000, 80, -1.0, 1.0);
+    let mut b = data(7, 81, -1.0, 1.0);
+    let c = data(129, 82, -1.0, 1.0);
+    for i in [0, 1000, 2999] {
+        a[i] = f32::NAN;
+    }
+    a[5] = f32::INFINITY;
+    b[6] = f32::NEG_INFINITY;
+    let (mut kc, mut ke) = (cpu.array(&[9u32; 6]), emu.array(&[9u32; 6]));
+    cpu.count_non_finite(&mut kc, &[&a, &b, &c]);
+    emu.count_non_finite(&mut ke, &[&a, &b, &c]);
+    assert_eq!(kc, vec![3, 1, 0, 1, 0, 0]);
+    assert_eq!(ke, kc);
 }
 
 /// One whole step of every estimator on both backends: identical samples, and every parameter's
@@ -234,7 +378,7 @@ fn whole_training_step_parameter_updates_match_the_cpu() {
             let de: Vec<f32> = pe.iter().zip(p0.iter()).map(|(a, b)| a - b).collect();
             assert_close_normwise(&format!("{} update of tensor {i}", kind.name()), &de, &dc, 1e-5);
         }
-        assert_close(&format!("{} baselines", kind.name()), &te.baselines, &tc.baselines, 1e-5);
+        assert_close(&format!("{} baselines", kind.name()), &te.state.baselines(&emu), &tc.state.baselines(&cpu), 1e-5);
     }
 }
 
@@ -264,7 +408,8 @@ fn run_step<B: Backend<Buf = Vec<f32>>>(
     let mut grads = host.map(|t| be.zeros(t.len()));
     let mut ws = Workspace::new(be, shape, est, b);
     be.write(&mut ws.main.z[0], x);
-    compute_gradients(be, &params, &mut ws, est, baselines, Draw { seed: 8, step: 2, eval: false }, &mut grads);
+    let baselines = be.upload(baselines);
+    compute_gradients(be, &params, &mut ws, est, &baselines, Draw::at(8, 2, false), &mut grads);
     let mut samples: Vec<Vec<f32>> = ws.main.z.clone();
     for chain in &ws.alt {
         samples.extend(chain.z.iter().cloned());
@@ -306,6 +451,28 @@ struct ReferenceBlas(hnca::backend::emu::EmuDevice);
 
 impl Device for ReferenceBlas {
     type Buf = Vec<f32>;
+    type Array<T: Elem> = Vec<T>;
+    type Graph = ();
+    type Guard<'a> = ();
+    fn array<T: Elem>(&self, host: &[T]) -> Vec<T> {
+        self.0.array(host)
+    }
+    fn read_array<T: Elem>(&self, a: &Vec<T>) -> Vec<T> {
+        self.0.read_array(a)
+    }
+    fn write_array<T: Elem>(&self, a: &mut Vec<T>, host: &[T]) {
+        self.0.write_array(a, host)
+    }
+    fn array_ptr<'a, T: Elem>(&'a self, a: &'a Vec<T>) -> (u64, ()) {
+        self.0.array_ptr(a)
+    }
+    fn array_ptr_mut<'a, T: Elem>(&'a self, a: &'a mut Vec<T>) -> (u64, ()) {
+        self.0.array_ptr_mut(a)
+    }
+    fn end_recording(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn replay(&self, _graph: &()) {}
     fn alloc_zeros(&self, n: usize) -> Vec<f32> {
         self.0.alloc_zeros(n)
     }
@@ -321,20 +488,27 @@ impl Device for ReferenceBlas {
     fn len(&self, buf: &Vec<f32>) -> usize {
         buf.len()
     }
-    fn ptr(&self, buf: &Vec<f32>) -> u64 {
+    fn ptr<'a>(&'a self, buf: &'a Vec<f32>) -> (u64, ()) {
         self.0.ptr(buf)
     }
-    fn ptr_mut(&self, buf: &mut Vec<f32>) -> u64 {
+    fn ptr_mut<'a>(&'a self, buf: &'a mut Vec<f32>) -> (u64, ()) {
         self.0.ptr_mut(buf)
     }
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
         self.0.launch(grid, block, params)
     }
     fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
-        p.bias == 0
+        p.bias == 0 && ColumnMajorGemm::of(p).is_some()
     }
     fn vendor_gemm(&self, p: &GemmParams) {
-        let c = ColumnMajorGemm::of(p);
+        let c = ColumnMajorGemm::of(p).expect("has_vendor_gemm said yes");
+        // cuBLAS's argument checks (CUBLAS_STATUS_INVALID_VALUE): sizes at least 0, and every
+        // leading dimension at least max(1, the rows of its matrix as stored).
+        let rows = |trans: bool, not_t: i32, t: i32| if trans { t } else { not_t };
+        assert!(c.m >= 0 && c.n >= 0 && c.k >= 0, "cuBLAS refuses negative sizes: {c:?}");
+        assert!(c.ld_first >= rows(c.trans_first, c.m, c.k).max(1), "cuBLAS refuses lda {} for {c:?}", c.ld_first);
+        assert!(c.ld_second >= rows(c.trans_second, c.k, c.n).max(1), "cuBLAS refuses ldb {} for {c:?}", c.ld_second);
+        assert!(c.ldc >= c.m.max(1), "cuBLAS refuses ldc {} for {c:?}", c.ldc);
         // C (m, n), column-major with leading dimension ldc: C = alpha·op(X1)·op(X2) + beta·C,
         // where op(X)[i, l] = X[i + l·ld] (N) or X[l + i·ld] (T).
         let at = |ptr: u64, trans: bool, ld: i32, i: i32, l: i32| {
@@ -361,5 +535,7 @@ impl Device for ReferenceBlas {
 #[test]
 fn the_cublas_argument_mapping_and_bias_path_compute_the_same_gemms() {
     let blas = KernelBackend::new(ReferenceBlas(hnca::backend::emu::EmuDevice));
-    assert_gemms_match_the_cpu(&blas, "reference BLAS", &[(5, 37, 19), (3, 8, 16)]);
+    // Width-1 layers make k = 1 or n = 1 GEMMs, where a stride says nothing and cuBLAS's rules on
+    // leading dimensions decide; and a batch of one.
+    assert_gemms_match_the_cpu(&blas, "reference BLAS", &[(5, 37, 19), (3, 8, 16), (7, 1, 5), (7, 5, 1), (1, 4, 3), (6, 1, 1)]);
 }

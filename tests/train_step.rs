@@ -251,17 +251,18 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
         for t in 1..=STEPS {
             let before = tensors(&trainer.params);
             let net = Net::from_params(&shape, &trainer.params);
-            for (l, (&got, &want)) in trainer.baselines.iter().zip(&baselines).enumerate() {
+            for (l, (&got, &want)) in trainer.state.baselines(&be).iter().zip(&baselines).enumerate() {
                 assert_baseline(&format!("{what} step {t} layer {} (before)", l + 1), got, want);
             }
-            let used: Vec<f64> = trainer.baselines.iter().map(|&v| v as f64).collect();
-            let stats = trainer.train_step(&x);
+            let used: Vec<f64> = trainer.state.baselines(&be).iter().map(|&v| v as f64).collect();
+            trainer.train_step(&x);
+            let (elbo, grad_var) = trainer.state.last_step(&be);
             assert_eq!(trainer.step, t as u64);
             let what_t = format!("{what} step {t}");
             let reference = reference_vae_step(&trainer, &net, &used);
             assert_gradients_match(&what_t, &tensors(&trainer.grads), &reference.grads);
-            assert_variances_match(&what_t, &stats.grad_var, &reference.grad_var);
-            assert!((stats.elbo - reference.mean).abs() <= 1e-5 * reference.mean.abs(), "{what_t}: ELBO {} vs reference {}", stats.elbo, reference.mean);
+            assert_variances_match(&what_t, &grad_var, &reference.grad_var);
+            assert!((elbo - reference.mean).abs() <= 1e-5 * reference.mean.abs(), "{what_t}: ELBO {elbo} vs reference {}", reference.mean);
             let want = adam.step(&before, &tensors(&trainer.grads), t);
             assert_params_follow_adam(&what_t, &tensors(&trainer.params), &want);
             if est.uses_baseline() {
@@ -277,7 +278,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
                     baselines[l - 1] = DECAY * baselines[l - 1] + (1.0 - DECAY) * mean;
                 }
             }
-            for (l, (&got, &want)) in trainer.baselines.iter().zip(&baselines).enumerate() {
+            for (l, (&got, &want)) in trainer.state.baselines(&be).iter().zip(&baselines).enumerate() {
                 assert_baseline(&format!("{what_t} layer {}", l + 1), got, want);
             }
         }
@@ -309,9 +310,10 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
         for t in 1..=STEPS {
             let before: Vec<Vec<f32>> = trainer.params.tensors().cloned().collect();
             let agent = Agent::from_params(&trainer.params);
-            assert_baseline(&format!("{what} step {t} (before)"), trainer.baseline, baseline);
-            let used = if est.uses_baseline() { trainer.baseline as f64 } else { 0.0 };
-            let stats = trainer.train_step(&x, &labels);
+            assert_baseline(&format!("{what} step {t} (before)"), trainer.baseline(), baseline);
+            let used = if est.uses_baseline() { trainer.baseline() as f64 } else { 0.0 };
+            trainer.train_step(&x, &labels);
+            let (mean_reward, grad_var) = trainer.state.last_step(&be);
             let what_t = format!("{what} step {t}");
             let ws = &trainer.ws;
             let mut grad = vec![0.0f64; Agent::param_count()];
@@ -329,7 +331,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
                 }
                 per_row.push(g);
             }
-            assert_eq!(stats.mean_reward, reward_sum / b as f64, "{what_t}: mean reward");
+            assert_eq!(mean_reward, reward_sum / b as f64, "{what_t}: mean reward");
             // Per layer, the slice of the flat estimates that holds its weights and biases.
             let mut want_var = Vec::new();
             let mut at = 0;
@@ -339,7 +341,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
                 want_var.push(variance_sums(&layer, n_w));
                 at += n_w + n_b;
             }
-            assert_variances_match(&what_t, &stats.grad_var, &want_var);
+            assert_variances_match(&what_t, &grad_var, &want_var);
             rewarded += reward_sum as usize;
             // The flat reference is per layer weights then biases, as `AgentParams::tensors`.
             let mut want_grads = Vec::new();
@@ -354,7 +356,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
             if est.uses_baseline() {
                 baseline = DECAY * baseline + (1.0 - DECAY) * reward_sum / b as f64;
             }
-            assert_baseline(&what_t, trainer.baseline, baseline);
+            assert_baseline(&what_t, trainer.baseline(), baseline);
         }
         assert!(rewarded > 0 && rewarded < b * STEPS as usize, "{what}: rewards all equal ({rewarded}); the test would be vacuous");
     }

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop};
 use cudarc::nvrtc::Ptx;
 
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas};
 
 use super::kernels::{Device, GemmParams, KernelBackend, KernelParams, Ptr, KERNELS};
-use super::nvrtc;
+use super::{nvrtc, Elem};
 
 /// The kernel backend on a GPU.
 pub type CudaBackend = KernelBackend<CudaDevice>;
@@ -26,8 +26,13 @@ pub struct CudaDevice {
     pub kernels_from: String,
     /// cuBLAS, when its library loads; otherwise GEMMs run in the project's kernel.
     blas: Option<CudaBlas>,
+    /// cuBLAS's workspace, given to it before any capture so that it allocates nothing then.
+    _blas_workspace: Option<CudaSlice<u8>>,
     _ctx: Arc<CudaContext>,
 }
+
+/// Bytes of cuBLAS's workspace (what it asks for on Hopper, and enough on Ampere).
+const BLAS_WORKSPACE: usize = 32 << 20;
 
 /// PTX embedded at build time, by virtual architecture.
 fn embedded_ptx(arch: &str) -> Option<&'static str> {
@@ -89,13 +94,34 @@ impl CudaDevice {
             check_parameter_list(&f, kernel, size)?;
             functions.insert(kernel, f);
         }
-        let stream = ctx.default_stream();
+        // One created stream for everything (a CUDA graph cannot be captured on the legacy NULL
+        // stream). Every buffer is used on it alone, so it orders all work by itself, and
+        // cudarc's per-buffer events would only add calls, and waits on events recorded before
+        // a capture began, which a capture refuses.
+        // SAFETY: called before any buffer of this context exists.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| format!("cannot create a stream on GPU 0: {e}"))?;
         // SAFETY: only tries to open the library.
         let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } { CudaBlas::new(stream.clone()).ok() } else { None };
+        let blas_workspace = match &blas {
+            Some(b) => {
+                let mut ws = stream.alloc_zeros::<u8>(BLAS_WORKSPACE).map_err(|e| format!("cannot allocate cuBLAS's workspace: {e}"))?;
+                let (ptr, _guard) = ws.device_ptr_mut(&stream);
+                // SAFETY: the workspace outlives the handle's use of it (both live in the device).
+                let status = unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*b.handle(), ptr as *mut std::ffi::c_void, BLAS_WORKSPACE) };
+                if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                    return Err(format!("cuBLAS refused its workspace: {status:?}"));
+                }
+                drop(_guard);
+                Some(ws)
+            }
+            None => None,
+        };
         let kernels_from = format!("{kernels_from}, GEMMs in {}", if blas.is_some() { "cuBLAS" } else { "the project's tiled kernel" });
         Ok(CudaDevice {
             stream,
             blas,
+            _blas_workspace: blas_workspace,
             functions,
             error: Mutex::new(None),
             description: format!("{name} (sm_{major}{minor})"),
@@ -133,9 +159,7 @@ impl CudaDevice {
 }
 
 /// A row-major GEMM c (m, n) = alpha·A·B + beta·c restated for a column-major BLAS, which
-/// computes C (m', n') = alpha·op(X1)·op(X2) + beta·C: here cᵀ = Bᵀ·Aᵀ. An operand stored
-/// row-major is, read column-major, already its own transpose (op N, leading dimension its row
-/// stride); one with unit row stride is column-major and needs op T.
+/// computes C (m', n') = alpha·op(X1)·op(X2) + beta·C: here cᵀ = Bᵀ·Aᵀ, first = B, second = A.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ColumnMajorGemm {
     pub m: i32,
@@ -150,11 +174,25 @@ pub struct ColumnMajorGemm {
     pub ldc: i32,
 }
 
+/// How a column-major BLAS reads Mᵀ (c, r) for a matrix M (r, c) whose element (i, j) is at
+/// i·sr + j·sc: (op T?, leading dimension), with the leading dimension cuBLAS requires
+/// (at least max(1, rows of the matrix as stored)). A stride along a dimension of size 1 is
+/// meaningless, so there any valid leading dimension will do; None if neither op can read it.
+fn blas_operand(r: i32, c: i32, sr: i32, sc: i32) -> Option<(bool, i32)> {
+    // op N: stored as Mᵀ (c, r) column-major, X[j + i·ld] = M[i, j].
+    let as_n = (sc == 1 || c == 1).then(|| if r == 1 { c.max(1) } else { sr }).filter(|&ld| ld >= c.max(1));
+    // op T: stored as M (r, c) column-major, X[i + j·ld] = M[i, j].
+    let as_t = (sr == 1 || r == 1).then(|| if c == 1 { r.max(1) } else { sc }).filter(|&ld| ld >= r.max(1));
+    as_n.map(|ld| (false, ld)).or(as_t.map(|ld| (true, ld)))
+}
+
 impl ColumnMajorGemm {
-    pub fn of(p: &GemmParams) -> Self {
-        let (trans_first, ld_first) = if p.b_col == 1 { (false, p.b_row) } else { (true, p.b_col) };
-        let (trans_second, ld_second) = if p.a_col == 1 { (false, p.a_row) } else { (true, p.a_col) };
-        ColumnMajorGemm { m: p.n, n: p.m, k: p.k, first: p.b, trans_first, ld_first, second: p.a, trans_second, ld_second, ldc: p.n }
+    /// The call for `p`, or None when a BLAS cannot read an operand with its strides.
+    pub fn of(p: &GemmParams) -> Option<Self> {
+        // First: op(X1) = Bᵀ (n, k), B (k, n). Second: op(X2) = Aᵀ (k, m), A (m, k).
+        let (trans_first, ld_first) = blas_operand(p.k, p.n, p.b_row, p.b_col)?;
+        let (trans_second, ld_second) = blas_operand(p.m, p.k, p.a_row, p.a_col)?;
+        Some(ColumnMajorGemm { m: p.n, n: p.m, k: p.k, first: p.b, trans_first, ld_first, second: p.a, trans_second, ld_second, ldc: p.n.max(1) })
     }
 }
 
@@ -192,6 +230,64 @@ fn must<T>(what: &str, r: Result<T, cudarc::driver::DriverError>) -> T {
 
 impl Device for CudaDevice {
     type Buf = CudaSlice<f32>;
+    type Array<T: Elem> = CudaSlice<T>;
+    type Graph = CudaGraph;
+    type Guard<'a> = SyncOnDrop<'a>;
+
+    fn array<T: Elem>(&self, host: &[T]) -> CudaSlice<T> {
+        if host.is_empty() {
+            return must("allocation", self.stream.alloc_zeros::<T>(1));
+        }
+        must("allocation", self.stream.clone_htod(host))
+    }
+    fn read_array<T: Elem>(&self, a: &CudaSlice<T>) -> Vec<T> {
+        // A copy into pageable memory returns once it is done, but say so: the host reads it next.
+        match self.stream.clone_dtoh(a).and_then(|v| self.stream.synchronize().map(|_| v)) {
+            Ok(v) => v,
+            Err(e) => {
+                self.record(format!("copy to host: {e}"));
+                vec![T::default(); a.len()]
+            }
+        }
+    }
+    fn write_array<T: Elem>(&self, a: &mut CudaSlice<T>, host: &[T]) {
+        if let Err(e) = self.stream.memcpy_htod(host, a) {
+            self.record(format!("copy to device: {e}"));
+        }
+    }
+    fn array_ptr<'a, T: Elem>(&'a self, a: &'a CudaSlice<T>) -> (Ptr, SyncOnDrop<'a>) {
+        a.device_ptr(&self.stream)
+    }
+    fn array_ptr_mut<'a, T: Elem>(&'a self, a: &'a mut CudaSlice<T>) -> (Ptr, SyncOnDrop<'a>) {
+        a.device_ptr_mut(&self.stream)
+    }
+    fn begin_recording(&self) -> bool {
+        if self.failed() {
+            return false;
+        }
+        match self.stream.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL) {
+            Ok(()) => true,
+            Err(e) => {
+                self.record(format!("beginning a stream capture: {e}"));
+                false
+            }
+        }
+    }
+    fn end_recording(&self) -> Result<CudaGraph, String> {
+        match self.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0)) {
+            Ok(Some(g)) => Ok(g),
+            Ok(None) => Err("the stream capture recorded nothing".into()),
+            Err(e) => Err(format!("ending the stream capture: {e}")),
+        }
+    }
+    fn replay(&self, graph: &CudaGraph) {
+        if self.failed() {
+            return;
+        }
+        if let Err(e) = graph.launch() {
+            self.record(format!("launching the step's CUDA graph: {e}"));
+        }
+    }
 
     fn alloc_zeros(&self, n: usize) -> CudaSlice<f32> {
         // Zero-length buffers stand for absent ones; the driver wants at least one element.
@@ -204,7 +300,7 @@ impl Device for CudaDevice {
         must("allocation", self.stream.clone_htod(host))
     }
     fn download(&self, buf: &CudaSlice<f32>) -> Vec<f32> {
-        match self.stream.clone_dtoh(buf) {
+        match self.stream.clone_dtoh(buf).and_then(|v| self.stream.synchronize().map(|_| v)) {
             Ok(v) => v,
             Err(e) => {
                 self.record(format!("copy to host: {e}"));
@@ -220,11 +316,11 @@ impl Device for CudaDevice {
     fn len(&self, buf: &CudaSlice<f32>) -> usize {
         buf.len()
     }
-    fn ptr(&self, buf: &CudaSlice<f32>) -> Ptr {
-        buf.device_ptr(&self.stream).0
+    fn ptr<'a>(&'a self, buf: &'a CudaSlice<f32>) -> (Ptr, SyncOnDrop<'a>) {
+        buf.device_ptr(&self.stream)
     }
-    fn ptr_mut(&self, buf: &mut CudaSlice<f32>) -> Ptr {
-        buf.device_ptr_mut(&self.stream).0
+    fn ptr_mut<'a>(&'a self, buf: &'a mut CudaSlice<f32>) -> (Ptr, SyncOnDrop<'a>) {
+        buf.device_ptr_mut(&self.stream)
     }
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
         if self.failed() {
@@ -241,7 +337,7 @@ impl Device for CudaDevice {
         }
     }
     fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
-        self.blas.is_some() && p.bias == 0 && (p.a_col == 1 || p.a_row == 1) && (p.b_col == 1 || p.b_row == 1)
+        self.blas.is_some() && p.bias == 0 && ColumnMajorGemm::of(p).is_some()
     }
 
     fn vendor_gemm(&self, p: &GemmParams) {
@@ -249,7 +345,7 @@ impl Device for CudaDevice {
         if self.failed() {
             return;
         }
-        let call = ColumnMajorGemm::of(p);
+        let Some(call) = ColumnMajorGemm::of(p) else { return };
         let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
         // SAFETY: the pointers address live buffers of this context with the extents the
         // operation that built `p` sized them for; alpha and beta are host scalars.

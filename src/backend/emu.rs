@@ -6,6 +6,7 @@
 use std::ffi::{c_char, c_void, CString};
 
 use super::kernels::{Device, KernelBackend, KernelParams, Ptr};
+use super::Elem;
 
 extern "C" {
     fn hnca_emu_launch(name: *const c_char, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, params: *const c_void) -> i32;
@@ -32,6 +33,29 @@ pub fn param_size(kernel: &str) -> usize {
 
 impl Device for EmuDevice {
     type Buf = Vec<f32>;
+    type Array<T: Elem> = Vec<T>;
+    /// Launches run as they are made; nothing is recorded.
+    type Graph = ();
+
+    fn array<T: Elem>(&self, host: &[T]) -> Vec<T> {
+        host.to_vec()
+    }
+    fn read_array<T: Elem>(&self, a: &Vec<T>) -> Vec<T> {
+        a.clone()
+    }
+    fn write_array<T: Elem>(&self, a: &mut Vec<T>, host: &[T]) {
+        a.copy_from_slice(host);
+    }
+    fn array_ptr<'a, T: Elem>(&'a self, a: &'a Vec<T>) -> (Ptr, ()) {
+        (a.as_ptr() as Ptr, ())
+    }
+    fn array_ptr_mut<'a, T: Elem>(&'a self, a: &'a mut Vec<T>) -> (Ptr, ()) {
+        (a.as_mut_ptr() as Ptr, ())
+    }
+    fn end_recording(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn replay(&self, _graph: &()) {}
 
     fn alloc_zeros(&self, n: usize) -> Vec<f32> {
         vec![0.0; n]
@@ -48,11 +72,12 @@ impl Device for EmuDevice {
     fn len(&self, buf: &Vec<f32>) -> usize {
         buf.len()
     }
-    fn ptr(&self, buf: &Vec<f32>) -> Ptr {
-        buf.as_ptr() as Ptr
+    type Guard<'a> = ();
+    fn ptr<'a>(&'a self, buf: &'a Vec<f32>) -> (Ptr, ()) {
+        (buf.as_ptr() as Ptr, ())
     }
-    fn ptr_mut(&self, buf: &mut Vec<f32>) -> Ptr {
-        buf.as_mut_ptr() as Ptr
+    fn ptr_mut<'a>(&'a self, buf: &'a mut Vec<f32>) -> (Ptr, ()) {
+        (buf.as_mut_ptr() as Ptr, ())
     }
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
         let name = CString::new(P::NAME).expect("kernel names have no NUL");

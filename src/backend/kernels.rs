@@ -5,7 +5,11 @@
 //! operations to kernels — grid sizes, argument order, everything — is written once and
 //! exercised on every machine by the emulation.
 
-use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{grad_variance_slots, AdamHyper, Backend, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
+use crate::data::Binarize;
 use crate::rng::RngKey;
 
 /// The whole kernel program as NVRTC compiles it: `kernels/*.cu` concatenated by build.rs.
@@ -42,7 +46,7 @@ macro_rules! kernel_params {
 // The parameter structs (one per kernel, generated field for field from its `.cu` struct),
 // `KERNELS` and the launch constants: every kernel is declared once, in kernels/*.cu.
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
-pub use launch::{CREDIT_BLOCK, CREDIT_CHUNK, CREDIT_PARENTS, ELEMENTWISE_BLOCK, GEMM_TILE, REDUCE_BLOCK};
+pub use launch::{CREDIT_BLOCK, CREDIT_CHUNK, CREDIT_PARENTS, ELEMENTWISE_BLOCK, GEMM_TILE, GV_CHUNK, REDUCE_BLOCK};
 
 /// `RngKey` as the kernels take it (see `kernels/common.cuh`).
 #[repr(C)]
@@ -53,33 +57,48 @@ pub struct RngKeyC {
     pub step_lo: u32,
     pub step_hi: u32,
     pub stream: u32,
+    /// The training clock whose step is added (0: none).
+    pub clock: Ptr,
 }
 
-impl From<RngKey> for RngKeyC {
-    fn from(k: RngKey) -> Self {
-        RngKeyC {
-            seed_lo: k.seed as u32,
-            seed_hi: (k.seed >> 32) as u32,
-            step_lo: k.step as u32,
-            step_hi: (k.step >> 32) as u32,
-            stream: k.stream,
-        }
+impl RngKeyC {
+    pub fn new(k: RngKey, clock: Ptr) -> Self {
+        RngKeyC { seed_lo: k.seed as u32, seed_hi: (k.seed >> 32) as u32, step_lo: k.step as u32, step_hi: (k.step >> 32) as u32, stream: k.stream, clock }
     }
 }
 
 /// Where kernels run: memory, copies, and launches by parameter struct.
 pub trait Device {
     type Buf;
+    type Array<T: Elem>;
+    /// A recorded sequence of launches (a CUDA graph).
+    type Graph;
+    fn array<T: Elem>(&self, host: &[T]) -> Self::Array<T>;
+    fn read_array<T: Elem>(&self, a: &Self::Array<T>) -> Vec<T>;
+    fn write_array<T: Elem>(&self, a: &mut Self::Array<T>, host: &[T]);
+    fn array_ptr<'a, T: Elem>(&'a self, a: &'a Self::Array<T>) -> (Ptr, Self::Guard<'a>);
+    fn array_ptr_mut<'a, T: Elem>(&'a self, a: &'a mut Self::Array<T>) -> (Ptr, Self::Guard<'a>);
+    /// Starts recording launches instead of running them; false where the device cannot.
+    fn begin_recording(&self) -> bool {
+        false
+    }
+    fn end_recording(&self) -> Result<Self::Graph, String>;
+    fn replay(&self, graph: &Self::Graph);
     fn alloc_zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, host: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     fn write(&self, dst: &mut Self::Buf, host: &[f32]);
     /// Number of f32 elements in the buffer.
     fn len(&self, buf: &Self::Buf) -> usize;
-    /// The device address of a buffer the kernel only reads.
-    fn ptr(&self, buf: &Self::Buf) -> Ptr;
-    /// The device address of a buffer the kernel writes.
-    fn ptr_mut(&self, buf: &mut Self::Buf) -> Ptr;
+    /// What keeps a buffer's use ordered until the work that uses it is queued (cudarc's event
+    /// guards); dropped after the launch.
+    type Guard<'a>
+    where
+        Self: 'a;
+    /// The device address of a buffer the kernel only reads, and its guard.
+    fn ptr<'a>(&'a self, buf: &'a Self::Buf) -> (Ptr, Self::Guard<'a>);
+    /// The device address of a buffer the kernel writes, and its guard.
+    fn ptr_mut<'a>(&'a self, buf: &'a mut Self::Buf) -> (Ptr, Self::Guard<'a>);
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P);
     /// Whether a vendor library (cuBLAS) on this device can run a bias-free GEMM with `p`'s
     /// stride pattern.
@@ -101,6 +120,49 @@ pub trait Device {
 /// Every [`Backend`] operation as kernel launches on a [`Device`].
 pub struct KernelBackend<D: Device> {
     pub device: D,
+    /// Constants uploaded once and reused by value: estimators' coefficients, the statistics'
+    /// plans, tables of device addresses. A step uploads nothing after its first run.
+    constants: Mutex<Constants<D>>,
+}
+
+/// The guards of one launch's buffers, kept until the launch is queued (the end of the
+/// operation), so that a device that orders buffers by events records them after the work.
+struct Guards<'a, D: Device + 'a> {
+    device: &'a D,
+    kept: Vec<D::Guard<'a>>,
+}
+
+impl<'a, D: Device> Guards<'a, D> {
+    fn new(device: &'a D) -> Self {
+        Guards { device, kept: Vec::new() }
+    }
+    fn ptr(&mut self, buf: &'a D::Buf) -> Ptr {
+        let (p, g) = self.device.ptr(buf);
+        self.kept.push(g);
+        p
+    }
+    fn ptr_mut(&mut self, buf: &'a mut D::Buf) -> Ptr {
+        let (p, g) = self.device.ptr_mut(buf);
+        self.kept.push(g);
+        p
+    }
+    fn array<T: Elem>(&mut self, a: &'a D::Array<T>) -> Ptr {
+        let (p, g) = self.device.array_ptr(a);
+        self.kept.push(g);
+        p
+    }
+    fn array_mut<T: Elem>(&mut self, a: &'a mut D::Array<T>) -> Ptr {
+        let (p, g) = self.device.array_ptr_mut(a);
+        self.kept.push(g);
+        p
+    }
+}
+
+struct Constants<D: Device> {
+    f32s: HashMap<Vec<u32>, D::Buf>,
+    u32s: HashMap<Vec<u32>, D::Array<u32>>,
+    u64s: HashMap<Vec<u64>, D::Array<u64>>,
+    f64s: HashMap<Vec<u64>, D::Array<f64>>,
 }
 
 fn blocks(n: usize, per_block: u32) -> [u32; 3] {
@@ -111,33 +173,61 @@ const ELEMENTWISE: [u32; 3] = [ELEMENTWISE_BLOCK, 1, 1];
 
 impl<D: Device> KernelBackend<D> {
     pub fn new(device: D) -> Self {
-        KernelBackend { device }
+        let constants = Constants { f32s: HashMap::new(), u32s: HashMap::new(), u64s: HashMap::new(), f64s: HashMap::new() };
+        KernelBackend { device, constants: Mutex::new(constants) }
     }
 
-    /// A GEMM in the vendor library where the device has one, else in the project's tiled
-    /// kernel. For the vendor library a bias is first broadcast into c and then accumulated onto.
+    /// A bias-free GEMM in the vendor library where the device has one, else (and always with a
+    /// bias, which the tiled kernel adds in the same launch) in the project's tiled kernel.
     fn gemm(&self, p: GemmParams) {
-        let vendor = GemmParams { bias: 0, beta: if p.bias != 0 { 1.0 } else { p.beta }, ..p };
-        if (p.bias == 0 || p.beta == 0.0) && self.device.has_vendor_gemm(&vendor) {
-            if p.bias != 0 {
-                let fill = BroadcastRowsParams { out: p.c, bias: p.bias, b: p.m, n: p.n };
-                self.device.launch(blocks(p.m as usize * p.n as usize, ELEMENTWISE_BLOCK), ELEMENTWISE, &fill);
-            }
-            self.device.vendor_gemm(&vendor);
+        if p.bias == 0 && self.device.has_vendor_gemm(&p) {
+            self.device.vendor_gemm(&p);
         } else {
             let grid = [(p.n as u32).div_ceil(GEMM_TILE), (p.m as u32).div_ceil(GEMM_TILE), 1];
             self.device.launch(grid, [GEMM_TILE, GEMM_TILE, 1], &p);
         }
     }
 
-    fn row_squares(&self, sums: &mut D::Buf, x: &D::Buf, rows: usize, n: usize) {
-        let p = RowSquaresParams { sums: self.device.ptr_mut(sums), x: self.device.ptr(x), rows: rows as i32, n: n as i32 };
-        self.device.launch([rows as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+    /// The device address of the constant `host` (f32), uploaded on first use.
+    fn f32_constant(&self, host: &[f32]) -> Ptr {
+        let mut c = self.constants.lock().expect("constants lock");
+        let key: Vec<u32> = host.iter().map(|v| v.to_bits()).collect();
+        let buf = c.f32s.entry(key).or_insert_with(|| self.device.upload(host));
+        // A constant is written once, before any launch reads it, on the same stream.
+        let (ptr, guard) = self.device.ptr(buf);
+        drop(guard);
+        ptr
+    }
+
+    fn u32_constant(&self, host: &[u32]) -> Ptr {
+        let mut c = self.constants.lock().expect("constants lock");
+        let a = c.u32s.entry(host.to_vec()).or_insert_with(|| self.device.array(host));
+        let (ptr, guard) = self.device.array_ptr(a);
+        drop(guard);
+        ptr
+    }
+
+    fn u64_constant(&self, host: &[u64]) -> Ptr {
+        let mut c = self.constants.lock().expect("constants lock");
+        let a = c.u64s.entry(host.to_vec()).or_insert_with(|| self.device.array(host));
+        let (ptr, guard) = self.device.array_ptr(a);
+        drop(guard);
+        ptr
+    }
+
+    fn f64_constant(&self, host: &[f64]) -> Ptr {
+        let mut c = self.constants.lock().expect("constants lock");
+        let a = c.f64s.entry(host.iter().map(|v| v.to_bits()).collect()).or_insert_with(|| self.device.array(host));
+        let (ptr, guard) = self.device.array_ptr(a);
+        drop(guard);
+        ptr
     }
 }
 
 impl<D: Device> Backend for KernelBackend<D> {
     type Buf = D::Buf;
+    type Array<T: Elem> = D::Array<T>;
+    type Graph = D::Graph;
 
     fn zeros(&self, n: usize) -> D::Buf {
         self.device.alloc_zeros(n)
@@ -151,14 +241,72 @@ impl<D: Device> Backend for KernelBackend<D> {
     fn write(&self, dst: &mut D::Buf, host: &[f32]) {
         self.device.write(dst, host)
     }
+    fn array<T: Elem>(&self, host: &[T]) -> D::Array<T> {
+        self.device.array(host)
+    }
+    fn read_array<T: Elem>(&self, a: &D::Array<T>) -> Vec<T> {
+        self.device.read_array(a)
+    }
+    fn write_array<T: Elem>(&self, a: &mut D::Array<T>, host: &[T]) {
+        self.device.write_array(a, host)
+    }
+    fn host_reads_are_free(&self) -> bool {
+        false
+    }
+    fn begin_recording(&self) -> bool {
+        self.device.begin_recording()
+    }
+    fn end_recording(&self) -> Result<D::Graph, String> {
+        self.device.end_recording()
+    }
+    fn replay(&self, graph: &D::Graph) {
+        self.device.replay(graph)
+    }
+
+    fn gather_binarize(
+        &self,
+        x: &mut D::Buf,
+        labels: Option<(&mut D::Buf, &D::Array<u8>)>,
+        images: &D::Array<u8>,
+        order: &D::Array<u32>,
+        clock: &D::Array<u32>,
+        mode: Binarize,
+        seed: u64,
+        stream: u32,
+        b: usize,
+        n0: usize,
+    ) {
+        let d = &self.device;
+        let mut keep = Guards::new(d);
+        let (labels_out, labels) = match labels {
+            Some((out, l)) => (keep.ptr_mut(out), keep.array(l)),
+            None => (0, 0),
+        };
+        let p = GatherParams {
+            x: keep.ptr_mut(x),
+            labels_out,
+            images: keep.array(images),
+            labels,
+            order: keep.array(order),
+            clock: keep.array(clock),
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            stream,
+            b: b as i32,
+            n0: n0 as i32,
+            threshold: (mode == Binarize::Threshold) as i32,
+        };
+        d.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+    }
 
     fn matmul_forward(&self, out: &mut D::Buf, inp: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, k: usize, n: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         self.gemm(GemmParams {
-            c: d.ptr_mut(out),
-            a: d.ptr(inp),
-            b: d.ptr(w),
-            bias: d.ptr(bias),
+            c: keep.ptr_mut(out),
+            a: keep.ptr(inp),
+            b: keep.ptr(w),
+            bias: keep.ptr(bias),
             m: b as i32,
             n: n as i32,
             k: k as i32,
@@ -173,11 +321,12 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn matmul_backward_weight(&self, dw: &mut D::Buf, inp: &D::Buf, dout: &D::Buf, b: usize, k: usize, n: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         // dw (k, n) = inpᵀ · dout / b: A = inpᵀ, whose element (i, r) is inp[r·k + i].
         self.gemm(GemmParams {
-            c: d.ptr_mut(dw),
-            a: d.ptr(inp),
-            b: d.ptr(dout),
+            c: keep.ptr_mut(dw),
+            a: keep.ptr(inp),
+            b: keep.ptr(dout),
             bias: 0,
             m: k as i32,
             n: n as i32,
@@ -192,7 +341,8 @@ impl<D: Device> Backend for KernelBackend<D> {
     }
 
     fn column_mean(&self, out: &mut D::Buf, x: &D::Buf, b: usize, n: usize) {
-        let p = ColumnMeanParams { out: self.device.ptr_mut(out), x: self.device.ptr(x), b: b as i32, n: n as i32 };
+        let mut keep = Guards::new(&self.device);
+        let p = ColumnMeanParams { out: keep.ptr_mut(out), x: keep.ptr(x), b: b as i32, n: n as i32 };
         self.device.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
@@ -202,6 +352,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         anti: Option<&mut D::Buf>,
         logits: &D::Buf,
         key: RngKey,
+        clock: Option<&D::Array<u32>>,
         mode: SampleMode,
         b: usize,
         n: usize,
@@ -209,11 +360,12 @@ impl<D: Device> Backend for KernelBackend<D> {
         let antithetic = mode == SampleMode::Antithetic;
         assert!(!antithetic || anti.is_some(), "antithetic sampling needs an output for the twin");
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let p = BernoulliSampleParams {
-            z: d.ptr_mut(z),
-            anti: anti.map_or(0, |a| d.ptr_mut(a)),
-            logits: d.ptr(logits),
-            key: key.into(),
+            z: keep.ptr_mut(z),
+            anti: anti.map_or(0, |a| keep.ptr_mut(a)),
+            logits: keep.ptr(logits),
+            key: RngKeyC::new(key, clock.map_or(0, |c| keep.array(c))),
             b: b as i32,
             n: n as i32,
             antithetic: antithetic as i32,
@@ -234,12 +386,13 @@ impl<D: Device> Backend for KernelBackend<D> {
         n: usize,
     ) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let p = RowTermParams {
-            terms: d.ptr_mut(terms),
-            logits: d.ptr(logits),
-            targets: d.ptr(targets),
-            base_logits: base.map_or(0, |(l, _)| d.ptr(l)),
-            base_targets: base.map_or(0, |(_, x)| d.ptr(x)),
+            terms: keep.ptr_mut(terms),
+            logits: keep.ptr(logits),
+            targets: keep.ptr(targets),
+            base_logits: base.map_or(0, |(l, _)| keep.ptr(l)),
+            base_targets: base.map_or(0, |(_, x)| keep.ptr(x)),
             b: b as i32,
             n: n as i32,
             t: t as i32,
@@ -252,11 +405,12 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn entropy_rows(&self, terms: &mut D::Buf, t: usize, col: usize, logits: &D::Buf, base: Option<&D::Buf>, b: usize, n: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let p = RowTermParams {
-            terms: d.ptr_mut(terms),
-            logits: d.ptr(logits),
+            terms: keep.ptr_mut(terms),
+            logits: keep.ptr(logits),
             targets: 0,
-            base_logits: base.map_or(0, |l| d.ptr(l)),
+            base_logits: base.map_or(0, |l| keep.ptr(l)),
             base_targets: 0,
             b: b as i32,
             n: n as i32,
@@ -268,10 +422,19 @@ impl<D: Device> Backend for KernelBackend<D> {
         d.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
-    fn weighted_row_sum(&self, out: &mut D::Buf, terms: &D::Buf, coef: &[f32], offset: f32, b: usize, t: usize) {
+    fn weighted_row_sum(&self, out: &mut D::Buf, terms: &D::Buf, coef: &[f32], baseline: Option<(&D::Buf, usize)>, b: usize, t: usize) {
         let d = &self.device;
-        let coef = d.upload(coef);
-        let p = WeightedRowSumParams { out: d.ptr_mut(out), terms: d.ptr(terms), coef: d.ptr(&coef), offset, b: b as i32, t: t as i32 };
+        let mut keep = Guards::new(d);
+        let coef = self.f32_constant(coef);
+        let p = WeightedRowSumParams {
+            out: keep.ptr_mut(out),
+            terms: keep.ptr(terms),
+            coef,
+            baselines: baseline.map_or(0, |(bl, _)| keep.ptr(bl)),
+            baseline: baseline.map_or(0, |(_, i)| i as i32),
+            b: b as i32,
+            t: t as i32,
+        };
         d.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
@@ -294,14 +457,15 @@ impl<D: Device> Backend for KernelBackend<D> {
         c: usize,
     ) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let entropy = flip_ent.is_some();
         let params = CreditParams {
-            flip_lp: d.ptr_mut(flip_lp),
-            flip_ent: flip_ent.map_or(0, |e| d.ptr_mut(e)),
-            parent: d.ptr(parent),
-            w: d.ptr(w),
-            child_logits: d.ptr(child_logits),
-            child: d.ptr(child),
+            flip_lp: keep.ptr_mut(flip_lp),
+            flip_ent: flip_ent.map_or(0, |e| keep.ptr_mut(e)),
+            parent: keep.ptr(parent),
+            w: keep.ptr(w),
+            child_logits: keep.ptr(child_logits),
+            child: keep.ptr(child),
             b: b as i32,
             p: p as i32,
             c: c as i32,
@@ -312,17 +476,18 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn hnca_unit_grad(&self, out: &mut D::Buf, inp: &HncaInputs<'_, D::Buf>, b: usize, p: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let above = inp.above.as_ref();
         let params = HncaUnitParams {
-            out: d.ptr_mut(out),
-            logits: d.ptr(inp.logits),
-            z: d.ptr(inp.z),
-            flip_dec: d.ptr(inp.flip_dec),
-            gen_logits: d.ptr(inp.gen_logits),
-            flip_lp: above.map_or(0, |a| d.ptr(a.flip_lp)),
-            flip_ent: above.map_or(0, |a| d.ptr(a.flip_ent)),
-            reward: d.ptr(inp.reward),
-            terms: d.ptr(inp.terms),
+            out: keep.ptr_mut(out),
+            logits: keep.ptr(inp.logits),
+            z: keep.ptr(inp.z),
+            flip_dec: keep.ptr(inp.flip_dec),
+            gen_logits: keep.ptr(inp.gen_logits),
+            flip_lp: above.map_or(0, |a| keep.ptr(a.flip_lp)),
+            flip_ent: above.map_or(0, |a| keep.ptr(a.flip_ent)),
+            reward: keep.ptr(inp.reward),
+            terms: keep.ptr(inp.terms),
             b: b as i32,
             p: p as i32,
             t: inp.t as i32,
@@ -338,17 +503,18 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn score_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, alt: ScoreAlt<'_, D::Buf>, coef: &D::Buf, b: usize, n: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let (mode, alt) = match alt {
             ScoreAlt::Mean => (0, 0),
-            ScoreAlt::Sample(z2) => (1, d.ptr(z2)),
-            ScoreAlt::Antithetic(zt) => (2, d.ptr(zt)),
+            ScoreAlt::Sample(z2) => (1, keep.ptr(z2)),
+            ScoreAlt::Antithetic(zt) => (2, keep.ptr(zt)),
         };
         let p = ScoreUnitParams {
-            out: d.ptr_mut(out),
-            logits: d.ptr(logits),
-            z: d.ptr(z),
+            out: keep.ptr_mut(out),
+            logits: keep.ptr(logits),
+            z: keep.ptr(z),
             alt,
-            coef: d.ptr(coef),
+            coef: keep.ptr(coef),
             b: b as i32,
             n: n as i32,
             mode,
@@ -358,10 +524,11 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn bernoulli_delta(&self, out: &mut D::Buf, logits: &D::Buf, broadcast: bool, targets: &D::Buf, b: usize, n: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let p = BernoulliDeltaParams {
-            out: d.ptr_mut(out),
-            logits: d.ptr(logits),
-            targets: d.ptr(targets),
+            out: keep.ptr_mut(out),
+            logits: keep.ptr(logits),
+            targets: keep.ptr(targets),
             b: b as i32,
             n: n as i32,
             broadcast: broadcast as i32,
@@ -371,24 +538,37 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn clip_logits(&self, out: &mut D::Buf, logits: &D::Buf, n: usize) {
         let d = &self.device;
-        let p = ClipLogitsParams { out: d.ptr_mut(out), logits: d.ptr(logits), n: n as i32 };
+        let mut keep = Guards::new(d);
+        let p = ClipLogitsParams { out: keep.ptr_mut(out), logits: keep.ptr(logits), n: n as i32 };
         d.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn affine(&self, out: &mut D::Buf, x: &D::Buf, scale: f32, shift: f32, n: usize) {
         let d = &self.device;
-        let p = AffineParams { out: d.ptr_mut(out), x: d.ptr(x), scale, shift, n: n as i32 };
+        let mut keep = Guards::new(d);
+        let p = AffineParams { out: keep.ptr_mut(out), x: keep.ptr(x), scale, shift, n: n as i32 };
         d.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
-    fn softmax_act(&self, action: &mut D::Buf, reward: &mut D::Buf, logits: &D::Buf, labels: &D::Buf, key: RngKey, b: usize, a: usize) {
+    fn softmax_act(
+        &self,
+        action: &mut D::Buf,
+        reward: &mut D::Buf,
+        logits: &D::Buf,
+        labels: &D::Buf,
+        key: RngKey,
+        clock: Option<&D::Array<u32>>,
+        b: usize,
+        a: usize,
+    ) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let p = SoftmaxActParams {
-            action: d.ptr_mut(action),
-            reward: d.ptr_mut(reward),
-            logits: d.ptr(logits),
-            labels: d.ptr(labels),
-            key: key.into(),
+            action: keep.ptr_mut(action),
+            reward: keep.ptr_mut(reward),
+            logits: keep.ptr(logits),
+            labels: keep.ptr(labels),
+            key: RngKeyC::new(key, clock.map_or(0, |c| keep.array(c))),
             b: b as i32,
             a: a as i32,
         };
@@ -397,11 +577,12 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn softmax_score(&self, dout: &mut D::Buf, logits: &D::Buf, action: &D::Buf, coef: &D::Buf, b: usize, a: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let p = SoftmaxScoreParams {
-            dout: d.ptr_mut(dout),
-            logits: d.ptr(logits),
-            action: d.ptr(action),
-            coef: d.ptr(coef),
+            dout: keep.ptr_mut(dout),
+            logits: keep.ptr(logits),
+            action: keep.ptr(action),
+            coef: keep.ptr(coef),
             b: b as i32,
             a: a as i32,
         };
@@ -420,12 +601,13 @@ impl<D: Device> Backend for KernelBackend<D> {
         a: usize,
     ) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let params = SoftmaxCreditParams {
-            flip: d.ptr_mut(flip),
-            parent: d.ptr(parent),
-            w2: d.ptr(w2),
-            logits: d.ptr(logits),
-            action: d.ptr(action),
+            flip: keep.ptr_mut(flip),
+            parent: keep.ptr(parent),
+            w2: keep.ptr(w2),
+            logits: keep.ptr(logits),
+            action: keep.ptr(action),
             b: b as i32,
             p: p as i32,
             a: a as i32,
@@ -435,54 +617,129 @@ impl<D: Device> Backend for KernelBackend<D> {
 
     fn bandit_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, flip: Option<&D::Buf>, coef: &D::Buf, b: usize, n: usize) {
         let d = &self.device;
+        let mut keep = Guards::new(d);
         let p = BanditUnitParams {
-            out: d.ptr_mut(out),
-            logits: d.ptr(logits),
-            z: d.ptr(z),
-            flip: flip.map_or(0, |f| d.ptr(f)),
-            coef: d.ptr(coef),
+            out: keep.ptr_mut(out),
+            logits: keep.ptr(logits),
+            z: keep.ptr(z),
+            flip: flip.map_or(0, |f| keep.ptr(f)),
+            coef: keep.ptr(coef),
             b: b as i32,
             n: n as i32,
         };
         d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
-    fn grad_variance_sums(&self, inp: &D::Buf, g: &D::Buf, dw: &D::Buf, db: &D::Buf, b: usize, k: usize, n: usize) -> (f64, f64) {
-        // Per-row squared norms of inputs and logit gradients, and the squared norms of the
-        // batch means; the few numbers come to the host and finish in f64 as on the CPU.
+    fn grad_variance(
+        &self,
+        partials: &mut D::Array<f64>,
+        first_slot: usize,
+        inp: &D::Buf,
+        g: &D::Buf,
+        dw: &D::Buf,
+        db: &D::Buf,
+        b: usize,
+        k: usize,
+        n: usize,
+    ) {
         let d = &self.device;
-        let mut u2 = d.alloc_zeros(b);
-        let mut g2 = d.alloc_zeros(b);
-        self.row_squares(&mut u2, inp, b, k);
-        self.row_squares(&mut g2, g, b, n);
-        let mut w_sq = d.alloc_zeros(1);
-        let mut b_sq = d.alloc_zeros(1);
-        self.row_squares(&mut w_sq, dw, 1, k * n);
-        self.row_squares(&mut b_sq, db, 1, n);
-        let (u2, g2) = (d.download(&u2), d.download(&g2));
-        let sq_w: f64 = u2.iter().zip(&g2).map(|(&a, &c)| a as f64 * c as f64).sum();
-        let sq_b: f64 = g2.iter().map(|&c| c as f64).sum();
-        let (w_sq, b_sq) = (d.download(&w_sq)[0] as f64, d.download(&b_sq)[0] as f64);
-        (sq_w / b as f64 - w_sq, sq_b / b as f64 - b_sq)
+        let mut keep = Guards::new(d);
+        let p = GradVarParams {
+            partials: keep.array_mut(partials),
+            inp: keep.ptr(inp),
+            g: keep.ptr(g),
+            dw: keep.ptr(dw),
+            db: keep.ptr(db),
+            first_slot: first_slot as i32,
+            b: b as i32,
+            k: k as i32,
+            n: n as i32,
+        };
+        d.launch([grad_variance_slots(b, k, n) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
-    fn adam(&self, param: &mut D::Buf, grad: &D::Buf, m: &mut D::Buf, v: &mut D::Buf, hp: AdamStep) {
+    fn step_stats(
+        &self,
+        stats: &mut D::Array<f64>,
+        baselines: &mut D::Buf,
+        clock: &mut D::Array<u32>,
+        terms: &D::Buf,
+        partials: &D::Array<f64>,
+        plan: &StatsPlan,
+        b: usize,
+        t: usize,
+    ) {
         let d = &self.device;
-        let t = hp.t.min(i32::MAX as u64) as i32;
+        let mut keep = Guards::new(d);
+        let p = StepStatsParams {
+            stats: keep.array_mut(stats),
+            baselines: keep.ptr_mut(baselines),
+            clock: keep.array_mut(clock),
+            terms: keep.ptr(terms),
+            partials: keep.array(partials),
+            coef: self.f32_constant(&plan.coef),
+            layer_params: self.f64_constant(&plan.layer_params),
+            slots: self.u32_constant(&plan.slots),
+            b: b as i32,
+            t: t as i32,
+            layers: plan.layers() as i32,
+            n_baselines: plan.baselines as i32,
+            decay: plan.decay,
+        };
+        d.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+    }
+
+    fn epoch_start(&self, stats: &mut D::Array<f64>, clock: &mut D::Array<u32>, epoch: u64, first_batch: u64, layers: usize) {
+        let d = &self.device;
+        let mut keep = Guards::new(d);
+        let p = EpochStartParams {
+            stats: keep.array_mut(stats),
+            clock: keep.array_mut(clock),
+            epoch: epoch as u32,
+            first_batch: first_batch as u32,
+            layers: layers as i32,
+        };
+        d.launch([1, 1, 1], [1, 1, 1], &p);
+    }
+
+    fn count_non_finite(&self, counts: &mut D::Array<u32>, tensors: &[&D::Buf]) {
+        let d = &self.device;
+        let mut keep = Guards::new(d);
+        let table: Vec<u64> = tensors.iter().flat_map(|t| [keep.ptr(t), d.len(t) as u64]).collect();
+        let p = CountNonFiniteParams { counts: keep.array_mut(counts), table: self.u64_constant(&table), count: tensors.len() as i32 };
+        d.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+    }
+
+    fn adam(
+        &self,
+        params: &mut [&mut D::Buf],
+        grads: &[&D::Buf],
+        m: &mut [&mut D::Buf],
+        v: &mut [&mut D::Buf],
+        clock: &D::Array<u32>,
+        hp: AdamHyper,
+    ) {
+        let d = &self.device;
+        let mut keep = Guards::new(d);
+        let count = params.len();
+        let mut table = Vec::with_capacity(6 * count);
+        let mut total = 0u64;
+        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let n = d.len(g) as u64;
+            table.extend([keep.ptr_mut(p), keep.ptr(g), keep.ptr_mut(m), keep.ptr_mut(v), n, total]);
+            total += n;
+        }
         let p = AdamParams {
-            param: d.ptr_mut(param),
-            grad: d.ptr(grad),
-            m: d.ptr_mut(m),
-            v: d.ptr_mut(v),
-            n: d.len(grad) as i32,
+            table: self.u64_constant(&table),
+            clock: keep.array(clock),
+            count: count as i32,
+            total: total as i64,
             lr: hp.lr,
             beta1: hp.beta1,
             beta2: hp.beta2,
             eps: hp.eps,
-            c1: 1.0 - hp.beta1.powi(t),
-            c2: 1.0 - hp.beta2.powi(t),
         };
-        d.launch(blocks(p.n as usize, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        d.launch(blocks(total as usize, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn check(&self) -> Result<(), String> {

@@ -11,7 +11,35 @@ pub mod emu;
 pub mod kernels;
 pub mod nvrtc;
 
+use crate::data::Binarize;
 use crate::rng::RngKey;
+
+/// Element types of the arrays besides f32 buffers: image bytes, words (an epoch's image order,
+/// the training clock, counts, tables of device addresses) and f64 sums.
+pub trait Elem: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + Unpin + 'static + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits {}
+impl Elem for u8 {}
+impl Elem for u32 {}
+impl Elem for u64 {}
+impl Elem for f64 {}
+
+/// The training clock's words (see kernels/common.cuh): the update step, the batch within the
+/// epoch, the epoch. The step advances it, so nothing per step comes from the host.
+pub mod clock {
+    pub use super::kernels::launch::{CLOCK_BATCH as BATCH, CLOCK_EPOCH as EPOCH, CLOCK_WORDS as WORDS};
+
+    /// The update step held by `words`.
+    pub fn step(words: &[u32]) -> u64 {
+        ((words[super::kernels::launch::CLOCK_STEP_HI as usize] as u64) << 32) | words[super::kernels::launch::CLOCK_STEP_LO as usize] as u64
+    }
+
+    /// A clock at update `step`, epoch 0, batch 0.
+    pub fn at(step: u64) -> Vec<u32> {
+        let mut w = vec![0u32; WORDS as usize];
+        w[super::kernels::launch::CLOCK_STEP_LO as usize] = step as u32;
+        w[super::kernels::launch::CLOCK_STEP_HI as usize] = (step >> 32) as u32;
+        w
+    }
+}
 
 /// How a Bernoulli layer turns its uniforms `u` into samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,24 +93,116 @@ pub struct HncaAbove<'a, Buf> {
     pub col_ent: usize,
 }
 
-/// Adam's hyper-parameters for one update (t counts from 1).
+/// Adam's hyper-parameters; the step t (from 1) is the clock's step plus one.
 #[derive(Clone, Copy, Debug)]
-pub struct AdamStep {
+pub struct AdamHyper {
     pub lr: f32,
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
-    pub t: u64,
+}
+
+/// What [`Backend::step_stats`] combines after a step: the coefficients of the objective and
+/// of each baseline's target over the terms table's columns, each layer's parameter count, and
+/// where each layer's gradient-variance partial sums are ([`grad_variance_slots`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatsPlan {
+    /// (1 + baselines, t): the objective's row, then one row per baseline.
+    pub coef: Vec<f32>,
+    pub baselines: usize,
+    pub layer_params: Vec<f64>,
+    /// (layers, 2): each layer's first slot and number of slots in the partials array.
+    pub slots: Vec<u32>,
+    /// The baselines' decay, b̄ ← γ b̄ + (1-γ) target.
+    pub decay: f32,
+}
+
+impl StatsPlan {
+    pub fn layers(&self) -> usize {
+        self.layer_params.len()
+    }
+    /// f64 values of the statistics array for this plan and a terms table of `t` columns.
+    pub fn stats_len(&self, t: usize) -> usize {
+        stats::LAYERS + stats::PER_LAYER * self.layers() + t
+    }
+}
+
+/// The statistics array that [`Backend::step_stats`] writes (see kernels/state.cu): the epoch's
+/// sums, the divergence flag and the last step's values, at these offsets.
+pub mod stats {
+    use super::kernels::launch as k;
+    pub const STEPS: usize = k::STATS_STEPS as usize;
+    pub const OBJECTIVE: usize = k::STATS_OBJECTIVE as usize;
+    pub const GRAD_VAR: usize = k::STATS_GRAD_VAR as usize;
+    /// The step (counted from 1) at which something first stopped being finite, 0 if nothing did.
+    pub const DIVERGED: usize = k::STATS_DIVERGED as usize;
+    /// What: [`DIVERGED_OBJECTIVE`], [`DIVERGED_GRAD_VAR`] (of layer WHICH) or
+    /// [`DIVERGED_BASELINE`] (number WHICH).
+    pub const WHAT: usize = k::STATS_WHAT as usize;
+    pub const WHICH: usize = k::STATS_WHICH as usize;
+    pub const LAST_OBJECTIVE: usize = k::STATS_LAST_OBJECTIVE as usize;
+    /// Then per layer: the epoch's Σ of its per-parameter variance, the last step's weight and
+    /// bias variance sums; then the last step's term means.
+    pub const LAYERS: usize = k::STATS_LAYERS as usize;
+    pub const PER_LAYER: usize = k::STATS_PER_LAYER as usize;
+    pub const DIVERGED_OBJECTIVE: f64 = k::DIVERGED_OBJECTIVE as f64;
+    pub const DIVERGED_GRAD_VAR: f64 = k::DIVERGED_GRAD_VAR as f64;
+    pub const DIVERGED_BASELINE: f64 = k::DIVERGED_BASELINE as f64;
+}
+
+/// Slots of gradient-variance partial sums (4 f64 each) that one layer's
+/// [`Backend::grad_variance`] writes: one per row, then one per chunk of its weights and biases.
+pub fn grad_variance_slots(b: usize, k: usize, n: usize) -> usize {
+    b + (k * n + n).div_ceil(kernels::launch::GV_CHUNK as usize)
 }
 
 pub trait Backend {
     type Buf;
+    /// Arrays of the other element types.
+    type Array<T: Elem>;
+    /// A recorded step (a CUDA graph), replayed by [`Backend::replay`].
+    type Graph;
 
     fn zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, host: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     /// Overwrite `dst` (same length) with host data.
     fn write(&self, dst: &mut Self::Buf, host: &[f32]);
+    fn array<T: Elem>(&self, host: &[T]) -> Self::Array<T>;
+    fn read_array<T: Elem>(&self, a: &Self::Array<T>) -> Vec<T>;
+    fn write_array<T: Elem>(&self, a: &mut Self::Array<T>, host: &[T]);
+
+    /// Whether reading from the backend's memory is free (the CPU), or waits for a device.
+    fn host_reads_are_free(&self) -> bool {
+        true
+    }
+
+    /// Starts recording the operations that follow instead of running them (stream capture);
+    /// false where the backend does not record, and then they run as they are called.
+    fn begin_recording(&self) -> bool {
+        false
+    }
+    /// Ends a recording begun by `begin_recording` and makes it replayable.
+    fn end_recording(&self) -> Result<Self::Graph, String>;
+    /// Runs a recorded sequence again.
+    fn replay(&self, graph: &Self::Graph);
+
+    /// x (b, n0): the images `order[clock.batch · b ..][..b]` of `images` (count, n0), as bits
+    /// (`data::binarize_batch`'s rule, keyed by (seed, clock.epoch, stream)); with `labels`,
+    /// their labels into `labels_out` (b) as f32 integers.
+    fn gather_binarize(
+        &self,
+        x: &mut Self::Buf,
+        labels: Option<(&mut Self::Buf, &Self::Array<u8>)>,
+        images: &Self::Array<u8>,
+        order: &Self::Array<u32>,
+        clock: &Self::Array<u32>,
+        mode: Binarize,
+        seed: u64,
+        stream: u32,
+        b: usize,
+        n0: usize,
+    );
 
     /// out (b, n) = inp (b, k) · w (k, n) + bias (n).
     fn matmul_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, k: usize, n: usize);
@@ -92,13 +212,15 @@ pub trait Backend {
     fn column_mean(&self, out: &mut Self::Buf, x: &Self::Buf, b: usize, n: usize);
 
     /// Fused Bernoulli layer: z (b, n) from logits (b, n) with u = key.uniform(row·n + j) and
-    /// p = clip(σ(logit)). With `SampleMode::Antithetic`, `anti` (b, n) gets DisARM's twin.
+    /// p = clip(σ(logit)), the key's step advanced by the clock's when there is one. With
+    /// `SampleMode::Antithetic`, `anti` (b, n) gets DisARM's twin.
     fn bernoulli_sample(
         &self,
         z: &mut Self::Buf,
         anti: Option<&mut Self::Buf>,
         logits: &Self::Buf,
         key: RngKey,
+        clock: Option<&Self::Array<u32>>,
         mode: SampleMode,
         b: usize,
         n: usize,
@@ -123,9 +245,11 @@ pub trait Backend {
     /// terms[r, col] = Σ_j H(Bernoulli(σ(logits[r, j]))), logits (b, n); with `base`, the sum of
     /// per-element differences Σ_j [H(σ(logits)) - H(σ(base))].
     fn entropy_rows(&self, terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, base: Option<&Self::Buf>, b: usize, n: usize);
-    /// out (b) = Σ_c coef[c] · terms[:, c] + offset; `coef` has length t.
-    fn weighted_row_sum(&self, out: &mut Self::Buf, terms: &Self::Buf, coef: &[f32], offset: f32, b: usize, t: usize);
-    /// The column means of terms (b, t), brought to the host (the per-step metrics).
+    /// out (b) = Σ_c coef[c] · terms[:, c], less `baselines[i]` with `baseline = Some((baselines,
+    /// i))`; `coef` has length t (a constant: a device uploads each distinct one once).
+    fn weighted_row_sum(&self, out: &mut Self::Buf, terms: &Self::Buf, coef: &[f32], baseline: Option<(&Self::Buf, usize)>, b: usize, t: usize);
+    /// The column means of terms (b, t), brought to the host (evaluation; a training step keeps
+    /// them on the device, [`Backend::step_stats`]).
     fn term_means(&self, terms: &Self::Buf, b: usize, t: usize) -> Vec<f64>;
 
     /// The fused credit pass. For every row r and parent unit i, with child logits shifted by
@@ -183,6 +307,7 @@ pub trait Backend {
         logits: &Self::Buf,
         labels: &Self::Buf,
         key: RngKey,
+        clock: Option<&Self::Array<u32>>,
         b: usize,
         a: usize,
     );
@@ -216,11 +341,15 @@ pub trait Backend {
         n: usize,
     );
 
-    /// Σ over the (k·n + n) parameters of one layer of the across-batch variance of the
-    /// per-example gradient estimates (inp[r]ᵀ g[r] for weights, g[r] for biases), given the
-    /// batch means dw (k, n) and db (n). Returns (weight sum, bias sum).
-    fn grad_variance_sums(
+    /// The partial sums from which [`Backend::step_stats`] finishes one layer's gradient
+    /// variance (Σ over its k·n + n parameters of the across-batch variance of the per-example
+    /// estimates inp[r]ᵀ g[r] and g[r], given the batch means dw (k, n) and db (n)), into
+    /// `grad_variance_slots(b, k, n)` slots of `partials` from `first_slot`: Σ_r |inp_r|²|g_r|²,
+    /// Σ_r |g_r|², |dw|², |db|², in any split over the slots. inp (b, k), g (b, n).
+    fn grad_variance(
         &self,
+        partials: &mut Self::Array<f64>,
+        first_slot: usize,
         inp: &Self::Buf,
         g: &Self::Buf,
         dw: &Self::Buf,
@@ -228,10 +357,40 @@ pub trait Backend {
         b: usize,
         k: usize,
         n: usize,
-    ) -> (f64, f64);
+    );
 
-    /// Adam ascent step on one tensor: param += lr·m̂/(√v̂ + ε).
-    fn adam(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamStep);
+    /// After a step: the term means of terms (b, t), the objective, the baselines' running
+    /// averages, each layer's gradient variance, the epoch's sums, the divergence flag (the
+    /// [`stats`] layout), and the clock advanced by one step and one batch.
+    fn step_stats(
+        &self,
+        stats: &mut Self::Array<f64>,
+        baselines: &mut Self::Buf,
+        clock: &mut Self::Array<u32>,
+        terms: &Self::Buf,
+        partials: &Self::Array<f64>,
+        plan: &StatsPlan,
+        b: usize,
+        t: usize,
+    );
+
+    /// At an epoch's start: the epoch's sums to zero, the clock at `epoch` and its batch
+    /// `first_batch`.
+    fn epoch_start(&self, stats: &mut Self::Array<f64>, clock: &mut Self::Array<u32>, epoch: u64, first_batch: u64, layers: usize);
+
+    /// The number of NaNs and of infinities in each tensor: counts (2·tensors.len()).
+    fn count_non_finite(&self, counts: &mut Self::Array<u32>, tensors: &[&Self::Buf]);
+
+    /// Adam ascent step t = clock.step + 1 on every tensor at once: param += lr·m̂/(√v̂ + ε).
+    fn adam(
+        &self,
+        params: &mut [&mut Self::Buf],
+        grads: &[&Self::Buf],
+        m: &mut [&mut Self::Buf],
+        v: &mut [&mut Self::Buf],
+        clock: &Self::Array<u32>,
+        hp: AdamHyper,
+    );
 
     /// The first failure of a device operation since the last check (a GPU backend records
     /// driver errors instead of panicking in the middle of a step).

@@ -2,7 +2,7 @@
 //! pixels stay 0/1) and a softmax over the actions; its estimators, shapes, parameters and
 //! buffers, and one step (sampling, then gradients) written once over the backend operations.
 
-use crate::backend::{Backend, SampleMode};
+use crate::backend::{grad_variance_slots, Backend, SampleMode, StatsPlan};
 use crate::nn::Dense;
 use crate::rng::{stream, RngKey};
 
@@ -103,31 +103,41 @@ impl<Buf> AgentParams<Buf> {
 }
 
 /// Buffers of one step for batch size b. Entries are indexed by layer l (0 = the input).
-pub struct BanditWorkspace<Buf> {
+pub struct BanditWorkspace<B: Backend> {
     pub b: usize,
     /// Logits (b, n_l) for l = 1..=H+1 (entry 0 unused).
-    pub logits: Vec<Buf>,
+    pub logits: Vec<B::Buf>,
     /// Sampled bits z_l (b, n_l), l = 1..=H (entry 0 unused).
-    pub z: Vec<Buf>,
+    pub z: Vec<B::Buf>,
     /// Layer inputs: u_0 = x (b, n_0) and u_l = 2 z_l - 1 (b, n_l).
-    pub u: Vec<Buf>,
+    pub u: Vec<B::Buf>,
     /// Actions and labels as f32 integers, rewards, and R - b̄, (b) each.
-    pub action: Buf,
-    pub labels: Buf,
-    pub reward: Buf,
-    pub coef: Buf,
+    pub action: B::Buf,
+    pub labels: B::Buf,
+    pub reward: B::Buf,
+    pub coef: B::Buf,
     /// Per-example logit gradients (b, n_l) for l = 1..=H+1, and the children's log-likelihood
     /// change when each unit flips (b, n_l) for l = 1..=H.
-    pub grad: Vec<Buf>,
-    pub flip: Vec<Buf>,
+    pub grad: Vec<B::Buf>,
+    pub flip: Vec<B::Buf>,
     /// 2·W of the layer above (n_l, n_{l+1}), for l = 1..=H: a centred unit's flip moves its
     /// children's logits by ±2 of its weights.
-    pub w2: Vec<Buf>,
+    pub w2: Vec<B::Buf>,
+    /// Every layer's gradient-variance partial sums (4 f64 per slot), layer l's from slot
+    /// `variance_slots[2(l-1)]`, `variance_slots[2(l-1)+1]` of them.
+    pub partials: B::Array<f64>,
+    pub variance_slots: Vec<u32>,
 }
 
-impl<Buf> BanditWorkspace<Buf> {
-    pub fn new<B: Backend<Buf = Buf>>(be: &B, shape: &AgentShape, b: usize) -> Self {
+impl<B: Backend> BanditWorkspace<B> {
+    pub fn new(be: &B, shape: &AgentShape, b: usize) -> Self {
         let top = shape.sizes.len() - 1;
+        let mut variance_slots = Vec::new();
+        for l in 1..=top {
+            let first = variance_slots.iter().skip(1).step_by(2).sum::<u32>();
+            variance_slots.extend([first, grad_variance_slots(b, shape.width(l - 1), shape.width(l)) as u32]);
+        }
+        let total_slots: u32 = variance_slots.iter().skip(1).step_by(2).sum();
         let per_layer = |f: &dyn Fn(usize) -> usize| (0..=top).map(|l| be.zeros(f(l))).collect::<Vec<_>>();
         let hidden = |l: usize| l >= 1 && l < top;
         BanditWorkspace {
@@ -142,19 +152,42 @@ impl<Buf> BanditWorkspace<Buf> {
             grad: per_layer(&|l| if l == 0 { 0 } else { b * shape.width(l) }),
             flip: per_layer(&|l| if hidden(l) { b * shape.width(l) } else { 0 }),
             w2: per_layer(&|l| if hidden(l) { shape.width(l) * shape.width(l + 1) } else { 0 }),
+            partials: be.array(&vec![0.0f64; 4 * total_slots as usize]),
+            variance_slots,
+        }
+    }
+
+    /// What the step's statistics combine (see [`Backend::step_stats`]): the mean reward, its
+    /// running average as the baseline where the estimator keeps one, every layer.
+    pub fn stats_plan(&self, shape: &AgentShape, est: BanditEstimator) -> StatsPlan {
+        let baselines = est.uses_baseline() as usize;
+        StatsPlan {
+            coef: vec![1.0; 1 + baselines],
+            baselines,
+            layer_params: (1..shape.sizes.len()).map(|l| shape.layer_params(l) as f64).collect(),
+            slots: self.variance_slots.clone(),
+            decay: crate::nn::BASELINE_DECAY,
         }
     }
 }
 
-/// Which samples a forward pass draws: training step `step`, or evaluation batch `step`.
-#[derive(Clone, Copy, Debug)]
-pub struct BanditDraw {
+/// Which samples a forward pass draws: training step `step` (plus the clock's, with one), or
+/// evaluation batch `step`.
+pub struct BanditDraw<'a, A> {
     pub seed: u64,
     pub step: u64,
     pub eval: bool,
+    pub clock: Option<&'a A>,
 }
 
-impl BanditDraw {
+impl<A> Clone for BanditDraw<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for BanditDraw<'_, A> {}
+
+impl<A> BanditDraw<'_, A> {
     fn key(&self, layer: u32) -> RngKey {
         let s = if self.eval { stream::bandit_eval(layer) } else { stream::bandit(layer) };
         RngKey::new(self.seed, self.step, s)
@@ -163,40 +196,34 @@ impl BanditDraw {
 
 /// Samples every hidden layer and the action for the input ws.u[0] and labels ws.labels, and
 /// scores the actions (ws.reward). Returns nothing; everything is in the workspace.
-pub fn forward<B: Backend>(be: &B, params: &AgentParams<B::Buf>, ws: &mut BanditWorkspace<B::Buf>, shape: &AgentShape, draw: BanditDraw) {
+pub fn forward<B: Backend>(be: &B, params: &AgentParams<B::Buf>, ws: &mut BanditWorkspace<B>, shape: &AgentShape, draw: BanditDraw<B::Array<u32>>) {
     let (b, top) = (ws.b, shape.sizes.len() - 1);
     for l in 1..=top {
         let (n_in, n) = (shape.width(l - 1), shape.width(l));
         let layer = &params.layers[l - 1];
         be.matmul_forward(&mut ws.logits[l], &ws.u[l - 1], &layer.w, &layer.bias, b, n_in, n);
         if l < top {
-            be.bernoulli_sample(&mut ws.z[l], None, &ws.logits[l], draw.key(l as u32), SampleMode::Standard, b, n);
+            be.bernoulli_sample(&mut ws.z[l], None, &ws.logits[l], draw.key(l as u32), draw.clock, SampleMode::Standard, b, n);
             be.affine(&mut ws.u[l], &ws.z[l], 2.0, -1.0, b * n);
         }
     }
-    be.softmax_act(&mut ws.action, &mut ws.reward, &ws.logits[top], &ws.labels, draw.key(top as u32), b, shape.actions());
-}
-
-/// Per-layer gradient-variance sums (weights, biases) of one step, layer 1 first.
-pub struct BanditStats {
-    pub mean_reward: f64,
-    pub grad_var: Vec<(f64, f64)>,
+    be.softmax_act(&mut ws.action, &mut ws.reward, &ws.logits[top], &ws.labels, draw.key(top as u32), draw.clock, b, shape.actions());
 }
 
 /// Gradients (ascent directions, batch means) of every layer from the samples in the
-/// workspace, with baseline b̄ = `baseline`.
+/// workspace, with the baseline b̄ = `baselines[0]` where the estimator keeps one, and every
+/// layer's gradient-variance partial sums into `ws.partials`.
 pub fn gradients<B: Backend>(
     be: &B,
     params: &AgentParams<B::Buf>,
-    ws: &mut BanditWorkspace<B::Buf>,
+    ws: &mut BanditWorkspace<B>,
     shape: &AgentShape,
     est: BanditEstimator,
-    baseline: f32,
+    baselines: &B::Buf,
     grads: &mut AgentParams<B::Buf>,
-) -> BanditStats {
+) {
     let (b, top) = (ws.b, shape.sizes.len() - 1);
-    let mean_reward = be.term_means(&ws.reward, b, 1)[0];
-    be.weighted_row_sum(&mut ws.coef, &ws.reward, &[1.0], -baseline, b, 1);
+    be.weighted_row_sum(&mut ws.coef, &ws.reward, &[1.0], est.uses_baseline().then_some((baselines, 0)), b, 1);
     be.softmax_score(&mut ws.grad[top], &ws.logits[top], &ws.action, &ws.coef, b, shape.actions());
     for l in 1..top {
         let n = shape.width(l);
@@ -213,13 +240,12 @@ pub fn gradients<B: Backend>(
             be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], None, &ws.coef, b, n);
         }
     }
-    let mut grad_var = Vec::with_capacity(top);
     for l in 1..=top {
         let (n_in, n) = (shape.width(l - 1), shape.width(l));
         let g = &mut grads.layers[l - 1];
         be.matmul_backward_weight(&mut g.w, &ws.u[l - 1], &ws.grad[l], b, n_in, n);
         be.column_mean(&mut g.bias, &ws.grad[l], b, n);
-        grad_var.push(be.grad_variance_sums(&ws.u[l - 1], &ws.grad[l], &g.w, &g.bias, b, n_in, n));
+        let first = ws.variance_slots[2 * (l - 1)] as usize;
+        be.grad_variance(&mut ws.partials, first, &ws.u[l - 1], &ws.grad[l], &g.w, &g.bias, b, n_in, n);
     }
-    BanditStats { mean_reward, grad_var }
 }

@@ -10,7 +10,7 @@ pub mod trainer;
 
 use std::path::PathBuf;
 
-pub use agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditStats, BanditWorkspace};
+pub use agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditWorkspace};
 pub use trainer::{BanditExperiment, BanditTrainer};
 
 use crate::backend::cpu::Cpu;
@@ -131,7 +131,7 @@ pub fn run(args: &BanditArgs) -> Result<(), Error> {
 
 /// Trains the agent as configured, printing one line per epoch; returns every epoch's metrics.
 pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
-    let mut exp = BanditExperiment::new(be, args, data.train.pixels(), data.train.n);
+    let mut exp = BanditExperiment::new(be, args, &data.train);
     drive(&mut exp, &args.run_options(), data)
 }
 

@@ -1,17 +1,18 @@
 //! The bandit's trainer: parameters, Adam state, baseline and buffers of one run on one backend,
 //! its update step and its test accuracy; and the bandit as an [`Experiment`] of the run driver.
 
-use super::agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditStats, BanditWorkspace};
+use super::agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditWorkspace};
 use super::checkpoint::{tensors, BanditRun};
 use super::BanditArgs;
-use crate::backend::Backend;
+use crate::backend::{stats, Backend};
 use crate::data::{binarize_batch, Binarize, Split};
-use crate::nn::{adam_step, track};
-use crate::rng::RngKey;
+use crate::nn::{adam_hyper, EpochSums, TrainData, TrainState};
+use crate::rng::{stream, RngKey};
 use crate::run::checkpoint::{first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
-use crate::run::{Description, Experiment, StepReport};
+use crate::run::{read_every, Description, Experiment};
 
-/// Parameters, optimiser state, baseline and buffers of one bandit run on one backend.
+/// Parameters, optimiser state, the device-side training state and the buffers of one bandit
+/// run on one backend.
 pub struct BanditTrainer<'a, B: Backend> {
     pub be: &'a B,
     pub shape: AgentShape,
@@ -21,54 +22,119 @@ pub struct BanditTrainer<'a, B: Backend> {
     pub grads: AgentParams<B::Buf>,
     pub(crate) adam_m: AgentParams<B::Buf>,
     pub(crate) adam_v: AgentParams<B::Buf>,
-    pub ws: BanditWorkspace<B::Buf>,
-    pub baseline: f32,
+    pub ws: BanditWorkspace<B>,
+    /// The clock, the reward baseline (b̄ at 0) and the statistics, on the device.
+    pub state: TrainState<B>,
+    /// Updates taken so far (the device's clock holds the same number).
     pub step: u64,
     pub lr: f32,
     pub seed: u64,
+    /// The step as one replayable recording, once made (see the VAE's trainer).
+    graph: Option<B::Graph>,
+    direct_steps: u64,
 }
 
 impl<'a, B: Backend> BanditTrainer<'a, B> {
     pub fn new(be: &'a B, shape: AgentShape, est: BanditEstimator, batch_size: usize, lr: f32, seed: u64) -> Self {
         let host = AgentParams::init(&shape, seed);
         let zeros = |p: &AgentParams<Vec<f32>>| p.map(|t| be.zeros(t.len()));
+        let ws = BanditWorkspace::new(be, &shape, batch_size);
+        let state = TrainState::new(be, ws.stats_plan(&shape, est), 1, 4 * host.tensors().count(), 1);
         BanditTrainer {
             be,
             params: host.map(|t| be.upload(t)),
             grads: zeros(&host),
             adam_m: zeros(&host),
             adam_v: zeros(&host),
-            ws: BanditWorkspace::new(be, &shape, batch_size),
-            baseline: 0.0,
+            ws,
+            state,
             shape,
             est,
             step: 0,
             lr,
             seed,
+            graph: None,
+            direct_steps: 0,
         }
     }
 
-    /// One update on inputs x (b, n_0) with labels (b); returns the pre-update statistics.
-    pub fn train_step(&mut self, x: &[f32], labels: &[f32]) -> BanditStats {
-        let be = self.be;
-        be.write(&mut self.ws.u[0], x);
-        be.write(&mut self.ws.labels, labels);
-        let draw = BanditDraw { seed: self.seed, step: self.step, eval: false };
-        forward(be, &self.params, &mut self.ws, &self.shape, draw);
-        let baseline = if self.est.uses_baseline() { self.baseline } else { 0.0 };
-        let stats = gradients(be, &self.params, &mut self.ws, &self.shape, self.est, baseline, &mut self.grads);
+    /// The reward baseline, on the host (0 for estimators without one).
+    pub fn baseline(&self) -> f32 {
+        self.be.download(&self.state.baselines)[0]
+    }
+
+    /// One update on inputs x (b, n_0) with labels (b), given by the host (tests). Its
+    /// statistics stay on the device ([`TrainState`]).
+    pub fn train_step(&mut self, x: &[f32], labels: &[f32]) {
+        self.be.write(&mut self.ws.u[0], x);
+        self.be.write(&mut self.ws.labels, labels);
+        self.update();
+        self.direct_steps += 1;
         self.step += 1;
-        let (params, grads, m, v) = (self.params.tensors_mut(), self.grads.tensors(), self.adam_m.tensors_mut(), self.adam_v.tensors_mut());
-        adam_step(be, params, grads, m, v, self.lr, self.step);
-        if self.est.uses_baseline() {
-            self.baseline = track(self.baseline, stats.mean_reward as f32);
+    }
+
+    /// One update on the epoch's next batch, gathered and binarized on the device from `data`;
+    /// recorded and replayed where the backend records (see the VAE's `train_step_on`).
+    pub fn train_step_on(&mut self, data: &TrainData<B>) {
+        if let Some(graph) = &self.graph {
+            self.be.replay(graph);
+        } else {
+            let recording = self.direct_steps > 0 && self.be.begin_recording();
+            let (b, n0) = (self.ws.b, self.shape.width(0));
+            let ws = &mut self.ws;
+            let labels = Some((&mut ws.labels, &data.labels));
+            let clock = &self.state.clock;
+            self.be.gather_binarize(&mut ws.u[0], labels, &data.images, &data.order, clock, Binarize::Dynamic, self.seed, stream::BINARIZE_TRAIN, b, n0);
+            self.update();
+            if recording {
+                if let Ok(graph) = self.be.end_recording() {
+                    self.be.replay(&graph);
+                    self.graph = Some(graph);
+                }
+            } else {
+                self.direct_steps += 1;
+            }
         }
-        stats
+        self.step += 1;
+    }
+
+    /// Everything of a step after its batch is in place.
+    fn update(&mut self) {
+        let be = self.be;
+        let draw = BanditDraw { seed: self.seed, step: 0, eval: false, clock: Some(&self.state.clock) };
+        forward(be, &self.params, &mut self.ws, &self.shape, draw);
+        gradients(be, &self.params, &mut self.ws, &self.shape, self.est, &self.state.baselines, &mut self.grads);
+        let mut params: Vec<&mut B::Buf> = self.params.tensors_mut().collect();
+        let grads: Vec<&B::Buf> = self.grads.tensors().collect();
+        let mut m: Vec<&mut B::Buf> = self.adam_m.tensors_mut().collect();
+        let mut v: Vec<&mut B::Buf> = self.adam_v.tensors_mut().collect();
+        be.adam(&mut params, &grads, &mut m, &mut v, &self.state.clock, adam_hyper(self.lr));
+        let (b, state) = (self.ws.b, &mut self.state);
+        be.step_stats(&mut state.stats, &mut state.baselines, &mut state.clock, &self.ws.reward, &self.ws.partials, &state.plan, b, 1);
     }
 
     /// The parameters, back on the host.
     pub fn host_params(&self) -> AgentParams<Vec<f32>> {
         self.params.map(|t| self.be.download(t))
+    }
+
+    /// The epoch's sums so far and what diverged, from one read (see the VAE's `progress`).
+    pub fn progress(&mut self, full_scan: bool) -> (EpochSums, Option<(u64, String)>) {
+        let (sums, s) = self.state.progress(self.be);
+        if s[stats::DIVERGED] != 0.0 {
+            let what = self.find_non_finite().unwrap_or_else(|| "a gradient's variance is not finite".into());
+            return (sums, Some((s[stats::DIVERGED] as u64, what)));
+        }
+        if full_scan {
+            let tensors: Vec<&B::Buf> =
+                self.grads.tensors().chain(self.params.tensors()).chain(self.adam_m.tensors()).chain(self.adam_v.tensors()).collect();
+            self.be.count_non_finite(&mut self.state.counts, &tensors);
+            if self.be.read_array(&self.state.counts).iter().any(|&c| c > 0) {
+                let what = self.find_non_finite().unwrap_or_else(|| "a tensor holds NaN or infinite values".into());
+                return (sums, Some((self.step, what)));
+            }
+        }
+        (sums, None)
     }
 }
 
@@ -82,7 +148,7 @@ pub fn evaluate<B: Backend>(trainer: &BanditTrainer<'_, B>, split: &Split, key: 
     const EVAL_BATCH: usize = 500;
     let be = trainer.be;
     let indices: Vec<u32> = (0..split.n as u32).collect();
-    let mut cache: Option<BanditWorkspace<B::Buf>> = None;
+    let mut cache: Option<BanditWorkspace<B>> = None;
     let mut correct = 0.0;
     for (batch_no, chunk) in indices.chunks(EVAL_BATCH).enumerate() {
         let b = chunk.len();
@@ -92,7 +158,7 @@ pub fn evaluate<B: Backend>(trainer: &BanditTrainer<'_, B>, split: &Split, key: 
         let ws = cache.as_mut().expect("workspace was just created");
         be.write(&mut ws.u[0], &binarize_batch(split, chunk, Binarize::Dynamic, key, trainer.shape.width(0)));
         be.write(&mut ws.labels, &labels(split, chunk));
-        let draw = BanditDraw { seed: trainer.seed, step: (eval_index << 24) | batch_no as u64, eval: true };
+        let draw = BanditDraw { seed: trainer.seed, step: (eval_index << 24) | batch_no as u64, eval: true, clock: None };
         forward(be, &trainer.params, ws, &trainer.shape, draw);
         correct += be.term_means(&ws.reward, b, 1)[0] * b as f64;
     }
@@ -105,7 +171,7 @@ impl<B: Backend> BanditTrainer<'_, B> {
         let mut ck = Checkpoint::of_run(super::DESCRIPTION.name, self.step, epoch, run.identity());
         let sets = [self.params.tensors().collect(), self.adam_m.tensors().collect(), self.adam_v.tensors().collect()];
         push_state(&mut ck, self.be, &tensors(&self.shape), sets);
-        ck.push("baseline", vec![self.baseline]);
+        ck.push("baseline", vec![self.baseline()]);
         ck
     }
 
@@ -113,8 +179,10 @@ impl<B: Backend> BanditTrainer<'_, B> {
     pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
         let sets = [self.params.tensors_mut().collect(), self.adam_m.tensors_mut().collect(), self.adam_v.tensors_mut().collect()];
         take_state(&mut ck, self.be, &tensors(&self.shape), sets)?;
-        self.baseline = ck.take("baseline", 1)?[0];
+        let baseline = ck.take("baseline", 1)?;
+        self.be.write(&mut self.state.baselines, &baseline);
         self.step = ck.u64_field("step")?;
+        self.state.set_step(self.be, self.step);
         Ok(())
     }
 
@@ -126,22 +194,24 @@ impl<B: Backend> BanditTrainer<'_, B> {
             self.adam_m.tensors().collect(),
             self.adam_v.tensors().collect(),
         ];
-        first_non_finite(self.be, &tensors(&self.shape), sets).or_else(|| non_finite("the baseline", &[self.baseline]))
+        first_non_finite(self.be, &tensors(&self.shape), sets).or_else(|| non_finite("the baseline", &[self.baseline()]))
     }
 }
 
-/// The bandit as the run driver trains it: a trainer with its run's identity.
+/// The bandit as the run driver trains it: a trainer with its run's identity and the training
+/// images on the device.
 pub struct BanditExperiment<'a, B: Backend> {
     pub trainer: BanditTrainer<'a, B>,
+    data: TrainData<B>,
     run: BanditRun,
     args: BanditArgs,
 }
 
 impl<'a, B: Backend> BanditExperiment<'a, B> {
-    pub fn new(be: &'a B, args: &BanditArgs, data_dim: usize, train_images: usize) -> Self {
-        let run = BanditRun::new(args, data_dim, train_images);
+    pub fn new(be: &'a B, args: &BanditArgs, train: &Split) -> Self {
+        let run = BanditRun::new(args, train.pixels(), train.n);
         let trainer = BanditTrainer::new(be, run.shape(), args.estimator, args.batch_size, args.lr as f32, args.seed);
-        BanditExperiment { trainer, run, args: args.clone() }
+        BanditExperiment { trainer, data: TrainData::new(be, train), run, args: args.clone() }
     }
 }
 
@@ -154,29 +224,22 @@ impl<B: Backend> Experiment for BanditExperiment<'_, B> {
         self.trainer.step
     }
 
-    /// Every layer, the softmax's included.
-    fn layer_params(&self) -> Vec<f64> {
-        let shape = &self.trainer.shape;
-        (1..shape.sizes.len()).map(|l| shape.layer_params(l) as f64).collect()
+    fn read_every(&self) -> u64 {
+        read_every(self.trainer.be)
     }
 
-    fn train_step(&mut self, split: &Split, batch: &[u32], binarize: RngKey) -> StepReport {
-        let x = binarize_batch(split, batch, Binarize::Dynamic, binarize, self.trainer.shape.width(0));
-        let stats = self.trainer.train_step(&x, &labels(split, batch));
-        StepReport { objective: stats.mean_reward, grad_var: stats.grad_var }
+    fn start_epoch(&mut self, epoch: u64, order: &[u32], first_batch: u64) {
+        let (be, state) = (self.trainer.be, &mut self.trainer.state);
+        self.data.set_order(be, order);
+        be.epoch_start(&mut state.stats, &mut state.clock, epoch, first_batch, state.plan.layers());
     }
 
-    fn divergence(&self, report: &StepReport, full_scan: bool) -> Option<String> {
-        let total: f64 = report.grad_var.iter().map(|(w, b)| w + b).sum();
-        let finite = total.is_finite() && self.trainer.baseline.is_finite();
-        if finite && !full_scan {
-            return None;
-        }
-        let found = self.trainer.find_non_finite();
-        if found.is_none() && finite {
-            return None;
-        }
-        Some(found.unwrap_or_else(|| "a gradient's variance is not finite".into()))
+    fn train_step(&mut self) {
+        self.trainer.train_step_on(&self.data);
+    }
+
+    fn progress(&mut self, full_scan: bool) -> (EpochSums, Option<(u64, String)>) {
+        self.trainer.progress(full_scan)
     }
 
     fn evaluate(&self, split: &Split, binarize: RngKey, index: u64) -> f64 {

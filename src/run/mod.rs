@@ -21,17 +21,22 @@ use saver::{load_for_resume, Saver};
 use schedule::{shuffle, Schedule};
 
 use crate::data::{Mnist, Split};
+pub use crate::nn::EpochSums;
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
 
-/// What one training step reports, computed before the update.
-#[derive(Clone, Debug, Default)]
-pub struct StepReport {
-    /// The training objective's batch mean (the VAE's ELBO, the bandit's reward).
-    pub objective: f64,
-    /// Per layer, Σ over its weights and Σ over its biases of the across-batch variance of the
-    /// per-example gradient estimates.
-    pub grad_var: Vec<(f64, f64)>,
+/// Steps between the host's reads of a device's statistics: each read waits for the device, so
+/// a GPU is read every 100 steps (and at every epoch's end), when the progress bar moves and the
+/// scan for NaN and infinity is due anyway; the CPU, where a read is free, after every step.
+pub const DEVICE_READ_EVERY: u64 = 100;
+
+/// How often a run on `be` reads its statistics.
+pub fn read_every<B: crate::backend::Backend>(be: &B) -> u64 {
+    if be.host_reads_are_free() {
+        1
+    } else {
+        DEVICE_READ_EVERY
+    }
 }
 
 /// One training run of an experiment on one backend, as the driver sees it.
@@ -39,14 +44,17 @@ pub trait Experiment {
     fn description(&self) -> &'static Description;
     /// Updates taken so far.
     fn step(&self) -> u64;
-    /// Parameters of each layer whose gradient variance a step reports (the per-layer metric's
-    /// denominators; their sum is the overall metric's).
-    fn layer_params(&self) -> Vec<f64>;
-    /// One update on the images `batch` of `split`, binarized with the epoch's `binarize` key.
-    fn train_step(&mut self, split: &Split, batch: &[u32], binarize: RngKey) -> StepReport;
-    /// What diverged in the step just reported, if anything: `report` is checked every step,
-    /// and with `full_scan` every tensor of the state as well.
-    fn divergence(&self, report: &StepReport, full_scan: bool) -> Option<String>;
+    /// Steps between reads of the statistics ([`read_every`]).
+    fn read_every(&self) -> u64;
+    /// Readies epoch `epoch`: its order of the training images, starting at batch `first_batch`
+    /// (a run resumed mid-epoch skips the batches already done); the epoch's sums restart.
+    fn start_epoch(&mut self, epoch: u64, order: &[u32], first_batch: u64);
+    /// One update on the epoch's next batch. Nothing comes back to the host.
+    fn train_step(&mut self);
+    /// The epoch's sums so far and, if something stopped being finite, at which step and what,
+    /// from one read of the statistics; with `full_scan`, every tensor of the state is checked
+    /// for NaN and infinity as well.
+    fn progress(&mut self, full_scan: bool) -> (EpochSums, Option<(u64, String)>);
     /// The test metric on `split`, binarized afresh with `binarize`; `index` keys its samples.
     fn evaluate(&self, split: &Split, binarize: RngKey, index: u64) -> f64;
     /// The first failure of a device operation since the last call.
@@ -143,35 +151,6 @@ impl EpochRecord {
     }
 }
 
-/// The running sums of an epoch's step reports.
-struct EpochSums {
-    steps: u64,
-    objective: f64,
-    grad_var: f64,
-    grad_var_layers: Vec<f64>,
-}
-
-impl EpochSums {
-    fn new(layers: usize) -> Self {
-        EpochSums { steps: 0, objective: 0.0, grad_var: 0.0, grad_var_layers: vec![0.0; layers] }
-    }
-
-    /// Adds one step: the variance per parameter, over all layers and per layer.
-    fn add(&mut self, report: &StepReport, layer_params: &[f64], all_params: f64) {
-        self.objective += report.objective;
-        let (mut total, mut per_layer) = (0.0, Vec::with_capacity(layer_params.len()));
-        for (&(w, b), n) in report.grad_var.iter().zip(layer_params) {
-            total += w + b;
-            per_layer.push((w + b) / n);
-        }
-        self.grad_var += total / all_params;
-        for (acc, v) in self.grad_var_layers.iter_mut().zip(per_layer) {
-            *acc += v;
-        }
-        self.steps += 1;
-    }
-}
-
 /// Trains `exp` on `data` as `opts` say (from scratch, or from `opts.resume`), printing one line
 /// per epoch; returns the metrics of the epochs it ran.
 pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
@@ -188,9 +167,8 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
     let total_steps = schedule.total_steps;
     let bar = progress_bar(total_steps);
     bar.set_position(resumed_at.min(total_steps));
-    let layer_params = exp.layer_params();
-    let all_params: f64 = layer_params.iter().sum();
     let identity = exp.identity();
+    let read_every = exp.read_every();
     let device = |exp: &E| exp.device_error().map_or(Ok(()), |e| Err(Error::Device(e)));
     let mut history = Vec::new();
 
@@ -201,27 +179,31 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
         let started = Instant::now();
         let e = epoch as u64;
         let order = shuffle(data.train.n, RngKey::new(opts.seed, e, stream::SHUFFLE));
-        let binarize = RngKey::new(opts.seed, e, stream::BINARIZE_TRAIN);
-        let mut sums = EpochSums::new(layer_params.len());
-        for batch in schedule.batches(&order, opts.batch_size) {
-            if exp.step() >= total_steps {
-                break;
-            }
-            let report = exp.train_step(&data.train, batch, binarize);
+        let first_batch = schedule.start_epoch();
+        exp.start_epoch(e, &order, first_batch);
+        let batches = (schedule.steps_per_epoch - first_batch).min(total_steps - exp.step());
+        let mut sums = EpochSums::default();
+        for i in 0..batches {
+            exp.train_step();
             device(exp)?;
-            if let Some(what) = exp.divergence(&report, schedule.full_scan_due(exp.step())) {
-                bar.abandon();
-                return Err(Error::Diverged { step: exp.step(), what, kept: saver.kept() });
+            let step = exp.step();
+            if step % read_every == 0 || i + 1 == batches {
+                let (read, diverged) = exp.progress(schedule.full_scan_due(step));
+                device(exp)?;
+                if let Some((at, what)) = diverged {
+                    bar.abandon();
+                    return Err(Error::Diverged { step: at, what, kept: saver.kept() });
+                }
+                sums = read;
+                let rate = sums.steps as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let digits = d.progress_digits;
+                bar.set_message(format!(
+                    "epoch {epoch}  {} {:.digits$}  {rate:.1} steps/s",
+                    d.progress_label,
+                    sums.objective / sums.steps.max(1) as f64
+                ));
+                bar.set_position(step.min(total_steps));
             }
-            sums.add(&report, &layer_params, all_params);
-            let rate = sums.steps as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let digits = d.progress_digits;
-            bar.set_message(format!(
-                "epoch {epoch}  {} {:.digits$}  {rate:.1} steps/s",
-                d.progress_label,
-                sums.objective / sums.steps as f64
-            ));
-            bar.inc(1);
         }
         let test_due = opts.test_every > 0 && (epoch % opts.test_every == 0 || epoch == opts.epochs || exp.step() >= total_steps);
         let test = test_due.then(|| exp.evaluate(&data.test, RngKey::new(opts.seed, e, stream::BINARIZE_TEST), e));

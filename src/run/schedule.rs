@@ -49,10 +49,10 @@ impl Schedule {
         }
     }
 
-    /// The batches of an epoch still to train, from its shuffle `order` (the first epoch's without
-    /// those already done).
-    pub fn batches<'o>(&mut self, order: &'o [u32], batch_size: usize) -> impl Iterator<Item = &'o [u32]> {
-        order.chunks_exact(batch_size).skip(std::mem::take(&mut self.skip))
+    /// The batch an epoch starts at: the first epoch of a resumed run skips those already done,
+    /// every later one starts at 0.
+    pub fn start_epoch(&mut self) -> u64 {
+        std::mem::take(&mut self.skip) as u64
     }
 
     /// Whether the state after update `step` gets the full scan for NaNs and infinities.

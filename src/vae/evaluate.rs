@@ -70,7 +70,7 @@ pub fn evaluate_bounds<B: Backend>(
     let mut elbo = Vec::with_capacity(split.n);
     let mut iwae = Vec::with_capacity(split.n);
     let indices: Vec<u32> = (0..split.n as u32).collect();
-    let mut cache: Option<Workspace<B::Buf>> = None;
+    let mut cache: Option<Workspace<B>> = None;
     // Per layer m (index m-1), the clipped encoder logits, (b, n_m).
     let mut clipped: Option<(usize, Vec<B::Buf>)> = None;
     for (batch_no, chunk) in indices.chunks(EVAL_BATCH).enumerate() {
@@ -96,10 +96,10 @@ pub fn evaluate_bounds<B: Backend>(
         let (mut max, mut sum) = (vec![f64::NEG_INFINITY; b], vec![0.0f64; b]);
         for sample in 0..k {
             // Distinct from the training loop's evaluation draws, which use steps below 2^40.
-            let draw = Draw { seed, step: (1 << 48) | ((batch_no as u64) << 24) | sample as u64, eval: true };
+            let draw = Draw::at(seed, (1 << 48) | ((batch_no as u64) << 24) | sample as u64, true);
             forward_main(be, params, ws, &est, draw);
             if sample == 0 {
-                be.weighted_row_sum(&mut ws.row, &ws.terms, &elbo_coef, 0.0, b, t);
+                be.weighted_row_sum(&mut ws.row, &ws.terms, &elbo_coef, None, b, t);
                 elbo.extend(be.download(&ws.row).iter().map(|&v| v as f64));
             }
             for m in 1..=depth {
@@ -107,7 +107,7 @@ pub fn evaluate_bounds<B: Backend>(
                 be.clip_logits(a, &ws.main.logits[m], b * n);
                 be.log_prob_rows(&mut ws.terms, t, tl.enc_entropy(0, m), a, false, &ws.main.z[m], None, b, n);
             }
-            be.weighted_row_sum(&mut ws.row, &ws.terms, &log_w_coef, 0.0, b, t);
+            be.weighted_row_sum(&mut ws.row, &ws.terms, &log_w_coef, None, b, t);
             for ((mx, s), &lw) in max.iter_mut().zip(sum.iter_mut()).zip(&be.download(&ws.row)) {
                 let lw = lw as f64;
                 if lw > *mx {

@@ -225,6 +225,7 @@ pub fn prior_samples<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape,
         None,
         &be.upload(&logits),
         RngKey::new(seed, depth as u64, stream::eval_encoder(0)),
+        None,
         SampleMode::Standard,
         n,
         shape.width(depth),
@@ -258,7 +259,8 @@ fn decode_down<B: Backend>(
             None,
             &logits,
             RngKey::new(seed, m as u64 - 1, stream::eval_encoder(0)),
-            SampleMode::Standard,
+            None,
+        SampleMode::Standard,
             n,
             n_out,
         );
@@ -273,7 +275,8 @@ fn reconstruct<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, x: &[
     let mut logits = be.zeros(n * shape.width(1));
     be.matmul_forward(&mut logits, &be.upload(x), &d.w, &d.bias, n, shape.width(0), shape.width(1));
     let mut z1 = be.zeros(n * shape.width(1));
-    be.bernoulli_sample(&mut z1, None, &logits, RngKey::new(seed, 0, stream::eval_encoder(1)), SampleMode::Standard, n, shape.width(1));
+    be.bernoulli_sample(&mut z1, None, &logits, RngKey::new(seed, 0, stream::eval_encoder(1)), None,
+        SampleMode::Standard, n, shape.width(1));
     decode_down(be, params, shape, z1, 1, n, seed, binary)
 }
 

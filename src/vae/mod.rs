@@ -213,6 +213,6 @@ pub fn run(args: &VaeArgs) -> Result<(), Error> {
 /// Trains the VAE on `data` as configured (from scratch or from `cfg.resume`), printing one line
 /// per epoch; returns the metrics of the epochs it ran.
 pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
-    let mut exp = VaeExperiment::new(be, cfg, data.train.pixels(), data.train.n);
+    let mut exp = VaeExperiment::new(be, cfg, &data.train);
     drive(&mut exp, &cfg.run_options(), data)
 }

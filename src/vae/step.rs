@@ -4,7 +4,7 @@
 
 use super::estimator::Estimator;
 use super::model::{Params, Shape, Terms};
-use crate::backend::{Backend, HncaAbove, HncaInputs, SampleMode, ScoreAlt};
+use crate::backend::{grad_variance_slots, Backend, HncaAbove, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::rng::{stream, RngKey};
 
 /// One sampled pass through the encoder and the decoder terms that score it.
@@ -30,37 +30,47 @@ impl<Buf> Chain<Buf> {
 }
 
 /// Buffers for one step at batch size `b`; public so tests can read every intermediate.
-pub struct Workspace<Buf> {
+pub struct Workspace<B: Backend> {
     pub b: usize,
     pub shape: Shape,
     pub terms_layout: Terms,
     /// The main sample; `main.z[0]` is the binarized input x, (b, n_0).
-    pub main: Chain<Buf>,
+    pub main: Chain<B::Buf>,
     /// alt[l]: the alternative chain that starts at layer l (LOO, DisARM); alt[0] is unused.
-    pub alt: Vec<Chain<Buf>>,
+    pub alt: Vec<Chain<B::Buf>>,
     /// The per-example terms table, (b, terms_layout.width()).
-    pub terms: Buf,
+    pub terms: B::Buf,
     /// HNCA's credit-pass outputs for layer l, each (b, n_l): the change in the decoder's and
     /// the next encoder layer's log-likelihood, and in that layer's entropy, when a unit flips.
-    pub flip_dec: Vec<Buf>,
-    pub flip_enc_lp: Vec<Buf>,
-    pub flip_enc_ent: Vec<Buf>,
+    pub flip_dec: Vec<B::Buf>,
+    pub flip_enc_lp: Vec<B::Buf>,
+    pub flip_enc_ent: Vec<B::Buf>,
     /// The estimated logit gradient of encoder layer l, (b, n_l): per-example estimates.
-    pub unit_grad: Vec<Buf>,
+    pub unit_grad: Vec<B::Buf>,
     /// Exact logit gradients of the decoder layers, (b, n_{l-1}), and of the prior, (b, n_L).
-    pub dec_delta: Vec<Buf>,
-    pub prior_delta: Buf,
+    pub dec_delta: Vec<B::Buf>,
+    pub prior_delta: B::Buf,
     /// Per-row reward or coefficient, (b).
-    pub row: Buf,
+    pub row: B::Buf,
+    /// The encoder layers' gradient-variance partial sums (4 f64 per slot), layer l's from slot
+    /// `variance_slots[2(l-1)]`, `variance_slots[2(l-1)+1]` of them.
+    pub partials: B::Array<f64>,
+    pub variance_slots: Vec<u32>,
 }
 
-impl<Buf> Workspace<Buf> {
-    pub fn new<B: Backend<Buf = Buf>>(be: &B, shape: &Shape, est: &Estimator, b: usize) -> Self {
+impl<B: Backend> Workspace<B> {
+    pub fn new(be: &B, shape: &Shape, est: &Estimator, b: usize) -> Self {
         let depth = shape.depth();
         let alt_chains = if est.alternative().is_some() { depth } else { 0 };
         let terms_layout = Terms { depth, blocks: 1 + alt_chains };
         let per_layer = |f: &dyn Fn(usize) -> usize| (0..=depth).map(|m| be.zeros(f(m))).collect::<Vec<_>>();
         let hnca = est.is_hnca();
+        let mut variance_slots = Vec::new();
+        for l in 1..=depth {
+            let first = variance_slots.iter().skip(1).step_by(2).sum::<u32>();
+            variance_slots.extend([first, grad_variance_slots(b, shape.width(l - 1), shape.width(l)) as u32]);
+        }
+        let total_slots: u32 = variance_slots.iter().skip(1).step_by(2).sum();
         Workspace {
             b,
             shape: shape.clone(),
@@ -75,31 +85,52 @@ impl<Buf> Workspace<Buf> {
             dec_delta: per_layer(&|m| if m > 0 { b * shape.width(m - 1) } else { 0 }),
             prior_delta: be.zeros(b * shape.width(depth)),
             row: be.zeros(b),
+            partials: be.array(&vec![0.0f64; 4 * total_slots as usize]),
+            variance_slots,
+        }
+    }
+
+    /// What the step's statistics combine for estimator `est` (see [`Backend::step_stats`]):
+    /// the ELBO of the main chain, each layer's baseline target, the encoder's layers.
+    pub fn stats_plan(&self, est: &Estimator) -> StatsPlan {
+        let (tl, shape) = (self.terms_layout, &self.shape);
+        let mut coef = tl.elbo_coef();
+        let baselines = if est.uses_baseline() { shape.depth() } else { 0 };
+        for l in 1..=baselines {
+            coef.extend(est.baseline_coef(&tl, l));
+        }
+        StatsPlan {
+            coef,
+            baselines,
+            layer_params: (1..=shape.depth()).map(|l| (shape.width(l - 1) * shape.width(l) + shape.width(l)) as f64).collect(),
+            slots: self.variance_slots.clone(),
+            decay: crate::nn::BASELINE_DECAY,
         }
     }
 }
 
-/// What a step reports to the host.
-#[derive(Clone, Debug, Default)]
-pub struct StepStats {
-    /// Batch means of the terms table's columns.
-    pub term_means: Vec<f64>,
-    /// Batch-mean single-sample ELBO of the main sample.
-    pub elbo: f64,
-    /// Per encoder layer l (index l-1): (Σ weight variances, Σ bias variances) across the batch.
-    pub grad_var: Vec<(f64, f64)>,
-}
-
 /// Whose randomness a pass uses: training draws are keyed by the update step, evaluation
-/// draws by their own stream family so they never collide with training.
-#[derive(Clone, Copy, Debug)]
-pub struct Draw {
+/// draws by their own stream family so they never collide with training. With a clock, the
+/// clock's step is added to `step` on the device (a training step records `step: 0`).
+pub struct Draw<'a, A> {
     pub seed: u64,
     pub step: u64,
     pub eval: bool,
+    pub clock: Option<&'a A>,
 }
 
-impl Draw {
+impl<A> Clone for Draw<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for Draw<'_, A> {}
+
+impl<A> Draw<'_, A> {
+    /// A draw at a fixed step, without a clock (evaluation, tests).
+    pub fn at(seed: u64, step: u64, eval: bool) -> Self {
+        Draw { seed, step, eval, clock: None }
+    }
     fn encoder(&self, m: usize) -> RngKey {
         let s = if self.eval { stream::eval_encoder(m as u32) } else { stream::encoder(m as u32) };
         RngKey::new(self.seed, self.step, s)
@@ -138,7 +169,7 @@ fn decode_layer<B: Backend>(
 
 /// Samples the main chain from x (already in `ws.main.z[0]`) and fills block 0 of the terms.
 /// With DisARM, layer m's antithetic twin is written to `ws.alt[m].z[m]`.
-pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B::Buf>, est: &Estimator, draw: Draw) {
+pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, est: &Estimator, draw: Draw<B::Array<u32>>) {
     let (b, shape, tl) = (ws.b, ws.shape.clone(), ws.terms_layout);
     let t = tl.width();
     let depth = shape.depth();
@@ -152,11 +183,12 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
                 Some(&mut ws.alt[m].z[m]),
                 &ws.main.logits[m],
                 draw.encoder(m),
+                draw.clock,
                 SampleMode::Antithetic,
                 b,
                 n,
             ),
-            _ => be.bernoulli_sample(&mut hi[0], None, &ws.main.logits[m], draw.encoder(m), SampleMode::Standard, b, n),
+            _ => be.bernoulli_sample(&mut hi[0], None, &ws.main.logits[m], draw.encoder(m), draw.clock, SampleMode::Standard, b, n),
         }
         be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(0, m), &ws.main.logits[m], None, b, n);
     }
@@ -184,18 +216,18 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
 /// every layer above it, and in block l the terms of F_l for that chain, each stored as its
 /// difference from the main chain's term (summed element by element, so f2 - f1 never
 /// subtracts two f32 totals of hundreds of nats).
-fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B::Buf>, mode: SampleMode, l: usize, draw: Draw) {
+fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, mode: SampleMode, l: usize, draw: Draw<B::Array<u32>>) {
     let (b, shape, tl) = (ws.b, ws.shape.clone(), ws.terms_layout);
     let t = tl.width();
     let depth = shape.depth();
     let chain = &mut ws.alt[l];
     if mode == SampleMode::Standard {
-        be.bernoulli_sample(&mut chain.z[l], None, &ws.main.logits[l], draw.alternate(l, l), SampleMode::Standard, b, shape.width(l));
+        be.bernoulli_sample(&mut chain.z[l], None, &ws.main.logits[l], draw.alternate(l, l), draw.clock, SampleMode::Standard, b, shape.width(l));
     }
     for m in (l + 1)..=depth {
         let (lo, hi) = chain.z.split_at_mut(m);
         encode_layer(be, params, &shape, m, &lo[m - 1], &mut chain.logits[m], b);
-        be.bernoulli_sample(&mut hi[0], None, &chain.logits[m], draw.alternate(l, m), SampleMode::Standard, b, shape.width(m));
+        be.bernoulli_sample(&mut hi[0], None, &chain.logits[m], draw.alternate(l, m), draw.clock, SampleMode::Standard, b, shape.width(m));
         be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(l, m), &chain.logits[m], Some(&ws.main.logits[m]), b, shape.width(m));
     }
     // log p(z_{l-1} | z'_l) scores the main chain's z_{l-1}; above that, the chain's own samples.
@@ -243,17 +275,18 @@ fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Wor
 }
 
 /// Samples everything the estimator needs for input x (in `ws.main.z[0]`) and writes the
-/// gradient of every parameter (ascent direction, batch mean) into `grads`.
-/// `baselines[l-1]` is b̄_l (ignored by estimators without one).
+/// gradient of every parameter (ascent direction, batch mean) into `grads`, and each encoder
+/// layer's gradient-variance partial sums into `ws.partials`. `baselines` (L) holds b̄_l at
+/// l - 1 (ignored by estimators without one). Nothing comes back to the host.
 pub fn compute_gradients<B: Backend>(
     be: &B,
     params: &Params<B::Buf>,
-    ws: &mut Workspace<B::Buf>,
+    ws: &mut Workspace<B>,
     est: &Estimator,
-    baselines: &[f32],
-    draw: Draw,
+    baselines: &B::Buf,
+    draw: Draw<B::Array<u32>>,
     grads: &mut Params<B::Buf>,
-) -> StepStats {
+) {
     let (b, shape, tl) = (ws.b, ws.shape.clone(), ws.terms_layout);
     let t = tl.width();
     let depth = shape.depth();
@@ -266,11 +299,10 @@ pub fn compute_gradients<B: Backend>(
     }
 
     // Encoder: per-unit logit gradients from the estimator, then weight and bias gradients.
-    let mut grad_var = Vec::with_capacity(depth);
     for l in 1..=depth {
         let n = shape.width(l);
-        let baseline = if est.uses_baseline() { baselines[l - 1] } else { 0.0 };
-        be.weighted_row_sum(&mut ws.row, &ws.terms, &est.reward_coef(&tl, l), -baseline, b, t);
+        let baseline = est.uses_baseline().then_some((baselines, l - 1));
+        be.weighted_row_sum(&mut ws.row, &ws.terms, &est.reward_coef(&tl, l), baseline, b, t);
         if est.is_hnca() {
             hnca_layer(be, params, ws, est, l);
         } else {
@@ -284,7 +316,8 @@ pub fn compute_gradients<B: Backend>(
         let g = &mut grads.enc[l - 1];
         be.matmul_backward_weight(&mut g.w, &ws.main.z[l - 1], &ws.unit_grad[l], b, shape.width(l - 1), n);
         be.column_mean(&mut g.bias, &ws.unit_grad[l], b, n);
-        grad_var.push(be.grad_variance_sums(&ws.main.z[l - 1], &ws.unit_grad[l], &g.w, &g.bias, b, shape.width(l - 1), n));
+        let first = ws.variance_slots[2 * (l - 1)] as usize;
+        be.grad_variance(&mut ws.partials, first, &ws.main.z[l - 1], &ws.unit_grad[l], &g.w, &g.bias, b, shape.width(l - 1), n);
     }
 
     // Decoder and prior: exact gradients of their log-likelihood terms, (target - p) ⊗ input.
@@ -297,16 +330,12 @@ pub fn compute_gradients<B: Backend>(
     }
     be.bernoulli_delta(&mut ws.prior_delta, &params.prior, true, &ws.main.z[depth], b, shape.width(depth));
     be.column_mean(&mut grads.prior, &ws.prior_delta, b, shape.width(depth));
-
-    let term_means = be.term_means(&ws.terms, b, t);
-    let elbo = tl.elbo_coef().iter().zip(&term_means).map(|(&c, &m)| c as f64 * m).sum();
-    StepStats { term_means, elbo, grad_var }
 }
 
 /// HNCA for encoder layer l: the fused credit passes over its two sets of children (the decoder
 /// layer that takes z_l as input, and encoder layer l+1), then the per-unit credit.
 /// Expects `ws.row` to hold R_l - b̄_l.
-fn hnca_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B::Buf>, est: &Estimator, l: usize) {
+fn hnca_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, est: &Estimator, l: usize) {
     let (b, shape, tl) = (ws.b, &ws.shape, ws.terms_layout);
     let depth = shape.depth();
     let n = shape.width(l);
@@ -361,7 +390,7 @@ fn hnca_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B:
 
 /// The batch-mean single-sample ELBO of x (in `ws.main.z[0]`) without computing gradients:
 /// the test-set evaluation.
-pub fn evaluate_elbo<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B::Buf>, est: &Estimator, draw: Draw) -> f64 {
+pub fn evaluate_elbo<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, est: &Estimator, draw: Draw<B::Array<u32>>) -> f64 {
     forward_main(be, params, ws, est, draw);
     let tl = ws.terms_layout;
     let means = be.term_means(&ws.terms, ws.b, tl.width());

@@ -2,20 +2,21 @@
 //! its update step and its test-set evaluation; and the VAE as an [`Experiment`] of the run
 //! driver, which owns the epochs, the files and the checks.
 
-use crate::backend::Backend;
+use crate::backend::{stats, Backend};
 use crate::data::{binarize_batch, Binarize, Split};
-use crate::nn::{adam_step, track};
-use crate::rng::RngKey;
+use crate::nn::{adam_hyper, EpochSums, TrainData, TrainState};
+use crate::rng::{stream, RngKey};
 use crate::run::checkpoint::{first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
-use crate::run::{Description, Experiment, StepReport};
+use crate::run::{read_every, Description, Experiment};
 
 use super::checkpoint::{param_tensors, VaeRun};
 use super::estimator::Estimator;
 use super::model::{Params, Shape};
-use super::step::{compute_gradients, evaluate_elbo, Draw, StepStats, Workspace};
+use super::step::{compute_gradients, evaluate_elbo, Draw, Workspace};
 use super::TrainConfig;
 
-/// Parameters, optimiser state, baselines and buffers of one training run on one backend.
+/// Parameters, optimiser state, the device-side training state and the buffers of one run on
+/// one backend.
 pub struct Trainer<'a, B: Backend> {
     pub be: &'a B,
     pub shape: Shape,
@@ -25,51 +26,97 @@ pub struct Trainer<'a, B: Backend> {
     pub grads: Params<B::Buf>,
     pub(crate) adam_m: Params<B::Buf>,
     pub(crate) adam_v: Params<B::Buf>,
-    pub ws: Workspace<B::Buf>,
-    /// b̄_l for l = 1..=L (index l-1).
-    pub baselines: Vec<f32>,
+    pub ws: Workspace<B>,
+    /// The clock, the baselines (b̄_l at l - 1) and the statistics, on the device.
+    pub state: TrainState<B>,
+    /// Updates taken so far (the device's clock holds the same number).
     pub step: u64,
     pub lr: f32,
     pub seed: u64,
+    /// The step as one replayable recording, once made (on a GPU: a CUDA graph).
+    graph: Option<B::Graph>,
+    /// Steps run as they were called; the first is never recorded (it uploads the constants).
+    direct_steps: u64,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
     pub fn new(be: &'a B, shape: Shape, est: Estimator, batch_size: usize, lr: f32, seed: u64) -> Self {
         let host = Params::init(&shape, seed);
         let zeros = |p: &Params<Vec<f32>>| p.map(|t| be.zeros(t.len()));
+        let ws = Workspace::new(be, &shape, &est, batch_size);
+        let tensors = 4 * host.tensors().len();
+        let state = TrainState::new(be, ws.stats_plan(&est), ws.terms_layout.width(), tensors, shape.depth());
         Trainer {
             be,
             params: host.to_backend(be),
             grads: zeros(&host),
             adam_m: zeros(&host),
             adam_v: zeros(&host),
-            ws: Workspace::new(be, &shape, &est, batch_size),
-            baselines: vec![0.0; shape.depth()],
+            ws,
+            state,
             shape,
             est,
             step: 0,
             lr,
             seed,
+            graph: None,
+            direct_steps: 0,
         }
     }
 
-    /// One update on the binarized batch x, (b, n_0); returns the pre-update statistics.
-    pub fn train_step(&mut self, x: &[f32]) -> StepStats {
-        let be = self.be;
-        be.write(&mut self.ws.main.z[0], x);
-        let draw = Draw { seed: self.seed, step: self.step, eval: false };
-        let stats = compute_gradients(be, &self.params, &mut self.ws, &self.est, &self.baselines, draw, &mut self.grads);
+    /// One update on the binarized batch x, (b, n_0), given by the host (tests, benchmarks).
+    /// Its statistics stay on the device ([`TrainState`]).
+    pub fn train_step(&mut self, x: &[f32]) {
+        self.be.write(&mut self.ws.main.z[0], x);
+        self.update();
+        self.direct_steps += 1;
         self.step += 1;
-        let (params, grads, m, v) = (self.params.tensors_mut(), self.grads.tensors(), self.adam_m.tensors_mut(), self.adam_v.tensors_mut());
-        adam_step(be, params, grads, m, v, self.lr, self.step);
-        if self.est.uses_baseline() {
-            let tl = self.ws.terms_layout;
-            for (l, b) in (1..=self.shape.depth()).zip(self.baselines.iter_mut()) {
-                let target: f64 = self.est.baseline_coef(&tl, l).iter().zip(&stats.term_means).map(|(&c, &m)| c as f64 * m).sum();
-                *b = track(*b, target as f32);
+    }
+
+    /// One update on the epoch's next batch, which the device gathers from `data` and
+    /// binarizes (`mode`) itself. Where the backend records (a GPU), the first step runs as
+    /// called and the second is recorded as one graph that every later step replays: a step
+    /// is then one launch, with nothing read back.
+    pub fn train_step_on(&mut self, data: &TrainData<B>, mode: Binarize) {
+        if let Some(graph) = &self.graph {
+            self.be.replay(graph);
+        } else {
+            let recording = self.direct_steps > 0 && self.be.begin_recording();
+            self.gather(data, mode);
+            self.update();
+            if recording {
+                // A failed recording is recorded as the device's error, which stops the run.
+                if let Ok(graph) = self.be.end_recording() {
+                    self.be.replay(&graph);
+                    self.graph = Some(graph);
+                }
+            } else {
+                self.direct_steps += 1;
             }
         }
-        stats
+        self.step += 1;
+    }
+
+    /// The batch x into `ws.main.z[0]`, from the device's copy of the training images.
+    fn gather(&mut self, data: &TrainData<B>, mode: Binarize) {
+        let (b, n0) = (self.ws.b, self.shape.width(0));
+        let x = &mut self.ws.main.z[0];
+        self.be.gather_binarize(x, None, &data.images, &data.order, &self.state.clock, mode, self.seed, stream::BINARIZE_TRAIN, b, n0);
+    }
+
+    /// Everything of a step after its batch is in place: the gradients, Adam, the statistics
+    /// (which advance the clock).
+    fn update(&mut self) {
+        let be = self.be;
+        let draw = Draw { seed: self.seed, step: 0, eval: false, clock: Some(&self.state.clock) };
+        compute_gradients(be, &self.params, &mut self.ws, &self.est, &self.state.baselines, draw, &mut self.grads);
+        let mut params = self.params.tensors_mut();
+        let mut m = self.adam_m.tensors_mut();
+        let mut v = self.adam_v.tensors_mut();
+        be.adam(&mut params, &self.grads.tensors(), &mut m, &mut v, &self.state.clock, adam_hyper(self.lr));
+        let (b, t) = (self.ws.b, self.state.t);
+        let state = &mut self.state;
+        be.step_stats(&mut state.stats, &mut state.baselines, &mut state.clock, &self.ws.terms, &self.ws.partials, &state.plan, b, t);
     }
 
     /// Mean single-sample ELBO over a whole split, binarized afresh with `binarize_key`.
@@ -77,7 +124,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         const EVAL_BATCH: usize = 500;
         let n0 = self.shape.width(0);
         let mut total = 0.0;
-        let mut cache: Option<Workspace<B::Buf>> = None;
+        let mut cache: Option<Workspace<B>> = None;
         let indices: Vec<u32> = (0..split.n as u32).collect();
         for (batch_no, chunk) in indices.chunks(EVAL_BATCH).enumerate() {
             let b = chunk.len();
@@ -87,7 +134,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             let ws = cache.as_mut().expect("workspace was just created");
             let x = binarize_batch(split, chunk, binarize, binarize_key, n0);
             self.be.write(&mut ws.main.z[0], &x);
-            let draw = Draw { seed: self.seed, step: (eval_index << 24) | batch_no as u64, eval: true };
+            let draw = Draw::at(self.seed, (eval_index << 24) | batch_no as u64, true);
             total += evaluate_elbo(self.be, &self.params, ws, &self.est, draw) * b as f64;
         }
         total / split.n as f64
@@ -97,34 +144,41 @@ impl<'a, B: Backend> Trainer<'a, B> {
     pub fn host_params(&self) -> Params<Vec<f32>> {
         self.params.map(|t| self.be.download(t))
     }
-}
 
-/// What diverged in the step just taken, if anything did; with `full_scan`, every tensor is
-/// looked at, not only the step's statistics.
-fn divergence<B: Backend>(trainer: &Trainer<'_, B>, stats: &StepStats, full_scan: bool) -> Option<String> {
-    let var_ok = stats.grad_var.iter().all(|(w, b)| w.is_finite() && b.is_finite());
-    let base_ok = trainer.baselines.iter().all(|b| b.is_finite());
-    if stats.elbo.is_finite() && var_ok && base_ok {
-        return if full_scan { trainer.find_non_finite() } else { None };
+    /// The epoch's sums so far, and what diverged (the step and, in words, what), from one read
+    /// of the statistics; with `full_scan`, every tensor (gradients, parameters, Adam's moments)
+    /// is counted for NaN and infinity on the device too, and only the counts come back.
+    pub fn progress(&mut self, full_scan: bool) -> (EpochSums, Option<(u64, String)>) {
+        let (sums, s) = self.state.progress(self.be);
+        if s[stats::DIVERGED] != 0.0 {
+            let mut what = vec![];
+            if s[stats::WHAT] == stats::DIVERGED_OBJECTIVE {
+                what.push(format!("the ELBO is {}", s[stats::LAST_OBJECTIVE]));
+            }
+            what.extend(self.find_non_finite());
+            if what.is_empty() {
+                what.push("an encoder gradient's variance is not finite".into());
+            }
+            return (sums, Some((s[stats::DIVERGED] as u64, what.join(", "))));
+        }
+        if full_scan {
+            let tensors = [self.grads.tensors(), self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()].concat();
+            self.be.count_non_finite(&mut self.state.counts, &tensors);
+            if self.be.read_array(&self.state.counts).iter().any(|&c| c > 0) {
+                let what = self.find_non_finite().unwrap_or_else(|| "a tensor holds NaN or infinite values".into());
+                return (sums, Some((self.step, what)));
+            }
+        }
+        (sums, None)
     }
-    let mut what = vec![];
-    if !stats.elbo.is_finite() {
-        what.push(format!("the ELBO is {}", stats.elbo));
-    }
-    what.extend(trainer.find_non_finite());
-    if what.is_empty() {
-        what.push("an encoder gradient's variance is not finite".into());
-    }
-    Some(what.join(", "))
 }
-
 
 impl<B: Backend> Trainer<'_, B> {
     /// The trainer's whole state, on the host, as a checkpoint of `run` after `epoch` epochs.
     pub fn checkpoint(&self, run: &VaeRun, epoch: u64) -> Checkpoint {
         let mut ck = Checkpoint::of_run(super::DESCRIPTION.name, self.step, epoch, run.identity());
         push_state(&mut ck, self.be, &param_tensors(&self.shape), [self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()]);
-        ck.push("baselines", self.baselines.clone());
+        ck.push("baselines", self.be.download(&self.state.baselines));
         ck
     }
 
@@ -132,32 +186,35 @@ impl<B: Backend> Trainer<'_, B> {
     pub fn restore(&mut self, mut ck: Checkpoint) -> Result<(), CheckpointError> {
         let sets = [self.params.tensors_mut(), self.adam_m.tensors_mut(), self.adam_v.tensors_mut()];
         take_state(&mut ck, self.be, &param_tensors(&self.shape), sets)?;
-        self.baselines = ck.take("baselines", self.baselines.len())?;
+        let baselines = ck.take("baselines", self.shape.depth())?;
+        self.be.write(&mut self.state.baselines, &baselines);
         self.step = ck.u64_field("step")?;
+        self.state.set_step(self.be, self.step);
         Ok(())
     }
 
     /// The first NaN or infinity in the state or the last step's gradients, in words.
     pub fn find_non_finite(&self) -> Option<String> {
         let sets = [self.grads.tensors(), self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()];
-        first_non_finite(self.be, &param_tensors(&self.shape), sets).or_else(|| non_finite("baselines", &self.baselines))
+        let baselines = self.be.download(&self.state.baselines);
+        first_non_finite(self.be, &param_tensors(&self.shape), sets).or_else(|| non_finite("baselines", &baselines))
     }
 }
 
-/// The VAE as the run driver trains it: a trainer with its run's identity, its binarization,
-/// and the last step's statistics (for the divergence checks).
+/// The VAE as the run driver trains it: a trainer with its run's identity, its configuration
+/// and the training images on the device.
 pub struct VaeExperiment<'a, B: Backend> {
     pub trainer: Trainer<'a, B>,
+    data: TrainData<B>,
     run: VaeRun,
     cfg: TrainConfig,
-    last: StepStats,
 }
 
 impl<'a, B: Backend> VaeExperiment<'a, B> {
-    pub fn new(be: &'a B, cfg: &TrainConfig, data_dim: usize, train_images: usize) -> Self {
-        let run = VaeRun::new(cfg, data_dim, train_images);
+    pub fn new(be: &'a B, cfg: &TrainConfig, train: &Split) -> Self {
+        let run = VaeRun::new(cfg, train.pixels(), train.n);
         let trainer = Trainer::new(be, run.shape(), cfg.estimator, cfg.batch_size, cfg.lr as f32, cfg.seed);
-        VaeExperiment { trainer, run, cfg: cfg.clone(), last: StepStats::default() }
+        VaeExperiment { trainer, data: TrainData::new(be, train), run, cfg: cfg.clone() }
     }
 }
 
@@ -170,20 +227,22 @@ impl<B: Backend> Experiment for VaeExperiment<'_, B> {
         self.trainer.step
     }
 
-    /// The encoder's layers: only their gradients are estimated.
-    fn layer_params(&self) -> Vec<f64> {
-        let shape = &self.trainer.shape;
-        (1..=shape.depth()).map(|l| (shape.width(l - 1) * shape.width(l) + shape.width(l)) as f64).collect()
+    fn read_every(&self) -> u64 {
+        read_every(self.trainer.be)
     }
 
-    fn train_step(&mut self, split: &Split, batch: &[u32], binarize: RngKey) -> StepReport {
-        let x = binarize_batch(split, batch, self.cfg.binarize, binarize, self.trainer.shape.width(0));
-        self.last = self.trainer.train_step(&x);
-        StepReport { objective: self.last.elbo, grad_var: self.last.grad_var.clone() }
+    fn start_epoch(&mut self, epoch: u64, order: &[u32], first_batch: u64) {
+        let (be, state) = (self.trainer.be, &mut self.trainer.state);
+        self.data.set_order(be, order);
+        be.epoch_start(&mut state.stats, &mut state.clock, epoch, first_batch, state.plan.layers());
     }
 
-    fn divergence(&self, _report: &StepReport, full_scan: bool) -> Option<String> {
-        divergence(&self.trainer, &self.last, full_scan)
+    fn train_step(&mut self) {
+        self.trainer.train_step_on(&self.data, self.cfg.binarize);
+    }
+
+    fn progress(&mut self, full_scan: bool) -> (EpochSums, Option<(u64, String)>) {
+        self.trainer.progress(full_scan)
     }
 
     fn evaluate(&self, split: &Split, binarize: RngKey, index: u64) -> f64 {

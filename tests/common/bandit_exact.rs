@@ -208,7 +208,8 @@ pub fn production_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baselin
     }
     ws.action = vec![c.action as f32];
     ws.reward = vec![r as f32];
-    gradients(&be, &params, &mut ws, &shape, est, baseline as f32, &mut grads);
+    let baselines = be.upload(&[baseline as f32]);
+    gradients(&be, &params, &mut ws, &shape, est, &baselines, &mut grads);
     grads.tensors().flatten().map(|&v| v as f64).collect()
 }
 

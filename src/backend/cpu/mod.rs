@@ -8,12 +8,14 @@ mod credit;
 mod gemm;
 mod simd;
 pub mod softmax;
+mod state;
 pub use credit::take_credit_nanos;
 pub use gemm::sgemm_calls;
 use simd::chunked_sum;
 pub use simd::Simd;
 
-use super::{AdamStep, Backend, HncaInputs, SampleMode, ScoreAlt};
+use super::{AdamHyper, Backend, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
+use crate::data::Binarize;
 use crate::math::{bernoulli_entropy_from_logit, exp_neg, log_sigmoid, sigmoid};
 use crate::rng::RngKey;
 
@@ -40,8 +42,16 @@ impl Cpu {
     }
 }
 
+/// The training clock's step added to a key's (see [`Backend::bernoulli_sample`]).
+fn clocked(key: RngKey, clock: Option<&Vec<u32>>) -> RngKey {
+    RngKey { step: key.step + clock.map_or(0, |c| super::clock::step(c)), ..key }
+}
+
 impl Backend for Cpu {
     type Buf = Vec<f32>;
+    type Array<T: Elem> = Vec<T>;
+    /// Nothing is recorded: every operation runs when it is called.
+    type Graph = ();
 
     fn zeros(&self, n: usize) -> Vec<f32> {
         vec![0.0; n]
@@ -54,6 +64,36 @@ impl Backend for Cpu {
     }
     fn write(&self, dst: &mut Vec<f32>, host: &[f32]) {
         dst.copy_from_slice(host);
+    }
+    fn array<T: Elem>(&self, host: &[T]) -> Vec<T> {
+        host.to_vec()
+    }
+    fn read_array<T: Elem>(&self, a: &Vec<T>) -> Vec<T> {
+        a.clone()
+    }
+    fn write_array<T: Elem>(&self, a: &mut Vec<T>, host: &[T]) {
+        a.copy_from_slice(host);
+    }
+    fn end_recording(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn replay(&self, _graph: &()) {}
+
+    fn gather_binarize(
+        &self,
+        x: &mut Vec<f32>,
+        labels: Option<(&mut Vec<f32>, &Vec<u8>)>,
+        images: &Vec<u8>,
+        order: &Vec<u32>,
+        clock: &Vec<u32>,
+        mode: Binarize,
+        seed: u64,
+        stream: u32,
+        b: usize,
+        n0: usize,
+    ) {
+        let labels = labels.map(|(out, l)| (out.as_mut_slice(), l.as_slice()));
+        state::gather_binarize(x, labels, images, order, clock, mode, seed, stream, b, n0);
     }
 
     fn matmul_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, k: usize, n: usize) {
@@ -85,11 +125,13 @@ impl Backend for Cpu {
         anti: Option<&mut Vec<f32>>,
         logits: &Vec<f32>,
         key: RngKey,
+        clock: Option<&Vec<u32>>,
         mode: SampleMode,
         b: usize,
         n: usize,
     ) {
         debug_assert_eq!((z.len(), logits.len()), (b * n, b * n));
+        let key = clocked(key, clock);
         // Uniform number i of the layer is element i of the (b, n) array, whichever thread draws it.
         let draw = |r: usize, z: &mut [f32], anti: &mut [f32]| {
             let mut u = [0.0f32; 64];
@@ -180,10 +222,14 @@ impl Backend for Cpu {
         });
     }
 
-    fn weighted_row_sum(&self, out: &mut Vec<f32>, terms: &Vec<f32>, coef: &[f32], offset: f32, b: usize, t: usize) {
+    fn weighted_row_sum(&self, out: &mut Vec<f32>, terms: &Vec<f32>, coef: &[f32], baseline: Option<(&Vec<f32>, usize)>, b: usize, t: usize) {
         for r in 0..b {
             let row = &terms[r * t..(r + 1) * t];
-            out[r] = row.iter().zip(coef).map(|(x, c)| x * c).sum::<f32>() + offset;
+            let s = row.iter().zip(coef).fold(0.0f32, |s, (x, c)| s + x * c);
+            out[r] = match baseline {
+                Some((baselines, i)) => s - baselines[i],
+                None => s,
+            };
         }
     }
 
@@ -304,9 +350,11 @@ impl Backend for Cpu {
         logits: &Vec<f32>,
         labels: &Vec<f32>,
         key: RngKey,
+        clock: Option<&Vec<u32>>,
         b: usize,
         a: usize,
     ) {
+        let key = clocked(key, clock);
         for r in 0..b {
             let act = softmax::sample(&logits[r * a..(r + 1) * a], key.uniform(r as u32));
             action[r] = act as f32;
@@ -373,48 +421,55 @@ impl Backend for Cpu {
         });
     }
 
-    fn grad_variance_sums(&self, inp: &Vec<f32>, g: &Vec<f32>, dw: &Vec<f32>, db: &Vec<f32>, b: usize, k: usize, n: usize) -> (f64, f64) {
-        // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
-        // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
-        Simd::selected().run(|| {
-            let mut sq_w = 0.0f64;
-            let mut sq_b = 0.0f64;
-            for r in 0..b {
-                let u2 = sum_of_squares(&inp[r * k..(r + 1) * k]);
-                let g2 = sum_of_squares(&g[r * n..(r + 1) * n]);
-                sq_w += u2 * g2;
-                sq_b += g2;
-            }
-            (sq_w / b as f64 - sum_of_squares(dw), sq_b / b as f64 - sum_of_squares(db))
-        })
+    fn grad_variance(
+        &self,
+        partials: &mut Vec<f64>,
+        first_slot: usize,
+        inp: &Vec<f32>,
+        g: &Vec<f32>,
+        dw: &Vec<f32>,
+        db: &Vec<f32>,
+        b: usize,
+        k: usize,
+        n: usize,
+    ) {
+        state::grad_variance(partials, first_slot, inp, g, dw, db, b, k, n);
     }
 
-    fn adam(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamStep) {
-        let c1 = 1.0 - hp.beta1.powi(hp.t.min(i32::MAX as u64) as i32);
-        let c2 = 1.0 - hp.beta2.powi(hp.t.min(i32::MAX as u64) as i32);
-        let update = |((param, grad), (m, v)): AdamChunk<'_>| {
-            for i in 0..param.len() {
-                let g = grad[i];
-                m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
-                v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
-                param[i] += hp.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + hp.eps);
-            }
-        };
-        const CHUNK: usize = 8192;
-        if param.len() >= 4 * CHUNK {
-            param
-                .par_chunks_mut(CHUNK)
-                .zip(grad.par_chunks(CHUNK))
-                .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                .for_each(update);
-        } else {
-            update(((param, grad), (m, v)));
-        }
+    fn step_stats(
+        &self,
+        stats: &mut Vec<f64>,
+        baselines: &mut Vec<f32>,
+        clock: &mut Vec<u32>,
+        terms: &Vec<f32>,
+        partials: &Vec<f64>,
+        plan: &StatsPlan,
+        b: usize,
+        t: usize,
+    ) {
+        state::step_stats(stats, baselines, clock, terms, partials, plan, b, t);
+    }
+
+    fn epoch_start(&self, stats: &mut Vec<f64>, clock: &mut Vec<u32>, epoch: u64, first_batch: u64, layers: usize) {
+        state::epoch_start(stats, clock, epoch, first_batch, layers);
+    }
+
+    fn count_non_finite(&self, counts: &mut Vec<u32>, tensors: &[&Vec<f32>]) {
+        state::count_non_finite(counts, tensors);
+    }
+
+    fn adam(
+        &self,
+        params: &mut [&mut Vec<f32>],
+        grads: &[&Vec<f32>],
+        m: &mut [&mut Vec<f32>],
+        v: &mut [&mut Vec<f32>],
+        clock: &Vec<u32>,
+        hp: AdamHyper,
+    ) {
+        state::adam(params, grads, m, v, clock, hp);
     }
 }
-
-/// Parameters and gradient, then Adam's two moments, of one chunk.
-type AdamChunk<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut [f32], &'a mut [f32]));
 
 /// Runs `f(r, row)` for every row of `out`, (rows, n), on rayon's threads when the rows hold at
 /// least PAR_MIN_WORK units of work (`work_per_row` each). Rows are independent, so the result is
@@ -451,22 +506,6 @@ fn for_each_row_pair(a: &mut [f32], b: &mut [f32], n: usize, work_per_row: usize
 /// Enough rows per rayon task that splitting costs little against the work.
 fn min_rows_per_task(work_per_row: usize) -> usize {
     (PAR_MIN_WORK / 4 / work_per_row.max(1)).max(1)
-}
-
-/// Σ x² in f64, in eight lanes so that it vectorises.
-#[inline(always)]
-fn sum_of_squares(xs: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = xs.chunks_exact(8);
-    for c in &mut chunks {
-        for j in 0..8 {
-            acc[j] += c[j] as f64 * c[j] as f64;
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += x as f64 * x as f64;
-    }
-    acc.iter().sum()
 }
 
 /// log Bernoulli(x; σ(a)) for a bit x: log σ(±a).
