@@ -53,9 +53,9 @@ fn sampler(c: &mut Criterion) {
     let key = RngKey::new(1, 2, 3);
     let mut g = c.benchmark_group("bernoulli_sample");
     g.throughput(Throughput::Elements((B * n) as u64));
-    g.bench_function(format!("{B}x{n}"), |bench| bench.iter(|| be.bernoulli_sample(&mut z, None, &a, key, SampleMode::Standard, B, n)));
+    g.bench_function(format!("{B}x{n}"), |bench| bench.iter(|| be.bernoulli_sample(&mut z, None, &a, key, None, SampleMode::Standard, B, n)));
     g.bench_function(format!("{B}x{n}/antithetic"), |bench| {
-        bench.iter(|| be.bernoulli_sample(&mut z, Some(&mut anti), &a, key, SampleMode::Antithetic, B, n))
+        bench.iter(|| be.bernoulli_sample(&mut z, Some(&mut anti), &a, key, None, SampleMode::Antithetic, B, n))
     });
     g.finish();
 }

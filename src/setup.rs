@@ -63,7 +63,7 @@ pub fn set_up(args: &SetupArgs, activity: &str) -> Result<Setup, Error> {
 
 /// The GPU the user asked for: none for `cpu`, an error without one for `cuda`, and for `auto`
 /// the GPU if one is usable, else a one-line note and the CPU.
-fn open_device(choice: DeviceChoice, activity: &str) -> Result<Option<CudaDevice>, Error> {
+pub fn open_device(choice: DeviceChoice, activity: &str) -> Result<Option<CudaDevice>, Error> {
     Ok(match choice {
         DeviceChoice::Cpu => None,
         DeviceChoice::Cuda => Some(CudaDevice::open().map_err(Error::Device)?),

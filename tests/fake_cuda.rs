@@ -292,4 +292,46 @@ fn a_device_run_resumes_exactly() {
     run(&resumed, &["--steps", "25"]);
     run(&resumed, &["--steps", "60", "--resume", resumed.to_str().unwrap()]);
     assert_eq!(std::fs::read(&straight).unwrap(), std::fs::read(&resumed).unwrap(), "the resumed run's checkpoint differs");
+    // Drawing from it on the device gives the CPU's digits (sampled bits: the same draws).
+    let pngs = ["cuda", "cpu"].map(|device| {
+        let out = dir.path().join(format!("{device}.png"));
+        hnca_bin()
+            .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+            .args(["sample", "--binary", "--rows", "2", "--cols", "3", "--device", device, "--checkpoint"])
+            .arg(&straight)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        std::fs::read(out).unwrap()
+    });
+    assert_eq!(pngs[0], pngs[1], "sample on the device differs from the CPU's");
+}
+
+/// `hnca bench --device cuda` times the real loop and reports the driver work per step: one
+/// graph launch, no copy to the device, no allocation.
+#[test]
+fn bench_on_the_device_reports_one_graph_launch_per_step() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    hnca_bin()
+        .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+        .args(["bench", "--device", "cuda", "--models", "6", "--estimators", "hnca,disarm", "--seconds", "0.01", "--batch-size", "8", "--json"])
+        .arg(&json)
+        .assert()
+        .success();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let calls = &row["driver_calls_per_step"];
+        assert_eq!(calls["graph_launches"], 1.0, "{row}");
+        assert_eq!(calls["copies_to_device"], 0.0, "{row}");
+        assert_eq!(calls["allocations"], 0.0, "{row}");
+        // The reads every 100 steps, and the final wait.
+        assert!(calls["copies_to_host"].as_f64().unwrap() <= 0.03, "{row}");
+        assert!(row["steps_per_second"].as_f64().unwrap() > 0.0);
+    }
 }

@@ -118,3 +118,75 @@ fn the_emulated_driver_reports_every_kind_of_fault() {
     assert_eq!(d.download(&again), vec![2.0; 4]);
     assert_eq!(d.take_error(), None);
 }
+
+/// What a real driver refuses during a stream capture, the emulated one refuses with the same
+/// codes, and the capture is then invalidated; a capture of launches replays them when launched.
+#[test]
+fn the_emulated_driver_records_graphs_and_refuses_what_a_capture_forbids() {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+    let Some(d) = fake_cuda::open_or_skip() else { return };
+    let mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL;
+    let stream = d.stream().cu_stream();
+
+    // No capture on the legacy NULL stream.
+    // SAFETY: raw driver calls on handles this test owns.
+    assert_raw_fault(unsafe { result::stream::begin_capture(std::ptr::null_mut(), mode) }, CuResult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "legacy");
+    fake_cuda::reset();
+
+    // A recorded launch runs only when the graph is launched, and every time.
+    let x = d.upload(&[1.0, 2.0, 3.0]);
+    let mut out = d.alloc_zeros(3);
+    let p = AffineParams { out: d.ptr_mut(&mut out).0, x: d.ptr(&x).0, scale: 2.0, shift: 1.0, n: 3 };
+    // SAFETY: as above.
+    unsafe { result::stream::begin_capture(stream, mode) }.unwrap();
+    d.launch([1, 1, 1], [32, 1, 1], &p);
+    // SAFETY: as above.
+    let graph = unsafe { result::stream::end_capture(stream) }.unwrap();
+    assert_eq!(d.take_error(), None);
+    assert_eq!(d.download(&out), vec![0.0; 3], "a captured launch must not run");
+    // SAFETY: as above.
+    let exec = unsafe { result::graph::instantiate(graph, CUgraphInstantiate_flags(0)) }.unwrap();
+    unsafe { result::graph::launch(exec, stream) }.unwrap();
+    assert_eq!(d.download(&out), vec![3.0, 5.0, 7.0]);
+    d.write(&mut out, &[0.0; 3]);
+    unsafe { result::graph::launch(exec, stream) }.unwrap();
+    assert_eq!(d.download(&out), vec![3.0, 5.0, 7.0], "a replay runs the launches again");
+
+    // Allocation, a copy and synchronisation inside a capture are refused, and the capture is
+    // invalidated: ending it fails.
+    type Refused = fn(cudarc::driver::sys::CUstream) -> Result<(), result::DriverError>;
+    let refused: [(&str, Refused); 3] = [
+        ("allocating memory", |_| unsafe { result::malloc_sync(64) }.map(|_| ())),
+        ("a copy from pageable host memory", |s| unsafe { result::memcpy_htod_async(8, &[0.0f32][..], s) }),
+        ("synchronising a stream", |s| unsafe { result::stream::synchronize(s) }),
+    ];
+    for (what, call) in refused {
+        // SAFETY: as above.
+        unsafe { result::stream::begin_capture(stream, mode) }.unwrap();
+        assert_raw_fault(call(stream), CuResult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, what);
+        // SAFETY: as above.
+        assert_raw_fault(unsafe { result::stream::end_capture(stream) }, CuResult::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "invalidated");
+        fake_cuda::reset();
+    }
+
+    // Waiting, inside a capture, on an event recorded outside it.
+    let event = result::event::create(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT).unwrap();
+    // SAFETY: as above.
+    unsafe { result::event::record(event, stream) }.unwrap();
+    unsafe { result::stream::begin_capture(stream, mode) }.unwrap();
+    let waited = unsafe { result::stream::wait_event(stream, event, cudarc::driver::sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT) };
+    assert_raw_fault(waited, CuResult::CUDA_ERROR_STREAM_CAPTURE_ISOLATION, "outside its capture");
+    assert_raw_fault(unsafe { result::stream::end_capture(stream) }, CuResult::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "invalidated");
+    fake_cuda::reset();
+
+    // A replayed launch is checked like a direct one: a graph that writes past its buffer faults.
+    let p_bad = AffineParams { n: 40, ..p };
+    // SAFETY: as above.
+    unsafe { result::stream::begin_capture(stream, mode) }.unwrap();
+    d.launch([1, 1, 1], [64, 1, 1], &p_bad);
+    let bad = unsafe { result::stream::end_capture(stream) }.unwrap();
+    let bad_exec = unsafe { result::graph::instantiate(bad, CUgraphInstantiate_flags(0)) }.unwrap();
+    assert_raw_fault(unsafe { result::graph::launch(bad_exec, stream) }, CuResult::CUDA_ERROR_ILLEGAL_ADDRESS, "past the end");
+    fake_cuda::reset();
+    assert_eq!(d.take_error(), None);
+}

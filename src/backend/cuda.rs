@@ -28,7 +28,37 @@ pub struct CudaDevice {
     blas: Option<CudaBlas>,
     /// cuBLAS's workspace, given to it before any capture so that it allocates nothing then.
     _blas_workspace: Option<CudaSlice<u8>>,
+    /// How many of each kind of driver work this device has asked for ([`Calls`]).
+    calls: Mutex<Calls>,
     _ctx: Arc<CudaContext>,
+}
+
+/// The driver work a device asked for, counted by kind: what a training step costs the host
+/// (`hnca bench --device cuda` reports them per step).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub graph_launches: u64,
+    pub kernel_launches: u64,
+    pub blas_calls: u64,
+    pub copies_to_device: u64,
+    pub copies_to_host: u64,
+    pub synchronisations: u64,
+    pub allocations: u64,
+}
+
+impl Calls {
+    /// Each kind in words, with its count.
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("graph_launches", self.graph_launches),
+            ("kernel_launches", self.kernel_launches),
+            ("blas_calls", self.blas_calls),
+            ("copies_to_device", self.copies_to_device),
+            ("copies_to_host", self.copies_to_host),
+            ("synchronisations", self.synchronisations),
+            ("allocations", self.allocations),
+        ]
+    }
 }
 
 /// Bytes of cuBLAS's workspace (what it asks for on Hopper, and enough on Ampere).
@@ -122,6 +152,7 @@ impl CudaDevice {
             stream,
             blas,
             _blas_workspace: blas_workspace,
+            calls: Mutex::new(Calls::default()),
             functions,
             error: Mutex::new(None),
             description: format!("{name} (sm_{major}{minor})"),
@@ -140,6 +171,17 @@ impl CudaDevice {
         self.error.lock().map(|e| e.is_some()).unwrap_or(true)
     }
 
+    /// The driver work asked for so far.
+    pub fn calls(&self) -> Calls {
+        self.calls.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Calls)) {
+        if let Ok(mut c) = self.calls.lock() {
+            f(&mut c);
+        }
+    }
+
     /// A loaded kernel, for tests that drive the driver directly.
     pub fn function(&self, kernel: &str) -> Option<&CudaFunction> {
         self.functions.get(kernel)
@@ -152,6 +194,7 @@ impl CudaDevice {
 
     /// Waits for all queued work (for timing).
     pub fn synchronize(&self) {
+        self.count(|c| c.synchronisations += 1);
         if let Err(e) = self.stream.synchronize() {
             self.record(format!("synchronize: {e}"));
         }
@@ -235,12 +278,20 @@ impl Device for CudaDevice {
     type Guard<'a> = SyncOnDrop<'a>;
 
     fn array<T: Elem>(&self, host: &[T]) -> CudaSlice<T> {
+        self.count(|c| {
+            c.allocations += 1;
+            c.copies_to_device += !host.is_empty() as u64;
+        });
         if host.is_empty() {
             return must("allocation", self.stream.alloc_zeros::<T>(1));
         }
         must("allocation", self.stream.clone_htod(host))
     }
     fn read_array<T: Elem>(&self, a: &CudaSlice<T>) -> Vec<T> {
+        self.count(|c| {
+            c.copies_to_host += 1;
+            c.synchronisations += 1;
+        });
         // A copy into pageable memory returns once it is done, but say so: the host reads it next.
         match self.stream.clone_dtoh(a).and_then(|v| self.stream.synchronize().map(|_| v)) {
             Ok(v) => v,
@@ -251,6 +302,7 @@ impl Device for CudaDevice {
         }
     }
     fn write_array<T: Elem>(&self, a: &mut CudaSlice<T>, host: &[T]) {
+        self.count(|c| c.copies_to_device += 1);
         if let Err(e) = self.stream.memcpy_htod(host, a) {
             self.record(format!("copy to device: {e}"));
         }
@@ -284,12 +336,14 @@ impl Device for CudaDevice {
         if self.failed() {
             return;
         }
+        self.count(|c| c.graph_launches += 1);
         if let Err(e) = graph.launch() {
             self.record(format!("launching the step's CUDA graph: {e}"));
         }
     }
 
     fn alloc_zeros(&self, n: usize) -> CudaSlice<f32> {
+        self.count(|c| c.allocations += 1);
         // Zero-length buffers stand for absent ones; the driver wants at least one element.
         must("allocation", self.stream.alloc_zeros::<f32>(n.max(1)))
     }
@@ -297,9 +351,17 @@ impl Device for CudaDevice {
         if host.is_empty() {
             return self.alloc_zeros(0);
         }
+        self.count(|c| {
+            c.allocations += 1;
+            c.copies_to_device += 1;
+        });
         must("allocation", self.stream.clone_htod(host))
     }
     fn download(&self, buf: &CudaSlice<f32>) -> Vec<f32> {
+        self.count(|c| {
+            c.copies_to_host += 1;
+            c.synchronisations += 1;
+        });
         match self.stream.clone_dtoh(buf).and_then(|v| self.stream.synchronize().map(|_| v)) {
             Ok(v) => v,
             Err(e) => {
@@ -309,6 +371,7 @@ impl Device for CudaDevice {
         }
     }
     fn write(&self, dst: &mut CudaSlice<f32>, host: &[f32]) {
+        self.count(|c| c.copies_to_device += 1);
         if let Err(e) = self.stream.memcpy_htod(host, dst) {
             self.record(format!("copy to device: {e}"));
         }
@@ -326,6 +389,7 @@ impl Device for CudaDevice {
         if self.failed() {
             return;
         }
+        self.count(|c| c.kernel_launches += 1);
         let f = &self.functions[P::NAME];
         let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (block[0], block[1], block[2]), shared_mem_bytes: 0 };
         let mut args = self.stream.launch_builder(f);
@@ -346,6 +410,7 @@ impl Device for CudaDevice {
             return;
         }
         let Some(call) = ColumnMajorGemm::of(p) else { return };
+        self.count(|c| c.blas_calls += 1);
         let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
         // SAFETY: the pointers address live buffers of this context with the extents the
         // operation that built `p` sized them for; alpha and beta are host scalars.

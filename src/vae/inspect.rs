@@ -77,6 +77,10 @@ pub struct SampleArgs {
     /// Directory holding the MNIST files, for --reconstruct [default: the data/ shipped with hnca].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Where to draw.
+    #[arg(long, value_enum, default_value_t = crate::setup::DeviceChoice::Auto)]
+    pub device: crate::setup::DeviceChoice,
 }
 
 /// The model a checkpoint holds: its run, shape and parameters on the host.
@@ -184,10 +188,23 @@ pub fn run_sample(args: &SampleArgs) -> Result<(), Error> {
     if side * side != run.data_dim {
         return Err(Error::Config(format!("the model's {} pixels are not a square image", run.data_dim)));
     }
-    let cpu = Cpu::new();
-    let params = host.to_backend(&cpu);
-    let n = args.rows * args.cols;
+    let cells = match crate::setup::open_device(args.device, "drawing")? {
+        Some(d) => draw_cells(&KernelBackend::new(d), args, &run, &shape, &host)?,
+        None => draw_cells(&Cpu::new(), args, &run, &shape, &host)?,
+    };
+    let (cols, group) = if args.reconstruct { (2 * args.cols, 2) } else { (args.cols, 1) };
+    let (width, height, pixels) = grid(&cells, cols, group, side);
+    write_atomically(&args.out, &encode_png(width as u32, height as u32, PngColor::Gray8, &pixels))?;
+    let what = if args.reconstruct { "test digits and their reconstructions" } else { "samples from the prior" };
     let mode = if args.binary { "sampled pixels" } else { "pixel probabilities" };
+    eprintln!("hnca sample: wrote {} ({} {what}, {mode}, {width}x{height})", args.out.display(), cells.len());
+    Ok(())
+}
+
+/// The grid's cells, drawn on `be`: prior samples, or test digits beside their reconstructions.
+fn draw_cells<B: Backend>(be: &B, args: &SampleArgs, run: &VaeRun, shape: &Shape, host: &Params<Vec<f32>>) -> Result<Vec<Vec<u8>>, Error> {
+    let params = host.to_backend(be);
+    let n = args.rows * args.cols;
     let cells: Vec<Vec<u8>> = if args.reconstruct {
         let data = crate::data::load_mnist(&args.data_dir.clone().unwrap_or_else(crate::data::default_data_dir))?;
         if data.test.pixels() != run.data_dim {
@@ -195,7 +212,7 @@ pub fn run_sample(args: &SampleArgs) -> Result<(), Error> {
         }
         let indices: Vec<u32> = (0..n.min(data.test.n) as u32).collect();
         let x = binarize_batch(&data.test, &indices, run.binarize, RngKey::new(args.seed, 0, stream::BINARIZE_TEST), run.data_dim);
-        let recon = reconstruct(&cpu, &params, &shape, &x, indices.len(), args.seed, args.binary);
+        let recon = reconstruct(be, &params, shape, &x, indices.len(), args.seed, args.binary);
         let mut cells = Vec::new();
         for (orig, rec) in x.chunks(run.data_dim).zip(recon.chunks(run.data_dim)) {
             cells.push(grey(orig));
@@ -203,14 +220,10 @@ pub fn run_sample(args: &SampleArgs) -> Result<(), Error> {
         }
         cells
     } else {
-        prior_samples(&cpu, &params, &shape, n, args.seed, args.binary).chunks(run.data_dim).map(grey).collect()
+        prior_samples(be, &params, shape, n, args.seed, args.binary).chunks(run.data_dim).map(grey).collect()
     };
-    let (cols, group) = if args.reconstruct { (2 * args.cols, 2) } else { (args.cols, 1) };
-    let (width, height, pixels) = grid(&cells, cols, group, side);
-    write_atomically(&args.out, &encode_png(width as u32, height as u32, PngColor::Gray8, &pixels))?;
-    let what = if args.reconstruct { "test digits and their reconstructions" } else { "samples from the prior" };
-    eprintln!("hnca sample: wrote {} ({} {what}, {mode}, {width}x{height})", args.out.display(), cells.len());
-    Ok(())
+    be.check().map_err(Error::Device)?;
+    Ok(cells)
 }
 
 /// Draws layer by layer from the generative model, z_L ~ p(z_L), z_{l-1} ~ p(z_{l-1} | z_l), and
@@ -260,7 +273,7 @@ fn decode_down<B: Backend>(
             &logits,
             RngKey::new(seed, m as u64 - 1, stream::eval_encoder(0)),
             None,
-        SampleMode::Standard,
+            SampleMode::Standard,
             n,
             n_out,
         );
@@ -275,8 +288,7 @@ fn reconstruct<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, x: &[
     let mut logits = be.zeros(n * shape.width(1));
     be.matmul_forward(&mut logits, &be.upload(x), &d.w, &d.bias, n, shape.width(0), shape.width(1));
     let mut z1 = be.zeros(n * shape.width(1));
-    be.bernoulli_sample(&mut z1, None, &logits, RngKey::new(seed, 0, stream::eval_encoder(1)), None,
-        SampleMode::Standard, n, shape.width(1));
+    be.bernoulli_sample(&mut z1, None, &logits, RngKey::new(seed, 0, stream::eval_encoder(1)), None, SampleMode::Standard, n, shape.width(1));
     decode_down(be, params, shape, z1, 1, n, seed, binary)
 }
 

@@ -97,6 +97,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.step += 1;
     }
 
+    /// Readies epoch `epoch` of `data`: its order of the images (one copy to the device), the
+    /// clock at its batch `first_batch`, the epoch's sums at zero.
+    pub fn start_epoch(&mut self, data: &mut TrainData<B>, epoch: u64, order: &[u32], first_batch: u64) {
+        let (be, state) = (self.be, &mut self.state);
+        data.set_order(be, order);
+        be.epoch_start(&mut state.stats, &mut state.clock, epoch, first_batch, state.plan.layers());
+    }
+
     /// The batch x into `ws.main.z[0]`, from the device's copy of the training images.
     fn gather(&mut self, data: &TrainData<B>, mode: Binarize) {
         let (b, n0) = (self.ws.b, self.shape.width(0));
@@ -232,9 +240,7 @@ impl<B: Backend> Experiment for VaeExperiment<'_, B> {
     }
 
     fn start_epoch(&mut self, epoch: u64, order: &[u32], first_batch: u64) {
-        let (be, state) = (self.trainer.be, &mut self.trainer.state);
-        self.data.set_order(be, order);
-        be.epoch_start(&mut state.stats, &mut state.clock, epoch, first_batch, state.plan.layers());
+        self.trainer.start_epoch(&mut self.data, epoch, order, first_batch);
     }
 
     fn train_step(&mut self) {
