@@ -34,11 +34,12 @@ fn credit_pass(c: &mut Criterion) {
         let (parent, child) = (bits(B * p, 0.5, 1), bits(B * ch, 0.13, 2));
         let (w, child_logits) = (logits(p * ch, 0.3, 3), logits(B * ch, 6.0, 4));
         let (mut flip_lp, mut flip_ent) = (vec![0.0; B * p], vec![0.0; B * p]);
+        let mut tables = vec![0.0; hnca::backend::credit_tables_len(p, ch)];
         g.throughput(Throughput::Elements((B * p * ch) as u64));
         g.bench_function(format!("{B}x{p}x{ch}{}", if ent { "+entropy" } else { "" }), |bench| {
             bench.iter(|| {
                 let e = if ent { Some(&mut flip_ent) } else { None };
-                be.credit_pass(&mut flip_lp, e, &parent, &w, &child_logits, &child, B, p, ch)
+                be.credit_pass(&mut flip_lp, e, &parent, &w, &mut tables, &child_logits, &child, B, p, ch)
             })
         });
     }

@@ -78,6 +78,20 @@ __device__ inline float exp_neg(float x) {
     return tiny ? 0.0f : p * scale;
 }
 
+// e^x for x in [-87, 88] (src/math.rs's exp_f32): exp_neg's polynomial with 2^n up to 2^127.
+__device__ inline float exp_f32(float x) {
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-6f;
+    float p = 0.008312525f * r + 0.041890114f;
+    p = p * r + 0.16667114f;
+    p = p * r + 0.4999923f;
+    p = (r * r) * p + r + 1.0f;
+    float scale = __uint_as_float((__float_as_uint(t) - 0x4B400000u + 127u) << 23);
+    return p * scale;
+}
+
 __device__ inline float log1p_unit(float t) {
     float s = t / (2.0f + t);
     float s2 = s * s;
@@ -101,6 +115,11 @@ __device__ inline float sigmoid(float x) {
 
 __device__ inline float clipped_p(float logit) {
     return fminf(fmaxf(sigmoid(logit), CLIP), 1.0f - CLIP);
+}
+
+// log((1 - p)/p) for p = clipped_p(logit): minus the clipped logit (src/backend/cpu/mod.rs).
+__device__ inline float clipped_log_odds_against(float logit) {
+    return -fminf(fmaxf(logit, -CLIP_LOGIT), CLIP_LOGIT);
 }
 
 // log sigma(x) and the entropy of Bernoulli(sigma(x)) from one exp and one log.
@@ -143,5 +162,19 @@ __device__ inline float block_sum(float v, float* scratch) {
 // Launch constants: build.rs turns every `#define NAME <integer>` of the kernels into a Rust
 // constant (src/backend/kernels.rs, `launch`), so the launches and the kernels share one value.
 // Threads per block of the row reductions, and of the one-thread-per-element kernels.
+// The largest of one value per thread over the block; every thread gets it.
+__device__ inline float block_max(float v, float* scratch) {
+    u32 t = threadIdx.x;
+    scratch[t] = v;
+    __syncthreads();
+    for (u32 s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) scratch[t] = fmaxf(scratch[t], scratch[t + s]);
+        __syncthreads();
+    }
+    float m = scratch[0];
+    __syncthreads();
+    return m;
+}
+
 #define REDUCE_BLOCK 128
 #define ELEMENTWISE_BLOCK 256

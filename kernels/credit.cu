@@ -4,84 +4,239 @@
 // by Δ = w[i, c]·(1 - 2·parent[r, i])):
 //   flip_lp[r, i]  = Σ_c [log π(child[r, c] | child_logits[r, c] + Δ) - log π(child | child_logits)]
 //   flip_ent[r, i] = Σ_c [H(sigma(child_logits[r, c] + Δ)) - H(sigma(child_logits[r, c]))]  (entropy != 0)
-// Summing per-child differences keeps HNCA's credit free of cancellation in f32.
-// parent (b, p), w (p, c), child_logits (b, c), child (b, c). One block per (row, group of
-// CREDIT_PARENTS parents); the row's signed logits are staged through shared memory in chunks,
-// each thread strides over the children, and a block sum finishes each parent.
-// Never materialises (b, c, p).
+// in product form, operation for operation as src/backend/cpu/credit.rs (read it for the
+// algebra): flip_lp = -log Π_c x, x = p_obs + p_oth·e^{(1-2y)Δ}, over CREDIT_LANES interleaved
+// lanes of children, each product renormalised every R groups, the lanes combined in order.
+// parent (b, p), tables from credit_tables, child_logits (b, c), child (b, c). One block per
+// (row, group of CREDIT_PARENTS parents): a thread per (parent, lane); the row's children are
+// staged through shared memory in chunks. Never materialises (b, c, p).
 #define CREDIT_BLOCK 128
 #define CREDIT_PARENTS 8
-#define CREDIT_CHUNK 1024
+#define CREDIT_CHUNK 512
+#define CREDIT_LANES 16
+#define CREDIT_RENORM_RANGE 80
+
+__device__ inline int credit_padded(int c) {
+    return (c + CREDIT_LANES - 1) / CREDIT_LANES * CREDIT_LANES;
+}
+
+// Children per lane between renormalisations for a parent whose largest |w| is `max` (0: the
+// per-edge form).
+__device__ inline float renorm_interval(float max) {
+    const float range = (float)CREDIT_RENORM_RANGE;
+    if (max > range) return 0.0f;
+    if (max * 1048576.0f < range) return 1048576.0f;
+    return floorf(range / max);
+}
+
+// m = mant·2^e with mant in [1, 2), for a positive normal m.
+__device__ inline float split_exponent(float m, int* e) {
+    u32 bits = __float_as_uint(m);
+    *e = (int)((bits >> 23) & 0xffu) - 127;
+    return __uint_as_float((bits & 0x007fffffu) | 0x3f800000u);
+}
+
+// The tables of w (p, c), rows padded to whole lane groups (cp): e^w, e^-w, w (padding: 1, 1, 0),
+// then each parent's renormalisation interval. One block per parent.
+struct CreditTablesParams {
+    float* tables;
+    const float* w;
+    int p, c;
+};
+
+KERNEL void credit_tables(const CreditTablesParams a) {
+    __shared__ float scratch[REDUCE_BLOCK];
+    int i = blockIdx.x, cp = credit_padded(a.c);
+    long long plane = (long long)a.p * cp;
+    float* plus = a.tables + (long long)i * cp;
+    float* minus = plus + plane;
+    float* wt = minus + plane;
+    float max = 0.0f;
+    for (int j = threadIdx.x; j < cp; j += blockDim.x) {
+        float v = j < a.c ? a.w[(long long)i * a.c + j] : 0.0f;
+        plus[j] = exp_f32(v);
+        minus[j] = exp_f32(-v);
+        wt[j] = v;
+        max = fmaxf(max, fabsf(v));
+    }
+    max = block_max(max, scratch);
+    if (threadIdx.x == 0) a.tables[3 * plane + i] = renorm_interval(max);
+}
 
 struct CreditParams {
     float* flip_lp;
     float* flip_ent;
     const float* parent;
-    const float* w;
+    const float* tables;
     const float* child_logits;
     const float* child;
     int b, p, c, entropy;
 };
 
 KERNEL void credit_pass(const CreditParams p) {
-    __shared__ float sa[CREDIT_CHUNK];
-    __shared__ float sg[CREDIT_CHUNK];
-    __shared__ float lp0[CREDIT_CHUNK];
-    __shared__ float ent0[CREDIT_CHUNK];
-    __shared__ float scratch[CREDIT_BLOCK];
+    __shared__ float obs[CREDIT_CHUNK], oth[CREDIT_CHUNK], ys[CREDIT_CHUNK];
+    __shared__ float maj[CREDIT_CHUNK], mnr[CREDIT_CHUNK], zs[CREDIT_CHUNK], ca[CREDIT_CHUNK], cb[CREDIT_CHUNK];
+    __shared__ float sa[CREDIT_CHUNK], sgn[CREDIT_CHUNK], lp0[CREDIT_CHUNK], ent0[CREDIT_CHUNK];
+    __shared__ float lane_m[CREDIT_BLOCK], lane_mz[CREDIT_BLOCK], lane_t[CREDIT_BLOCK];
+    __shared__ int lane_e[CREDIT_BLOCK], lane_ez[CREDIT_BLOCK];
     int r = blockIdx.x;
-    int i0 = blockIdx.y * CREDIT_PARENTS;
-    float lp[CREDIT_PARENTS], en[CREDIT_PARENTS], d[CREDIT_PARENTS];
-    for (int q = 0; q < CREDIT_PARENTS; ++q) {
-        int i = i0 + q;
-        lp[q] = 0.0f;
-        en[q] = 0.0f;
-        d[q] = i < p.p ? 1.0f - 2.0f * p.parent[(long long)r * p.p + i] : 0.0f;
-    }
-    for (int c0 = 0; c0 < p.c; c0 += CREDIT_CHUNK) {
-        int len = p.c - c0 < CREDIT_CHUNK ? p.c - c0 : CREDIT_CHUNK;
+    int q = threadIdx.x / CREDIT_LANES, l = threadIdx.x % CREDIT_LANES;
+    int i = blockIdx.y * CREDIT_PARENTS + q;
+    bool live = i < p.p;
+    int cp = credit_padded(p.c);
+    long long plane = (long long)p.p * cp;
+    float u = live ? p.parent[(long long)r * p.p + i] : 0.0f;
+    float d = 1.0f - 2.0f * u;
+    const float* plus = p.tables + (long long)(live ? i : 0) * cp;
+    const float* minus = plus + plane;
+    const float* wi = minus + plane;
+    const float* t_same = u > 0.5f ? minus : plus;
+    const float* t_other = u > 0.5f ? plus : minus;
+    float interval = live ? p.tables[3 * plane + i] : 1.0f;
+    u32 every = (u32)interval;
+    float m = 1.0f, mz = 1.0f, acc = 0.0f;
+    int ex = 0, exz = 0;
+    // The per-edge form, for a parent whose weights are too large: one thread, the CPU's order
+    // (eight interleaved sums over the padded children, then those in order).
+    float elp[8] = {0, 0, 0, 0, 0, 0, 0, 0}, eent[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int c0 = 0; c0 < cp; c0 += CREDIT_CHUNK) {
+        int len = cp - c0 < CREDIT_CHUNK ? cp - c0 : CREDIT_CHUNK;
         for (int j = threadIdx.x; j < len; j += blockDim.x) {
-            long long at = (long long)r * p.c + c0 + j;
-            float s = 2.0f * p.child[at] - 1.0f;
-            sg[j] = s;
-            sa[j] = s * p.child_logits[at];
-            log_sigmoid_and_entropy(sa[j], &lp0[j], &ent0[j]);
+            int c = c0 + j;
+            if (c >= p.c) {
+                float l0, h0;
+                log_sigmoid_and_entropy(0.0f, &l0, &h0);
+                obs[j] = 1.0f;
+                oth[j] = 0.0f;
+                ys[j] = 0.0f;
+                maj[j] = 1.0f;
+                mnr[j] = 0.0f;
+                zs[j] = 0.0f;
+                ca[j] = 0.0f;
+                cb[j] = 0.0f;
+                sa[j] = 0.0f;
+                sgn[j] = 1.0f;
+                lp0[j] = l0;
+                ent0[j] = h0;
+                continue;
+            }
+            long long at = (long long)r * p.c + c;
+            float logit = p.child_logits[at], y = p.child[at];
+            float s = 2.0f * y - 1.0f;
+            float signed_logit = s * logit;
+            float e = exp_neg(-fabsf(signed_logit));
+            float inv = 1.0f / (1.0f + e);
+            float po = signed_logit >= 0.0f ? inv : e * inv;
+            float pt = signed_logit >= 0.0f ? e * inv : inv;
+            float sig = y > 0.5f ? po : pt, qig = y > 0.5f ? pt : po;
+            float z = logit >= 0.0f ? 1.0f : 0.0f;
+            float pz = logit >= 0.0f ? sig : qig, pnz = logit >= 0.0f ? qig : sig;
+            float sz = 2.0f * z - 1.0f;
+            obs[j] = po;
+            oth[j] = pt;
+            ys[j] = y;
+            maj[j] = pz;
+            mnr[j] = pnz;
+            zs[j] = z;
+            ca[j] = sz * pnz;
+            cb[j] = sz * (sig * qig) * logit;
+            sa[j] = signed_logit;
+            sgn[j] = s;
+            log_sigmoid_and_entropy(signed_logit, &lp0[j], &ent0[j]);
         }
         __syncthreads();
-        for (int q = 0; q < CREDIT_PARENTS; ++q) {
-            int i = i0 + q;
-            if (i >= p.p) continue;
-            const float* wi = p.w + (long long)i * p.c + c0;
-            for (int j = threadIdx.x; j < len; j += blockDim.x) {
-                float ls, h;
-                log_sigmoid_and_entropy(sa[j] + d[q] * sg[j] * wi[j], &ls, &h);
-                lp[q] += ls - lp0[j];
-                if (p.entropy) en[q] += h - ent0[j];
+        if (live && every > 0) {
+            for (int j = l; j < len; j += CREDIT_LANES) {
+                int c = c0 + j;
+                float e = ys[j] > 0.5f ? t_other[c] : t_same[c];
+                m = m * (obs[j] + oth[j] * e);
+                if (p.entropy) {
+                    // The entropy terms as one fraction acc/mz (see cpu/credit.rs).
+                    float ez = zs[j] > 0.5f ? t_other[c] : t_same[c];
+                    float xz = maj[j] + mnr[j] * ez;
+                    float delta = d * wi[c];
+                    float t1 = ca[j] * delta + cb[j];
+                    float n = ez * t1 - cb[j];
+                    acc = acc * xz + n * mz;
+                    mz = mz * xz;
+                }
+                if (((u32)(c / CREDIT_LANES) + 1u) % every == 0u) {
+                    int e2;
+                    m = split_exponent(m, &e2);
+                    ex += e2;
+                    if (p.entropy) {
+                        mz = split_exponent(mz, &e2);
+                        exz += e2;
+                        acc = acc * __uint_as_float((u32)(127 - e2) << 23);
+                    }
+                }
+            }
+        } else if (live && l == 0) {
+            // len is a multiple of 16, c0 of CREDIT_CHUNK: child c0 + j + k goes to sum k.
+            for (int j = 0; j < len; j += 8) {
+                for (int k = 0; k < 8; ++k) {
+                    float ls, h;
+                    log_sigmoid_and_entropy(sa[j + k] + d * sgn[j + k] * wi[c0 + j + k], &ls, &h);
+                    elp[k] += ls - lp0[j + k];
+                    eent[k] += h - ent0[j + k];
+                }
             }
         }
         __syncthreads();
     }
-    for (int q = 0; q < CREDIT_PARENTS; ++q) {
-        int i = i0 + q;
-        float total = block_sum(lp[q], scratch);
-        if (threadIdx.x == 0 && i < p.p) p.flip_lp[(long long)r * p.p + i] = total;
-        if (p.entropy) {
-            total = block_sum(en[q], scratch);
-            if (threadIdx.x == 0 && i < p.p) p.flip_ent[(long long)r * p.p + i] = total;
-        }
+    // Each lane's logarithm of its product (and the entropy's fraction), then the lanes of a
+    // parent summed as a tree in shared memory: lane l gets lane l + h for h = 8, 4, 2, 1, the
+    // CPU's order (lane_tree_sum).
+    int e2;
+    float mant = split_exponent(m, &e2);
+    lane_m[threadIdx.x] = log1p_unit(mant - 1.0f);
+    lane_e[threadIdx.x] = ex + e2;
+    if (p.entropy) {
+        lane_t[threadIdx.x] = acc / mz;
+        float mant_z = split_exponent(mz, &e2);
+        lane_mz[threadIdx.x] = log1p_unit(mant_z - 1.0f);
+        lane_ez[threadIdx.x] = exz + e2;
     }
+    __syncthreads();
+    for (int h = CREDIT_LANES / 2; h > 0; h /= 2) {
+        if (l < h) {
+            int t = threadIdx.x;
+            lane_m[t] = lane_m[t] + lane_m[t + h];
+            lane_e[t] += lane_e[t + h];
+            if (p.entropy) {
+                lane_t[t] = lane_t[t] + lane_t[t + h];
+                lane_mz[t] = lane_mz[t] + lane_mz[t + h];
+                lane_ez[t] += lane_ez[t + h];
+            }
+        }
+        __syncthreads();
+    }
+    if (!live || l != 0) return;
+    long long out = (long long)r * p.p + i;
+    if (every == 0) {
+        float lp = 0.0f, en = 0.0f;
+        for (int k = 0; k < 8; ++k) {
+            lp = lp + elp[k];
+            en = en + eent[k];
+        }
+        p.flip_lp[out] = lp;
+        if (p.entropy) p.flip_ent[out] = en;
+        return;
+    }
+    const float ln2 = 0.693147180559945309f;
+    p.flip_lp[out] = -(lane_m[threadIdx.x] + (float)lane_e[threadIdx.x] * ln2);
+    if (p.entropy) p.flip_ent[out] = (lane_mz[threadIdx.x] + (float)lane_ez[threadIdx.x] * ln2) + lane_t[threadIdx.x];
 }
 
 // HNCA's hindsight ratios from the fire rate p and delta = log P_0 - log P_1, branching on the
 // sign of delta so that no exponential overflows.
 __device__ inline void hindsight_ratios(float p, float delta, float* rho1, float* rho0) {
+    float e = exp_neg(-fabsf(delta));
     if (delta >= 0.0f) {
-        float e = expf(-delta);
         float den = p * e + (1.0f - p);
         *rho1 = e / den;
         *rho0 = 1.0f / den;
     } else {
-        float e = expf(delta);
         float den = p + (1.0f - p) * e;
         *rho1 = 1.0f / den;
         *rho0 = e / den;
@@ -131,7 +286,7 @@ KERNEL void hnca_unit_grad(const HncaUnitParams a) {
     float siblings = row[a.col_gen] - (on ? own1 : own0);
     float dec_term = a.all_child ? rho1 * dec1 - rho0 * dec0 : dec1 - dec0;
     float ent_term = a.all_child ? rho1 * ent1 - rho0 * ent0 : ent1 - ent0;
-    float credit = logf((1.0f - pk) / pk) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + a.reward[r]) + ent_term;
+    float credit = clipped_log_odds_against(a.logits[i]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + a.reward[r]) + ent_term;
     a.out[i] = pk * (1.0f - pk) * credit;
 }
 
@@ -150,7 +305,7 @@ KERNEL void score_unit_grad(const ScoreUnitParams a) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)a.b * a.n) return;
     float p = clipped_p(a.logits[i]);
-    float own_entropy = p * (1.0f - p) * logf((1.0f - p) / p);
+    float own_entropy = p * (1.0f - p) * clipped_log_odds_against(a.logits[i]);
     float score;
     if (a.mode == 0) {
         score = a.z[i] - p;

@@ -110,8 +110,12 @@ fn whole_bandit_training_steps_match_the_cpu_for_every_estimator() {
     assert_whole_bandit_steps_match_the_cpu(&AgentShape::new(30, &[13, 9, 7], 10), 40, 1e-5);
 }
 
-/// Widths and a batch that cross every launch constant (tests/common/mod.rs, WIDE_*).
+/// Widths and a batch that cross every launch constant (tests/common/mod.rs, WIDE_*). The
+/// parameters' bound is Adam's amplification, not the kernels': with 1030 units of 7 rows, some
+/// gradients are sums that cancel to rounding, and there an update is ±lr = 1e-3 whatever the
+/// rounding (measured: 1.05e-3 of the largest parameter after three steps, every step's
+/// gradients within 1e-5).
 #[test]
 fn whole_bandit_training_steps_across_the_launch_constants_match_the_cpu() {
-    assert_whole_bandit_steps_match_the_cpu(&AgentShape::new(common::WIDE_INPUTS, &common::WIDE_BANDIT_LAYERS, 10), common::WIDE_BATCH, 1e-3);
+    assert_whole_bandit_steps_match_the_cpu(&AgentShape::new(common::WIDE_INPUTS, &common::WIDE_BANDIT_LAYERS, 10), common::WIDE_BATCH, 3e-3);
 }

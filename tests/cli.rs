@@ -318,15 +318,20 @@ fn bench_prints_the_cost_model_and_writes_json() {
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    assert!(stdout.contains("ns/eval/core"), "{stdout}");
+    assert!(stdout.contains("ns/edge/core"), "{stdout}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
-    // 1x8 with hnca at batch 4: every parent against the 784 pixels, plus each pixel once.
+    // 1x8 with hnca at batch 4: every parent against the 784 pixels of every row; e^{±W} once
+    // per weight, an exponential per pixel per row, a logarithm per parent per lane per row.
     assert_eq!(rows[0]["estimator"], "hnca");
-    assert_eq!(rows[0]["credit_pass_evaluations_per_step"], 4 * 8 * 784 + 4 * 784);
+    assert_eq!(rows[0]["credit_edges_per_step"], 4 * 8 * 784);
+    assert_eq!(rows[0]["credit_transcendentals_per_step"], 2 * 8 * 784 + 4 * 784 + 16 * 4 * 8);
+    // 16,8: layer 1 against the pixels and (with entropies) the 8 above; layer 2 against the 16.
+    assert_eq!(rows[2]["estimator"], "hnca");
+    assert_eq!(rows[2]["credit_edges_per_step"], 4 * 16 * 784 + 4 * 16 * 8 + 4 * 8 * 16);
     assert!(rows[0]["steps_per_second"].as_f64().unwrap() > 0.0);
-    assert!(rows[0]["credit_ns_per_evaluation_per_core"].as_f64().unwrap() > 0.0);
-    assert!(rows[1]["credit_ns_per_evaluation_per_core"].is_null(), "reinforce has no credit pass");
+    assert!(rows[0]["credit_ns_per_edge_per_core"].as_f64().unwrap() > 0.0);
+    assert!(rows[1]["credit_ns_per_edge_per_core"].is_null(), "reinforce has no credit pass");
     assert_eq!(rows[3]["model"], serde_json::json!([16, 8]));
     assert_user_error(&["bench", "--models", "8;x"], 2, "--models");
     assert_user_error(&["bench", "--seconds", "0"], 2, "positive");

@@ -15,6 +15,10 @@ use hnca::backend::kernels::{AffineParams, Device, GemmParams, KernelParams};
 
 /// Asserts that the device recorded a driver error with `code`, and that the emulated driver
 /// described it with `words`; then clears the fault.
+/// The emulated driver is one per process and a global-mode capture makes it refuse other
+/// threads' calls too (as a real driver does), so the tests here take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn assert_fault(error: Option<String>, code: &str, words: &str) {
     let error = error.unwrap_or_else(|| panic!("expected {code}, but the device reported no error"));
     assert!(error.contains(code), "expected {code}, got: {error}");
@@ -35,6 +39,7 @@ fn assert_raw_fault<T: std::fmt::Debug>(r: Result<T, result::DriverError>, code:
 
 #[test]
 fn the_emulated_driver_reports_every_kind_of_fault() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(d) = fake_cuda::open_or_skip() else { return };
 
     // A kernel writing past the end of its output: 20 floats into an allocation of 10.
@@ -123,6 +128,7 @@ fn the_emulated_driver_reports_every_kind_of_fault() {
 /// codes, and the capture is then invalidated; a capture of launches replays them when launched.
 #[test]
 fn the_emulated_driver_records_graphs_and_refuses_what_a_capture_forbids() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
     let Some(d) = fake_cuda::open_or_skip() else { return };
     let mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL;

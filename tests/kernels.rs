@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::compare::{assert_close, assert_close_normwise};
+use common::compare::{assert_close, assert_close_normwise, assert_finite};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
 use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
-use hnca::backend::{clock, grad_variance_slots, stats, AdamHyper, Backend, Elem, SampleMode, StatsPlan};
+use hnca::backend::{clock, credit_tables_len, grad_variance_slots, stats, AdamHyper, Backend, Elem, SampleMode, StatsPlan};
 use hnca::data::Binarize;
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
@@ -152,22 +152,29 @@ fn row_terms_means_and_deltas_match_the_cpu() {
     }
 }
 
+/// The credit pass in product form, bit for bit the CPU's: p not a multiple of the 8 parents per
+/// block, c not a multiple of the 16 lanes and above the shared-memory chunk; weights small,
+/// large (renormalised every few children) and beyond the range of the products for some
+/// parents (the per-edge form).
 #[test]
 fn credit_pass_matches_the_cpu_on_ragged_shapes() {
     let (cpu, emu) = (Cpu::new(), emu_backend());
-    // p not a multiple of the 8 parents per block; c above the 1024-child shared-memory chunk.
-    for (b, p, c) in [(2, 8, 16), (3, 21, 1100)] {
+    for (b, p, c, span) in [(2, 8, 16, 0.5), (3, 21, 1100, 0.5), (2, 11, 77, 25.0), (2, 9, 600, 200.0)] {
         let parent = bits(b * p, 10);
-        let w = data(p * c, 11, -0.5, 0.5);
+        let w = data(p * c, 11, -span, span);
         let child_logits = data(b * c, 12, -5.0, 5.0);
         let child = bits(b * c, 13);
         for entropy in [false, true] {
             let (mut lc, mut le) = (vec![0.0; b * p], vec![0.0; b * p]);
             let (mut ec, mut ee) = (vec![0.0; b * p], vec![0.0; b * p]);
-            cpu.credit_pass(&mut lc, entropy.then_some(&mut ec), &parent, &w, &child_logits, &child, b, p, c);
-            emu.credit_pass(&mut le, entropy.then_some(&mut ee), &parent, &w, &child_logits, &child, b, p, c);
-            assert_close("credit log-probs", &le, &lc, 1e-5);
-            assert_close("credit entropies", &ee, &ec, 1e-5);
+            let (mut tc, mut te) = (vec![0.0; credit_tables_len(p, c)], vec![0.0; credit_tables_len(p, c)]);
+            cpu.credit_pass(&mut lc, entropy.then_some(&mut ec), &parent, &w, &mut tc, &child_logits, &child, b, p, c);
+            emu.credit_pass(&mut le, entropy.then_some(&mut ee), &parent, &w, &mut te, &child_logits, &child, b, p, c);
+            // The same operations in the same order: the same bits.
+            assert_eq!(te, tc, "credit tables ({b}, {p}, {c}, weights to {span})");
+            assert_eq!(le, lc, "credit log-probs ({b}, {p}, {c}, weights to {span})");
+            assert_eq!(ee, ec, "credit entropies ({b}, {p}, {c}, weights to {span})");
+            assert_finite("credit log-probs", "cpu", &lc);
         }
     }
 }

@@ -450,6 +450,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         flip_ent: Option<&mut D::Buf>,
         parent: &D::Buf,
         w: &D::Buf,
+        tables: &mut D::Buf,
         child_logits: &D::Buf,
         child: &D::Buf,
         b: usize,
@@ -457,13 +458,18 @@ impl<D: Device> Backend for KernelBackend<D> {
         c: usize,
     ) {
         let d = &self.device;
+        {
+            let mut keep = Guards::new(d);
+            let t = CreditTablesParams { tables: keep.ptr_mut(tables), w: keep.ptr(w), p: p as i32, c: c as i32 };
+            d.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
+        }
         let mut keep = Guards::new(d);
         let entropy = flip_ent.is_some();
         let params = CreditParams {
             flip_lp: keep.ptr_mut(flip_lp),
             flip_ent: flip_ent.map_or(0, |e| keep.ptr_mut(e)),
             parent: keep.ptr(parent),
-            w: keep.ptr(w),
+            tables: keep.ptr(tables),
             child_logits: keep.ptr(child_logits),
             child: keep.ptr(child),
             b: b as i32,

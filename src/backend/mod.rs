@@ -150,6 +150,12 @@ pub mod stats {
     pub const DIVERGED_BASELINE: f64 = k::DIVERGED_BASELINE as f64;
 }
 
+/// f32s of the scratch a credit pass over weights (p, c) needs for its tables (e^±W, W padded to
+/// whole lane groups, and each parent's renormalisation interval).
+pub fn credit_tables_len(p: usize, c: usize) -> usize {
+    cpu::credit_tables_len(p, c)
+}
+
 /// Slots of gradient-variance partial sums (4 f64 each) that one layer's
 /// [`Backend::grad_variance`] writes: one per row, then one per chunk of its weights and biases.
 pub fn grad_variance_slots(b: usize, k: usize, n: usize) -> usize {
@@ -256,7 +262,8 @@ pub trait Backend {
     /// flipping parent i (Δ = w[i, c]·(1 - 2·parent[r, i])), the change that flip makes:
     ///   flip_lp[r, i]  = Σ_c [log π(child[r, c] | child_logits[r, c] + Δ) - log π(child[r, c] | child_logits[r, c])]
     ///   flip_ent[r, i] = Σ_c [H(σ(child_logits[r, c] + Δ)) - H(σ(child_logits[r, c]))]   (when requested)
-    /// Summing per-child differences keeps HNCA's credit free of cancellation in f32.
+    /// Computed in product form (see src/backend/cpu/credit.rs): -log Π_c of one multiply-add
+    /// per edge, with e^±W once per call into `tables` ([`credit_tables_len`] f32s of scratch).
     /// parent (b, p), w (p, c), child_logits (b, c), child (b, c); outputs (b, p).
     /// Never materialises the (b, c, p) tensor.
     fn credit_pass(
@@ -265,6 +272,7 @@ pub trait Backend {
         flip_ent: Option<&mut Self::Buf>,
         parent: &Self::Buf,
         w: &Self::Buf,
+        tables: &mut Self::Buf,
         child_logits: &Self::Buf,
         child: &Self::Buf,
         b: usize,

@@ -1,8 +1,8 @@
 //! `hnca bench`: training speed, with what explains it.
 //!
 //! On the CPU (the default), for each model and estimator it times training steps on MNIST-like
-//! random bits and reports steps/s, examples/s, the log-sigmoid evaluations a step needs
-//! (counted from the shapes), the nanoseconds the credit pass spends per evaluation per core,
+//! random bits and reports steps/s, examples/s, the credit pass's edges per step
+//! (row, parent, child triples, counted from the shapes), the nanoseconds it spends per edge per core,
 //! the credit pass's share of the step, and the process's peak resident memory. On the GPU
 //! (`--device cuda`) it times the real training loop (the batch gathered and binarized on the
 //! device, the step replayed as one CUDA graph, the statistics read every 100 steps) and
@@ -118,33 +118,53 @@ pub fn time_training_loop<B: Backend>(
     (steps, start.elapsed().as_secs_f64())
 }
 
-/// Log-sigmoid evaluations one step of `est` needs: (in the credit pass, in total).
-pub fn log_sigmoid_evaluations(shape: &Shape, est: &Estimator, b: usize) -> (u64, u64) {
+/// What one step of `est` costs, counted from the shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepCost {
+    /// Edges of the credit pass: (row, parent, child) triples, each one flip's effect on one child.
+    pub credit_edges: u64,
+    /// Exponentials and logarithms the credit pass takes: e^{±W} once per weight, one exponential
+    /// per child per row, one logarithm per parent per lane per row (two with entropies).
+    pub credit_transcendentals: u64,
+    /// Log-sigmoid evaluations outside the credit pass (the chains' log-likelihoods and entropies).
+    pub other_evaluations: u64,
+}
+
+/// The cost of one step of `est` on `shape` at batch `b`.
+pub fn step_cost(shape: &Shape, est: &Estimator, b: usize) -> StepCost {
     let depth = shape.depth();
     let n = |m: usize| shape.width(m) as u64;
     let b = b as u64;
+    let lanes = crate::backend::kernels::launch::CREDIT_LANES as u64;
     // Main chain: encoder entropies, decoder log-likelihoods, prior.
     let main: u64 = (1..=depth).map(|m| b * n(m) + b * n(m - 1)).sum::<u64>() + b * n(depth);
-    let mut credit = 0;
-    let mut other = main;
+    let mut cost = StepCost { credit_edges: 0, credit_transcendentals: 0, other_evaluations: main };
     if est.is_hnca() {
         for l in 1..=depth {
-            // Every parent against every child, plus each child's unflipped term once per row.
-            let children = n(l - 1) + if l < depth { n(l + 1) } else { 0 };
-            credit += b * n(l) * children + b * children;
-            other += 2 * b * n(l); // own generative term at both values
+            // Layer l's parents against its children below (the decoder's weights) and, below
+            // the top, above (the encoder's, where the flip also changes the entropy).
+            let mut pass = |children: u64, entropy: bool| {
+                cost.credit_edges += b * n(l) * children;
+                let logs = if entropy { 2 } else { 1 };
+                cost.credit_transcendentals += 2 * n(l) * children + b * children + logs * lanes * b * n(l);
+            };
+            pass(n(l - 1), false);
+            if l < depth {
+                pass(n(l + 1), true);
+            }
+            cost.other_evaluations += 2 * b * n(l); // own generative term at both values
         }
     }
     if est.alternative().is_some() {
         // Each alternative chain's terms are differences: two evaluations per element.
         for l in 1..=depth {
-            other += 2 * b * n(l - 1) + 2 * b * n(depth);
+            cost.other_evaluations += 2 * b * n(l - 1) + 2 * b * n(depth);
             for m in (l + 1)..=depth {
-                other += 2 * (b * n(m) + b * n(m - 1));
+                cost.other_evaluations += 2 * (b * n(m) + b * n(m - 1));
             }
         }
     }
-    (credit, credit + other)
+    cost
 }
 
 /// Peak resident memory of the process since the last reset, in bytes (Linux).
@@ -180,8 +200,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let b = args.batch_size;
     println!("CPU backend, {threads} threads, credit pass compiled for {:?}, batch {b}", Simd::selected());
     println!(
-        "{:<16} {:<13} {:>9} {:>11} {:>13} {:>13} {:>8} {:>9}",
-        "model", "estimator", "steps/s", "examples/s", "evals/step", "ns/eval/core", "credit", "peak MB"
+        "{:<16} {:<13} {:>9} {:>11} {:>12} {:>13} {:>8} {:>9}",
+        "model", "estimator", "steps/s", "examples/s", "edges/step", "ns/edge/core", "credit", "peak MB"
     );
     let mut rows = Vec::new();
     for latent in &models {
@@ -203,19 +223,20 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             }
             let secs = start.elapsed().as_secs_f64();
             let credit_secs = take_credit_nanos() as f64 * 1e-9;
-            let (credit_evals, evals) = log_sigmoid_evaluations(&shape, &est, b);
+            let cost = step_cost(&shape, &est, b);
             let rate = steps as f64 / secs;
-            let ns_per_eval = (credit_evals > 0).then(|| credit_secs * 1e9 * threads as f64 / (credit_evals as f64 * steps as f64));
+            let edges = cost.credit_edges;
+            let ns_per_edge = (edges > 0).then(|| credit_secs * 1e9 * threads as f64 / (edges as f64 * steps as f64));
             let peak_mb = peak_rss().map(|p| p as f64 / 1048576.0);
             let model = latent.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
             println!(
-                "{:<16} {:<13} {:>9.1} {:>11.0} {:>12.1}M {:>13} {:>7.0}% {:>9}",
+                "{:<16} {:<13} {:>9.1} {:>11.0} {:>11.1}M {:>13} {:>7.0}% {:>9}",
                 model,
                 kind.name(),
                 rate,
                 rate * b as f64,
-                evals as f64 / 1e6,
-                ns_per_eval.map_or("-".into(), |v| format!("{v:.2}")),
+                edges as f64 / 1e6,
+                ns_per_edge.map_or("-".into(), |v| format!("{v:.3}")),
                 100.0 * credit_secs / secs,
                 peak_mb.map_or("-".into(), |v| format!("{v:.0}")),
             );
@@ -223,8 +244,9 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
                 "model": latent, "estimator": kind.name(), "batch_size": b, "threads": threads,
                 "simd": format!("{:?}", Simd::selected()), "steps": steps, "seconds": secs,
                 "steps_per_second": rate, "examples_per_second": rate * b as f64,
-                "log_sigmoid_evaluations_per_step": evals, "credit_pass_evaluations_per_step": credit_evals,
-                "credit_ns_per_evaluation_per_core": ns_per_eval, "credit_pass_share": credit_secs / secs,
+                "credit_edges_per_step": edges, "credit_transcendentals_per_step": cost.credit_transcendentals,
+                "other_log_sigmoid_evaluations_per_step": cost.other_evaluations,
+                "credit_ns_per_edge_per_core": ns_per_edge, "credit_pass_share": credit_secs / secs,
                 "peak_rss_bytes": peak_mb.map(|m| (m * 1048576.0) as u64),
             }));
         }

@@ -4,7 +4,7 @@
 
 use super::estimator::Estimator;
 use super::model::{Params, Shape, Terms};
-use crate::backend::{grad_variance_slots, Backend, HncaAbove, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
+use crate::backend::{credit_tables_len, grad_variance_slots, Backend, HncaAbove, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::rng::{stream, RngKey};
 
 /// One sampled pass through the encoder and the decoder terms that score it.
@@ -45,6 +45,10 @@ pub struct Workspace<B: Backend> {
     pub flip_dec: Vec<B::Buf>,
     pub flip_enc_lp: Vec<B::Buf>,
     pub flip_enc_ent: Vec<B::Buf>,
+    /// The credit passes' tables (e^±W of the weights into layer l's children): from the decoder
+    /// layer that takes z_l as input, and from encoder layer l+1.
+    pub tables_dec: Vec<B::Buf>,
+    pub tables_enc: Vec<B::Buf>,
     /// The estimated logit gradient of encoder layer l, (b, n_l): per-example estimates.
     pub unit_grad: Vec<B::Buf>,
     /// Exact logit gradients of the decoder layers, (b, n_{l-1}), and of the prior, (b, n_L).
@@ -81,6 +85,8 @@ impl<B: Backend> Workspace<B> {
             flip_dec: per_layer(&|m| if hnca && m > 0 { b * shape.width(m) } else { 0 }),
             flip_enc_lp: per_layer(&|m| if hnca && m > 0 && m < depth { b * shape.width(m) } else { 0 }),
             flip_enc_ent: per_layer(&|m| if hnca && m > 0 && m < depth { b * shape.width(m) } else { 0 }),
+            tables_dec: per_layer(&|m| if hnca && m > 0 { credit_tables_len(shape.width(m), shape.width(m - 1)) } else { 0 }),
+            tables_enc: per_layer(&|m| if hnca && m > 0 && m < depth { credit_tables_len(shape.width(m), shape.width(m + 1)) } else { 0 }),
             unit_grad: per_layer(&|m| if m > 0 { b * shape.width(m) } else { 0 }),
             dec_delta: per_layer(&|m| if m > 0 { b * shape.width(m - 1) } else { 0 }),
             prior_delta: be.zeros(b * shape.width(depth)),
@@ -344,6 +350,7 @@ fn hnca_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>
         None,
         &ws.main.z[l],
         &params.dec[l - 1].w,
+        &mut ws.tables_dec[l],
         &ws.main.dec_logits[l],
         &ws.main.z[l - 1],
         b,
@@ -356,6 +363,7 @@ fn hnca_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>
             Some(&mut ws.flip_enc_ent[l]),
             &ws.main.z[l],
             &params.enc[l].w,
+            &mut ws.tables_enc[l],
             &ws.main.logits[l + 1],
             &ws.main.z[l + 1],
             b,

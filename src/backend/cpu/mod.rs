@@ -9,7 +9,7 @@ mod gemm;
 mod simd;
 pub mod softmax;
 mod state;
-pub use credit::take_credit_nanos;
+pub use credit::{tables_len as credit_tables_len, take_credit_nanos};
 pub use gemm::sgemm_calls;
 use simd::chunked_sum;
 pub use simd::Simd;
@@ -28,6 +28,13 @@ pub const CLIP_LOGIT: f32 = 11.512915;
 #[inline(always)]
 pub fn clipped_p(logit: f32) -> f32 {
     sigmoid(logit).clamp(CLIP, 1.0 - CLIP)
+}
+
+/// log((1 - p)/p) for p = [`clipped_p`]`(logit)`: minus the logit, clipped the same way (exact,
+/// and no logarithm).
+#[inline(always)]
+pub fn clipped_log_odds_against(logit: f32) -> f32 {
+    -logit.clamp(-CLIP_LOGIT, CLIP_LOGIT)
 }
 
 /// Elements of work below which an operation runs on the calling thread.
@@ -250,13 +257,14 @@ impl Backend for Cpu {
         flip_ent: Option<&mut Vec<f32>>,
         parent: &Vec<f32>,
         w: &Vec<f32>,
+        tables: &mut Vec<f32>,
         child_logits: &Vec<f32>,
         child: &Vec<f32>,
         b: usize,
         p: usize,
         c: usize,
     ) {
-        credit::credit_pass(flip_lp, flip_ent.map(|e| e.as_mut_slice()), parent, w, child_logits, child, b, p, c);
+        credit::credit_pass(flip_lp, flip_ent.map(|e| e.as_mut_slice()), parent, w, tables, child_logits, child, b, p, c);
     }
 
     fn hnca_unit_grad(&self, out: &mut Vec<f32>, inp: &HncaInputs<'_, Vec<f32>>, b: usize, p: usize) {
@@ -290,7 +298,7 @@ impl Backend for Cpu {
                 let siblings = gen_total - if on { own1 } else { own0 };
                 let (dec_term, ent_term) =
                     if inp.all_child { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
-                let credit = ((1.0 - pk) / pk).ln() + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + reward) + ent_term;
+                let credit = clipped_log_odds_against(inp.logits[i]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + reward) + ent_term;
                 *out = pk * (1.0 - pk) * credit;
             }
         });
@@ -310,7 +318,7 @@ impl Backend for Cpu {
             for (j, out) in out.iter_mut().enumerate() {
                 let i = r * n + j;
                 let p = clipped_p(logits[i]);
-                let own_entropy = p * (1.0 - p) * ((1.0 - p) / p).ln();
+                let own_entropy = p * (1.0 - p) * clipped_log_odds_against(logits[i]);
                 let score = match alt {
                     ScoreAlt::Mean => z[i] - p,
                     ScoreAlt::Sample(z2) => z[i] - z2[i],
@@ -518,12 +526,13 @@ fn log_prob_of_bit(a: f32, x: f32) -> f32 {
 /// fire rate p and δ = log P_0 - log P_1, branching on the sign of δ so no exponential overflows.
 #[inline(always)]
 pub fn hindsight_ratios(p: f32, delta: f32) -> (f32, f32) {
+    let e = exp_neg(-delta.abs());
     if delta >= 0.0 {
-        let e = (-delta).exp(); // P_1/P_0 ≤ 1
+        // e = P_1/P_0 ≤ 1
         let den = p * e + (1.0 - p);
         (e / den, 1.0 / den)
     } else {
-        let e = delta.exp(); // P_0/P_1 < 1
+        // e = P_0/P_1 < 1
         let den = p + (1.0 - p) * e;
         (1.0 / den, e / den)
     }
