@@ -37,7 +37,8 @@ fn main() {
         .opt_level(2)
         .warnings(false)
         .compile("hnca_emu");
-    build_fake_driver(&out);
+    build_fake_driver(&out, false);
+    build_fake_driver(&out, true);
 
     // SAFETY: only probes whether the library can be opened.
     let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
@@ -61,15 +62,22 @@ fn main() {
 
 /// Links kernels/emu/fake_cuda.cpp into OUT_DIR/fake_cuda/libcuda.so. Only the driver API is
 /// exported, and -Bsymbolic keeps the library's own kernels from binding to the copies inside
-/// the executable that loads it.
-fn build_fake_driver(out: &std::path::Path) {
-    let dir = out.join("fake_cuda");
+/// the executable that loads it. With `asan`, a second one in OUT_DIR/fake_cuda_asan, built with
+/// AddressSanitizer (run with the sanitizer's runtime preloaded; its path is HNCA_LIBASAN), so
+/// that the tests catch a kernel's out-of-bounds read, not only a write past a guard region.
+fn build_fake_driver(out: &std::path::Path, asan: bool) {
+    let dir = out.join(if asan { "fake_cuda_asan" } else { "fake_cuda" });
     std::fs::create_dir_all(&dir).expect("create fake_cuda dir");
     let lib = dir.join("libcuda.so");
     let compiler = cc::Build::new().cpp(true).get_compiler();
-    let status = compiler
-        .to_command()
-        .args(["-std=c++20", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wl,-soname,libcuda.so", "-Wl,-Bsymbolic"])
+    let mut command = compiler.to_command();
+    command.args(["-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wl,-soname,libcuda.so", "-Wl,-Bsymbolic"]);
+    if asan {
+        command.args(["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]);
+    } else {
+        command.arg("-O2");
+    }
+    let status = command
         .arg("-Ikernels/emu")
         .arg(format!("-I{}", out.display()))
         .arg("kernels/emu/fake_cuda.cpp")
@@ -78,7 +86,13 @@ fn build_fake_driver(out: &std::path::Path) {
         .status()
         .expect("run the C++ compiler for the emulated CUDA driver");
     assert!(status.success(), "building the emulated CUDA driver (kernels/emu/fake_cuda.cpp) failed");
-    println!("cargo:rustc-env=HNCA_FAKE_CUDA_DIR={}", dir.display());
+    if asan {
+        println!("cargo:rustc-env=HNCA_FAKE_CUDA_ASAN_DIR={}", dir.display());
+        let runtime = compiler.to_command().arg("-print-file-name=libasan.so").output().expect("ask the C++ compiler for libasan");
+        println!("cargo:rustc-env=HNCA_LIBASAN={}", String::from_utf8_lossy(&runtime.stdout).trim());
+    } else {
+        println!("cargo:rustc-env=HNCA_FAKE_CUDA_DIR={}", dir.display());
+    }
 }
 
 /// Every kernel is declared once, in its `.cu`: `KERNEL void NAME(const PARAMS p)` and the

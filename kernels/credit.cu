@@ -6,7 +6,7 @@
 //   flip_ent[r, i] = Σ_c [H(sigma(child_logits[r, c] + Δ)) - H(sigma(child_logits[r, c]))]  (entropy != 0)
 // in product form, operation for operation as src/backend/cpu/credit.rs (read it for the
 // algebra): flip_lp = -log Π_c x, x = p_obs + p_oth·e^{(1-2y)Δ}, over CREDIT_LANES interleaved
-// lanes of children, each product renormalised every R groups, the lanes combined in order.
+// lanes of children, each product renormalised every R groups, the lanes summed as a tree.
 // parent (b, p), tables from credit_tables, child_logits (b, c), child (b, c). One block per
 // (row, group of CREDIT_PARENTS parents): a thread per (parent, lane); the row's children are
 // staged through shared memory in chunks. Never materialises (b, c, p).
@@ -94,6 +94,9 @@ KERNEL void credit_pass(const CreditParams p) {
     const float* t_other = u > 0.5f ? plus : minus;
     float interval = live ? p.tables[3 * plane + i] : 1.0f;
     u32 every = (u32)interval;
+    // Groups of lanes left before the next renormalisation (counted across chunks, so that it
+    // falls where the CPU's does; how often it falls changes no bits, only whether it can overflow).
+    u32 until_renorm = every;
     float m = 1.0f, mz = 1.0f, acc = 0.0f;
     int ex = 0, exz = 0;
     // The per-edge form, for a parent whose weights are too large: one thread, the CPU's order
@@ -160,7 +163,8 @@ KERNEL void credit_pass(const CreditParams p) {
                     acc = acc * xz + n * mz;
                     mz = mz * xz;
                 }
-                if (((u32)(c / CREDIT_LANES) + 1u) % every == 0u) {
+                if (--until_renorm == 0u) {
+                    until_renorm = every;
                     int e2;
                     m = split_exponent(m, &e2);
                     ex += e2;

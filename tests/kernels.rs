@@ -5,6 +5,7 @@
 mod common;
 
 use common::compare::{assert_close, assert_close_normwise, assert_finite};
+use common::{bits32, bits64, under_every_schedule};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
@@ -38,8 +39,10 @@ fn parameter_structs_have_the_layout_the_kernels_expect() {
 }
 
 /// The forward GEMM (with bias) and the weight-gradient GEMM of `be` against the CPU backend.
-fn assert_gemms_match_the_cpu<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str, shapes: &[(usize, usize, usize)]) {
+/// Returns `be`'s outputs.
+fn assert_gemms_match_the_cpu<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str, shapes: &[(usize, usize, usize)]) -> Vec<f32> {
     let cpu = Cpu::new();
+    let mut outputs = Vec::new();
     for &(b, k, n) in shapes {
         let inp = data(b * k, 1, -1.0, 1.0);
         let w = data(k * n, 2, -1.0, 1.0);
@@ -53,12 +56,14 @@ fn assert_gemms_match_the_cpu<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str, sh
         cpu.matmul_backward_weight(&mut dw_c, &inp, &dout, b, k, n);
         be.matmul_backward_weight(&mut dw_e, &inp, &dout, b, k, n);
         assert_close(&format!("{what} matmul_backward_weight {:?}", (b, k, n)), &dw_e, &dw_c, 1e-5);
+        outputs.extend(out_e.iter().chain(&dw_e));
     }
+    outputs
 }
 
 #[test]
 fn gemm_forward_and_weight_gradient_match_the_cpu() {
-    assert_gemms_match_the_cpu(&emu_backend(), "tiled kernel", &[(4, 16, 16), (5, 37, 19), (50, 33, 1)]);
+    under_every_schedule("tiled GEMM", || bits32(&assert_gemms_match_the_cpu(&emu_backend(), "tiled kernel", &[(4, 16, 16), (5, 37, 19), (50, 33, 1)])));
 }
 
 #[test]
@@ -111,7 +116,13 @@ fn clipped_logits_match_the_cpu_and_the_samplers_probabilities() {
 
 #[test]
 fn row_terms_means_and_deltas_match_the_cpu() {
+    under_every_schedule("row terms, means and deltas", row_terms_means_and_deltas);
+}
+
+/// Returns the emulation's outputs.
+fn row_terms_means_and_deltas() -> Vec<u64> {
     let (cpu, emu) = (Cpu::new(), emu_backend());
+    let mut outputs = Vec::new();
     let (b, n, t) = (6, 333, 5);
     let logits = data(b * n, 6, -6.0, 6.0);
     let prior = data(n, 7, -3.0, 3.0);
@@ -139,6 +150,7 @@ fn row_terms_means_and_deltas_match_the_cpu() {
     for (x, y) in mc.iter().zip(&me) {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "term_means {x} vs {y}");
     }
+    outputs.extend(bits32(&te).into_iter().chain(bits32(&re)).chain(bits64(&me)));
     for broadcast in [false, true] {
         let l = if broadcast { &prior } else { &logits };
         let (mut dc, mut de) = (vec![0.0; b * n], vec![0.0; b * n]);
@@ -149,7 +161,9 @@ fn row_terms_means_and_deltas_match_the_cpu() {
         cpu.column_mean(&mut cc, &dc, b, n);
         emu.column_mean(&mut ce, &dc, b, n);
         assert_close("column_mean", &ce, &cc, 1e-5);
+        outputs.extend(bits32(&de).into_iter().chain(bits32(&ce)));
     }
+    outputs
 }
 
 /// The credit pass in product form, bit for bit the CPU's: p not a multiple of the 8 parents per
@@ -158,7 +172,13 @@ fn row_terms_means_and_deltas_match_the_cpu() {
 /// parents (the per-edge form).
 #[test]
 fn credit_pass_matches_the_cpu_on_ragged_shapes() {
+    under_every_schedule("credit pass", credit_pass_on_ragged_shapes);
+}
+
+/// Returns the emulation's outputs.
+fn credit_pass_on_ragged_shapes() -> Vec<u64> {
     let (cpu, emu) = (Cpu::new(), emu_backend());
+    let mut outputs = Vec::new();
     for (b, p, c, span) in [(2, 8, 16, 0.5), (3, 21, 1100, 0.5), (2, 11, 77, 25.0), (2, 9, 600, 200.0)] {
         let parent = bits(b * p, 10);
         let w = data(p * c, 11, -span, span);
@@ -175,8 +195,10 @@ fn credit_pass_matches_the_cpu_on_ragged_shapes() {
             assert_eq!(le, lc, "credit log-probs ({b}, {p}, {c}, weights to {span})");
             assert_eq!(ee, ec, "credit entropies ({b}, {p}, {c}, weights to {span})");
             assert_finite("credit log-probs", "cpu", &lc);
+            outputs.extend(bits32(&te).into_iter().chain(bits32(&le)).chain(bits32(&ee)));
         }
     }
+    outputs
 }
 
 /// Adam over several tensors in one launch, its step from the clock, against the CPU.
@@ -239,6 +261,11 @@ fn gather_binarize_matches_the_cpu_and_the_host_rule() {
 /// objective, baselines, epoch sums, flag, clock), on both backends.
 #[test]
 fn step_statistics_match_the_cpu() {
+    under_every_schedule("gradient variance and step statistics", step_statistics);
+}
+
+/// Returns the emulation's outputs.
+fn step_statistics() -> Vec<u64> {
     let (cpu, emu) = (Cpu::new(), emu_backend());
     // One layer wider than a GV_CHUNK of weights, one narrow; a batch of 9.
     let b = 9;
@@ -309,6 +336,7 @@ fn step_statistics_match_the_cpu() {
     assert_eq!((clock::step(&cc), cc[clock::EPOCH as usize], cc[clock::BATCH as usize]), (45, 7, 5));
     assert_eq!((sc[stats::STEPS], sc[stats::OBJECTIVE], sc[stats::LAYERS]), (0.0, 0.0, 0.0));
     assert_eq!((se[stats::STEPS], se[stats::OBJECTIVE], se[stats::LAYERS]), (0.0, 0.0, 0.0));
+    bits64(&pe).into_iter().chain(bits64(&se)).chain(bits32(&be)).collect()
 }
 
 /// The scan for NaN and infinity counts each tensor's, exactly, on both backends.
@@ -323,11 +351,15 @@ fn non_finite_counts_match_the_cpu() {
     }
     a[5] = f32::INFINITY;
     b[6] = f32::NEG_INFINITY;
-    let (mut kc, mut ke) = (cpu.array(&[9u32; 6]), emu.array(&[9u32; 6]));
+    let mut kc = cpu.array(&[9u32; 6]);
     cpu.count_non_finite(&mut kc, &[&a, &b, &c]);
-    emu.count_non_finite(&mut ke, &[&a, &b, &c]);
     assert_eq!(kc, vec![3, 1, 0, 1, 0, 0]);
-    assert_eq!(ke, kc);
+    under_every_schedule("count_non_finite", || {
+        let mut ke = emu.array(&[9u32; 6]);
+        emu.count_non_finite(&mut ke, &[&a, &b, &c]);
+        assert_eq!(ke, kc);
+        ke.iter().map(|&k| k as u64).collect()
+    });
 }
 
 /// One whole step of every estimator on both backends: identical samples, and every parameter's
@@ -336,6 +368,8 @@ fn non_finite_counts_match_the_cpu() {
 /// rounding).
 fn assert_whole_steps_match_the_cpu(shape: &Shape, b: usize) {
     let (cpu, emu) = (Cpu::new(), emu_backend());
+    // Not the forward order the single-kernel tests start from (and compare the others with).
+    hnca::backend::emu::set_schedule(hnca::backend::emu::Schedule::Shuffle(11));
     let host = Params::init(shape, 4);
     let x = bits(b * shape.width(0), 30);
     let baselines = [0.5f32, -1.0, 2.0];
@@ -544,5 +578,5 @@ fn the_cublas_argument_mapping_and_bias_path_compute_the_same_gemms() {
     let blas = KernelBackend::new(ReferenceBlas(hnca::backend::emu::EmuDevice));
     // Width-1 layers make k = 1 or n = 1 GEMMs, where a stride says nothing and cuBLAS's rules on
     // leading dimensions decide; and a batch of one.
-    assert_gemms_match_the_cpu(&blas, "reference BLAS", &[(5, 37, 19), (3, 8, 16), (7, 1, 5), (7, 5, 1), (1, 4, 3), (6, 1, 1)]);
+    let _ = assert_gemms_match_the_cpu(&blas, "reference BLAS", &[(5, 37, 19), (3, 8, 16), (7, 1, 5), (7, 5, 1), (1, 4, 3), (6, 1, 1)]);
 }

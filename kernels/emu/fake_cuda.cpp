@@ -33,6 +33,15 @@
 
 #include "table.h"
 
+#ifdef EMU_ASAN
+// Built with AddressSanitizer (build.rs's fake_cuda_asan): the guard regions and freed memory
+// are poisoned, so the sanitizer reports the first read or write of either, inside the kernel.
+#include <sanitizer/asan_interface.h>
+#define EMU_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#else
+#define EMU_POISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define API extern "C" __attribute__((visibility("default")))
 
 typedef int CUresult;
@@ -58,6 +67,7 @@ enum : int {
     CUDA_ERROR_ILLEGAL_STATE = 401,
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_ILLEGAL_ADDRESS = 700,
+    CUDA_ERROR_LAUNCH_FAILED = 719,
     CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900,
     CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901,
     CUDA_ERROR_STREAM_CAPTURE_ISOLATION = 905,
@@ -230,6 +240,9 @@ bool check_range(State& s, CUdeviceptr p, size_t bytes, const char* what, std::s
 
 // Describes the first damaged guard region of a live allocation, or returns "".
 std::string damaged_guard(CUdeviceptr user, const Allocation& a) {
+#ifdef EMU_ASAN
+    return "";  // poisoned: the sanitizer has already reported any access
+#endif
     for (size_t i = 0; i < GUARD; ++i) {
         if (a.raw[i] != GUARD_BYTE)
             return "before the start of the " + std::to_string(a.size) + "-byte allocation at " + hex(user) + " (from byte -" + std::to_string(GUARD - i) + ")";
@@ -473,6 +486,8 @@ API CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
     std::memset(raw, GUARD_BYTE, GUARD);
     std::memset(raw + GUARD, 0xCD, bytes);  // uninitialised device memory is not zero
     std::memset(raw + GUARD + bytes, GUARD_BYTE, GUARD);
+    EMU_POISON(raw, GUARD);
+    EMU_POISON(raw + GUARD + bytes, GUARD);
     CUdeviceptr user = (CUdeviceptr)(raw + GUARD);
     s.allocations[user] = Allocation{raw, bytes, true};
     *ptr = user;
@@ -489,6 +504,7 @@ API CUresult cuMemFree_v2(CUdeviceptr ptr) {
     if (!it->second.alive) return fault(s, CUDA_ERROR_INVALID_VALUE, "freeing the " + std::to_string(it->second.size) + "-byte allocation at " + hex(ptr) + " twice");
     std::string damage = damaged_guard(ptr, it->second);
     it->second.alive = false;  // quarantined: never reused, so later uses are recognisable
+    EMU_POISON((void*)ptr, it->second.size);
     if (!damage.empty()) return fault(s, CUDA_ERROR_ILLEGAL_ADDRESS, "memory was written " + damage + " (found when it was freed)");
     return CUDA_SUCCESS;
 }
@@ -587,7 +603,7 @@ API CUresult cuFuncGetParamInfo(CUfunction function, size_t index, size_t* offse
 namespace {
 // Runs one launch and checks every live allocation's guard regions afterwards.
 CUresult run_launch(State& s, Function* f, dim3 grid, dim3 block, const void* params) {
-    f->kernel->run(grid, block, params);
+    if (!f->kernel->run(grid, block, params)) return fault(s, CUDA_ERROR_LAUNCH_FAILED, "kernel " + f->name + ": " + emu_error);
     for (auto& [user, a] : s.allocations) {
         if (!a.alive) continue;
         std::string damage = damaged_guard(user, a);
@@ -775,4 +791,26 @@ API CUresult cuGetErrorString(CUresult code, const char** text) {
             return CUDA_SUCCESS;
         }
     return CUDA_ERROR_INVALID_VALUE;
+}
+
+// The sanitizer build's proof (tests/emulation.rs): a kernel that reads one float past the end
+// of a 4-float device allocation, which guard regions alone cannot see (they catch writes).
+// Returns 0 when the launch finished (the plain build), never under AddressSanitizer, which
+// reports the read and ends the process.
+namespace read_past_end {
+struct Params {
+    float* out;
+    const float* in;
+    int n;
+};
+void kernel(const Params p) {
+    if (threadIdx.x == 0) p.out[0] = p.in[p.n];
+}
+}  // namespace read_past_end
+
+API int hnca_fake_cuda_read_past_end() {
+    CUdeviceptr in = 0, out = 0;
+    if (cuMemAlloc_v2(&in, 4 * sizeof(float)) != CUDA_SUCCESS || cuMemAlloc_v2(&out, sizeof(float)) != CUDA_SUCCESS) return 1;
+    read_past_end::Params p{reinterpret_cast<float*>(out), reinterpret_cast<const float*>(in), 4};
+    return emu_run<read_past_end::Params>(read_past_end::kernel, dim3{1, 1, 1}, dim3{32, 1, 1}, p) ? 0 : 2;
 }

@@ -12,15 +12,16 @@
 #include "kernel_table.h"
 
 // One entry per kernel: its name, the size of its parameter struct, and a trampoline that runs
-// it over a grid with the struct read from `params`.
+// it over a grid with the struct read from `params` (false, with emu_error set, when a barrier
+// was misused).
 struct EmuKernel {
     const char* name;
     unsigned long param_size;
-    void (*run)(dim3 grid, dim3 block, const void* params);
+    bool (*run)(dim3 grid, dim3 block, const void* params);
 };
 
 #define EMU_ENTRY(fn, P) \
-    EmuKernel{#fn, sizeof(P), [](dim3 g, dim3 b, const void* p) { emu_run<P>(fn, g, b, *static_cast<const P*>(p)); }},
+    EmuKernel{#fn, sizeof(P), [](dim3 g, dim3 b, const void* p) { return emu_run<P>(fn, g, b, *static_cast<const P*>(p)); }},
 inline const EmuKernel emu_kernels[] = {EMU_KERNELS(EMU_ENTRY)};
 #undef EMU_ENTRY
 

@@ -11,6 +11,56 @@ use super::Elem;
 extern "C" {
     fn hnca_emu_launch(name: *const c_char, gx: u32, gy: u32, gz: u32, bx: u32, by: u32, bz: u32, params: *const c_void) -> i32;
     fn hnca_emu_param_size(name: *const c_char) -> std::ffi::c_ulong;
+    fn hnca_emu_last_error() -> *const c_char;
+    fn hnca_emu_set_schedule(order: i32, seed: u64);
+    fn hnca_emu_selfcheck(kind: i32, threads: u32, salt: f32, out: *mut f32) -> i32;
+}
+
+/// The order in which the emulation runs a block's threads between two barriers. Kernels must
+/// give the same bits under every one; the tests check that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    Forward,
+    Reverse,
+    /// A permutation drawn afresh for every block and every stretch between barriers.
+    Shuffle(u64),
+}
+
+impl Schedule {
+    /// The schedules the tests run kernels under.
+    pub const CHECKED: [Schedule; 4] = [Schedule::Forward, Schedule::Reverse, Schedule::Shuffle(1), Schedule::Shuffle(2)];
+}
+
+/// Sets the schedule of the calling thread's later launches (the default is forward, or
+/// HNCA_EMU_SCHEDULE=forward|reverse|shuffle:SEED).
+pub fn set_schedule(s: Schedule) {
+    let (order, seed) = match s {
+        Schedule::Forward => (0, 0),
+        Schedule::Reverse => (1, 0),
+        Schedule::Shuffle(seed) => (2, seed),
+    };
+    // SAFETY: sets a thread-local of the emulation.
+    unsafe { hnca_emu_set_schedule(order, seed) }
+}
+
+/// The shim's own mistakes-on-purpose (kernels/emu/emu.cpp): runs the self-check kernel of
+/// `kind` (0: a missing barrier, 1: the same kernel correct, 2: a barrier half the block never
+/// reaches, 3: the halves at different barriers) on one block of `threads` (≤ 64) threads,
+/// thread t writing t + 1 + `salt` to its shared slot and reading its neighbour's. Returns what
+/// each thread read, or the emulation's error.
+pub fn selfcheck(kind: i32, threads: u32, salt: f32) -> Result<Vec<f32>, String> {
+    let mut out = vec![0.0f32; threads as usize];
+    // SAFETY: `out` holds `threads` floats and outlives the blocking call.
+    match unsafe { hnca_emu_selfcheck(kind, threads, salt, out.as_mut_ptr()) } {
+        0 => Ok(out),
+        2 => Err(last_error()),
+        _ => Err(format!("the self-check takes 1 to 64 threads, not {threads}")),
+    }
+}
+
+fn last_error() -> String {
+    // SAFETY: returns a NUL-terminated thread-local string that lives until the next launch.
+    unsafe { std::ffi::CStr::from_ptr(hnca_emu_last_error()) }.to_string_lossy().into_owned()
 }
 
 /// Host memory standing in for device memory; a buffer's address is its host address.
@@ -86,6 +136,10 @@ impl Device for EmuDevice {
         let rc = unsafe {
             hnca_emu_launch(name.as_ptr(), grid[0], grid[1], grid[2], block[0], block[1], block[2], params as *const P as *const c_void)
         };
-        assert_eq!(rc, 0, "the emulation has no kernel named {}", P::NAME);
+        match rc {
+            0 => {}
+            1 => panic!("the emulation has no kernel named {}", P::NAME),
+            _ => panic!("kernel {} misused a barrier: {}", P::NAME, last_error()),
+        }
     }
 }

@@ -34,3 +34,35 @@ pub const WIDE_BATCH: usize = 7;
 /// The bandit's hidden layers for the same purpose: its children are hidden layers, so the
 /// second is the one wider than the 1,024-child chunk (and 1030 is not a multiple of 8).
 pub const WIDE_BANDIT_LAYERS: [usize; 3] = [131, 1030, 9];
+
+/// The bit patterns of f32 outputs, for [`under_every_schedule`].
+pub fn bits32(v: &[f32]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits() as u64).collect()
+}
+
+/// The bit patterns of f64 outputs, for [`under_every_schedule`].
+pub fn bits64(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Runs `f` (which launches emulated kernels, checks them and returns their outputs' bits) under
+/// every schedule the emulation has (kernels/emu/shim.h: forward, reverse, shuffles): a GPU runs
+/// a block's threads in any order, so the outputs must agree bit for bit, and a missing
+/// `__syncthreads` that one fixed order would hide makes them differ.
+pub fn under_every_schedule(what: &str, f: impl Fn() -> Vec<u64>) {
+    use hnca::backend::emu::{set_schedule, Schedule};
+    let mut first: Option<Vec<u64>> = None;
+    for schedule in Schedule::CHECKED {
+        set_schedule(schedule);
+        let out = f();
+        match &first {
+            None => first = Some(out),
+            Some(want) => {
+                let differ = out.len() != want.len() || out.iter().zip(want).any(|(a, b)| a != b);
+                set_schedule(Schedule::Forward);
+                assert!(!differ, "{what}: the emulated outputs under {schedule:?} differ from those under {:?}", Schedule::CHECKED[0]);
+            }
+        }
+    }
+    set_schedule(Schedule::Forward);
+}

@@ -488,6 +488,30 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { f: Vec::new(), u: Vec::new() }) };
 }
 
+/// The widest padded row every rayon worker's scratch already holds.
+static SCRATCH_READY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Scratch {
+    fn grow(&mut self, cp: usize) {
+        if self.f.len() < (ROW_F32S + 2) * cp {
+            self.f.resize((ROW_F32S + 2) * cp, 0.0);
+            self.u.resize(ROW_U32S * cp, 0);
+        }
+    }
+}
+
+/// Grows every rayon worker's scratch (and the caller's) to rows of `cp` at once, the first time
+/// a row that wide comes, so that no later step allocates, whichever worker runs which row.
+fn scratch_for(cp: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if SCRATCH_READY.load(Relaxed) >= cp {
+        return;
+    }
+    rayon::broadcast(|_| SCRATCH.with_borrow_mut(|s| s.grow(cp)));
+    SCRATCH.with_borrow_mut(|s| s.grow(cp));
+    SCRATCH_READY.fetch_max(cp, Relaxed);
+}
+
 /// The credit pass over a batch: `flip_lp` is (b, p), `flip_ent` (b, p) or absent, `parent`
 /// (b, p), `w` (p, c), `tables` ([`tables_len`]) scratch for its tables, `child_logits` and
 /// `child` (b, c). Rows are independent, so the result does not depend on how rayon spreads them.
@@ -511,12 +535,10 @@ pub fn credit_pass(
     let cp = padded(c);
     let ent_wanted = flip_ent.is_some();
     let any_per_edge = tables[3 * p * cp..3 * p * cp + p].iter().any(|&r| r == 0.0);
+    scratch_for(cp);
     let row = |r: usize, lp_out: &mut [f32], ent_out: &mut [f32]| {
         SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.f.len() < (ROW_F32S + 2) * cp {
-                scratch.f.resize((ROW_F32S + 2) * cp, 0.0);
-                scratch.u.resize(ROW_U32S * cp, 0);
-            }
+            scratch.grow(cp); // a thread outside the pool
             let (f, work) = scratch.f.split_at_mut(ROW_F32S * cp);
             let (lp, ent) = work.split_at_mut(cp);
             let (logits, bits) = (&child_logits[r * c..(r + 1) * c], &child[r * c..(r + 1) * c]);
