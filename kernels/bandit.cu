@@ -83,6 +83,7 @@ struct SoftmaxCreditParams {
     float* flip;
     const float* parent;
     const float* w2;
+    const float* tables;
     const float* logits;
     const float* action;
     int b, p, a;
@@ -97,11 +98,22 @@ KERNEL void softmax_credit(const SoftmaxCreditParams p) {
     float d = 1.0f - 2.0f * p.parent[idx];
     float max, sum;
     softmax_max_and_sum(z, p.a, &max, &sum);
+    int act = (int)p.action[r];
+    int ap = credit_padded(p.a);
+    long long plane = (long long)p.p * ap;
+    if (p.tables[3 * plane + i] > 0.0f) {
+        // Product form (cpu/softmax.rs, log_prob_change_tabled): d·w[act] - log sum_j pi_j·e^{d·w_j}.
+        const float* e = p.tables + (d > 0.0f ? 0 : plane) + (long long)i * ap;
+        float inv = 1.0f / sum, s = 0.0f;
+        for (int j = 0; j < p.a; ++j) s = s + (exp_neg(z[j] - max) * inv) * e[j];
+        p.flip[idx] = d * w[act] - logf(s);
+        return;
+    }
+    // The per-edge form, for weights beyond the tables' range.
     float max2 = __uint_as_float(0xff800000u);
     for (int j = 0; j < p.a; ++j) max2 = fmaxf(max2, z[j] + d * w[j]);
     float sum2 = 0.0f;
     for (int j = 0; j < p.a; ++j) sum2 = sum2 + exp_neg(z[j] + d * w[j] - max2);
-    int act = (int)p.action[r];
     p.flip[idx] = d * w[act] - ((max2 - max) + logf(sum2 / sum));
 }
 

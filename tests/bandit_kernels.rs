@@ -6,7 +6,7 @@ mod common;
 use common::compare::assert_close_normwise;
 use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
-use hnca::backend::Backend;
+use hnca::backend::{credit_tables_len, Backend};
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
 use hnca::rng::RngKey;
 
@@ -50,11 +50,32 @@ fn bandit_operations_match_the_cpu_and_actions_are_bit_identical() {
     assert_close_normwise("softmax_score", &de, &dc, 1e-6);
 
     let parent = bits(b * p, 7);
-    let w2 = data(p * a, 8, -1.0, 1.0);
-    let (mut fc, mut fe) = (vec![0.0; b * p], vec![0.0; b * p]);
-    cpu.softmax_credit(&mut fc, &parent, &w2, &logits, &act_c, b, p, a);
-    emu.softmax_credit(&mut fe, &parent, &w2, &logits, &act_c, b, p, a);
-    assert_close_normwise("softmax_credit", &fe, &fc, 1e-5);
+    // Weights in the tables' range (the product form) and beyond it (the per-edge form).
+    let mut fc = vec![0.0; b * p];
+    for span in [100.0f32, 1.0] {
+        let w2 = data(p * a, 8, -span, span);
+        let (mut tc, mut te) = (vec![0.0; credit_tables_len(p, a)], vec![0.0; credit_tables_len(p, a)]);
+        let mut fe = vec![0.0; b * p];
+        cpu.softmax_credit(&mut fc, &parent, &w2, &mut tc, &logits, &act_c, b, p, a);
+        emu.softmax_credit(&mut fe, &parent, &w2, &mut te, &logits, &act_c, b, p, a);
+        assert_eq!(fe, fc, "softmax_credit, weights to {span}: the kernel's bits are the CPU's");
+        // Against log softmax in f64.
+        for r in 0..b {
+            let z: Vec<f64> = logits[r * a..(r + 1) * a].iter().map(|&v| v as f64).collect();
+            let log_softmax = |z: &[f64], j: usize| {
+                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                z[j] - m - z.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+            };
+            let act = act_c[r] as usize;
+            for i in 0..p {
+                let d = 1.0 - 2.0 * parent[r * p + i] as f64;
+                let moved: Vec<f64> = (0..a).map(|j| z[j] + d * w2[i * a + j] as f64).collect();
+                let want = log_softmax(&moved, act) - log_softmax(&z, act);
+                let got = fc[r * p + i] as f64;
+                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "softmax_credit ({r}, {i}), weights to {span}: {got} vs {want}");
+            }
+        }
+    }
 
     let unit_logits = data(b * p, 9, -6.0, 6.0);
     for flip in [None, Some(&fc)] {

@@ -600,6 +600,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         flip: &mut D::Buf,
         parent: &D::Buf,
         w2: &D::Buf,
+        tables: &mut D::Buf,
         logits: &D::Buf,
         action: &D::Buf,
         b: usize,
@@ -607,11 +608,17 @@ impl<D: Device> Backend for KernelBackend<D> {
         a: usize,
     ) {
         let d = &self.device;
+        {
+            let mut keep = Guards::new(d);
+            let t = CreditTablesParams { tables: keep.ptr_mut(tables), w: keep.ptr(w2), p: p as i32, c: a as i32 };
+            d.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
+        }
         let mut keep = Guards::new(d);
         let params = SoftmaxCreditParams {
             flip: keep.ptr_mut(flip),
             parent: keep.ptr(parent),
             w2: keep.ptr(w2),
+            tables: keep.ptr(tables),
             logits: keep.ptr(logits),
             action: keep.ptr(action),
             b: b as i32,

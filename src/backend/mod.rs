@@ -323,12 +323,15 @@ pub trait Backend {
     fn softmax_score(&self, dout: &mut Self::Buf, logits: &Self::Buf, action: &Self::Buf, coef: &Self::Buf, b: usize, a: usize);
     /// The credit pass into a softmax child: flip (b, p) = log π(action | parent i flipped) -
     /// log π(action), where flipping parent i moves the logits (b, a) by (1 - 2·parent[r, i])·w2[i, :]
-    /// (w2 is (p, a): twice the weights for centred parents).
+    /// (w2 is (p, a): twice the weights for centred parents). In product form, as the Bernoulli
+    /// children's: d·w2[i, action] - log Σ_j π_j·e^{d·w2[i, j]}, with e^{±w2} tabled once per call
+    /// into `tables` ([`credit_tables_len`]`(p, a)` f32s of scratch).
     fn softmax_credit(
         &self,
         flip: &mut Self::Buf,
         parent: &Self::Buf,
         w2: &Self::Buf,
+        tables: &mut Self::Buf,
         logits: &Self::Buf,
         action: &Self::Buf,
         b: usize,

@@ -123,7 +123,8 @@ pub struct BanditWorkspace<B: Backend> {
     /// 2·W of the layer above (n_l, n_{l+1}), for l = 1..=H: a centred unit's flip moves its
     /// children's logits by ±2 of its weights.
     pub w2: Vec<B::Buf>,
-    /// The credit pass's tables for hidden layer l's Bernoulli children (e^±2W), l + 1 < H + 1.
+    /// The credit pass's tables for hidden layer l's children (e^±2W): Bernoulli units, or the
+    /// softmax for the last hidden layer.
     pub tables: Vec<B::Buf>,
     /// Every layer's gradient-variance partial sums (4 f64 per slot), layer l's from slot
     /// `variance_slots[2(l-1)]`, `variance_slots[2(l-1)+1]` of them.
@@ -154,7 +155,7 @@ impl<B: Backend> BanditWorkspace<B> {
             grad: per_layer(&|l| if l == 0 { 0 } else { b * shape.width(l) }),
             flip: per_layer(&|l| if hidden(l) { b * shape.width(l) } else { 0 }),
             w2: per_layer(&|l| if hidden(l) { shape.width(l) * shape.width(l + 1) } else { 0 }),
-            tables: per_layer(&|l| if hidden(l) && l + 1 < top { credit_tables_len(shape.width(l), shape.width(l + 1)) } else { 0 }),
+            tables: per_layer(&|l| if hidden(l) { credit_tables_len(shape.width(l), shape.width(l + 1)) } else { 0 }),
             partials: be.array(&vec![0.0f64; 4 * total_slots as usize]),
             variance_slots,
         }
@@ -233,11 +234,11 @@ pub fn gradients<B: Backend>(
         if est.is_hnca() {
             let above = &params.layers[l];
             be.affine(&mut ws.w2[l], &above.w, 2.0, 0.0, n * shape.width(l + 1));
+            let (c, tables) = (shape.width(l + 1), &mut ws.tables[l]);
             if l + 1 < top {
-                let (c, tables) = (shape.width(l + 1), &mut ws.tables[l]);
                 be.credit_pass(&mut ws.flip[l], None, &ws.z[l], &ws.w2[l], tables, &ws.logits[l + 1], &ws.z[l + 1], b, n, c);
             } else {
-                be.softmax_credit(&mut ws.flip[l], &ws.z[l], &ws.w2[l], &ws.logits[top], &ws.action, b, n, shape.actions());
+                be.softmax_credit(&mut ws.flip[l], &ws.z[l], &ws.w2[l], tables, &ws.logits[top], &ws.action, b, n, c);
             }
             be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], Some(&ws.flip[l]), &ws.coef, b, n);
         } else {

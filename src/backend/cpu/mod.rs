@@ -386,18 +386,28 @@ impl Backend for Cpu {
         flip: &mut Vec<f32>,
         parent: &Vec<f32>,
         w2: &Vec<f32>,
+        tables: &mut Vec<f32>,
         logits: &Vec<f32>,
         action: &Vec<f32>,
         b: usize,
         p: usize,
         a: usize,
     ) {
-        for_each_row(&mut flip[..b * p], p, 8 * p * a, |r, out| {
+        credit::credit_tables(tables, w2, p, a);
+        let tables = &*tables;
+        let (ap, plane) = (credit::padded(a), p * credit::padded(a));
+        for_each_row(&mut flip[..b * p], p, 4 * p * a, |r, out| {
             let z = &logits[r * a..(r + 1) * a];
             let (act, base) = (action[r] as usize, softmax::max_and_sum(z));
             for (i, o) in out.iter_mut().enumerate() {
                 let d = 1.0 - 2.0 * parent[r * p + i];
-                *o = softmax::log_prob_change(z, base, &w2[i * a..(i + 1) * a], d, act);
+                let w = &w2[i * a..(i + 1) * a];
+                *o = if tables[3 * plane + i] > 0.0 {
+                    let e = &tables[if d > 0.0 { 0 } else { plane } + i * ap..][..a];
+                    softmax::log_prob_change_tabled(z, base, e, d * w[act])
+                } else {
+                    softmax::log_prob_change(z, base, w, d, act)
+                };
             }
         });
     }

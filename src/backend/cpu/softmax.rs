@@ -27,10 +27,21 @@ pub fn sample(z: &[f32], u: f32) -> usize {
     z.len() - 1
 }
 
+/// [`log_prob_change`] in product form: d·w[act] - log Σ_j π_j·e_j, with π = softmax(z) from
+/// (max, sum) and e_j = e^{d·w_j} from the tables (credit.rs); no exponential per parent, and no
+/// cancellation (every term positive). Summed in index order, as the kernel does.
+#[inline]
+pub fn log_prob_change_tabled(z: &[f32], (max, sum): (f32, f32), e: &[f32], dw_act: f32) -> f32 {
+    let inv = 1.0 / sum;
+    let s = z.iter().zip(e).fold(0.0f32, |s, (&v, &ej)| s + (exp_neg(v - max) * inv) * ej);
+    dw_act - s.ln()
+}
+
 /// log softmax(z + d·w)[act] - log softmax(z)[act]: the change in the log-probability of the
 /// action taken when a parent's flip moves the logits by d·w; (max, sum) = max_and_sum(z), the
 /// same for every parent of a row. Written as the change in the action's logit minus the change
-/// in log-sum-exp, so no large values cancel.
+/// in log-sum-exp, so no large values cancel. The per-edge form, for weights beyond the tables'
+/// range (credit.rs's renormalisation interval 0).
 #[inline]
 pub fn log_prob_change(z: &[f32], (max, sum): (f32, f32), w: &[f32], d: f32, act: usize) -> f32 {
     let max2 = z.iter().zip(w).fold(f32::NEG_INFINITY, |m, (&v, &wj)| m.max(v + d * wj));
