@@ -212,4 +212,3 @@ pub fn production_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baselin
     gradients(&be, &params, &mut ws, &shape, est, false, &baselines, &mut grads);
     grads.tensors().flatten().map(|&v| v as f64).collect()
 }
-
