@@ -300,6 +300,7 @@ fn selftest_on_the_kernel_emulation_checks_every_kernel_and_times_steps() {
         "bernoulli_sample",
         "credit_pass",
         "training step gradients, disarm",
+        "conv bandit step gradients, reinforce-nb",
         "timing: 1 hnca training steps",
         "all checks passed",
     ] {
