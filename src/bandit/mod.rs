@@ -127,7 +127,8 @@ pub struct BanditArgs {
     pub setup: crate::setup::SetupArgs,
 
     /// At the end, write every parameter as little-endian f32 to this file: per layer from the
-    /// pixels up, weights (in, out) then biases.
+    /// pixels up, weights then biases (a convolution's weights (k, k, c_in, c_out), a dense
+    /// layer's (in, out)).
     #[arg(long, value_name = "PATH")]
     pub save_params: Option<PathBuf>,
 
