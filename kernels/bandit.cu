@@ -118,14 +118,15 @@ KERNEL void softmax_credit(const SoftmaxCreditParams p) {
 }
 
 // A hidden bandit unit's logit gradient, out (b, n): HNCA p(1-p)(rho_1 - rho_0) coef[r] when
-// `flip` is given, else REINFORCE (z - p) coef[r].
+// `flip` is given, else REINFORCE (z - p) coef[r]. With rho_gradient, HNCA's gradient as the
+// reference code took it, differentiating through rho as well: p(1-p)(rho_1 - rho_0) rho_0 coef[r].
 struct BanditUnitParams {
     float* out;
     const float* logits;
     const float* z;
     const float* flip;
     const float* coef;
-    int b, n;
+    int b, n, rho_gradient;
 };
 
 KERNEL void bandit_unit_grad(const BanditUnitParams p) {
@@ -136,7 +137,8 @@ KERNEL void bandit_unit_grad(const BanditUnitParams p) {
     if (p.flip) {
         float rho1, rho0;
         hindsight_ratios(pk, p.z[i] > 0.5f ? p.flip[i] : -p.flip[i], &rho1, &rho0);
-        p.out[i] = c * (pk * (1.0f - pk) * (rho1 - rho0));
+        float g = pk * (1.0f - pk) * (rho1 - rho0);
+        p.out[i] = c * (p.rho_gradient ? g * rho0 : g);
     } else {
         p.out[i] = c * (p.z[i] - pk);
     }

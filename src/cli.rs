@@ -17,7 +17,7 @@ pub enum Command {
     /// Train the discrete VAE (a sigmoid belief net) on binarized MNIST.
     Vae(crate::vae::VaeArgs),
     /// Train an agent of Bernoulli units to classify MNIST digits from reward alone (the
-    /// paper's contextual bandit).
+    /// paper's contextual bandit; with --features conv, its nonlinear bandit).
     Bandit(crate::bandit::BanditArgs),
     /// Check every GPU kernel against the CPU backend on the real shapes, then time training
     /// steps of the VAE on the GPU.

@@ -136,6 +136,10 @@ pub mod stream {
     pub const fn bandit_init(layer: u32) -> u32 {
         make(7, layer, 0)
     }
+    /// The initial weights of the bandit's convolution layer `l` (1-based; step 0).
+    pub const fn bandit_conv_init(layer: u32) -> u32 {
+        make(7, layer, 1)
+    }
     /// The bandit's sample of hidden layer `l`, or its action (l = H + 1), in a training step.
     pub const fn bandit(layer: u32) -> u32 {
         make(8, layer, 0)

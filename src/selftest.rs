@@ -1,5 +1,6 @@
 //! `hnca selftest`: every kernel on the real shapes of the default model against the CPU
-//! backend, the gradients of one training step of every estimator, then the GPU's step rate.
+//! backend, the gradients of one training step of every estimator (and of the nonlinear
+//! bandit's, through its convolutions), then the GPU's step rate.
 
 use clap::Args;
 
@@ -8,6 +9,8 @@ use crate::backend::cuda::CudaDevice;
 use crate::backend::emu::emu_backend;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::{credit_tables_len, Backend, SampleMode};
+use crate::bandit::conv::conv_geoms;
+use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
 use crate::vae::estimator::{Estimator, EstimatorKind};
@@ -178,6 +181,17 @@ fn selftest<B: Backend>(be: &B, shape: &Shape, b: usize, steps: u64, sync: impl 
         let worst = worst_be.iter().zip(&worst_cpu).map(|(g, c)| normwise(g, c)).fold(0.0, f64::max);
         check(&format!("training step gradients, {}", kind.name()), worst, 1e-4);
     }
+    // The nonlinear bandit's default network (two 3x3 convolutions of 16 channels on 28x28
+    // images, 200 Bernoulli units, 10 actions): every gradient of one step of every estimator.
+    let geoms = conv_geoms(28, 28, 2, 16).map_err(Error::Config)?;
+    let conv_shape = AgentShape::with_conv(geoms, &[200], 10);
+    let (images, labels) = (bits(b * conv_shape.pixels(), 14), values(b, 15, 0.0, 10.0).iter().map(|v| v.floor()).collect::<Vec<_>>());
+    for est in BanditEstimator::ALL {
+        let on_be = bandit_step_gradients(be, &conv_shape, est, &images, &labels);
+        let on_cpu = bandit_step_gradients(&cpu, &conv_shape, est, &images, &labels);
+        let worst = on_be.iter().zip(&on_cpu).map(|(g, c)| normwise(g, c)).fold(0.0, f64::max);
+        check(&format!("conv bandit step gradients, {}", est.name()), worst, 1e-4);
+    }
     be.check().map_err(Error::Device)?;
 
     if steps > 0 {
@@ -190,6 +204,13 @@ fn selftest<B: Backend>(be: &B, shape: &Shape, b: usize, steps: u64, sync: impl 
         println!("timing: {done} hnca training steps of {:?} at batch {b}: {secs:.3} s, {:.1} steps/s", shape.sizes, done as f64 / secs);
     }
     Ok(failures)
+}
+
+/// Every gradient tensor of one bandit step of `est` on `images` (b, pixels), on the host.
+fn bandit_step_gradients<B: Backend>(be: &B, shape: &AgentShape, est: BanditEstimator, images: &[f32], labels: &[f32]) -> Vec<Vec<f32>> {
+    let mut trainer = BanditTrainer::new(be, shape.clone(), est, labels.len(), 1e-4, 3);
+    trainer.train_step(images, labels);
+    trainer.grads.tensors().map(|t| be.download(t)).collect()
 }
 
 /// Every gradient tensor of one step of `est`, on the host.

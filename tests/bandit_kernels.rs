@@ -1,12 +1,14 @@
 //! The bandit's kernels, compiled as C++ for the CPU (kernels/emu), against the CPU backend:
-//! each operation on ragged shapes, sampled actions bit for bit, then whole training steps.
+//! each operation on ragged shapes (the convolutions of the nonlinear bandit among them),
+//! sampled actions bit for bit, then whole training steps over pixels and over convolutions.
 
 mod common;
 
 use common::compare::assert_close_normwise;
 use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
-use hnca::backend::{credit_tables_len, Backend};
+use hnca::backend::{credit_tables_len, sample_grad_variance_slots, Backend, ConvGeom};
+use hnca::bandit::conv::conv_geoms;
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
 use hnca::rng::RngKey;
 
@@ -78,11 +80,66 @@ fn bandit_operations_match_the_cpu_and_actions_are_bit_identical() {
     }
 
     let unit_logits = data(b * p, 9, -6.0, 6.0);
-    for flip in [None, Some(&fc)] {
+    for (flip, rho_gradient, what) in [(None, false, "reinforce"), (Some(&fc), false, "hnca"), (Some(&fc), true, "hnca through rho")] {
         let (mut gc, mut ge) = (vec![0.0; b * p], vec![0.0; b * p]);
-        cpu.bandit_unit_grad(&mut gc, &unit_logits, &parent, flip, &coef, b, p);
-        emu.bandit_unit_grad(&mut ge, &unit_logits, &parent, flip, &coef, b, p);
-        assert_close_normwise(if flip.is_some() { "bandit_unit_grad hnca" } else { "bandit_unit_grad reinforce" }, &ge, &gc, 1e-5);
+        cpu.bandit_unit_grad(&mut gc, &unit_logits, &parent, flip, rho_gradient, &coef, b, p);
+        emu.bandit_unit_grad(&mut ge, &unit_logits, &parent, flip, rho_gradient, &coef, b, p);
+        assert_close_normwise(&format!("bandit_unit_grad {what}"), &ge, &gc, 1e-5);
+    }
+}
+
+/// The convolutions, the ReLU's gradient and the per-example gradient variance on shapes that
+/// are multiples of nothing (and one whose filter covers the whole image), and a batch whose
+/// outputs span several 256-thread blocks.
+#[test]
+fn convolution_operations_match_the_cpu() {
+    let (cpu, emu) = (Cpu::new(), emu_backend());
+    let shapes = [
+        (3, ConvGeom { height: 11, width: 9, c_in: 1, c_out: 5, k: 3 }),
+        (2, ConvGeom { height: 6, width: 7, c_in: 3, c_out: 4, k: 2 }),
+        (4, ConvGeom { height: 4, width: 4, c_in: 2, c_out: 1, k: 4 }),
+    ];
+    for (b, g) in shapes {
+        let what = |op: &str| format!("{op} {g:?} batch {b}");
+        let x = data(b * g.in_len(), 20, -1.0, 1.0);
+        let w = data(g.weights(), 21, -1.0, 1.0);
+        let bias = data(g.c_out, 22, -0.5, 0.5);
+        let (mut oc, mut oe) = (vec![0.0; b * g.out_len()], vec![0.0; b * g.out_len()]);
+        cpu.conv_relu_forward(&mut oc, &x, &w, &bias, b, g);
+        emu.conv_relu_forward(&mut oe, &x, &w, &bias, b, g);
+        assert_close_normwise(&what("conv_relu_forward"), &oe, &oc, 1e-6);
+        assert!(oc.contains(&0.0) && oc.iter().any(|&v| v > 0.0), "{}: the ReLU both cuts and passes", what("conv_relu_forward"));
+
+        let dout = data(b * g.out_len(), 23, -1.0, 1.0);
+        let (mut dc, mut de) = (vec![0.0; b * g.in_len()], vec![0.0; b * g.in_len()]);
+        cpu.conv_backward_input(&mut dc, &dout, &w, b, g);
+        emu.conv_backward_input(&mut de, &dout, &w, b, g);
+        assert_close_normwise(&what("conv_backward_input"), &de, &dc, 1e-6);
+
+        let (mut gwc, mut gbc) = (vec![0.0; b * g.weights()], vec![0.0; b * g.c_out]);
+        let (mut gwe, mut gbe) = (vec![0.0; b * g.weights()], vec![0.0; b * g.c_out]);
+        cpu.conv_sample_grads(&mut gwc, &mut gbc, &x, &dout, b, g);
+        emu.conv_sample_grads(&mut gwe, &mut gbe, &x, &dout, b, g);
+        assert_close_normwise(&what("conv_sample_grads weights"), &gwe, &gwc, 1e-6);
+        assert_close_normwise(&what("conv_sample_grads biases"), &gbe, &gbc, 1e-6);
+
+        let (mut rc, mut re) = (dout.clone(), dout.clone());
+        cpu.relu_backward(&mut rc, &oc, b * g.out_len());
+        emu.relu_backward(&mut re, &oc, b * g.out_len());
+        assert_eq!(rc, re, "{}", what("relu_backward"));
+
+        let (dw, db) = (data(g.weights(), 24, -0.3, 0.3), data(g.c_out, 25, -0.3, 0.3));
+        let slots = sample_grad_variance_slots(b, g.weights(), g.c_out);
+        let (mut pc, mut pe) = (vec![f64::NAN; 4 * (slots + 2)], vec![f64::NAN; 4 * (slots + 2)]);
+        cpu.sample_grad_variance(&mut pc, 1, &gwc, &gbc, &dw, &db, b, g.weights(), g.c_out);
+        emu.sample_grad_variance(&mut pe, 1, &gwc, &gbc, &dw, &db, b, g.weights(), g.c_out);
+        let total = |p: &[f64], i: usize| p[4..4 * (slots + 1)].chunks(4).map(|s| s[i]).sum::<f64>();
+        for i in 0..4 {
+            let (c, e) = (total(&pc, i), total(&pe, i));
+            assert!((c - e).abs() <= 1e-5 * c.abs() && c > 0.0, "{}: sum {i}: {e} vs {c}", what("sample_grad_variance"));
+        }
+        assert!(pc[..4].iter().chain(&pe[..4]).all(|v| v.is_nan()), "wrote before its first slot");
+        assert!(pc[4 * (slots + 1)..].iter().chain(&pe[4 * (slots + 1)..]).all(|v| v.is_nan()), "wrote past its slots");
     }
 }
 
@@ -92,11 +149,15 @@ fn bandit_operations_match_the_cpu_and_actions_are_bit_identical() {
 /// a gradient nearly cancels, and a bias that starts at zero is made of such updates alone).
 fn assert_whole_bandit_steps_match_the_cpu(shape: &AgentShape, b: usize, tol: f32) {
     let (cpu, emu) = (Cpu::new(), emu_backend());
-    let x = bits(b * shape.width(0), 10);
+    let x = bits(b * shape.pixels(), 10);
     let labels: Vec<f32> = data(b, 11, 0.0, 10.0).iter().map(|v| v.floor()).collect();
-    for est in BanditEstimator::ALL {
+    // With convolutions, HNCA differentiated through ρ too (--rho-gradient).
+    let through_rho = (!shape.conv.is_empty()).then_some((BanditEstimator::Hnca, true));
+    for (est, rho_gradient) in BanditEstimator::ALL.into_iter().map(|e| (e, false)).chain(through_rho) {
         let mut tc = BanditTrainer::new(&cpu, shape.clone(), est, b, 1e-3, 6);
         let mut te = BanditTrainer::new(&emu, shape.clone(), est, b, 1e-3, 6);
+        tc.rho_gradient = rho_gradient;
+        te.rho_gradient = rho_gradient;
         for step in 0..3 {
             tc.train_step(&x, &labels);
             te.train_step(&x, &labels);
@@ -129,6 +190,13 @@ fn assert_whole_bandit_steps_match_the_cpu(shape: &AgentShape, b: usize, tol: f3
 #[test]
 fn whole_bandit_training_steps_match_the_cpu_for_every_estimator() {
     assert_whole_bandit_steps_match_the_cpu(&AgentShape::new(30, &[13, 9, 7], 10), 40, 1e-5);
+}
+
+/// The nonlinear bandit: two convolutions over a 12x10 image, Bernoulli layers above them.
+#[test]
+fn whole_conv_bandit_training_steps_match_the_cpu_for_every_estimator() {
+    let shape = AgentShape::with_conv(conv_geoms(12, 10, 2, 3).unwrap(), &[9, 7], 10);
+    assert_whole_bandit_steps_match_the_cpu(&shape, 6, 1e-5);
 }
 
 /// Widths and a batch that cross every launch constant (tests/common/mod.rs, WIDE_*). The

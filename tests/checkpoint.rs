@@ -173,3 +173,32 @@ fn the_bandit_resumes_exactly_and_its_checkpoints_are_not_the_vaes() {
     let stderr = stderr_of(bandit().args(["--resume", "a.ck", "--estimator", "reinforce"]));
     assert!(error_line(&stderr).contains("a.ck: does not match this run: --estimator hnca (checkpoint) vs reinforce"), "{stderr}");
 }
+
+/// The nonlinear bandit (`--features conv`, through ρ as well) resumed mid-epoch ends
+/// byte-identical to a straight run; its checkpoint refuses a different feature network.
+#[test]
+fn the_conv_bandit_resumes_exactly_and_refuses_another_feature_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let conv_bandit = |channels: &str| {
+        let mut cmd = Command::cargo_bin("hnca").unwrap();
+        cmd.current_dir(d).args(["bandit", "--features", "conv", "--conv-channels", channels, "--layers", "16", "--batch-size", "100"]);
+        cmd.args(["--test-every", "0", "--device", "cpu", "--rho-gradient"]);
+        cmd
+    };
+    let bandit = || conv_bandit("2");
+    bandit().args(["--steps", "90", "--save", "straight.ck"]).assert().success();
+    bandit().args(["--steps", "40", "--save", "a.ck"]).assert().success();
+    bandit().args(["--steps", "90", "--resume", "a.ck", "--save", "a.ck"]).assert().success();
+    assert!(std::fs::read(d.join("straight.ck")).unwrap() == std::fs::read(d.join("a.ck")).unwrap(), "resumed conv bandit differs");
+    let ck = Checkpoint::load(&d.join("a.ck")).unwrap();
+    assert_eq!((ck.str_field("features").unwrap(), ck.u64_field("conv_channels").unwrap()), ("conv", 2));
+    assert!(ck.bool_field("rho_gradient").unwrap());
+    assert!(ck.tensors.iter().any(|(name, v)| name == "param/conv2.w" && v.len() == 3 * 3 * 2 * 2));
+    let stderr = stderr_of(conv_bandit("3").args(["--resume", "a.ck"]));
+    assert!(error_line(&stderr).contains("--conv-channels 2 (checkpoint) vs 3"), "{stderr}");
+    let mut linear = Command::cargo_bin("hnca").unwrap();
+    linear.current_dir(d).args(["bandit", "--layers", "16", "--batch-size", "100", "--device", "cpu", "--resume", "a.ck"]);
+    let stderr = stderr_of(&mut linear);
+    assert!(error_line(&stderr).contains("--features conv (checkpoint) vs linear"), "{stderr}");
+}

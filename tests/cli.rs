@@ -300,6 +300,7 @@ fn selftest_on_the_kernel_emulation_checks_every_kernel_and_times_steps() {
         "bernoulli_sample",
         "credit_pass",
         "training step gradients, disarm",
+        "conv bandit step gradients, reinforce-nb",
         "timing: 1 hnca training steps",
         "all checks passed",
     ] {
@@ -365,4 +366,49 @@ fn bandit_trains_writes_metrics_and_reproduces_from_a_seed() {
     assert_user_error(&["bandit", "--layers", "0"], 2, "--layers");
     assert_user_error(&["bandit", "--lr", "-1"], 2, "--lr");
     assert_user_error(&["bandit", "--data-dir", "/nonexistent-hnca-dir"], 1, "nonexistent-hnca-dir");
+}
+
+/// `--features conv`: the nonlinear bandit trains, logs its feature network and one gradient
+/// variance per layer (two convolutions, the Bernoulli layer, the softmax), reproduces from its
+/// seed, names `--rho-gradient` in its estimator, and refuses what it cannot run.
+#[test]
+fn the_conv_bandit_trains_writes_metrics_and_reproduces_from_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (rep, est, extra) in [(0, "hnca", &[][..]), (1, "hnca", &[][..]), (2, "reinforce", &[][..]), (3, "hnca", &["--rho-gradient"][..])] {
+        let path = dir.path().join(format!("c{rep}.jsonl"));
+        let test_every = if rep == 0 { "1" } else { "0" };
+        let out = hnca()
+            .args(["bandit", "--features", "conv", "--conv-channels", "4", "--steps", "40", "--seed", "2", "--estimator", est])
+            .args(["--test-every", test_every])
+            .args(extra)
+            .arg("--metrics")
+            .arg(&path)
+            .assert()
+            .success();
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(stderr.contains("2 conv layers of 4 channels") && stderr.contains("hidden layers [200]"), "{stderr}");
+        assert_eq!(stderr.contains("differentiating through rho"), !extra.is_empty(), "{stderr}");
+        let m = read_metrics(&path).remove(0);
+        let label = if extra.is_empty() { est.to_string() } else { format!("{est}+rho-gradient") };
+        assert_eq!((m["experiment"].as_str(), m["estimator"].as_str(), m["step"].as_u64()), (Some("bandit"), Some(label.as_str()), Some(40)));
+        assert_eq!((m["features"].as_str(), m["conv_layers"].as_u64(), m["conv_channels"].as_u64()), (Some("conv"), Some(2), Some(4)));
+        assert_eq!(m["layers"], serde_json::json!([200]));
+        assert_eq!(m["grad_var_layers"].as_array().unwrap().len(), 4, "two convolutions, the Bernoulli layer and the softmax");
+        if rep == 0 {
+            let acc = m["test_accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "test accuracy {acc}");
+        }
+        runs.push((m["train_accuracy"].as_f64().unwrap(), m["grad_var"].as_f64().unwrap()));
+    }
+    assert_eq!(runs[0], runs[1], "the same seed gave different runs");
+    assert_ne!(runs[0], runs[2]);
+    assert_ne!(runs[0].1, runs[3].1, "--rho-gradient changed nothing");
+    assert_user_error(&["bandit", "--features", "conv", "--conv-layers", "0"], 2, "--conv-layers must be 1 to 16");
+    assert_user_error(&["bandit", "--features", "conv", "--conv-channels", "0"], 2, "--conv-channels must be 1 to 256");
+    assert_user_error(&["bandit", "--features", "conv", "--conv-layers", "14"], 2, "at most 13 layers fit");
+    assert_user_error(&["bandit", "--conv-layers", "2"], 2, "--features conv");
+    assert_user_error(&["bandit", "--rho-gradient"], 2, "needs --features conv");
+    assert_user_error(&["bandit", "--features", "conv", "--rho-gradient", "--estimator", "reinforce"], 2, "does not apply to --estimator reinforce");
+    assert_user_error(&["bandit", "--features", "conv", "--conv-channels", "256", "--batch-size", "60000"], 2, "more than 2^31");
 }

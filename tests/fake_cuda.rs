@@ -66,20 +66,29 @@ fn training_steps_through_cudarc_and_the_emulated_driver_match_the_cpu() {
 }
 
 /// Two bandit steps of every estimator through cudarc and the emulated driver against the CPU, on
-/// shapes that cross every launch constant: identical actions and samples, gradients within
-/// 1e-5 normwise.
+/// shapes that cross every launch constant, and over convolutions (with HNCA through ρ as
+/// well): identical actions and samples, gradients within 1e-5 normwise.
 #[test]
 fn bandit_steps_through_cudarc_and_the_emulated_driver_match_the_cpu() {
     let Some(device) = fake_cuda::open_or_skip() else { return };
     let gpu = KernelBackend::new(device);
     let cpu = Cpu::new();
-    let shape = AgentShape::new(common::WIDE_INPUTS, &common::WIDE_BANDIT_LAYERS, 10);
-    let b = common::WIDE_BATCH;
-    let x: Vec<f32> = (0..b * shape.width(0)).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8 as f32).collect();
+    let wide = AgentShape::new(common::WIDE_INPUTS, &common::WIDE_BANDIT_LAYERS, 10);
+    let conv = AgentShape::with_conv(hnca::bandit::conv::conv_geoms(13, 11, 2, 5).unwrap(), &[70, 9], 10);
+    for (shape, b) in [(wide, common::WIDE_BATCH), (conv, 5)] {
+        assert_bandit_steps_match_the_cpu(&gpu, &cpu, &shape, b);
+    }
+}
+
+fn assert_bandit_steps_match_the_cpu(gpu: &KernelBackend<hnca::backend::cuda::CudaDevice>, cpu: &Cpu, shape: &AgentShape, b: usize) {
+    let x: Vec<f32> = (0..b * shape.pixels()).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8 as f32).collect();
     let labels: Vec<f32> = (0..b).map(|r| (r * 3 % 10) as f32).collect();
-    for est in BanditEstimator::ALL {
-        let mut tg = BanditTrainer::new(&gpu, shape.clone(), est, b, 1e-3, 2);
-        let mut tc = BanditTrainer::new(&cpu, shape.clone(), est, b, 1e-3, 2);
+    let through_rho = (!shape.conv.is_empty()).then_some((BanditEstimator::Hnca, true));
+    for (est, rho_gradient) in BanditEstimator::ALL.into_iter().map(|e| (e, false)).chain(through_rho) {
+        let mut tg = BanditTrainer::new(gpu, shape.clone(), est, b, 1e-3, 2);
+        let mut tc = BanditTrainer::new(cpu, shape.clone(), est, b, 1e-3, 2);
+        tg.rho_gradient = rho_gradient;
+        tc.rho_gradient = rho_gradient;
         for step in 0..2 {
             tg.train_step(&x, &labels);
             tc.train_step(&x, &labels);
@@ -90,7 +99,7 @@ fn bandit_steps_through_cudarc_and_the_emulated_driver_match_the_cpu() {
             }
             for (i, (g, c)) in tg.grads.tensors().zip(tc.grads.tensors()).enumerate() {
                 let d = normwise(&gpu.download(g), c);
-                assert!(d <= 1e-5, "{} step {step} gradient tensor {i}: normwise difference {d}", est.name());
+                assert!(d <= 1e-5, "{} {:?} step {step} gradient tensor {i}: normwise difference {d}", est.name(), shape.conv);
             }
         }
     }
@@ -104,16 +113,17 @@ fn read_params(path: &std::path::Path) -> Vec<f32> {
     std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// Runs `hnca SUBCOMMAND --estimator EST --steps STEPS` on the small model with `--device cuda`
-/// (the emulated driver) and `--device cpu`; returns each run's first metrics line and final
-/// parameters, cuda first.
-fn cuda_and_cpu_runs(dir: &std::path::Path, subcommand: &str, est: &str, steps: &str) -> [(serde_json::Value, Vec<f32>); 2] {
+/// Runs `hnca SUBCOMMAND --estimator EST --steps STEPS` on the small model (and `extra`) with
+/// `--device cuda` (the emulated driver) and `--device cpu`; returns each run's first metrics
+/// line and final parameters, cuda first.
+fn cuda_and_cpu_runs(dir: &std::path::Path, subcommand: &str, est: &str, steps: &str, extra: &[&str]) -> [(serde_json::Value, Vec<f32>); 2] {
     ["cuda", "cpu"].map(|device| {
-        let metrics = dir.join(format!("{subcommand}-{est}-{device}.jsonl"));
-        let params = dir.join(format!("{subcommand}-{est}-{device}.f32"));
+        let metrics = dir.join(format!("{subcommand}-{est}-{}-{device}.jsonl", extra.len()));
+        let params = dir.join(format!("{subcommand}-{est}-{}-{device}.f32", extra.len()));
         let out = hnca_bin()
             .env("LD_LIBRARY_PATH", fake_cuda::library_path())
             .args([subcommand, "--device", device, "--estimator", est, "--layers", "16,8", "--batch-size", "20", "--steps", steps])
+            .args(extra)
             .args(["--test-every", "0", "--seed", "3", "--metrics"])
             .arg(&metrics)
             .arg("--save-params")
@@ -136,7 +146,7 @@ fn fifty_steps_on_device_cuda_agree_with_device_cpu_for_every_estimator() {
     }
     let dir = tempfile::tempdir().unwrap();
     for kind in EstimatorKind::ALL {
-        let [(mg, pg), (mc, pc)] = &cuda_and_cpu_runs(dir.path(), "vae", kind.name(), "50");
+        let [(mg, pg), (mc, pc)] = &cuda_and_cpu_runs(dir.path(), "vae", kind.name(), "50", &[]);
         assert_eq!(mg["step"], 50);
         for field in ["train_elbo", "grad_var"] {
             let (g, c) = (mg[field].as_f64().unwrap(), mc[field].as_f64().unwrap());
@@ -180,8 +190,9 @@ fn bandit_on_device_cuda_agrees_with_device_cpu() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for est in ["hnca", "reinforce"] {
-        let [(mg, pg), (mc, pc)] = &cuda_and_cpu_runs(dir.path(), "bandit", est, "40");
+    let conv: &[&str] = &["--features", "conv", "--conv-channels", "3"];
+    for (est, extra) in [("hnca", &[][..]), ("reinforce", &[][..]), ("hnca", conv), ("reinforce", conv)] {
+        let [(mg, pg), (mc, pc)] = &cuda_and_cpu_runs(dir.path(), "bandit", est, "40", extra);
         assert_eq!(mg["step"], 40);
         // Identical actions give identical rewards (the GPU averages them in f32); the variances
         // agree to f32 rounding.
@@ -243,9 +254,10 @@ fn a_device_step_is_one_graph_launch_with_nothing_read_back() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let runs: [(&str, &[&str]); 2] = [
+    let runs: [(&str, &[&str]); 3] = [
         ("vae", &["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", "hnca"]),
         ("bandit", &["bandit", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0"]),
+        ("conv-bandit", &["bandit", "--device", "cuda", "--features", "conv", "--conv-channels", "2", "--layers", "8", "--batch-size", "4", "--test-every", "0"]),
     ];
     for (name, args) in runs {
         let calls: Vec<_> = [100, 200]

@@ -56,7 +56,11 @@ fn assert_gemms_match_the_cpu<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str, sh
         cpu.matmul_backward_weight(&mut dw_c, &inp, &dout, b, k, n);
         be.matmul_backward_weight(&mut dw_e, &inp, &dout, b, k, n);
         assert_close(&format!("{what} matmul_backward_weight {:?}", (b, k, n)), &dw_e, &dw_c, 1e-5);
-        outputs.extend(out_e.iter().chain(&dw_e));
+        let (mut di_c, mut di_e) = (vec![0.0; b * k], vec![0.0; b * k]);
+        cpu.matmul_backward_input(&mut di_c, &dout, &w, b, k, n);
+        be.matmul_backward_input(&mut di_e, &dout, &w, b, k, n);
+        assert_close(&format!("{what} matmul_backward_input {:?}", (b, k, n)), &di_e, &di_c, 1e-5);
+        outputs.extend(out_e.iter().chain(&dw_e).chain(&di_e));
     }
     outputs
 }

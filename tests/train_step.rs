@@ -295,7 +295,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
 #[test]
 fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
     let be = Cpu::new();
-    let shape = AgentShape { sizes: SIZES.to_vec() };
+    let shape = AgentShape::new(SIZES[0], &SIZES[1..SIZES.len() - 1], SIZES[SIZES.len() - 1]);
     let b = 16;
     let inputs: Vec<Vec<f64>> = (0..b).map(|r| (0..3).map(|j| (((r % 8) >> j) & 1) as f64).collect()).collect();
     let x: Vec<f32> = inputs.iter().flatten().map(|&v| v as f32).collect();

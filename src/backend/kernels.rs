@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{grad_variance_slots, AdamHyper, Backend, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
+mod backprop;
+
+use super::{grad_variance_slots, AdamHyper, Backend, ConvGeom, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::data::Binarize;
 use crate::rng::RngKey;
 
@@ -340,6 +342,41 @@ impl<D: Device> Backend for KernelBackend<D> {
         });
     }
 
+    fn matmul_backward_input(&self, dinp: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, k: usize, n: usize) {
+        self.launch_matmul_backward_input(dinp, dout, w, b, k, n);
+    }
+
+    fn conv_relu_forward(&self, out: &mut D::Buf, x: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, g: ConvGeom) {
+        self.launch_conv_relu_forward(out, x, w, bias, b, g);
+    }
+
+    fn conv_backward_input(&self, dx: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, g: ConvGeom) {
+        self.launch_conv_backward_input(dx, dout, w, b, g);
+    }
+
+    fn conv_sample_grads(&self, gw: &mut D::Buf, gb: &mut D::Buf, x: &D::Buf, dout: &D::Buf, b: usize, g: ConvGeom) {
+        self.launch_conv_sample_grads(gw, gb, x, dout, b, g);
+    }
+
+    fn relu_backward(&self, g: &mut D::Buf, act: &D::Buf, n: usize) {
+        self.launch_relu_backward(g, act, n);
+    }
+
+    fn sample_grad_variance(
+        &self,
+        partials: &mut D::Array<f64>,
+        first_slot: usize,
+        gw: &D::Buf,
+        gb: &D::Buf,
+        dw: &D::Buf,
+        db: &D::Buf,
+        b: usize,
+        nw: usize,
+        nb: usize,
+    ) {
+        self.launch_sample_grad_variance(partials, first_slot, gw, gb, dw, db, b, nw, nb);
+    }
+
     fn column_mean(&self, out: &mut D::Buf, x: &D::Buf, b: usize, n: usize) {
         let mut keep = Guards::new(&self.device);
         let p = ColumnMeanParams { out: keep.ptr_mut(out), x: keep.ptr(x), b: b as i32, n: n as i32 };
@@ -628,7 +665,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         d.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
     }
 
-    fn bandit_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, flip: Option<&D::Buf>, coef: &D::Buf, b: usize, n: usize) {
+    fn bandit_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, flip: Option<&D::Buf>, rho_gradient: bool, coef: &D::Buf, b: usize, n: usize) {
         let d = &self.device;
         let mut keep = Guards::new(d);
         let p = BanditUnitParams {
@@ -639,6 +676,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             coef: keep.ptr(coef),
             b: b as i32,
             n: n as i32,
+            rho_gradient: rho_gradient as i32,
         };
         d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }

@@ -162,6 +162,49 @@ pub fn grad_variance_slots(b: usize, k: usize, n: usize) -> usize {
     b + (k * n + n).div_ceil(kernels::launch::GV_CHUNK as usize)
 }
 
+/// Slots of gradient-variance partial sums that [`Backend::sample_grad_variance`] writes for a
+/// layer of `nw` weights and `nb` biases: one per row, then one per chunk of its parameters.
+pub fn sample_grad_variance_slots(b: usize, nw: usize, nb: usize) -> usize {
+    b + (nw + nb).div_ceil(kernels::launch::GV_CHUNK as usize)
+}
+
+/// One convolution's shape: inputs (b, height, width, c_in) in channels-last order, `c_out`
+/// filters of k×k, stride 1 and no padding ("VALID"), so outputs are (b, height - k + 1,
+/// width - k + 1, c_out). Weights are (k, k, c_in, c_out): one tap's weights to every output
+/// channel are contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub height: usize,
+    pub width: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+}
+
+impl ConvGeom {
+    pub fn out_height(&self) -> usize {
+        self.height + 1 - self.k
+    }
+    pub fn out_width(&self) -> usize {
+        self.width + 1 - self.k
+    }
+    /// Values of one example's input.
+    pub fn in_len(&self) -> usize {
+        self.height * self.width * self.c_in
+    }
+    /// Values of one example's output.
+    pub fn out_len(&self) -> usize {
+        self.out_height() * self.out_width() * self.c_out
+    }
+    /// Values of one filter tap's patch, k·k·c_in: a row of im2col.
+    pub fn patch(&self) -> usize {
+        self.k * self.k * self.c_in
+    }
+    pub fn weights(&self) -> usize {
+        self.patch() * self.c_out
+    }
+}
+
 pub trait Backend {
     type Buf;
     /// Arrays of the other element types.
@@ -214,8 +257,24 @@ pub trait Backend {
     fn matmul_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, k: usize, n: usize);
     /// dw (k, n) = inpᵀ (k, b) · dout (b, n) / b: the batch mean of per-example outer products.
     fn matmul_backward_weight(&self, dw: &mut Self::Buf, inp: &Self::Buf, dout: &Self::Buf, b: usize, k: usize, n: usize);
+    /// dinp (b, k) = dout (b, n) · wᵀ: the gradient that reaches a dense layer's input. w (k, n).
+    fn matmul_backward_input(&self, dinp: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, b: usize, k: usize, n: usize);
     /// out (n) = mean over rows of x (b, n).
     fn column_mean(&self, out: &mut Self::Buf, x: &Self::Buf, b: usize, n: usize);
+
+    /// out (b, oh, ow, c_out) = max(0, x ⊛ w + bias): a convolution of `g`'s shape and a ReLU.
+    /// x (b, height, width, c_in), w (k, k, c_in, c_out), bias (c_out).
+    fn conv_relu_forward(&self, out: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, g: ConvGeom);
+    /// dx (b, height, width, c_in): the gradient that reaches a convolution's input from the
+    /// gradient dout (b, oh, ow, c_out) of its output (before the ReLU). w (k, k, c_in, c_out).
+    fn conv_backward_input(&self, dx: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, b: usize, g: ConvGeom);
+    /// A convolution's per-example gradients from dout (b, oh, ow, c_out), the gradient of its
+    /// output before the ReLU: gw (b, k·k·c_in·c_out), row r = Σ over output positions of x's
+    /// patch there times dout[r, position, :]; gb (b, c_out) = Σ over positions of dout[r].
+    /// x (b, height, width, c_in). Their column means are the batch's gradients.
+    fn conv_sample_grads(&self, gw: &mut Self::Buf, gb: &mut Self::Buf, x: &Self::Buf, dout: &Self::Buf, b: usize, g: ConvGeom);
+    /// g (n) = 0 wherever act (n), a ReLU's output, is not positive: the gradient through it.
+    fn relu_backward(&self, g: &mut Self::Buf, act: &Self::Buf, n: usize);
 
     /// Fused Bernoulli layer: z (b, n) from logits (b, n) with u = key.uniform(row·n + j) and
     /// p = clip(σ(logit)), the key's step advanced by the clock's when there is one. With
@@ -340,13 +399,16 @@ pub trait Backend {
     );
     /// A hidden bandit unit's logit gradient, out (b, n): HNCA, p(1-p)·(ρ_1 - ρ_0)·coef[r], with the
     /// hindsight ratios from `flip` (the change in the children's log-likelihood when the unit
-    /// flips); or REINFORCE, (z - p)·coef[r], without it.
+    /// flips); or REINFORCE, (z - p)·coef[r], without it. With `rho_gradient` (HNCA only), the
+    /// biased variant that also differentiates ρ with respect to p: p(1-p)·(ρ_1 - ρ_0)·ρ_0·coef[r]
+    /// (d/dp of p·(ρ_1 - ρ_0) with P_0, P_1 fixed is (ρ_1 - ρ_0)·ρ_0).
     fn bandit_unit_grad(
         &self,
         out: &mut Self::Buf,
         logits: &Self::Buf,
         z: &Self::Buf,
         flip: Option<&Self::Buf>,
+        rho_gradient: bool,
         coef: &Self::Buf,
         b: usize,
         n: usize,
@@ -368,6 +430,22 @@ pub trait Backend {
         b: usize,
         k: usize,
         n: usize,
+    );
+
+    /// The same partial sums for a layer whose per-example gradients are given whole: gw (b, nw)
+    /// and gb (b, nb), with their batch means dw (nw) and db (nb); Σ_r |gw_r|², Σ_r |gb_r|²,
+    /// |dw|², |db|² into [`sample_grad_variance_slots`]`(b, nw, nb)` slots from `first_slot`.
+    fn sample_grad_variance(
+        &self,
+        partials: &mut Self::Array<f64>,
+        first_slot: usize,
+        gw: &Self::Buf,
+        gb: &Self::Buf,
+        dw: &Self::Buf,
+        db: &Self::Buf,
+        b: usize,
+        nw: usize,
+        nb: usize,
     );
 
     /// After a step: the term means of terms (b, t), the objective, the baselines' running

@@ -1,11 +1,14 @@
 //! The contextual bandit of HNCA.md §3: an agent of Bernoulli hidden layers and a softmax over
 //! the ten digits, rewarded 1 for naming the digit. The output layer learns by REINFORCE; every
 //! hidden layer by HNCA (its children are the next layer's units, or for the last hidden layer
-//! the softmax unit) or by REINFORCE. Its command line, agent, trainer and checkpoint contents;
-//! the generic parts (backend, data, run driver) do not know it.
+//! the softmax unit) or by REINFORCE. The Bernoulli layers see the pixels, or (the paper's
+//! nonlinear bandit, `--features conv`) the output of convolution layers trained by
+//! backpropagating the first Bernoulli layer's gradient. Its command line, agent, trainer and
+//! checkpoint contents; the generic parts (backend, data, run driver) do not know it.
 
 pub mod agent;
 pub mod checkpoint;
+pub mod conv;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -36,11 +39,56 @@ pub const DESCRIPTION: Description = Description {
     figure_title: "Contextual bandit on MNIST",
 };
 
+/// What the first Bernoulli layer sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Features {
+    /// The pixels: its logits are linear in them (the paper's contextual bandit).
+    Linear,
+    /// The output of convolution layers (3x3, stride 1, no padding, ReLU; see --conv-layers and
+    /// --conv-channels) trained by backpropagating the first Bernoulli layer's gradient (the
+    /// paper's nonlinear contextual bandit).
+    Conv,
+}
+
+impl Features {
+    pub fn name(self) -> &'static str {
+        match self {
+            Features::Linear => "linear",
+            Features::Conv => "conv",
+        }
+    }
+}
+
+/// The feature network's defaults (the reference's nonlinear bandit).
+pub const DEFAULT_CONV_LAYERS: usize = 2;
+pub const DEFAULT_CONV_CHANNELS: usize = 16;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BanditArgs {
-    /// Widths of the hidden Bernoulli layers, from the pixels upward.
-    #[arg(long, value_delimiter = ',', default_value = "200,200,200")]
-    pub layers: Vec<usize>,
+    /// Widths of the hidden Bernoulli layers, from the input upward [default: 200,200,200; with
+    /// --features conv, 200].
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+
+    /// What the first Bernoulli layer sees: the pixels, or convolutional features learnt by
+    /// backpropagation.
+    #[arg(long, value_enum, default_value_t = Features::Linear)]
+    pub features: Features,
+
+    /// With --features conv: the number of convolution layers (each 3x3, shrinking the image by
+    /// 2 pixels) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub conv_layers: Option<usize>,
+
+    /// With --features conv: the channels of every convolution layer [default: 16].
+    #[arg(long, value_name = "N")]
+    pub conv_channels: Option<usize>,
+
+    /// With --features conv and an HNCA estimator: differentiate through the hindsight ratios ρ
+    /// as well, as the reference code of the nonlinear bandit did. This is biased (HNCA needs ρ
+    /// held fixed); an ablation.
+    #[arg(long)]
+    pub rho_gradient: bool,
 
     /// Gradient estimator for the hidden layers (the softmax output always uses REINFORCE);
     /// the plain names use the 0.99 running-average reward baseline, `-nb` none.
@@ -79,7 +127,8 @@ pub struct BanditArgs {
     pub setup: crate::setup::SetupArgs,
 
     /// At the end, write every parameter as little-endian f32 to this file: per layer from the
-    /// pixels up, weights (in, out) then biases.
+    /// pixels up, weights then biases (a convolution's weights (k, k, c_in, c_out), a dense
+    /// layer's (in, out)).
     #[arg(long, value_name = "PATH")]
     pub save_params: Option<PathBuf>,
 
@@ -91,8 +140,27 @@ impl BanditArgs {
     /// Checks every value a run could not use.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: String| Err(Error::Config(msg));
-        if self.layers.is_empty() || self.layers.len() > 16 || self.layers.iter().any(|&w| w == 0 || w > 4096) {
-            return bad(format!("--layers must be 1 to 16 layers of 1 to 4096 units, got {:?}", self.layers));
+        let layers = self.hidden_layers();
+        if layers.is_empty() || layers.len() > 16 || layers.iter().any(|&w| w == 0 || w > 4096) {
+            return bad(format!("--layers must be 1 to 16 layers of 1 to 4096 units, got {layers:?}"));
+        }
+        if self.features == Features::Linear && (self.conv_layers.is_some() || self.conv_channels.is_some()) {
+            return bad("--conv-layers and --conv-channels shape the convolution layers of --features conv".into());
+        }
+        if self.features == Features::Conv {
+            let (l, c) = (self.conv_layers(), self.conv_channels());
+            if l == 0 || l > conv::MAX_LAYERS {
+                return bad(format!("--conv-layers must be 1 to {}, got {l}", conv::MAX_LAYERS));
+            }
+            if c == 0 || c > conv::MAX_CHANNELS {
+                return bad(format!("--conv-channels must be 1 to {}, got {c}", conv::MAX_CHANNELS));
+            }
+        }
+        if self.rho_gradient && self.features != Features::Conv {
+            return bad("--rho-gradient is an ablation of the nonlinear bandit; it needs --features conv".into());
+        }
+        if self.rho_gradient && !self.estimator.is_hnca() {
+            return bad(format!("--rho-gradient changes HNCA's gradient; it does not apply to --estimator {}", self.estimator.name()));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("--lr must be a positive number, got {}", self.lr));
@@ -107,14 +175,46 @@ impl BanditArgs {
     }
 }
 
+impl BanditArgs {
+    /// The hidden Bernoulli layers' widths, given or by default.
+    pub fn hidden_layers(&self) -> Vec<usize> {
+        match (&self.layers, self.features) {
+            (Some(l), _) => l.clone(),
+            (None, Features::Linear) => vec![200, 200, 200],
+            (None, Features::Conv) => vec![200],
+        }
+    }
+    pub fn conv_layers(&self) -> usize {
+        self.conv_layers.unwrap_or(DEFAULT_CONV_LAYERS)
+    }
+    pub fn conv_channels(&self) -> usize {
+        self.conv_channels.unwrap_or(DEFAULT_CONV_CHANNELS)
+    }
+    /// The feature network in words, for the opening line.
+    fn features_line(&self) -> String {
+        match self.features {
+            Features::Linear => String::new(),
+            Features::Conv => format!(
+                ", {} conv layers of {} channels{}",
+                self.conv_layers(),
+                self.conv_channels(),
+                if self.rho_gradient { ", differentiating through rho" } else { "" }
+            ),
+        }
+    }
+}
+
 /// `hnca bandit`: validates, sets up, and trains on the GPU or the CPU.
 pub fn run(args: &BanditArgs) -> Result<(), Error> {
     args.validate()?;
     let Setup { dir, data, gpu, place } = set_up(&args.setup, "training")?;
+    // The convolutions' fit to the images, before anything is allocated.
+    checkpoint::BanditRun::new(args, &data.train)?;
     eprintln!(
-        "hnca bandit: {} on {place}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
+        "hnca bandit: {} on {place}{}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         args.estimator.name(),
-        args.layers,
+        args.features_line(),
+        args.hidden_layers(),
         args.batch_size,
         args.lr,
         args.seed,
@@ -131,7 +231,7 @@ pub fn run(args: &BanditArgs) -> Result<(), Error> {
 
 /// Trains the agent as configured, printing one line per epoch; returns every epoch's metrics.
 pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
-    let mut exp = BanditExperiment::new(be, args, &data.train);
+    let mut exp = BanditExperiment::new(be, args, &data.train)?;
     drive(&mut exp, &args.run_options(), data)
 }
 

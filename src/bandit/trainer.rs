@@ -29,6 +29,8 @@ pub struct BanditTrainer<'a, B: Backend> {
     pub step: u64,
     pub lr: f32,
     pub seed: u64,
+    /// HNCA's ablation that differentiates through ρ (`--rho-gradient`; biased).
+    pub rho_gradient: bool,
     /// The step as one replayable recording, once made (see the VAE's trainer).
     graph: Option<B::Graph>,
     direct_steps: u64,
@@ -53,6 +55,7 @@ impl<'a, B: Backend> BanditTrainer<'a, B> {
             step: 0,
             lr,
             seed,
+            rho_gradient: false,
             graph: None,
             direct_steps: 0,
         }
@@ -66,7 +69,7 @@ impl<'a, B: Backend> BanditTrainer<'a, B> {
     /// One update on inputs x (b, n_0) with labels (b), given by the host (tests). Its
     /// statistics stay on the device ([`TrainState`]).
     pub fn train_step(&mut self, x: &[f32], labels: &[f32]) {
-        self.be.write(&mut self.ws.u[0], x);
+        self.be.write(self.ws.input_mut(), x);
         self.be.write(&mut self.ws.labels, labels);
         self.update();
         self.direct_steps += 1;
@@ -80,11 +83,15 @@ impl<'a, B: Backend> BanditTrainer<'a, B> {
             self.be.replay(graph);
         } else {
             let recording = self.direct_steps > 0 && self.be.begin_recording();
-            let (b, n0) = (self.ws.b, self.shape.width(0));
+            let (b, n0) = (self.ws.b, self.shape.pixels());
             let ws = &mut self.ws;
+            let x = match &mut ws.conv {
+                Some(c) => &mut c.x,
+                None => &mut ws.u[0],
+            };
             let labels = Some((&mut ws.labels, &data.labels));
             let clock = &self.state.clock;
-            self.be.gather_binarize(&mut ws.u[0], labels, &data.images, &data.order, clock, Binarize::Dynamic, self.seed, stream::BINARIZE_TRAIN, b, n0);
+            self.be.gather_binarize(x, labels, &data.images, &data.order, clock, Binarize::Dynamic, self.seed, stream::BINARIZE_TRAIN, b, n0);
             self.update();
             if recording {
                 if let Ok(graph) = self.be.end_recording() {
@@ -103,7 +110,7 @@ impl<'a, B: Backend> BanditTrainer<'a, B> {
         let be = self.be;
         let draw = BanditDraw { seed: self.seed, step: 0, eval: false, clock: Some(&self.state.clock) };
         forward(be, &self.params, &mut self.ws, &self.shape, draw);
-        gradients(be, &self.params, &mut self.ws, &self.shape, self.est, &self.state.baselines, &mut self.grads);
+        gradients(be, &self.params, &mut self.ws, &self.shape, self.est, self.rho_gradient, &self.state.baselines, &mut self.grads);
         let mut params: Vec<&mut B::Buf> = self.params.tensors_mut().collect();
         let grads: Vec<&B::Buf> = self.grads.tensors().collect();
         let mut m: Vec<&mut B::Buf> = self.adam_m.tensors_mut().collect();
@@ -153,10 +160,10 @@ pub fn evaluate<B: Backend>(trainer: &BanditTrainer<'_, B>, split: &Split, key: 
     for (batch_no, chunk) in indices.chunks(EVAL_BATCH).enumerate() {
         let b = chunk.len();
         if cache.as_ref().map(|w| w.b) != Some(b) {
-            cache = Some(BanditWorkspace::new(be, &trainer.shape, b));
+            cache = Some(BanditWorkspace::for_evaluation(be, &trainer.shape, b));
         }
         let ws = cache.as_mut().expect("workspace was just created");
-        be.write(&mut ws.u[0], &binarize_batch(split, chunk, Binarize::Dynamic, key, trainer.shape.width(0)));
+        be.write(ws.input_mut(), &binarize_batch(split, chunk, Binarize::Dynamic, key, trainer.shape.pixels()));
         be.write(&mut ws.labels, &labels(split, chunk));
         let draw = BanditDraw { seed: trainer.seed, step: (eval_index << 24) | batch_no as u64, eval: true, clock: None };
         forward(be, &trainer.params, ws, &trainer.shape, draw);
@@ -208,10 +215,12 @@ pub struct BanditExperiment<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> BanditExperiment<'a, B> {
-    pub fn new(be: &'a B, args: &BanditArgs, train: &Split) -> Self {
-        let run = BanditRun::new(args, train.pixels(), train.n);
-        let trainer = BanditTrainer::new(be, run.shape(), args.estimator, args.batch_size, args.lr as f32, args.seed);
-        BanditExperiment { trainer, data: TrainData::new(be, train), run, args: args.clone() }
+    /// The experiment `args` describe on `train`; an error if the convolutions do not fit its images.
+    pub fn new(be: &'a B, args: &BanditArgs, train: &Split) -> Result<Self, crate::error::Error> {
+        let run = BanditRun::new(args, train)?;
+        let mut trainer = BanditTrainer::new(be, run.shape(), args.estimator, args.batch_size, args.lr as f32, args.seed);
+        trainer.rho_gradient = args.rho_gradient;
+        Ok(BanditExperiment { trainer, data: TrainData::new(be, train), run, args: args.clone() })
     }
 }
 
@@ -252,13 +261,17 @@ impl<B: Backend> Experiment for BanditExperiment<'_, B> {
 
     fn identity(&self) -> Vec<(&'static str, serde_json::Value)> {
         let args = &self.args;
-        vec![
-            ("estimator", args.estimator.name().into()),
+        let mut id = vec![
+            ("estimator", self.run.estimator_label().into()),
             ("seed", args.seed.into()),
-            ("layers", args.layers.clone().into()),
+            ("layers", args.hidden_layers().into()),
             ("batch_size", args.batch_size.into()),
             ("lr", args.lr.into()),
-        ]
+        ];
+        if let Some(c) = &self.run.conv {
+            id.extend([("features", "conv".into()), ("conv_layers", c.layers.into()), ("conv_channels", c.channels.into())]);
+        }
+        id
     }
 
     fn checkpoint(&self, epochs_done: u64) -> Checkpoint {

@@ -37,7 +37,8 @@ pub struct Run {
     pub path: PathBuf,
     pub experiment: Experiment,
     pub estimator: String,
-    /// "layers 200,200,200, batch 50", from the first line, where it has both.
+    /// "layers 200,200,200, batch 50" (after "conv features, " where the line names its
+    /// features), from the first line, where it has both.
     pub setup: Option<String>,
     /// Step → (the left panel's metric, grad_var). Where a resumed run repeats a step, the
     /// last line wins.
@@ -58,7 +59,8 @@ fn number(obj: &Map<String, Value>, key: &str) -> Result<f64, String> {
 fn setup(obj: &Map<String, Value>) -> Option<String> {
     let layers = obj.get("layers")?.as_array()?.iter().map(|l| l.as_u64().map(|n| n.to_string())).collect::<Option<Vec<_>>>()?;
     let batch = obj.get("batch_size")?.as_u64()?;
-    Some(format!("layers {}, batch {batch}", layers.join(",")))
+    let features = obj.get("features").and_then(Value::as_str).map(|f| format!("{f} features, ")).unwrap_or_default();
+    Some(format!("{features}layers {}, batch {batch}", layers.join(",")))
 }
 
 /// Reads one metrics file written by `hnca vae --metrics` or `hnca bandit --metrics`.
@@ -197,6 +199,15 @@ mod tests {
             setup: None,
             points: points.iter().map(|&(s, m, g)| (s, (m, g))).collect(),
         }
+    }
+
+    #[test]
+    fn the_setup_names_the_features_where_a_line_has_them() {
+        let line = |extra: &str| -> Map<String, Value> {
+            serde_json::from_str(&format!(r#"{{"layers":[200],"batch_size":50{extra}}}"#)).unwrap()
+        };
+        assert_eq!(setup(&line("")).as_deref(), Some("layers 200, batch 50"));
+        assert_eq!(setup(&line(r#","features":"conv""#)).as_deref(), Some("conv features, layers 200, batch 50"));
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl Agent {
                 n_out: SIZES[l + 1],
             })
             .collect();
-        AgentParams { layers }
+        AgentParams { layers, conv: Vec::new() }
     }
 
     /// Number of parameters, and a mutable view by flat index: per layer, weights (i, k) then biases.
@@ -192,7 +192,7 @@ pub fn reference_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baseline
 /// The production step's estimate for one configuration (batch of 1, f32, CPU backend).
 pub fn production_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baseline: f64, est: BanditEstimator) -> Vec<f64> {
     let be = Cpu::new();
-    let shape = AgentShape { sizes: SIZES.to_vec() };
+    let shape = AgentShape::new(SIZES[0], &SIZES[1..SIZES.len() - 1], SIZES[SIZES.len() - 1]);
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let params = agent.to_params();
     let mut grads = params.map(|t| vec![0.0f32; t.len()]);
@@ -209,7 +209,6 @@ pub fn production_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baselin
     ws.action = vec![c.action as f32];
     ws.reward = vec![r as f32];
     let baselines = be.upload(&[baseline as f32]);
-    gradients(&be, &params, &mut ws, &shape, est, &baselines, &mut grads);
+    gradients(&be, &params, &mut ws, &shape, est, false, &baselines, &mut grads);
     grads.tensors().flatten().map(|&v| v as f64).collect()
 }
-

@@ -101,3 +101,42 @@ pub fn matmul_transposed_a(dw: &mut [f32], inp: &[f32], dout: &[f32], scale: f32
         }
     });
 }
+
+/// dinp = dout·wᵀ: dinp is (b, k), dout (b, n), w (k, n).
+pub fn matmul_transposed_b(dinp: &mut [f32], dout: &[f32], w: &[f32], b: usize, k: usize, n: usize) {
+    assert_eq!((dinp.len(), dout.len(), w.len()), (b * k, b * n, k * n));
+    let out_ptr = SendPtr(dinp.as_mut_ptr());
+    for_blocks(k, b * k * n, |i0, kb| {
+        // SAFETY: columns i0..i0+kb of the (b, k) output, read from rows i0.. of w (wᵀ has row
+        // stride 1 and column stride n), lie inside the asserted extents; blocks are disjoint.
+        unsafe {
+            matrixmultiply::sgemm(
+                b,
+                n,
+                kb,
+                1.0,
+                dout.as_ptr(),
+                n as isize,
+                1,
+                w.as_ptr().add(i0 * n),
+                1,
+                n as isize,
+                0.0,
+                out_ptr.at(i0),
+                k as isize,
+                1,
+            );
+        }
+    });
+}
+
+/// One matrixmultiply call on the calling thread, c (m, n) = alpha·a·b + beta·c with a (m, k)
+/// and b (k, n) given by (row, column) strides and c row-major; for the per-example products
+/// of the convolutions, which are already spread over threads by example.
+pub fn sgemm_strided(m: usize, k: usize, n: usize, alpha: f32, a: (&[f32], isize, isize), b: (&[f32], isize, isize), beta: f32, c: &mut [f32]) {
+    let extent = |rows: usize, cols: usize, rs: isize, cs: isize| (rows.max(1) - 1) * rs as usize + (cols.max(1) - 1) * cs as usize + 1;
+    assert!(a.0.len() >= extent(m, k, a.1, a.2) && b.0.len() >= extent(k, n, b.1, b.2) && c.len() >= m * n);
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the asserted lengths cover every element the strides reach.
+    unsafe { matrixmultiply::sgemm(m, k, n, alpha, a.0.as_ptr(), a.1, a.2, b.0.as_ptr(), b.1, b.2, beta, c.as_mut_ptr(), n as isize, 1) }
+}

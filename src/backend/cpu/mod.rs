@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+mod conv;
 mod credit;
 mod gemm;
 mod simd;
@@ -14,7 +15,7 @@ pub use gemm::sgemm_calls;
 use simd::chunked_sum;
 pub use simd::Simd;
 
-use super::{AdamHyper, Backend, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
+use super::{AdamHyper, Backend, ConvGeom, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::data::Binarize;
 use crate::math::{bernoulli_entropy_from_logit, exp_neg, log_sigmoid, sigmoid};
 use crate::rng::RngKey;
@@ -113,6 +114,41 @@ impl Backend for Cpu {
 
     fn matmul_backward_weight(&self, dw: &mut Vec<f32>, inp: &Vec<f32>, dout: &Vec<f32>, b: usize, k: usize, n: usize) {
         gemm::matmul_transposed_a(dw, inp, dout, 1.0 / b as f32, b, k, n);
+    }
+
+    fn matmul_backward_input(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, w: &Vec<f32>, b: usize, k: usize, n: usize) {
+        gemm::matmul_transposed_b(dinp, dout, w, b, k, n);
+    }
+
+    fn conv_relu_forward(&self, out: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, g: ConvGeom) {
+        conv::conv_relu_forward(out, x, w, bias, b, g);
+    }
+
+    fn conv_backward_input(&self, dx: &mut Vec<f32>, dout: &Vec<f32>, w: &Vec<f32>, b: usize, g: ConvGeom) {
+        conv::conv_backward_input(dx, dout, w, b, g);
+    }
+
+    fn conv_sample_grads(&self, gw: &mut Vec<f32>, gb: &mut Vec<f32>, x: &Vec<f32>, dout: &Vec<f32>, b: usize, g: ConvGeom) {
+        conv::conv_sample_grads(gw, gb, x, dout, b, g);
+    }
+
+    fn relu_backward(&self, g: &mut Vec<f32>, act: &Vec<f32>, n: usize) {
+        conv::relu_backward(&mut g[..n], &act[..n]);
+    }
+
+    fn sample_grad_variance(
+        &self,
+        partials: &mut Vec<f64>,
+        first_slot: usize,
+        gw: &Vec<f32>,
+        gb: &Vec<f32>,
+        dw: &Vec<f32>,
+        db: &Vec<f32>,
+        b: usize,
+        nw: usize,
+        nb: usize,
+    ) {
+        conv::sample_grad_variance(partials, first_slot, gw, gb, dw, db, b, nw, nb);
     }
 
     fn column_mean(&self, out: &mut Vec<f32>, x: &Vec<f32>, b: usize, n: usize) {
@@ -418,6 +454,7 @@ impl Backend for Cpu {
         logits: &Vec<f32>,
         z: &Vec<f32>,
         flip: Option<&Vec<f32>>,
+        rho_gradient: bool,
         coef: &Vec<f32>,
         b: usize,
         n: usize,
@@ -431,7 +468,12 @@ impl Backend for Cpu {
                         // δ = log P_0 - log P_1 is ± the change that flipping the unit makes.
                         Some(flip) => {
                             let (rho1, rho0) = hindsight_ratios(p, if z[i] > 0.5 { flip[i] } else { -flip[i] });
-                            p * (1.0 - p) * (rho1 - rho0)
+                            let g = p * (1.0 - p) * (rho1 - rho0);
+                            if rho_gradient {
+                                g * rho0
+                            } else {
+                                g
+                            }
                         }
                         None => z[i] - p,
                     };
