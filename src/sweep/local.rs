@@ -124,7 +124,12 @@ fn attempt<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, data: &Mnist,
                 Err(e) => Outcome::Failed(format!("diverged at step {step} ({what}), and {e}")),
             }
         }
-        Err(Error::Interrupted(_)) => Outcome::Interrupted,
+        Err(Error::Interrupted(why)) => {
+            if !why.is_empty() {
+                eprintln!("hnca sweep: {}: {why}", p.spec.name);
+            }
+            Outcome::Interrupted
+        }
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }
