@@ -334,3 +334,27 @@ fn the_report_is_the_mean_and_standard_error_of_the_runs_own_numbers() {
         assert!(std::fs::metadata(dir.path().join("figs").join(f)).unwrap().len() > 1000, "{f}");
     }
 }
+
+#[test]
+fn a_bandit_sweep_runs_each_estimator_as_hnca_bandit_does_and_evaluates_its_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, out) = (dir.path(), dir.path().join("runs"));
+    let opts = ["--layers", "16", "--batch-size", "100", "--test-every", "0", "--device", "cpu", "--steps", "150"];
+    hnca().args(["sweep", "bandit", "--estimators", "hnca,reinforce-nb", "--seeds", "2", "--eval-images", "500", "--out"]).arg(&out).args(opts).assert().success();
+    for est in ["hnca", "reinforce-nb"] {
+        let ck = d.join(format!("{est}.ck"));
+        hnca().args(["bandit", "--estimator", est, "--seed", "2"]).args(opts).arg("--save").arg(&ck).assert().success();
+        let run = out.join(format!("bandit-{est}-s2"));
+        assert!(std::fs::read(run.join("checkpoint.ck")).unwrap() == std::fs::read(&ck).unwrap(), "{est}");
+        let eval = read_json(&run.join("eval.json"));
+        let acc = &eval["results"][0];
+        assert_eq!((acc["key"].as_str(), eval["images"].as_u64(), eval["step"].as_u64()), (Some("test_accuracy"), Some(500), Some(150)));
+        let a = acc["mean"].as_f64().unwrap();
+        // A mean of 500 rewards of 0 or 1, with its standard error.
+        assert!((a * 500.0 - (a * 500.0).round()).abs() < 1e-9 && a > 0.0, "{eval}");
+        assert!((acc["std_err"].as_f64().unwrap() - (a * (1.0 - a) / 499.0).sqrt()).abs() < 1e-12, "{eval}");
+    }
+    let table = hnca().arg("report").arg(&out).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("| estimator | runs | train accuracy | test accuracy | gradient variance | steps/s | wall time |"), "{table}");
+}
