@@ -3,7 +3,8 @@
 //! are unfinished; then over the finished runs (seeds) the mean ± standard error of the final
 //! training objective, of every number of their evaluations (eval.json), of the gradient
 //! variance (averaged over each run's steps), of the step rate and of the wall time. Knows no
-//! experiment: their names and metric fields come from the registered descriptions.
+//! experiment: their names and metric fields come from the registered descriptions, and the
+//! estimators' order from the sweeps' manifest (OUT/sweep.json).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -179,7 +180,7 @@ pub fn run(args: &ReportArgs) -> Result<(), Error> {
     if runs.is_empty() {
         return Err(Error::Config(format!("{}: no runs (no directory in it holds a metrics.jsonl)", args.dir.display())));
     }
-    // Experiments and estimators in the order their runs' directories sort.
+    // Experiments and estimators in the order their runs' directories sort, at first.
     let mut groups: Vec<(&'static Description, Vec<(String, Vec<&RunFacts>)>)> = Vec::new();
     for r in &runs {
         let at = match groups.iter().position(|g| g.0.name == r.experiment.name) {
@@ -194,6 +195,16 @@ pub fn run(args: &ReportArgs) -> Result<(), Error> {
             Some(e) => e.1.push(r),
             None => ests.push((r.estimator.clone(), vec![r])),
         }
+    }
+    // In the order the sweeps' --estimators gave them (an ablation's "hnca+all-child" after its
+    // estimator's place), the rest after them in the order their directories sort.
+    for (d, ests) in groups.iter_mut() {
+        let order = crate::sweep::grid::recorded_estimators(&args.dir, d.name);
+        let place = |label: &str| {
+            let base = label.split('+').next().unwrap_or(label);
+            order.iter().position(|e| e == label).or_else(|| order.iter().position(|e| e == base)).unwrap_or(usize::MAX)
+        };
+        ests.sort_by_key(|e| place(&e.0));
     }
     let mut out_json = Vec::new();
     for (d, ests) in &groups {

@@ -307,11 +307,13 @@ fn mistakes_are_one_line_errors() {
 fn the_report_is_the_mean_and_standard_error_of_the_runs_own_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("runs");
-    sweep(&out, &["--estimators", "hnca,reinforce", "--seeds", "0-2", "--steps", "60"]).assert().success();
+    sweep(&out, &["--estimators", "reinforce,hnca", "--seeds", "0-2", "--steps", "60"]).assert().success();
     let res = hnca().arg("report").arg(&out).arg("--json").arg("--figures").arg(dir.path().join("figs")).assert().success();
     let report: Value = serde_json::from_slice(&res.get_output().stdout).unwrap();
     let ests = report["experiments"][0]["estimators"].as_array().unwrap();
-    assert_eq!(ests.len(), 2);
+    // In the order of --estimators.
+    let names: Vec<&str> = ests.iter().map(|e| e["estimator"].as_str().unwrap()).collect();
+    assert_eq!(names, ["reinforce", "hnca"]);
     for e in ests {
         let name = e["estimator"].as_str().unwrap();
         assert_eq!((e["runs"].as_u64(), e["finished"].as_u64()), (Some(3), Some(3)), "{e}");

@@ -60,6 +60,48 @@ pub fn check_estimators(experiment: &str, given: &[String], known: &[String]) ->
     Ok(())
 }
 
+/// OUT/sweep.json: the estimators of the sweeps run into OUT, per experiment, in the order
+/// their --estimators gave them; `hnca report` lists them in that order.
+pub const MANIFEST: &str = "sweep.json";
+
+/// Adds `estimators` (of `experiment`) to OUT/sweep.json, after those already there.
+pub fn record_estimators(out: &Path, experiment: &str, estimators: &[String]) -> Result<(), Error> {
+    let path = out.join(MANIFEST);
+    let mut manifest = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(Error::Config(format!("{}: not a sweep's manifest (a JSON object); remove it or choose another --out", path.display()))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Map::new(),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    let list = manifest.entry(experiment).or_insert_with(|| serde_json::json!({ "estimators": [] }));
+    let known = list.get_mut("estimators").and_then(|e| e.as_array_mut());
+    let Some(known) = known else {
+        return Err(Error::Config(format!("{}: no \"estimators\" list for {experiment}", path.display())));
+    };
+    let before = known.len();
+    for e in estimators {
+        if !known.iter().any(|k| k.as_str() == Some(e)) {
+            known.push(e.clone().into());
+        }
+    }
+    if known.len() != before || before == 0 {
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(manifest)).expect("JSON values serialise") + "\n";
+        crate::run::files::write_atomically(&path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The estimators OUT/sweep.json lists for `experiment`, in order (none if there is no manifest).
+pub fn recorded_estimators(out: &Path, experiment: &str) -> Vec<String> {
+    let read = || -> Option<Vec<String>> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(MANIFEST)).ok()?).ok()?;
+        Some(v.get(experiment)?.get("estimators")?.as_array()?.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
+    };
+    read().unwrap_or_default()
+}
+
 /// One run of the grid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSpec {

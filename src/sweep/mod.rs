@@ -217,6 +217,10 @@ pub fn run<A: SweepExperiment>(args: &SweepArgs<A>, argv: &[std::ffi::OsString])
     refuse_singular(argv)?;
     let plan = check(args)?;
     let g = &args.grid;
+    if g.task.is_none() {
+        std::fs::create_dir_all(&g.out).map_err(|source| Error::Io { path: g.out.clone(), source })?;
+        grid::record_estimators(&g.out, A::description().name, &g.estimators)?;
+    }
     if g.executor == Executor::Slurm && g.task.is_none() {
         let data_dir = args.experiment.setup_args().data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
         crate::data::load_mnist(&data_dir)?;
