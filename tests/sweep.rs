@@ -360,3 +360,55 @@ fn a_bandit_sweep_runs_each_estimator_as_hnca_bandit_does_and_evaluates_its_accu
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.contains("| estimator | runs | train accuracy | test accuracy | gradient variance | steps/s | wall time |"), "{table}");
 }
+
+#[test]
+fn a_sweep_on_the_emulated_gpu_trains_each_run_as_alone_and_as_the_cpu_does() {
+    if common::fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let opts = ["--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--steps", "30"];
+    let on = |device: &str, out: &Path| {
+        let res = hnca()
+            .env("LD_LIBRARY_PATH", common::fake_cuda::library_path())
+            .args(["sweep", "vae", "--estimators", "hnca,disarm", "--seeds", "0-1", "--eval-k", "3", "--eval-images", "60", "--device", device])
+            .args(opts)
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+        String::from_utf8_lossy(&res.get_output().stderr).to_string()
+    };
+    let (gpu, cpu) = (d.join("gpu"), d.join("cpu"));
+    let stderr = on("cuda", &gpu);
+    assert!(stderr.contains("4 of 4 runs to train on hnca emulated GPU") && stderr.contains("one after another"), "{stderr}");
+    on("cpu", &cpu);
+    for est in ["hnca", "disarm"] {
+        for s in [0, 1] {
+            let ck = d.join(format!("{est}-{s}.ck"));
+            hnca()
+                .env("LD_LIBRARY_PATH", common::fake_cuda::library_path())
+                .args(["vae", "--device", "cuda", "--estimator", est, "--seed", &s.to_string()])
+                .args(opts)
+                .arg("--save")
+                .arg(&ck)
+                .assert()
+                .success();
+            let (g, c) = (run_dir(&gpu, est, s), run_dir(&cpu, est, s));
+            assert!(std::fs::read(g.join("checkpoint.ck")).unwrap() == std::fs::read(&ck).unwrap(), "{est} s{s}: the sweep's run differs from the run alone");
+            let close = |a: &Value, b: &Value, what: &str| {
+                let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{est} s{s} {what}: gpu {a} vs cpu {b}");
+            };
+            let (mg, mc) = (untimed(&g.join("metrics.jsonl")), untimed(&c.join("metrics.jsonl")));
+            for field in ["train_elbo", "grad_var"] {
+                close(&mg[0][field], &mc[0][field], field);
+            }
+            let (eg, ec) = (read_json(&g.join("eval.json")), read_json(&c.join("eval.json")));
+            for i in 0..2 {
+                close(&eg["results"][i]["mean"], &ec["results"][i]["mean"], "evaluation");
+            }
+        }
+    }
+}
