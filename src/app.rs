@@ -1,7 +1,7 @@
 //! What each subcommand does, after parsing: the one place that knows every experiment and
 //! command, and hands each its arguments.
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SweepOf};
 use crate::error::Error;
 
 /// Every experiment, for the generic parts that read their files (checkpoints, `plot`).
@@ -17,5 +17,14 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Eval(args) => crate::vae::inspect::run_eval(&args),
         Command::Sample(args) => crate::vae::inspect::run_sample(&args),
         Command::Plot(args) => crate::plot::run(&args, &EXPERIMENTS),
+        Command::Sweep(s) => {
+            // Each Slurm array task repeats this command line.
+            let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+            match s.of {
+                SweepOf::Vae(args) => crate::sweep::run(&args, &argv),
+                SweepOf::Bandit(args) => crate::sweep::run(&args, &argv),
+            }
+        }
+        Command::Report(args) => crate::report::run(&args),
     }
 }

@@ -29,7 +29,29 @@ pub enum Command {
     Sample(crate::vae::inspect::SampleArgs),
     /// Plot learning curves of one or more runs' metrics files (SVG or PNG).
     Plot(crate::plot::PlotArgs),
+    /// Train a grid of runs (every estimator of --estimators with every seed of --seeds, the other
+    /// options shared) in this process or as a Slurm job array; each run writes its metrics,
+    /// checkpoint and final evaluation into its own directory under --out.
+    Sweep(SweepCommand),
+    /// Summarise a sweep's runs as a table per estimator (Markdown, or --json), and draw its
+    /// figures (--figures).
+    Report(crate::report::ReportArgs),
     /// Time training steps of the CPU backend for several models and every estimator, with the
     /// cost model: log-sigmoid evaluations per step, ns per evaluation, the credit pass's share.
     Bench(crate::vae::bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepCommand {
+    #[command(subcommand)]
+    pub of: SweepOf,
+}
+
+/// The experiment a sweep runs; every option of its own command applies to each run.
+#[derive(Subcommand, Debug)]
+pub enum SweepOf {
+    /// A grid of `hnca vae` runs.
+    Vae(crate::sweep::SweepArgs<crate::vae::VaeArgs>),
+    /// A grid of `hnca bandit` runs.
+    Bandit(crate::sweep::SweepArgs<crate::bandit::BanditArgs>),
 }

@@ -21,13 +21,27 @@ pub enum Error {
     /// `kept` says what survives: the last good checkpoint, if the run saves any.
     #[error("training diverged at step {step}: {what}; {kept}try a smaller --lr")]
     Diverged { step: u64, what: String, kept: String },
+    /// SIGTERM or SIGINT stopped training at a step boundary; the message says what was saved
+    /// and how to continue. Exits with [`EXIT_INTERRUPTED`].
+    #[error("{0}")]
+    Interrupted(String),
+    /// Runs of a sweep that failed (each named, with why).
+    #[error("{0}")]
+    Sweep(String),
 }
 
+/// The exit status of a run stopped by a signal after checkpointing (75, sysexits' EX_TEMPFAIL:
+/// "try again later"): distinct from success (0), failure (1) and a usage mistake (2), so that a
+/// batch script knows to requeue.
+pub const EXIT_INTERRUPTED: i32 = 75;
+
 impl Error {
-    /// Exit status: 2 for a usage mistake (as clap uses), 1 for anything that failed while running.
+    /// Exit status: 2 for a usage mistake (as clap uses), [`EXIT_INTERRUPTED`] for a run stopped
+    /// by a signal, 1 for anything that failed while running.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => 2,
+            Error::Interrupted(_) => EXIT_INTERRUPTED,
             _ => 1,
         }
     }

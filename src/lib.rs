@@ -3,7 +3,8 @@
 //!
 //! Generic parts (they know no experiment): [`backend`] (the operations a step is written over,
 //! on the CPU and as CUDA kernels), [`run`] (the run driver, checkpoints, the files of a run),
-//! [`data`], [`rng`], [`math`], [`nn`], [`setup`], [`plot`], [`png`], [`error`]. Experiments:
+//! [`data`], [`rng`], [`math`], [`nn`], [`setup`], [`plot`], [`png`], [`error`], [`sweep`] (grids
+//! of runs, here or on Slurm) and [`report`]. Experiments:
 //! [`vae`], [`bandit`]. Commands: [`cli`], [`app`], [`selftest`].
 
 // Backend operations take llm.c-style explicit shapes (b, k, n, ...) so that each mirrors its
@@ -19,8 +20,10 @@ pub mod math;
 pub mod nn;
 pub mod plot;
 pub mod png;
+pub mod report;
 pub mod rng;
 pub mod run;
 pub mod selftest;
 pub mod setup;
+pub mod sweep;
 pub mod vae;

@@ -77,6 +77,11 @@ impl<B: Backend> TrainState<B> {
         be.read_array(&self.stats)
     }
 
+    /// Puts back statistics that [`TrainState::read`] returned.
+    pub fn write_stats(&mut self, be: &B, stats: &[f64]) {
+        be.write_array(&mut self.stats, stats);
+    }
+
     /// The baselines on the host.
     pub fn baselines(&self, be: &B) -> Vec<f32> {
         be.download(&self.baselines)

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod checkpoint;
 pub mod conv;
+pub mod sweep;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -171,7 +172,7 @@ impl BanditArgs {
         if self.epochs == 0 || self.steps == Some(0) {
             return bad("--epochs and --steps must be at least 1".into());
         }
-        Ok(())
+        self.checkpoints.check()
     }
 }
 
@@ -246,9 +247,10 @@ impl BanditArgs {
             test_every: self.test_every,
             metrics: self.metrics.clone(),
             save: self.checkpoints.save.clone(),
-            save_every: self.checkpoints.save_every,
+            save_every: self.checkpoints.save_every(),
             resume: self.checkpoints.resume.clone(),
             save_params: self.save_params.clone(),
+            label: None,
         }
     }
 }

@@ -274,6 +274,15 @@ impl<B: Backend> Experiment for BanditExperiment<'_, B> {
         id
     }
 
+    fn epoch_stats(&self) -> Vec<f64> {
+        self.trainer.state.read(self.trainer.be)
+    }
+
+    fn restore_epoch_stats(&mut self, stats: &[f64]) {
+        let (be, state) = (self.trainer.be, &mut self.trainer.state);
+        state.write_stats(be, stats);
+    }
+
     fn checkpoint(&self, epochs_done: u64) -> Checkpoint {
         self.trainer.checkpoint(&self.run, epochs_done)
     }

@@ -106,6 +106,12 @@ pub fn figure(experiment: Experiment, series: &[Series], title: &str, width: u32
 
 /// Runs `hnca plot`: reads the runs, lays out the figure and writes it as SVG or PNG.
 pub fn run(args: &PlotArgs, experiments: &[Experiment]) -> Result<(), Error> {
+    println!("{}", draw(args, experiments)?);
+    Ok(())
+}
+
+/// Draws the figure `args` asks for; says what it drew ("FILE: 4 runs, 2 estimators").
+pub fn draw(args: &PlotArgs, experiments: &[Experiment]) -> Result<String, Error> {
     let format = format_of(&args.out)?;
     if !(480..=10_000).contains(&args.width) || !(240..=10_000).contains(&args.height) {
         return Err(Error::Config(format!(
@@ -130,6 +136,5 @@ pub fn run(args: &PlotArgs, experiments: &[Experiment]) -> Result<(), Error> {
     };
     crate::run::files::write_atomically(&args.out, &bytes)?;
     let plural = |n: usize, what: &str| if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") };
-    println!("{}: {}, {}", args.out.display(), plural(runs.len(), "run"), plural(series.len(), "estimator"));
-    Ok(())
+    Ok(format!("{}: {}, {}", args.out.display(), plural(runs.len(), "run"), plural(series.len(), "estimator")))
 }

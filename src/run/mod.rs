@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod describe;
 pub mod files;
+pub mod interrupt;
 pub mod saver;
 pub mod schedule;
 
@@ -17,7 +18,7 @@ use std::time::Instant;
 use checkpoint::{Checkpoint, CheckpointError};
 pub use describe::{display_name, known, register, Description};
 use files::{open_metrics, write_atomically};
-use saver::{load_for_resume, Saver};
+use saver::{load_for_resume, PartialEpoch, Saver};
 use schedule::{shuffle, Schedule};
 
 use crate::data::{Mnist, Split};
@@ -62,6 +63,11 @@ pub trait Experiment {
     /// The fields that say which run a metrics line belongs to, in order (estimator, seed,
     /// layers, batch size, learning rate).
     fn identity(&self) -> Vec<(&'static str, serde_json::Value)>;
+    /// The statistics of the epoch so far (its sums and the last step's values), from one read.
+    fn epoch_stats(&self) -> Vec<f64>;
+    /// Puts back statistics that [`Experiment::epoch_stats`] read, after `start_epoch` zeroed
+    /// them: a run resumed mid-epoch then reports that epoch whole.
+    fn restore_epoch_stats(&mut self, stats: &[f64]);
     /// The whole state after `epochs_done` complete epochs.
     fn checkpoint(&self, epochs_done: u64) -> Checkpoint;
     /// Continues from `ck` after checking that it is a checkpoint of this same run.
@@ -78,14 +84,29 @@ pub struct CheckpointArgs {
     #[arg(long, value_name = "PATH")]
     pub save: Option<PathBuf>,
 
-    /// Epochs between checkpoints (0: only at the end).
-    #[arg(long, default_value_t = 1, value_name = "N", requires = "save")]
-    pub save_every: usize,
+    /// Epochs between checkpoints (0: only at the end) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
 
     /// Continue the run saved in this checkpoint, exactly as if it had never stopped. Give the
     /// same options it was started with (a different --epochs or --steps extends or shortens it).
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
+}
+
+impl CheckpointArgs {
+    /// Epochs between checkpoints.
+    pub fn save_every(&self) -> usize {
+        self.save_every.unwrap_or(1)
+    }
+
+    /// --save-every says how often --save writes; alone it would be ignored.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.save_every.is_some() && self.save.is_none() {
+            return Err(Error::Config("--save-every needs --save".into()));
+        }
+        Ok(())
+    }
 }
 
 /// What the driver needs of the command line, whatever the experiment.
@@ -102,6 +123,9 @@ pub struct RunOptions {
     pub save_every: usize,
     pub resume: Option<PathBuf>,
     pub save_params: Option<PathBuf>,
+    /// Where runs share the terminal (a sweep): each epoch line starts with this and "run: ",
+    /// and there is no progress bar.
+    pub label: Option<String>,
 }
 
 /// One line of the metrics file.
@@ -152,21 +176,31 @@ impl EpochRecord {
 }
 
 /// Trains `exp` on `data` as `opts` say (from scratch, or from `opts.resume`), printing one line
-/// per epoch; returns the metrics of the epochs it ran.
+/// per epoch; returns the metrics of the epochs it ran. A signal ([`interrupt`]) stops it at the
+/// next step boundary with a checkpoint of that step and [`Error::Interrupted`].
 pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
+    interrupt::install();
     let d = exp.description();
+    let mut partial = None;
     if let Some(path) = &opts.resume {
         let (ck, as_error) = load_for_resume(path)?;
+        partial = PartialEpoch::of(&ck).map_err(&as_error)?;
         exp.resume(ck).map_err(&as_error)?;
+        if let Some(p) = &partial {
+            p.check_len(exp.epoch_stats().len()).map_err(&as_error)?;
+        }
         eprintln!("hnca {}: resuming from {} at step {}", d.name, path.display(), exp.step());
     }
     let resumed_at = exp.step();
     let mut metrics = open_metrics(opts.metrics.as_deref(), opts.resume.is_some().then_some(resumed_at))?;
     let mut saver = Saver::new(opts.save.clone(), opts.save_every)?;
     let mut schedule = Schedule::new(d.name, resumed_at, data.train.n, opts.batch_size, opts.epochs, opts.max_steps);
+    // Only a checkpoint written mid-epoch carries a part of an epoch.
+    let mut partial = partial.filter(|_| resumed_at % schedule.steps_per_epoch != 0);
     let total_steps = schedule.total_steps;
-    let bar = progress_bar(total_steps);
+    let bar = if opts.label.is_some() { indicatif::ProgressBar::hidden() } else { progress_bar(total_steps) };
     bar.set_position(resumed_at.min(total_steps));
+    let prefix = opts.label.as_ref().map_or(String::new(), |l| format!("{l}: "));
     let identity = exp.identity();
     let read_every = exp.read_every();
     let device = |exp: &E| exp.device_error().map_or(Ok(()), |e| Err(Error::Device(e)));
@@ -181,21 +215,30 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
         let order = shuffle(data.train.n, RngKey::new(opts.seed, e, stream::SHUFFLE));
         let first_batch = schedule.start_epoch();
         exp.start_epoch(e, &order, first_batch);
+        let mut earlier_seconds = 0.0;
+        if let Some(p) = partial.take() {
+            exp.restore_epoch_stats(&p.stats);
+            earlier_seconds = p.seconds.unwrap_or(0.0);
+        }
+        let elapsed = |started: Instant| earlier_seconds + started.elapsed().as_secs_f64();
         let batches = (schedule.steps_per_epoch - first_batch).min(total_steps - exp.step());
         let mut sums = EpochSums::default();
         for i in 0..batches {
             exp.train_step();
             device(exp)?;
             let step = exp.step();
-            if step % read_every == 0 || i + 1 == batches {
-                let (read, diverged) = exp.progress(schedule.full_scan_due(step));
+            // A signal ends the run here unless this was the epoch's last batch: then the epoch
+            // ends as usual first (metrics line, evaluation), and the run stops after it.
+            let stop = interrupt::requested() && i + 1 < batches;
+            if step % read_every == 0 || i + 1 == batches || stop {
+                let (read, diverged) = exp.progress(schedule.full_scan_due(step) || stop);
                 device(exp)?;
                 if let Some((at, what)) = diverged {
                     bar.abandon();
                     return Err(Error::Diverged { step: at, what, kept: saver.kept() });
                 }
                 sums = read;
-                let rate = sums.steps as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let rate = sums.steps as f64 / elapsed(started).max(1e-9);
                 let digits = d.progress_digits;
                 bar.set_message(format!(
                     "epoch {epoch}  {} {:.digits$}  {rate:.1} steps/s",
@@ -204,11 +247,18 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
                 ));
                 bar.set_position(step.min(total_steps));
             }
+            if stop {
+                bar.abandon();
+                let seconds = Some(elapsed(started));
+                let done = schedule.epochs_done(step);
+                let kept = saver.at_interrupt(step, || mid_epoch(exp.checkpoint(done), exp.epoch_stats(), seconds))?;
+                return Err(interrupted(step, &kept));
+            }
         }
         let test_due = opts.test_every > 0 && (epoch % opts.test_every == 0 || epoch == opts.epochs || exp.step() >= total_steps);
         let test = test_due.then(|| exp.evaluate(&data.test, RngKey::new(opts.seed, e, stream::BINARIZE_TEST), e));
         device(exp)?;
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = elapsed(started);
         let n = sums.steps.max(1) as f64;
         let record = EpochRecord {
             epoch,
@@ -221,10 +271,11 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
             seconds,
             steps_per_second: sums.steps as f64 / seconds.max(1e-9),
         };
+        let line = format!("{prefix}{}", record.line(d, opts.epochs));
         if bar.is_hidden() {
-            println!("{}", record.line(d, opts.epochs));
+            println!("{line}");
         } else {
-            bar.println(record.line(d, opts.epochs));
+            bar.println(line);
         }
         if let Some(file) = &mut metrics {
             file.push(record.to_json(d, &identity).to_string())?;
@@ -233,13 +284,41 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
         if let Some(done) = schedule.epoch_ends_at(exp.step()) {
             saver.at_epoch_end(done, exp.step(), || exp.checkpoint(done))?;
         }
+        let step = exp.step();
+        if interrupt::requested() && step < total_steps {
+            bar.abandon();
+            let done = schedule.epochs_done(step);
+            let kept = saver.at_interrupt(step, || exp.checkpoint(done))?;
+            return Err(interrupted(step, &kept));
+        }
     }
     bar.finish_and_clear();
-    saver.at_run_end(exp.step(), || exp.checkpoint(schedule.epochs_done(exp.step())))?;
+    let step = exp.step();
+    // A resumed run with nothing left to train leaves its checkpoint as it is.
+    let trained = opts.resume.is_none() || step != resumed_at;
+    saver.at_run_end(step, trained, || {
+        let ck = exp.checkpoint(schedule.epochs_done(step));
+        if step % schedule.steps_per_epoch == 0 {
+            ck
+        } else {
+            mid_epoch(ck, exp.epoch_stats(), None)
+        }
+    })?;
     if let Some(path) = &opts.save_params {
         write_atomically(path, &exp.params_le_bytes())?;
     }
     Ok(history)
+}
+
+/// A checkpoint written mid-epoch, with that epoch's statistics (and seconds, if stopped by a
+/// signal).
+fn mid_epoch(mut ck: Checkpoint, stats: Vec<f64>, seconds: Option<f64>) -> Checkpoint {
+    PartialEpoch { stats, seconds }.add_to(&mut ck);
+    ck
+}
+
+fn interrupted(step: u64, kept: &str) -> Error {
+    Error::Interrupted(format!("stopped by {} after step {step}; {kept}", interrupt::signal_name()))
 }
 
 /// A progress bar on a terminal, nothing elsewhere.

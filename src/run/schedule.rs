@@ -21,6 +21,13 @@ pub fn shuffle(n: usize, key: RngKey) -> Vec<u32> {
 /// checkpoint can be written of.
 const FULL_CHECK_EVERY: u64 = 100;
 
+/// Updates at which a run ends: `epochs` epochs of whole batches, or `max_steps` if that comes
+/// first.
+pub fn total_steps(train_images: usize, batch_size: usize, epochs: usize, max_steps: Option<u64>) -> u64 {
+    let all = (train_images / batch_size) as u64 * epochs as u64;
+    max_steps.map_or(all, |s| s.min(all))
+}
+
 /// Which epochs and batches a run, perhaps resumed, still has to train. Epoch e's batches are
 /// its shuffle cut into `batch_size` rows; a run resumed mid-epoch redoes that epoch's shuffle
 /// and skips the batches already done, so it continues exactly where it stopped.
@@ -36,8 +43,7 @@ pub struct Schedule {
 impl Schedule {
     pub fn new(command: &str, resumed_at: u64, train_images: usize, batch_size: usize, epochs: usize, max_steps: Option<u64>) -> Self {
         let steps_per_epoch = (train_images / batch_size) as u64;
-        let all = steps_per_epoch * epochs as u64;
-        let total_steps = max_steps.map_or(all, |s| s.min(all));
+        let total_steps = total_steps(train_images, batch_size, epochs, max_steps);
         if resumed_at >= total_steps {
             eprintln!("hnca {command}: the checkpoint is already at step {resumed_at}, the end of this run ({total_steps} steps); nothing to train");
         }

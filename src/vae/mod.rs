@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod inspect;
 pub mod model;
 pub mod step;
+pub mod sweep;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -136,6 +137,7 @@ impl TrainConfig {
             save_every: self.save_every,
             resume: self.resume.clone(),
             save_params: self.save_params.clone(),
+            label: None,
         }
     }
 }
@@ -162,6 +164,7 @@ impl VaeArgs {
         if self.steps == Some(0) {
             return bad("--steps must be at least 1".into());
         }
+        self.checkpoints.check()?;
         let est = Estimator { kind: self.estimator, all_child: self.all_child, full_reward: self.full_reward };
         if (self.all_child || self.full_reward) && !est.is_hnca() {
             return bad(format!(
@@ -182,7 +185,7 @@ impl VaeArgs {
             save_params: self.save_params.clone(),
             binarize: self.binarize,
             save: self.checkpoints.save.clone(),
-            save_every: self.checkpoints.save_every,
+            save_every: self.checkpoints.save_every(),
             resume: self.checkpoints.resume.clone(),
         })
     }

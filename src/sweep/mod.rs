@@ -1,0 +1,246 @@
+//! `hnca sweep`: a grid of runs of one experiment (every estimator of `--estimators` with every
+//! seed of `--seeds`, the rest of the options shared), each writing what a single run writes
+//! into its own directory and an evaluation at its end; trained here ([`local`]) or submitted to
+//! Slurm as a job array ([`slurm`]). Knows no experiment: each implements [`SweepExperiment`]
+//! over its own argument struct, which the sweep's command line flattens, so that every option
+//! and estimator of a single run is one of the sweep's too.
+
+pub mod grid;
+pub mod local;
+pub mod slurm;
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgMatches, Args, FromArgMatches};
+
+use crate::backend::Backend;
+use crate::data::{Mnist, Split};
+use crate::error::Error;
+use crate::run::{Description, RunOptions};
+use crate::setup::SetupArgs;
+use grid::{RunFiles, RunSpec};
+
+/// What the sweep needs of an experiment's argument struct (`VaeArgs`, `BanditArgs`).
+pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
+    fn description() -> &'static Description;
+    /// Every name `--estimator` accepts, as the help lists them.
+    fn estimators() -> Vec<String>;
+    /// The per-run file options (`--metrics`, `--save`, `--resume`, `--save-params`) that are
+    /// set: a sweep names each run's files itself.
+    fn own_files_given(&self) -> Vec<&'static str>;
+    fn setup_args(&self) -> &SetupArgs;
+    /// Checks the options as the single-run command does.
+    fn validate(&self) -> Result<(), Error>;
+    /// These options as one run of the grid: its estimator (one of [`Self::estimators`]) and
+    /// seed, writing its metrics and checkpoints to `files`, continuing from its checkpoint if
+    /// `resume`.
+    fn for_run(&self, estimator: &str, seed: u64, files: &RunFiles, resume: bool) -> Result<Self, Error>;
+    /// What the run driver makes of these options.
+    fn run_options(&self) -> Result<RunOptions, Error>;
+    /// Trains as configured on `be`, its epoch lines labelled `label`.
+    fn train<B: Backend>(&self, be: &B, data: &Mnist, label: &str) -> Result<(), Error>;
+    /// Evaluates the model in `checkpoint` on `test` at the run's end.
+    fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, settings: &EvalSettings) -> Result<FinalEval, Error>;
+}
+
+/// How each run is evaluated at its end.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalSettings {
+    /// Samples per image of an importance-weighted bound.
+    pub k: usize,
+    /// Seed of the test set's binarization and the samples: the run's.
+    pub seed: u64,
+}
+
+/// One number of a final evaluation: a mean over test images and its standard error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    /// The field in eval.json and `report --json`, e.g. "test_elbo".
+    pub key: String,
+    /// The column title, e.g. "test bound, K = 100".
+    pub title: String,
+    pub mean: f64,
+    pub std_err: f64,
+}
+
+/// A run's final evaluation, as eval.json holds it.
+#[derive(Clone, Debug)]
+pub struct FinalEval {
+    /// The step of the checkpoint evaluated.
+    pub step: u64,
+    pub results: Vec<EvalResult>,
+    /// Anything else worth keeping (images, K).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where the runs are trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    /// In this process, several runs at once on the CPU (see --parallel), one after another on
+    /// a GPU.
+    Local,
+    /// A Slurm job array: writes OUT/sweep.sbatch and submits it with sbatch.
+    Slurm,
+}
+
+/// The sweep's own options.
+#[derive(Args, Debug, Clone)]
+pub struct GridOptions {
+    /// Estimators to run, comma-separated (the experiment's --estimator values; the help lists them).
+    #[arg(long, value_delimiter = ',', required = true, value_name = "LIST")]
+    pub estimators: Vec<String>,
+
+    /// Seeds to run with each estimator: numbers and ranges, comma-separated, e.g. 0-4 or 0,3,7-9.
+    #[arg(long, default_value = "0", value_name = "LIST")]
+    pub seeds: String,
+
+    /// Directory of the runs: each writes OUT/<experiment>-<estimator>-s<seed>/ (metrics.jsonl,
+    /// checkpoint.ck and at its end eval.json). Running the same sweep again continues every
+    /// unfinished run from its checkpoint and skips finished ones.
+    #[arg(long, default_value = "runs", value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Samples per image of the importance-weighted bound each VAE run is evaluated with at its
+    /// end (as `hnca eval --k`).
+    #[arg(long, default_value_t = 100, value_name = "K")]
+    pub eval_k: usize,
+
+    /// Evaluate each run at its end on the first N test images only [default: all].
+    #[arg(long, value_name = "N")]
+    pub eval_images: Option<usize>,
+
+    /// Where the runs are trained.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+
+    /// Runs trained at once by the local executor on the CPU, sharing its threads [default: one
+    /// per thread].
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+
+    /// Train only task N of the grid here: its runs N·r to N·r + r - 1, r being --runs-per-task
+    /// (what each Slurm array task runs).
+    #[arg(long, value_name = "N")]
+    pub task: Option<usize>,
+
+    #[command(flatten)]
+    pub slurm: slurm::SlurmOptions,
+}
+
+/// `hnca sweep <experiment>`: the experiment's options (`A`, flattened) and the sweep's.
+#[derive(Debug, Clone)]
+pub struct SweepArgs<A> {
+    pub experiment: A,
+    pub grid: GridOptions,
+}
+
+/// The options of a single run that the sweep sets per run: hidden from its help, and refused
+/// when given ([`check`], [`refuse_singular`]).
+const PER_RUN: [&str; 6] = ["estimator", "seed", "metrics", "save", "resume", "save_params"];
+
+fn augment<A: SweepExperiment>(cmd: clap::Command, update: bool) -> clap::Command {
+    let cmd = if update { A::augment_args_for_update(cmd) } else { A::augment_args(cmd) };
+    let cmd = if update { GridOptions::augment_args_for_update(cmd) } else { GridOptions::augment_args(cmd) };
+    let names = A::estimators().join(", ");
+    let mut cmd = cmd.mut_arg("estimators", |a| a.help(format!("Estimators to run, comma-separated, of: {names}")));
+    for id in PER_RUN {
+        if cmd.get_arguments().any(|a| a.get_id() == id) {
+            cmd = cmd.mut_arg(id, |a| a.hide(true));
+        }
+    }
+    cmd
+}
+
+impl<A: SweepExperiment> Args for SweepArgs<A> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        augment::<A>(cmd, false)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        augment::<A>(cmd, true)
+    }
+}
+
+impl<A: SweepExperiment> FromArgMatches for SweepArgs<A> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(SweepArgs { experiment: A::from_arg_matches(m)?, grid: GridOptions::from_arg_matches(m)? })
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.experiment.update_from_arg_matches(m)?;
+        self.grid.update_from_arg_matches(m)
+    }
+}
+
+/// A checked sweep: its grid and the runs this process is to train.
+pub struct Plan<A> {
+    pub base: A,
+    pub all: Vec<RunSpec>,
+    pub tasks: usize,
+}
+
+/// Checks everything a run of the grid could refuse, before anything is trained or submitted.
+pub fn check<A: SweepExperiment>(args: &SweepArgs<A>) -> Result<Plan<A>, Error> {
+    let (base, g) = (&args.experiment, &args.grid);
+    let d = A::description();
+    if let Some(opt) = base.own_files_given().first() {
+        return Err(Error::Config(format!("{opt} is not an option of a sweep: each run writes its files into its directory under --out")));
+    }
+    grid::check_estimators(d.name, &g.estimators, &A::estimators())?;
+    let seeds = grid::parse_seeds(&g.seeds)?;
+    if g.eval_k == 0 || g.eval_k > 100_000 {
+        return Err(Error::Config(format!("--eval-k must be between 1 and 100000, got {}", g.eval_k)));
+    }
+    if g.eval_images == Some(0) || g.parallel == Some(0) || g.slurm.runs_per_task == 0 {
+        return Err(Error::Config("--eval-images, --parallel and --runs-per-task must be at least 1".into()));
+    }
+    if g.out.exists() && !g.out.is_dir() {
+        return Err(Error::Config(format!("--out {}: not a directory", g.out.display())));
+    }
+    let all = grid::runs(d.name, &g.estimators, &seeds);
+    // Each estimator's run, as the single-run command would check it (an HNCA ablation flag
+    // with another estimator, say).
+    for est in &g.estimators {
+        let files = RunFiles::new(&g.out, "check");
+        base.for_run(est, seeds[0], &files, false)?.validate()?;
+    }
+    let tasks = grid::task_count(all.len(), g.slurm.runs_per_task);
+    if let Some(t) = g.task {
+        grid::task_runs(&all, g.slurm.runs_per_task, t)?;
+    }
+    slurm::check(&g.slurm)?;
+    Ok(Plan { base: base.clone(), all, tasks })
+}
+
+/// `hnca sweep <experiment> ...`: with `--executor slurm` (and no `--task`) writes and submits
+/// the job array; otherwise trains the runs (those of `--task`, or all) here. `argv` is the
+/// program's command line, which each array task repeats with `--task` added.
+pub fn run<A: SweepExperiment>(args: &SweepArgs<A>, argv: &[std::ffi::OsString]) -> Result<(), Error> {
+    refuse_singular(argv)?;
+    let plan = check(args)?;
+    let g = &args.grid;
+    if g.task.is_none() {
+        std::fs::create_dir_all(&g.out).map_err(|source| Error::Io { path: g.out.clone(), source })?;
+        grid::record_estimators(&g.out, A::description().name, &g.estimators)?;
+    }
+    if g.executor == Executor::Slurm && g.task.is_none() {
+        let data_dir = args.experiment.setup_args().data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
+        crate::data::load_mnist(&data_dir)?;
+        return slurm::submit(A::description(), &plan, g, argv);
+    }
+    let runs = match g.task {
+        Some(t) => grid::task_runs(&plan.all, g.slurm.runs_per_task, t)?.to_vec(),
+        None => plan.all.clone(),
+    };
+    local::run(&plan.base, &runs, g)
+}
+
+/// `--estimator` and `--seed` choose a single run's; given to a sweep (whose options include a
+/// single run's) they would be overridden without a word.
+fn refuse_singular(argv: &[std::ffi::OsString]) -> Result<(), Error> {
+    for (one, many) in [("--estimator", "--estimators"), ("--seed", "--seeds")] {
+        let given = argv.iter().filter_map(|a| a.to_str()).any(|a| a == one || a.starts_with(&format!("{one}=")));
+        if given {
+            return Err(Error::Config(format!("{one} is not an option of a sweep: give the list with {many}")));
+        }
+    }
+    Ok(())
+}

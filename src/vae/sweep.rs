@@ -1,0 +1,89 @@
+//! The VAE as a sweep runs it: its options as one run of the grid, and the evaluation each run
+//! ends with (what `hnca eval --seed <the run's seed> --json` prints of its checkpoint).
+
+use std::path::Path;
+
+use clap::ValueEnum;
+
+use super::checkpoint::{read_params, VaeRun};
+use super::estimator::EstimatorKind;
+use super::evaluate::evaluate_bounds;
+use super::trainer::VaeExperiment;
+use super::VaeArgs;
+use crate::backend::Backend;
+use crate::data::{Mnist, Split};
+use crate::error::Error;
+use crate::rng::{stream, RngKey};
+use crate::run::checkpoint::Checkpoint;
+use crate::run::{drive, Description, RunOptions};
+use crate::setup::SetupArgs;
+use crate::sweep::grid::RunFiles;
+use crate::sweep::{EvalResult, EvalSettings, FinalEval, SweepExperiment};
+
+impl SweepExperiment for VaeArgs {
+    fn description() -> &'static Description {
+        &super::DESCRIPTION
+    }
+
+    fn estimators() -> Vec<String> {
+        EstimatorKind::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
+    }
+
+    fn own_files_given(&self) -> Vec<&'static str> {
+        let c = &self.checkpoints;
+        let given = [("--metrics", self.metrics.is_some()), ("--save", c.save.is_some()), ("--resume", c.resume.is_some())];
+        given.into_iter().chain([("--save-params", self.save_params.is_some())]).filter(|g| g.1).map(|g| g.0).collect()
+    }
+
+    fn setup_args(&self) -> &SetupArgs {
+        &self.setup
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        self.to_config().map(|_| ())
+    }
+
+    fn for_run(&self, estimator: &str, seed: u64, files: &RunFiles, resume: bool) -> Result<Self, Error> {
+        let mut a = self.clone();
+        a.estimator = EstimatorKind::from_str(estimator, false).map_err(|_| Error::Config(format!("unknown estimator {estimator}")))?;
+        a.seed = seed;
+        a.metrics = Some(files.metrics.clone());
+        a.checkpoints.save = Some(files.checkpoint.clone());
+        a.checkpoints.resume = resume.then(|| files.checkpoint.clone());
+        a.save_params = None;
+        Ok(a)
+    }
+
+    fn run_options(&self) -> Result<RunOptions, Error> {
+        Ok(self.to_config()?.run_options())
+    }
+
+    fn train<B: Backend>(&self, be: &B, data: &Mnist, label: &str) -> Result<(), Error> {
+        let cfg = self.to_config()?;
+        let mut exp = VaeExperiment::new(be, &cfg, &data.train);
+        let mut opts = cfg.run_options();
+        opts.label = Some(label.to_string());
+        drive(&mut exp, &opts, data).map(|_| ())
+    }
+
+    fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, s: &EvalSettings) -> Result<FinalEval, Error> {
+        let mut ck = Checkpoint::load(checkpoint)?;
+        let as_error = |source| Error::Checkpoint { path: checkpoint.into(), source };
+        let run = VaeRun::from_checkpoint(&ck).map_err(as_error)?;
+        let step = ck.u64_field("step").map_err(as_error)?;
+        let shape = run.shape();
+        let host = read_params(&mut ck, &shape).map_err(as_error)?;
+        let key = RngKey::new(s.seed, 0, stream::BINARIZE_TEST);
+        let bounds = evaluate_bounds(be, &host.to_backend(be), &shape, test, run.binarize, key, s.k, s.seed, |_| {});
+        be.check().map_err(Error::Device)?;
+        let result = |key: &str, title: String, e: super::evaluate::Estimate| EvalResult { key: key.into(), title, mean: e.mean, std_err: e.std_err };
+        let mut extra = serde_json::Map::new();
+        extra.insert("images".into(), bounds.images.into());
+        extra.insert("k".into(), bounds.k.into());
+        Ok(FinalEval {
+            step,
+            results: vec![result("test_elbo", "test ELBO".into(), bounds.elbo), result("test_bound", format!("test bound, K = {}", bounds.k), bounds.iwae)],
+            extra,
+        })
+    }
+}
