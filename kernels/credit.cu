@@ -188,28 +188,28 @@ KERNEL void credit_pass(const CreditParams p) {
         }
         __syncthreads();
     }
-    // Each lane's logarithm of its product (and the entropy's fraction), then the lanes of a
-    // parent summed as a tree in shared memory: lane l gets lane l + h for h = 8, 4, 2, 1, the
-    // CPU's order (lane_tree_sum).
+    // The lanes of a parent combined as a tree in shared memory (lane l with lane l + h for
+    // h = 8, 4, 2, 1), the CPU's order (cpu/credit.rs, log_product and lane_fraction_sum): each
+    // product's exponent taken out, the mantissas multiplied, then one logarithm; the entropy's
+    // fractions, scaled so that their denominators (the mantissas of mz) are in [1, 2), added as
+    // a/b + c/d = (a·d + c·b)/(b·d), then one division.
     int e2;
-    float mant = split_exponent(m, &e2);
-    lane_m[threadIdx.x] = log1p_unit(mant - 1.0f);
+    lane_m[threadIdx.x] = split_exponent(m, &e2);
     lane_e[threadIdx.x] = ex + e2;
     if (p.entropy) {
-        lane_t[threadIdx.x] = acc / mz;
-        float mant_z = split_exponent(mz, &e2);
-        lane_mz[threadIdx.x] = log1p_unit(mant_z - 1.0f);
+        lane_mz[threadIdx.x] = split_exponent(mz, &e2);
         lane_ez[threadIdx.x] = exz + e2;
+        lane_t[threadIdx.x] = acc * __uint_as_float((u32)(127 - e2) << 23);
     }
     __syncthreads();
     for (int h = CREDIT_LANES / 2; h > 0; h /= 2) {
         if (l < h) {
             int t = threadIdx.x;
-            lane_m[t] = lane_m[t] + lane_m[t + h];
+            lane_m[t] = lane_m[t] * lane_m[t + h];
             lane_e[t] += lane_e[t + h];
             if (p.entropy) {
-                lane_t[t] = lane_t[t] + lane_t[t + h];
-                lane_mz[t] = lane_mz[t] + lane_mz[t + h];
+                lane_t[t] = lane_t[t] * lane_mz[t + h] + lane_t[t + h] * lane_mz[t];
+                lane_mz[t] = lane_mz[t] * lane_mz[t + h];
                 lane_ez[t] += lane_ez[t + h];
             }
         }
@@ -228,8 +228,13 @@ KERNEL void credit_pass(const CreditParams p) {
         return;
     }
     const float ln2 = 0.693147180559945309f;
-    p.flip_lp[out] = -(lane_m[threadIdx.x] + (float)lane_e[threadIdx.x] * ln2);
-    if (p.entropy) p.flip_ent[out] = (lane_mz[threadIdx.x] + (float)lane_ez[threadIdx.x] * ln2) + lane_t[threadIdx.x];
+    float mant = split_exponent(lane_m[threadIdx.x], &e2);
+    p.flip_lp[out] = -(log1p_unit(mant - 1.0f) + (float)(lane_e[threadIdx.x] + e2) * ln2);
+    if (p.entropy) {
+        float mz_all = lane_mz[threadIdx.x];
+        float mant_z = split_exponent(mz_all, &e2);
+        p.flip_ent[out] = (log1p_unit(mant_z - 1.0f) + (float)(lane_ez[threadIdx.x] + e2) * ln2) + lane_t[threadIdx.x] / mz_all;
+    }
 }
 
 // HNCA's hindsight ratios from the fire rate p and delta = log P_0 - log P_1, branching on the

@@ -192,32 +192,50 @@ impl<'a> CreditRow<'a> {
     }
 }
 
-/// The lanes' values summed as a tree (lane l gets lane l + h for h = 8, 4, 2, 1), the order the
-/// GPU's threads sum them in shared memory; a few vector operations here.
-#[inline(always)]
-fn lane_tree_sum(mut v: [f32; LANES]) -> f32 {
-    let mut h = LANES / 2;
-    while h > 0 {
-        for l in 0..h {
-            v[l] += v[l + h];
-        }
-        h /= 2;
-    }
-    v[0]
-}
-
-/// The lanes of one parent's product combined: log Π x. (The logarithms are taken lane by lane,
-/// so that they vectorise, then summed as a tree.)
+/// log Π_l m_l·2^{e_l} over the lanes of one parent's product: each lane's exponent taken out
+/// (so every factor is a mantissa in [1, 2)), the mantissas multiplied as a tree (lane l by lane
+/// l + h for h = 8, 4, 2, 1: below 2^16, so nothing can overflow), and one logarithm. The GPU's
+/// threads combine their lanes in the same tree in shared memory.
 #[inline(always)]
 fn log_product(m: &[f32; LANES], e: &[i32; LANES]) -> f32 {
-    let mut logs = [0.0f32; LANES];
+    let mut v = [0.0f32; LANES];
     let mut exp_sum = 0i32;
     for l in 0..LANES {
         let (mant, ex) = split_exponent(m[l]);
-        logs[l] = log1p_unit(mant - 1.0);
+        v[l] = mant;
         exp_sum += e[l] + ex;
     }
-    lane_tree_sum(logs) + exp_sum as f32 * LN2
+    let mut h = LANES / 2;
+    while h > 0 {
+        for l in 0..h {
+            v[l] *= v[l + h];
+        }
+        h /= 2;
+    }
+    let (mant, ex) = split_exponent(v[0]);
+    log1p_unit(mant - 1.0) + (exp_sum + ex) as f32 * LN2
+}
+
+/// Σ_l num_l / den_l over the lanes as one fraction: each lane scaled by a power of two (exact)
+/// so that its denominator is in [1, 2), then added as a tree (a/b + c/d = (a·d + c·b)/(b·d), lane
+/// l with lane l + h for h = 8, 4, 2, 1; denominators below 2^16), and one division.
+#[inline(always)]
+fn lane_fraction_sum(num: &[f32; LANES], den: &[f32; LANES]) -> f32 {
+    let (mut a, mut b) = ([0.0f32; LANES], [0.0f32; LANES]);
+    for l in 0..LANES {
+        let (mant, ex) = split_exponent(den[l]);
+        a[l] = num[l] * pow2(-ex);
+        b[l] = mant;
+    }
+    let mut h = LANES / 2;
+    while h > 0 {
+        for l in 0..h {
+            a[l] = a[l] * b[l + h] + a[l + h] * b[l];
+            b[l] *= b[l + h];
+        }
+        h /= 2;
+    }
+    a[0] / b[0]
 }
 
 /// e^{(1-2y)Δ} for parent bit u (as a mask, all ones for u = 1): the table of e^{+W} where y = u,
@@ -442,11 +460,7 @@ fn products_with_entropy<const PT: usize>(
     }
     let mut out = [(0.0f32, 0.0f32); PT];
     for k in 0..PT {
-        let mut fractions = [0.0f32; LANES];
-        for l in 0..LANES {
-            fractions[l] = s[k].2[l] / s[k].1[l];
-        }
-        out[k] = (-log_product(&s[k].0, &ex[k]), log_product(&s[k].1, &exz[k]) + lane_tree_sum(fractions));
+        out[k] = (-log_product(&s[k].0, &ex[k]), log_product(&s[k].1, &exz[k]) + lane_fraction_sum(&s[k].2, &s[k].1));
     }
     out
 }
