@@ -424,7 +424,7 @@ fn exact_variance_ratios_at_equal_k() {
                 }
             }
             table += &format!(
-                "  {label:<32} {:>10.4} {:>10.4} {:>10.4} | {} ({:.2}) | {:.3} | {rmin:.2}..{rmax:.2}\n",
+                "  {label:<32} {:>10.4} {:>10.4} {:>10.4} | {} ({:.2}) | {:.3} | {rmin:.3}..{rmax:.2}\n",
                 per_layer[0],
                 per_layer[1],
                 per_layer[2],
