@@ -185,11 +185,11 @@ fn arms_antithetic_tuples_have_the_closed_form_distribution() {
                 // Independently: the exact areas of the simplex regions.
                 let (q, flip) = if p < 0.5 { (p, false) } else { (1.0 - p, true) };
                 let s = 1.0 - q.sqrt();
-                for bits in 0..8usize {
+                for (bits, &want) in probs.iter().enumerate() {
                     let exceed = if flip { !bits & 7 } else { bits };
                     let a = simplex_area_prob(s, exceed);
-                    worst_area = worst_area.max((a - probs[bits]).abs());
-                    assert!((a - probs[bits]).abs() < 1e-13, "p={p} bits={bits:03b}: area {a} vs closed form {}", probs[bits]);
+                    worst_area = worst_area.max((a - want).abs());
+                    assert!((a - want).abs() < 1e-13, "p={p} bits={bits:03b}: area {a} vs closed form {want}");
                 }
             }
         }
