@@ -17,6 +17,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::exact::*;
+use common::exact_k::*;
 use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};

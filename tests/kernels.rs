@@ -339,7 +339,7 @@ fn assert_whole_steps_match_the_cpu(shape: &Shape, b: usize) {
     let host = Params::init(shape, 4);
     let x = bits(b * shape.width(0), 30);
     let baselines = [0.5f32, -1.0, 2.0];
-    let ablation = Estimator { kind: EstimatorKind::Hnca, all_child: true, full_reward: true };
+    let ablation = Estimator { all_child: true, full_reward: true, ..Estimator::new(EstimatorKind::Hnca) };
     let configs = EstimatorKind::ALL.into_iter().map(|k| (Estimator::new(k), 1e-5)).chain([(ablation, 1e-4)]);
     for (est, tol) in configs {
         let (zc, gc) = cpu.step(shape, &est, &host, &x, &baselines, b);

@@ -101,3 +101,31 @@ pub fn matmul_transposed_a(dw: &mut [f32], inp: &[f32], dout: &[f32], scale: f32
         }
     });
 }
+
+/// din = dout·wᵀ (+ din with `keep`): din is (b, k), dout (b, n), w (k, n).
+pub fn matmul_transposed_b(din: &mut [f32], dout: &[f32], w: &[f32], keep: bool, b: usize, k: usize, n: usize) {
+    assert_eq!((din.len(), dout.len(), w.len()), (b * k, b * n, k * n));
+    let din_ptr = SendPtr(din.as_mut_ptr());
+    for_blocks(k, b * k * n, |j0, kb| {
+        // SAFETY: columns j0..j0+kb of the (b, k) output, read from rows j0.. of w (wᵀ has row
+        // stride 1 and column stride n), lie inside the asserted extents; blocks are disjoint.
+        unsafe {
+            matrixmultiply::sgemm(
+                b,
+                n,
+                kb,
+                1.0,
+                dout.as_ptr(),
+                n as isize,
+                1,
+                w.as_ptr().add(j0 * n),
+                1,
+                n as isize,
+                if keep { 1.0 } else { 0.0 },
+                din_ptr.at(j0),
+                k as isize,
+                1,
+            );
+        }
+    });
+}

@@ -1,0 +1,209 @@
+//! The CPU twins of kernels/ksample.cu: ARMS's antithetic K-tuples and the K-sample
+//! score-function estimators' per-row combination of a layer's chains (leave-one-out, ARMS,
+//! Double CV, RODEO with the Taylor control function; docs/estimators.md). Row by row, with
+//! every per-chain scalar in a fixed-size table on the stack, so a step allocates nothing.
+
+use rayon::prelude::*;
+
+use super::{clipped_log_odds_against, clipped_p};
+use crate::backend::{KScoreInputs, KScoreMode, MAX_SAMPLES};
+use crate::math::powi_f32;
+use crate::rng::RngKey;
+
+const MAX_K: usize = MAX_SAMPLES as usize;
+
+/// Rows of work below which a row loop stays on the calling thread.
+const PAR_MIN_ROWS: usize = 8;
+
+/// One element's K ARMS draws from its K-1 uniforms `u` (sorted here), as kernels/ksample.cu
+/// draws them: the spacings d of the sorted uniforms, U_k = (1 - d_k)^{K-1}, z_k = [U_k < p]
+/// for p < ½, else [1 - U_k < p].
+#[inline]
+pub fn arms_draws(p: f32, u: &mut [f32], out: &mut [f32]) {
+    let m = u.len();
+    for i in 1..m {
+        let v = u[i];
+        let mut j = i;
+        while j > 0 && u[j - 1] > v {
+            u[j] = u[j - 1];
+            j -= 1;
+        }
+        u[j] = v;
+    }
+    let mut prev = 0.0f32;
+    for (k, o) in out.iter_mut().enumerate().take(m + 1) {
+        let next = if k < m { u[k] } else { 1.0 };
+        let d = next - prev;
+        prev = next;
+        let big_u = powi_f32(1.0 - d, m as u32);
+        *o = if p < 0.5 { (big_u < p) as u8 as f32 } else { (1.0 - big_u < p) as u8 as f32 };
+    }
+}
+
+/// See [`crate::backend::Backend::arms_sample`].
+pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usize, n: usize) {
+    let k = zs.len();
+    let m = k - 1;
+    let mut u = [0.0f32; MAX_K];
+    let mut draws = [0.0f32; MAX_K];
+    for i in 0..b * n {
+        key.fill_uniform((i * m) as u32, &mut u[..m]);
+        arms_draws(clipped_p(logits[i]), &mut u[..m], &mut draws[..k]);
+        for (z, &d) in zs.iter_mut().zip(&draws[..k]) {
+            z[i] = d;
+        }
+    }
+}
+
+/// ARMS's debiasing factor p(1-p)/(p - J) with J = P(two of the K draws are both 1):
+/// (2p^{1/(K-1)} - 1)_+^{K-1} for p < ½, else 2p - 1 + (2(1-p)^{1/(K-1)} - 1)_+^{K-1}.
+/// p - J ≥ min(p, 1-p) · something positive, never 0 for a clipped p.
+#[inline]
+pub fn arms_debias(p: f32, k: usize) -> f32 {
+    let m = (k - 1) as u32;
+    let root = |q: f32| if m == 1 { q } else { q.powf(1.0 / m as f32) };
+    let biv = |q: f32| powi_f32((2.0 * root(q) - 1.0).max(0.0), m);
+    let j = if p < 0.5 { biv(p) } else { 2.0 * p - 1.0 + biv(1.0 - p) };
+    p * (1.0 - p) / (p - j)
+}
+
+/// Per-chain scalars of one row: the leave-one-out coefficients and the control variates'
+/// inner products.
+struct RowScalars {
+    /// c_k = (F_k - F̄)/(K-1).
+    c: [f32; MAX_K],
+    /// a_k = Σ_d (G_d - ∇F_k,d)(z_k,d - p_d), G = Σ_k ∇F_k.
+    a: [f32; MAX_K],
+    /// RODEO: G·z_k and ∇F_k·z_k.
+    gz: [f32; MAX_K],
+    fz: [f32; MAX_K],
+    /// Σ_j D_j, D_j = F_j - F_0 (D_0 = 0).
+    d_sum: f32,
+}
+
+/// One row of [`crate::backend::Backend::k_score_unit_grad`]: out (n), partials (coefficients).
+fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+    let k = inp.z.len();
+    let kf = k as f32;
+    let km1 = (k - 1) as f32;
+    let at = r * n;
+    let logits = &inp.logits[at..at + n];
+    let z = |j: usize, d: usize| inp.z[j][at + d];
+    let gf = |j: usize, d: usize| inp.grad_f[j][at + d];
+    let p = |d: usize| clipped_p(logits[d]);
+    let d_of = |j: usize| if j == 0 { 0.0 } else { inp.rows[j * b + r] };
+    let mut s = RowScalars { c: [0.0; MAX_K], a: [0.0; MAX_K], gz: [0.0; MAX_K], fz: [0.0; MAX_K], d_sum: 0.0 };
+    for j in 1..k {
+        s.d_sum += d_of(j);
+    }
+    let d_bar = s.d_sum / kf;
+    for j in 0..k {
+        s.c[j] = (d_of(j) - d_bar) / km1;
+    }
+    let cv = matches!(inp.mode, KScoreMode::DoubleCv | KScoreMode::Rodeo);
+    let g_total = |d: usize| (0..k).fold(0.0f32, |acc, j| acc + gf(j, d));
+    if cv {
+        for j in 0..k {
+            let (mut a, mut gz, mut fz) = (0.0f32, 0.0f32, 0.0f32);
+            for d in 0..n {
+                let g = g_total(d);
+                let zj = z(j, d);
+                a += (g - gf(j, d)) * (zj - p(d));
+                gz += g * zj;
+                fz += gf(j, d) * zj;
+            }
+            s.a[j] = a;
+            s.gz[j] = gz;
+            s.fz[j] = fz;
+        }
+    }
+    // The coefficients' per-row constants.
+    let (alpha, beta) = match inp.coef {
+        Some(c) => (c[0], if inp.mode == KScoreMode::Rodeo { c[1] } else { 0.0 }),
+        None => (0.0, 0.0),
+    };
+    let nf = n as f32;
+    let cc_bar = (0..k).fold(0.0f32, |acc, j| acc + s.a[j] / km1) / kf;
+    let dcv = |j: usize| -s.a[j] / km1 / nf;
+    let dcv_sum = (0..k).fold(0.0f32, |acc, j| acc + dcv(j));
+    let fz_sum = (0..k).fold(0.0f32, |acc, j| acc + s.fz[j]);
+    let f0 = inp.rows[r];
+    let (mut gb, mut gc) = (0.0f32, 0.0f32);
+    for d in 0..n {
+        let pd = p(d);
+        let ent = pd * (1.0 - pd) * clipped_log_odds_against(logits[d]);
+        let mut loo = 0.0f32;
+        for j in 0..k {
+            loo += s.c[j] * z(j, d);
+        }
+        let mut g = match inp.mode {
+            KScoreMode::Arms => ent + arms_debias(pd, k) * loo,
+            _ => ent + loo,
+        };
+        let (mut part_b, mut part_c) = (0.0f32, 0.0f32);
+        match inp.mode {
+            KScoreMode::DoubleCv => {
+                let mut acc = 0.0f32;
+                for j in 0..k {
+                    acc += (s.a[j] / km1 - cc_bar) * z(j, d);
+                }
+                part_b = acc / km1 - g_total(d) / kf * (pd * (1.0 - pd));
+            }
+            KScoreMode::Rodeo => {
+                let gt = g_total(d);
+                let (mut acc_b, mut acc_c) = (0.0f32, 0.0f32);
+                for j in 0..k {
+                    let zj = z(j, d);
+                    let sj = zj - pd;
+                    acc_b += (dcv_sum - dcv(j)) / km1 * sj;
+                    let f_not = f0 + (s.d_sum - d_of(j)) / km1;
+                    let h_z = f_not + (s.gz[j] - fz_sum) / km1;
+                    let delta = (gt - gf(j, d)) / km1 * (1.0 - 2.0 * zj);
+                    let w = pd * (1.0 - zj) + (1.0 - pd) * zj;
+                    let big_s = -s.a[j] / km1;
+                    acc_c += (sj * (big_s - w * delta) - sj * h_z + w * delta * (1.0 - zj - pd)) / nf;
+                }
+                part_b = -acc_b / kf;
+                part_c = acc_c / kf;
+            }
+            _ => {}
+        }
+        if cv {
+            g += alpha * part_b + beta * part_c;
+            gb += g * part_b;
+            gc += g * part_c;
+        }
+        out[d] = g;
+    }
+    if !partials.is_empty() {
+        partials[0] = inp.loss_scale * gb;
+        if partials.len() > 1 {
+            partials[1] = inp.loss_scale * gc;
+        }
+    }
+}
+
+/// See [`crate::backend::Backend::k_score_unit_grad`].
+pub fn k_score_unit_grad(out: &mut [f32], cv_partials: Option<&mut Vec<f32>>, inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+    assert!((2..=MAX_K).contains(&inp.z.len()), "K-sample estimators take 2 to {MAX_K} chains");
+    let out = &mut out[..b * n];
+    match cv_partials {
+        Some(partials) => {
+            let per = partials.len() / b;
+            let run = |(r, (o, pt)): (usize, (&mut [f32], &mut [f32]))| k_score_row(r, o, pt, inp, b, n);
+            if b >= PAR_MIN_ROWS {
+                out.par_chunks_mut(n).zip(partials[..b * per].par_chunks_mut(per)).enumerate().for_each(run);
+            } else {
+                out.chunks_mut(n).zip(partials[..b * per].chunks_mut(per)).enumerate().for_each(run);
+            }
+        }
+        None => {
+            let run = |(r, o): (usize, &mut [f32])| k_score_row(r, o, &mut [], inp, b, n);
+            if b >= PAR_MIN_ROWS {
+                out.par_chunks_mut(n).enumerate().for_each(run);
+            } else {
+                out.chunks_mut(n).enumerate().for_each(run);
+            }
+        }
+    }
+}
