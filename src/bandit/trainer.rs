@@ -254,6 +254,8 @@ impl<B: Backend> Experiment for BanditExperiment<'_, B> {
         let args = &self.args;
         vec![
             ("estimator", args.estimator.name().into()),
+            // One forward pass of the agent per example and step.
+            ("evaluations", 1.into()),
             ("seed", args.seed.into()),
             ("layers", args.layers.clone().into()),
             ("batch_size", args.batch_size.into()),

@@ -14,6 +14,9 @@ const MAX_K: usize = MAX_SAMPLES as usize;
 
 /// Rows of work below which a row loop stays on the calling thread.
 const PAR_MIN_ROWS: usize = 8;
+/// Elements (rows × units × chains) below which the per-row combination stays on the calling
+/// thread.
+const PAR_MIN_WORK: usize = 1 << 15;
 
 /// One element's K ARMS draws from its K-1 uniforms `u` (sorted here), as kernels/ksample.cu
 /// draws them: the spacings d of the sorted uniforms, U_k = (1 - d_k)^{K-1}, z_k = [U_k < p]
@@ -40,18 +43,55 @@ pub fn arms_draws(p: f32, u: &mut [f32], out: &mut [f32]) {
     }
 }
 
-/// See [`crate::backend::Backend::arms_sample`].
+/// Output addresses that rayon's tasks may share: each task writes its own rows.
+#[derive(Clone, Copy)]
+struct Outputs<'a>(&'a [*mut f32]);
+// SAFETY: tasks write disjoint rows of each output (see arms_sample).
+unsafe impl Send for Outputs<'_> {}
+unsafe impl Sync for Outputs<'_> {}
+
+impl Outputs<'_> {
+    /// Output c (a method, so closures capture the whole `Outputs`).
+    fn get(self, c: usize) -> *mut f32 {
+        self.0[c]
+    }
+}
+
+/// See [`crate::backend::Backend::arms_sample`]. Rows in parallel; a row's uniforms are
+/// consecutive (element i takes i·(K-1) ..), so they are drawn in blocks.
 pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usize, n: usize) {
     let k = zs.len();
     let m = k - 1;
-    let mut u = [0.0f32; MAX_K];
-    let mut draws = [0.0f32; MAX_K];
-    for i in 0..b * n {
-        key.fill_uniform((i * m) as u32, &mut u[..m]);
-        arms_draws(clipped_p(logits[i]), &mut u[..m], &mut draws[..k]);
-        for (z, &d) in zs.iter_mut().zip(&draws[..k]) {
-            z[i] = d;
+    assert!((2..=MAX_K).contains(&k) && zs.iter().all(|z| z.len() >= b * n));
+    let mut ptrs = [std::ptr::null_mut::<f32>(); MAX_K];
+    for (p, z) in ptrs.iter_mut().zip(zs.iter_mut()) {
+        *p = z.as_mut_ptr();
+    }
+    let outputs = Outputs(&ptrs[..k]);
+    let row = |r: usize| {
+        // Whole elements' uniforms per block: 16 elements of up to 63 uniforms each.
+        const BLOCK: usize = 16;
+        let mut u = [0.0f32; BLOCK * (MAX_K - 1)];
+        let mut draws = [0.0f32; MAX_K];
+        for j0 in (0..n).step_by(BLOCK) {
+            let len = BLOCK.min(n - j0);
+            let first = r * n + j0;
+            key.fill_uniform((first * m) as u32, &mut u[..len * m]);
+            for e in 0..len {
+                let i = first + e;
+                arms_draws(clipped_p(logits[i]), &mut u[e * m..(e + 1) * m], &mut draws[..k]);
+                for (c, &d) in draws[..k].iter().enumerate() {
+                    // SAFETY: element i < b·n lies in every output (asserted), and only the task
+                    // of row r writes row r.
+                    unsafe { *outputs.get(c).add(i) = d };
+                }
+            }
         }
+    };
+    if b >= PAR_MIN_ROWS && b * n * k >= 1 << 14 {
+        (0..b).into_par_iter().for_each(row);
+    } else {
+        (0..b).for_each(row);
     }
 }
 
@@ -187,11 +227,13 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
 pub fn k_score_unit_grad(out: &mut [f32], cv_partials: Option<&mut Vec<f32>>, inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
     assert!((2..=MAX_K).contains(&inp.z.len()), "K-sample estimators take 2 to {MAX_K} chains");
     let out = &mut out[..b * n];
+    let cv_work = if inp.grad_f.is_empty() { 1 } else { 4 * inp.z.len() };
+    let parallel = b >= PAR_MIN_ROWS && b * n * inp.z.len() * cv_work >= PAR_MIN_WORK;
     match cv_partials {
         Some(partials) => {
             let per = partials.len() / b;
             let run = |(r, (o, pt)): (usize, (&mut [f32], &mut [f32]))| k_score_row(r, o, pt, inp, b, n);
-            if b >= PAR_MIN_ROWS {
+            if parallel {
                 out.par_chunks_mut(n).zip(partials[..b * per].par_chunks_mut(per)).enumerate().for_each(run);
             } else {
                 out.chunks_mut(n).zip(partials[..b * per].chunks_mut(per)).enumerate().for_each(run);
@@ -199,7 +241,7 @@ pub fn k_score_unit_grad(out: &mut [f32], cv_partials: Option<&mut Vec<f32>>, in
         }
         None => {
             let run = |(r, o): (usize, &mut [f32])| k_score_row(r, o, &mut [], inp, b, n);
-            if b >= PAR_MIN_ROWS {
+            if parallel {
                 out.par_chunks_mut(n).enumerate().for_each(run);
             } else {
                 out.chunks_mut(n).enumerate().for_each(run);
