@@ -1,9 +1,9 @@
 //! Exact-enumeration tests of the K-sample estimators of docs/estimators.md (LOO with K
 //! samples, ARMS, Double CV, RODEO, HNCA with K samples) on the tiny VAE of tests/exact.rs
-//! (x of 3 bits, latents 2-2-2). Only the f64 reference in tests/common/exact.rs is tested:
-//! the production code has none of these estimators yet.
+//! (x of 3 bits, latents 2-2-2), with their f64 reference (tests/common/exact_k.rs), and the
+//! production f32 step against that reference on the same samples.
 //! 1. ARMS's antithetic K-tuple distribution in closed form against exact simplex areas, its
-//!    moments, and its sampler.
+//!    moments, the official sampler and the production sampler.
 //! 2. The relaxed ∇_{z_l} F_l that Double CV and RODEO use, against central differences.
 //! 3. Reductions: LOO K=2 and ARMS K=2 are the existing LOO and DisARM sample by sample and in
 //!    exact variance; zero coefficients turn Double CV and RODEO into LOO; HNCA K is the mean
@@ -11,6 +11,8 @@
 //! 4. Unbiasedness, K ∈ {2, 3}, every input, every encoder parameter, to 1e-9.
 //! 5. Exact variances: ratios between estimators at equal K (printed; only provable facts
 //!    asserted).
+//! 6. The production step (f32, CPU backend) gives the reference's per-sample estimates, batch
+//!    means and coefficient ascent directions on its own samples, K = 2 and 3.
 
 mod common;
 
@@ -18,9 +20,12 @@ use std::sync::OnceLock;
 
 use common::exact::*;
 use common::exact_k::*;
+use hnca::backend::cpu::Cpu;
+use hnca::backend::Backend;
 use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
+use hnca::vae::step::{compute_gradients, Draw, Workspace};
 
 fn tiny_shape() -> Shape {
     Shape::new(3, &[2, 2, 2])
@@ -435,5 +440,108 @@ fn exact_variance_ratios_at_equal_k() {
             );
         }
         eprint!("{table}");
+    }
+}
+
+// ───────────────────────────── 1b. the production ARMS sampler ─────────────────────────────
+
+#[test]
+fn the_production_arms_sampler_draws_the_exact_k_tuple_law() {
+    let be = Cpu::new();
+    let n = 40_000;
+    for (k, logit) in [(2usize, 1.3f32), (3, -1.1), (3, 0.6), (4, -0.3), (4, 2.0), (5, 0.1)] {
+        let logits = vec![logit; n];
+        let mut zs: Vec<Vec<f32>> = (0..k).map(|_| vec![0.0; n]).collect();
+        let mut refs: Vec<&mut Vec<f32>> = zs.iter_mut().collect();
+        be.arms_sample(&mut refs, &logits, RngKey::new(3, 9, stream::arms(1)), None, 1, n);
+        let p = clip(sigmoid(logit as f64));
+        let mut counts = vec![0usize; 1 << k];
+        for i in 0..n {
+            counts[(0..k).map(|c| (zs[c][i] as usize) << c).sum::<usize>()] += 1;
+        }
+        for (bits, &c) in counts.iter().enumerate() {
+            let want = arms_tuple_prob(p, k, bits);
+            let sd = (want * (1.0 - want) / n as f64).sqrt().max(1e-9);
+            let got = c as f64 / n as f64;
+            assert!((got - want).abs() < 6.0 * sd + 1e-12, "K={k} p={p:.3} bits={bits:b}: frequency {got} vs the exact {want}");
+        }
+    }
+}
+
+// ───────────────────────────── 6. production against the reference ─────────────────────────────
+
+/// Coefficients the production step is run with (any fixed values keep the estimators
+/// unbiased; non-zero ones make the control variates count).
+fn test_coefficients(est: &Estimator, l: usize) -> Vec<f32> {
+    [0.7 - 0.5 * l as f32, -0.3 + 0.2 * l as f32][..est.kind.control_variates()].to_vec()
+}
+
+#[test]
+fn production_f32_k_sample_estimates_match_the_f64_reference_sample_by_sample() {
+    let (be, shape) = (Cpu::new(), tiny_shape());
+    let params = tiny_params(11);
+    let net = Net::from_params(&shape, &params);
+    let depth = shape.depth();
+    let b = 32;
+    let x: Vec<f32> = (0..b).flat_map(|r| (0..3).map(move |j| (((r % 8) >> j) & 1) as f32)).collect();
+    let mut ests = Vec::new();
+    for k in [2, 3] {
+        for kind in [EstimatorKind::Loo, EstimatorKind::Arms, EstimatorKind::DoubleCv, EstimatorKind::Rodeo, EstimatorKind::Hnca] {
+            ests.push(Estimator::configure(kind, Some(k), false, false).unwrap());
+        }
+        ests.push(Estimator::configure(EstimatorKind::Hnca, Some(k), true, true).unwrap());
+    }
+    for est in ests {
+        let mut ws = Workspace::new(&be, &shape, &est, b);
+        be.write(&mut ws.main.z[0], &x);
+        for l in 1..=depth {
+            let c = test_coefficients(&est, l);
+            be.write(&mut ws.cv_coef[l], &c);
+        }
+        let mut grads = params.map(|t| vec![0.0f32; t.len()]);
+        compute_gradients(&be, &params, &mut ws, &est, &be.zeros(depth), Draw::at(5, 3, false), &mut grads);
+        let mut worst = 0.0f64;
+        let mut differ = 0;
+        for l in 1..=depth {
+            let n = shape.width(l);
+            let coef: Vec<f64> = test_coefficients(&est, l).iter().map(|&v| v as f64).collect();
+            let kest = k_estimator(&est).unwrap();
+            let mut mean_ref = vec![0.0f64; shape.width(l - 1) * n + n];
+            let mut ascent_ref = vec![0.0f64; coef.len()];
+            for r in 0..b {
+                let row = |buf: &[f32], w: usize| buf[r * w..(r + 1) * w].iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                let main: Chain = (0..=depth).map(|m| row(&ws.main.z[m], shape.width(m))).collect();
+                let mut chains = vec![main.clone()];
+                for j in 1..est.samples {
+                    let alt = &ws.alt[est.alt_block(l, j)];
+                    chains.push((0..=depth).map(|m| if m < l { main[m].clone() } else { row(&alt.z[m], shape.width(m)) }).collect());
+                }
+                differ += chains[1..].iter().any(|c| c[l] != main[l]) as usize;
+                let want = net.estimate(&est, l, &chains, 0.0, &coef);
+                let got = row(&ws.unit_grad[l], n);
+                for d in 0..n {
+                    worst = worst.max((got[d] - want[d]).abs() / want[d].abs().max(1.0));
+                    assert!(close(got[d], want[d], 1e-5), "{} layer {l} row {r} unit {d}: f32 {} vs f64 {}", est.label(), got[d], want[d]);
+                }
+                for (acc, v) in mean_ref.iter_mut().zip(net.layer_params_from_units(l, &main, &want)) {
+                    *acc += v / b as f64;
+                }
+                if !coef.is_empty() {
+                    let scale = -2.0 / (n * depth) as f64;
+                    for (acc, v) in ascent_ref.iter_mut().zip(net.coefficient_ascent(&kest, l, &chains, &coef, scale)) {
+                        *acc += v / b as f64;
+                    }
+                }
+            }
+            let g = &grads.enc[l - 1];
+            for (i, (&a, &e)) in g.w.iter().chain(&g.bias).zip(&mean_ref).enumerate() {
+                assert!(close(a as f64, e, 1e-5), "{} layer {l} batch-mean parameter {i}: {a} vs {e}", est.label());
+            }
+            for (i, (&a, &e)) in ws.cv_grad[l].iter().zip(&ascent_ref).enumerate() {
+                assert!(close(a as f64, e, 1e-5), "{} layer {l} coefficient {i} ascent: {a} vs {e}", est.label());
+            }
+        }
+        assert!(differ > b, "{}: the chains of a layer hardly differ ({differ} of {} rows); the test would be vacuous", est.label(), b * depth);
+        eprintln!("{}: largest relative f32/f64 difference per sample {worst:.1e}", est.label());
     }
 }

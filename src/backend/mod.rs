@@ -55,7 +55,7 @@ pub enum SampleMode {
 }
 
 /// What [`Backend::matmul_backward_input`] adds its product to.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub enum GemmInit<'a, Buf> {
     Zero,
     /// A row (k) added to every row.
@@ -63,6 +63,13 @@ pub enum GemmInit<'a, Buf> {
     /// The output's own values (accumulate).
     Keep,
 }
+
+impl<Buf> Clone for GemmInit<'_, Buf> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Buf> Copy for GemmInit<'_, Buf> {}
 
 /// What the score-function estimators multiply the per-row coefficient by, per unit.
 #[derive(Clone, Copy, Debug)]

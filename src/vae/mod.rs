@@ -71,7 +71,7 @@ pub struct VaeArgs {
     pub lr: f64,
 
     /// Learning rate of the prior's logits; 0 keeps the prior fixed [default: --lr].
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub prior_lr: Option<f64>,
 
     /// Optimiser of the prior's logits: Adam (as every other tensor) or plain gradient ascent.
@@ -80,7 +80,7 @@ pub struct VaeArgs {
 
     /// Adam learning rate of the control-variate coefficients of double-cv and rodeo, trained
     /// online to minimise the mean square of the logit-gradient estimates [default: 1e-3].
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub cv_lr: Option<f64>,
 
     /// Train on the first N training images and evaluate the rest as a validation set with the

@@ -52,7 +52,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let ws = Workspace::new(be, &shape, &est, batch_size);
         let tensors = 4 * host.tensors().len();
         let state = TrainState::new(be, ws.stats_plan(&est), ws.terms_layout.width(), tensors, shape.depth());
-        let cv_zeros = || ws.cv_coef.iter().skip(1).map(|_| be.zeros(est.kind.control_variates())).collect();
+        let cv = est.kind.control_variates();
+        let cv_zeros = || if cv == 0 { Vec::new() } else { ws.cv_coef.iter().skip(1).map(|_| be.zeros(cv)).collect() };
         Trainer {
             be,
             params: host.to_backend(be),
