@@ -135,6 +135,10 @@ pub mod stream {
     pub const fn arms(layer: u32) -> u32 {
         make(10, layer, 0)
     }
+    /// The initial weights of RODEO's control network of encoder layer `l` (step 0).
+    pub const fn rodeo_init(layer: u32) -> u32 {
+        make(11, layer, 0)
+    }
     /// Test-time encoder sample of layer `l`.
     pub const fn eval_encoder(layer: u32) -> u32 {
         make(6, layer, 0)
@@ -213,6 +217,7 @@ mod tests {
             ids.push(stream::encoder(l));
             ids.push(stream::eval_encoder(l));
             ids.push(stream::arms(l));
+            ids.push(stream::rodeo_init(l));
             for m in 0..8 {
                 ids.push(stream::alternate(l, m));
             }

@@ -11,6 +11,7 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
 use hnca::backend::{clock, Backend, GemmInit, HncaAbove, HncaInputs, KScoreInputs, KScoreMode};
 use hnca::rng::{stream, RngKey};
+use hnca::vae::estimator::{Estimator, EstimatorKind};
 
 /// Deterministic test data in [lo, hi).
 fn data(n: usize, tag: u32, lo: f32, hi: f32) -> Vec<f32> {
@@ -136,9 +137,12 @@ fn the_k_sample_combination_matches_the_cpu_in_every_mode() {
         let grad_f: Vec<Vec<f32>> = (0..k).map(|c| data(b * n, 40 + c as u32, -3.0, 3.0)).collect();
         let mut rows = data(k * b, 50, -20.0, 20.0);
         rows[..b].iter_mut().for_each(|f| *f -= 300.0);
-        for (mode, coef) in
-            [(KScoreMode::Loo, vec![]), (KScoreMode::Arms, vec![]), (KScoreMode::DoubleCv, vec![0.6]), (KScoreMode::Rodeo, vec![-0.4, 0.9])]
-        {
+        // RODEO's learned vector: α, β, and its control network as initialised, biases drawn too.
+        let mut rodeo = Estimator::new(EstimatorKind::Rodeo).initial_learned(1, 5);
+        rodeo[..2].copy_from_slice(&[-0.4, 0.9]);
+        let noise = data(rodeo.len(), 55, -0.1, 0.1);
+        rodeo[2..].iter_mut().zip(&noise).for_each(|(v, u)| *v += u);
+        for (mode, coef) in [(KScoreMode::Loo, vec![]), (KScoreMode::Arms, vec![]), (KScoreMode::DoubleCv, vec![0.6]), (KScoreMode::Rodeo, rodeo)] {
             let p = coef.len();
             let run = |be: &dyn Fn(&mut Vec<f32>, Option<&mut Vec<f32>>, &KScoreInputs<'_, Vec<f32>>)| {
                 let zr: Vec<&Vec<f32>> = z.iter().collect();
@@ -160,7 +164,8 @@ fn the_k_sample_combination_matches_the_cpu_in_every_mode() {
             let (oc, pc) = run(&|o, pt, inp| cpu.k_score_unit_grad(o, pt, inp, b, n));
             let (oe, pe) = run(&|o, pt, inp| emu.k_score_unit_grad(o, pt, inp, b, n));
             assert_close_normwise(&format!("{mode:?} K={k} logit gradients"), &oe, &oc, 1e-5);
-            assert_close_normwise(&format!("{mode:?} K={k} coefficient ascent"), &pe, &pc, 1e-5);
+            // The network's ascent sums cancelling terms over every neighbour: 1e-4 normwise.
+            assert_close_normwise(&format!("{mode:?} K={k} learned values' ascent"), &pe, &pc, if p > 2 { 1e-4 } else { 1e-5 });
             assert!(oc.iter().any(|&g| g.abs() > 1e-3), "{mode:?} K={k}: all gradients near zero");
         }
     }

@@ -13,7 +13,6 @@ mod common;
 use common::bandit_exact::{reference_estimate, Agent, Config, SIZES};
 use common::compare::assert_finite;
 use common::exact::{sigmoid, Chain, Net};
-use common::exact_k::k_estimator;
 use hnca::backend::cpu::Cpu;
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
@@ -229,7 +228,7 @@ fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64], 
             let g = net.layer_params_from_units(l, &main, &net.estimate(est, l, &chains, baseline, &coef[l - 1]));
             if !coef[l - 1].is_empty() {
                 let scale = -2.0 / (shape.width(l) * depth) as f64;
-                let a = net.coefficient_ascent(&k_estimator(est).unwrap(), l, &chains, &coef[l - 1], scale);
+                let a = net.learned_ascent(est, l, &chains, &coef[l - 1], scale);
                 cv_ascent[l - 1].iter_mut().zip(a).for_each(|(acc, v)| *acc += v / b as f64);
             }
             for (acc, v) in enc[l - 1].iter_mut().zip(&g) {

@@ -65,7 +65,7 @@ impl<D: Device> KernelBackend<D> {
         let grad_f: Vec<u64> = inp.grad_f.iter().map(|g| keep.ptr(g)).collect();
         let n_coef = match inp.mode {
             super::KScoreMode::DoubleCv => 1,
-            super::KScoreMode::Rodeo => 2,
+            super::KScoreMode::Rodeo => super::kernels::launch::RODEO_LEARNED as i32,
             _ => 0,
         };
         let p = KScoreParams {

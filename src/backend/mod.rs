@@ -128,8 +128,8 @@ pub enum KScoreMode {
     /// Double control variates: plus α·[(1/(K-1)) Σ_k (c_k - c̄) z_k - (Σ_k ∇F_k / K)·p(1-p)],
     /// c_k = ḡ_{-k}·(z_k - p).
     DoubleCv = 2,
-    /// RODEO with the Taylor control function: plus α·B + β·C, the Gibbs-Stein control
-    /// variates of the baseline and of the gradient.
+    /// RODEO: plus α·B + β·C, the Gibbs-Stein control variates of the baseline and of the
+    /// gradient, built from a learned control network (kernels/ksample.cu).
     Rodeo = 3,
 }
 
@@ -144,11 +144,12 @@ pub struct KScoreInputs<'a, Buf> {
     pub rows: &'a Buf,
     /// Double CV and RODEO: ∇_{z_l} F_l of each chain, each (b, n); empty otherwise.
     pub grad_f: &'a [&'a Buf],
-    /// Double CV and RODEO: the coefficients (α[, β]); absent otherwise.
+    /// Double CV and RODEO: the layer's learned values (α; RODEO: α, β and its control network);
+    /// absent otherwise.
     pub coef: Option<&'a Buf>,
-    /// Double CV and RODEO: the factor that turns Σ_d g_d·part_d into the ascent direction of
-    /// the coefficient on the variance loss (-2/(n·L): the loss is the mean of g² over units and
-    /// layers).
+    /// Double CV and RODEO: the factor that turns Σ_d g_d·∂g_d/∂value into the ascent direction
+    /// of a learned value on the variance loss (-2/(n·L): the loss is the mean of g² over units
+    /// and layers).
     pub loss_scale: f32,
 }
 
@@ -371,8 +372,8 @@ pub trait Backend {
     fn arms_sample(&self, zs: &mut [&mut Self::Buf], logits: &Self::Buf, key: RngKey, clock: Option<&Self::Array<u32>>, b: usize, n: usize);
 
     /// The logit gradient of a K-sample score-function estimator (see [`KScoreMode`]), out (b, n),
-    /// and for the estimators with learned coefficients their per-row ascent directions
-    /// `cv_partials` (b, coefficients): loss_scale · Σ_d g_d · part_d.
+    /// and for the estimators that learn their control variates the per-row ascent directions of
+    /// the learned values, `cv_partials` (b, values): loss_scale · Σ_d g_d · ∂g_d/∂value.
     fn k_score_unit_grad(&self, out: &mut Self::Buf, cv_partials: Option<&mut Self::Buf>, inp: &KScoreInputs<'_, Self::Buf>, b: usize, n: usize);
 
     /// y (n) += a · x: a plain gradient-ascent step (SGD for the prior).

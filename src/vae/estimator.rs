@@ -7,7 +7,8 @@
 //! (`loo`, `arms-k4`, `hnca+all-child-k2`, …) that the command line and the benchmarks share.
 
 use super::model::Terms;
-use crate::backend::kernels::launch::MAX_SAMPLES;
+use crate::backend::kernels::launch::{MAX_SAMPLES, RODEO_B2, RODEO_BX, RODEO_HIDDEN, RODEO_LEARNED, RODEO_W2, RODEO_WX, RODEO_WZ};
+use crate::rng::{stream, RngKey};
 use crate::backend::SampleMode;
 
 /// Which estimator trains the encoder. The decoder and prior always get exact gradients.
@@ -89,11 +90,12 @@ impl EstimatorKind {
         matches!(self, EstimatorKind::Hnca | EstimatorKind::Loo | EstimatorKind::Arms | EstimatorKind::DoubleCv | EstimatorKind::Rodeo)
     }
 
-    /// The learned control-variate coefficients per layer (Double CV: α; RODEO: α, β).
+    /// The values each encoder layer learns for its control variates (Double CV: α; RODEO: α,
+    /// β and its control network's 602 weights, kernels/ksample.cu's layout).
     pub fn control_variates(self) -> usize {
         match self {
             EstimatorKind::DoubleCv => 1,
-            EstimatorKind::Rodeo => 2,
+            EstimatorKind::Rodeo => RODEO_LEARNED as usize,
             _ => 0,
         }
     }
@@ -282,6 +284,26 @@ impl Estimator {
             add_hnca_target_extra(&mut c, terms, 0, l, self.all_child);
         }
         c
+    }
+
+    /// The initial learned values of encoder layer l (`control_variates` of them): α = β = 0,
+    /// and RODEO's network as Keras initialises the official one (Glorot-uniform kernels,
+    /// U(±√(6/(fan_in + fan_out))), zero biases), drawn from Philox so every backend starts alike.
+    pub fn initial_learned(&self, l: usize, seed: u64) -> Vec<f32> {
+        let mut v = vec![0.0f32; self.kind.control_variates()];
+        if self.kind == EstimatorKind::Rodeo {
+            let h = RODEO_HIDDEN as usize;
+            let key = RngKey::new(seed, 0, stream::rodeo_init(l as u32));
+            key.fill_uniform(0, &mut v[RODEO_WX as usize..RODEO_BX as usize]);
+            key.fill_uniform(h as u32, &mut v[RODEO_WZ as usize..RODEO_WZ as usize + h]);
+            key.fill_uniform(2 * h as u32, &mut v[RODEO_W2 as usize..RODEO_B2 as usize]);
+            let (first, second) = ((6.0f32 / (1 + h) as f32).sqrt(), (6.0f32 / (h + 2) as f32).sqrt());
+            let scale = |v: &mut [f32], r: f32| v.iter_mut().for_each(|u| *u = (2.0 * *u - 1.0) * r);
+            scale(&mut v[RODEO_WX as usize..RODEO_BX as usize], first);
+            scale(&mut v[RODEO_WZ as usize..RODEO_WZ as usize + h], first);
+            scale(&mut v[RODEO_W2 as usize..RODEO_B2 as usize], second);
+        }
+        v
     }
 
     /// The per-chain rows of layer l for the K-sample estimators, (K, t) row-major: the weights

@@ -52,6 +52,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let ws = Workspace::new(be, &shape, &est, batch_size);
         let tensors = 4 * host.tensors().len();
         let state = TrainState::new(be, ws.stats_plan(&est), ws.terms_layout.width(), tensors, shape.depth());
+        let mut ws = ws;
+        for l in 1..=shape.depth() {
+            let init = est.initial_learned(l, seed);
+            if !init.is_empty() {
+                be.write(&mut ws.cv_coef[l], &init);
+            }
+        }
         let cv = est.kind.control_variates();
         let cv_zeros = || if cv == 0 { Vec::new() } else { ws.cv_coef.iter().skip(1).map(|_| be.zeros(cv)).collect() };
         Trainer {

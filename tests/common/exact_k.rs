@@ -354,8 +354,16 @@ impl Net {
     }
 
     pub fn chain_terms(&self, l: usize, z: &Chain, hnca: &Estimator) -> ChainTerms {
-        let hnca0 = self.hnca_unit_grads(hnca, l, z, 0.0);
-        let hnca1 = self.hnca_unit_grads(hnca, l, z, 1.0);
+        self.chain_terms_with(l, z, hnca, true)
+    }
+
+    /// [`Net::chain_terms`], with HNCA's credit only where `with_hnca` (it is the costly part).
+    pub fn chain_terms_with(&self, l: usize, z: &Chain, hnca: &Estimator, with_hnca: bool) -> ChainTerms {
+        let (hnca0, hnca1) = if with_hnca {
+            (self.hnca_unit_grads(hnca, l, z, 0.0), self.hnca_unit_grads(hnca, l, z, 1.0))
+        } else {
+            (vec![0.0; self.sizes[l]], vec![0.0; self.sizes[l]])
+        };
         ChainTerms {
             z: z[l].clone(),
             f: self.f_reward(l, z),
@@ -556,29 +564,77 @@ impl Net {
     }
 }
 
-/// The reference of a production estimator with K ≥ 2 samples per layer (RODEO with the Taylor
-/// control function, as production runs it); None for the others.
-pub fn k_estimator(est: &Estimator) -> Option<KEstimator> {
-    let kind = match est.kind {
-        EstimatorKind::Loo => KKind::Loo,
-        EstimatorKind::Arms => KKind::Arms,
-        EstimatorKind::DoubleCv => KKind::DoubleCv,
-        EstimatorKind::Rodeo => KKind::Rodeo(SteinControl::Taylor),
-        EstimatorKind::Hnca if est.samples > 1 => KKind::Hnca { all_child: est.all_child, full_reward: est.full_reward },
+/// The reference of a production estimator with K ≥ 2 samples per layer, given the layer's
+/// learned values in production's layout (Double CV: α; RODEO: α, β, then its control network,
+/// kernels/ksample.cu), and the control-variate coefficients to use with it; None for the
+/// estimators with one sample and DisARM.
+pub fn k_estimator(est: &Estimator, learned: &[f64]) -> Option<(KEstimator, Vec<f64>)> {
+    let (kind, coef) = match est.kind {
+        EstimatorKind::Loo => (KKind::Loo, vec![]),
+        EstimatorKind::Arms => (KKind::Arms, vec![]),
+        EstimatorKind::DoubleCv => (KKind::DoubleCv, learned[..1].to_vec()),
+        EstimatorKind::Rodeo => (KKind::Rodeo(SteinControl::Mlp(Mlp::from_learned(&learned[2..]))), learned[..2].to_vec()),
+        EstimatorKind::Hnca if est.samples > 1 => (KKind::Hnca { all_child: est.all_child, full_reward: est.full_reward }, vec![]),
         _ => return None,
     };
-    Some(KEstimator::new(kind, est.samples))
+    Some((KEstimator::new(kind, est.samples), coef))
+}
+
+impl Mlp {
+    /// The network from production's layout: wx, bx, wz, bz (hidden each), w2 (hidden, 2), b2.
+    pub fn from_learned(v: &[f64]) -> Mlp {
+        let h = (v.len() - 2) / 6;
+        Mlp {
+            wx: v[..h].to_vec(),
+            bx: v[h..2 * h].to_vec(),
+            wz: v[2 * h..3 * h].to_vec(),
+            bz: v[3 * h..4 * h].to_vec(),
+            w2: (0..h).map(|i| [v[4 * h + 2 * i], v[4 * h + 2 * i + 1]]).collect(),
+            b2: [v[6 * h], v[6 * h + 1]],
+        }
+    }
 }
 
 impl Net {
     /// Any production estimator's per-sample logit gradients of layer l from its chains
     /// (chains[0] the main chain; DisARM: the main chain and its twin's; the estimators with
     /// one sample: the main chain alone), with the running baseline `baseline` (where one is
-    /// used) and the learned coefficients `coef` (Double CV: α; RODEO: α, β).
-    pub fn estimate(&self, est: &Estimator, l: usize, chains: &[Chain], baseline: f64, coef: &[f64]) -> Vec<f64> {
-        match k_estimator(est) {
-            Some(k) => self.k_sample_unit_grads(&k, l, chains, coef),
+    /// used) and the layer's learned values `learned` (see [`k_estimator`]).
+    pub fn estimate(&self, est: &Estimator, l: usize, chains: &[Chain], baseline: f64, learned: &[f64]) -> Vec<f64> {
+        match k_estimator(est, learned) {
+            Some((k, coef)) => self.k_sample_unit_grads(&k, l, chains, &coef),
             None => self.unit_grads(est, l, &chains[0], chains.get(1).unwrap_or(&chains[0]), baseline),
         }
+    }
+
+    /// For one example: the ascent direction of each of layer l's learned values on the
+    /// variance loss, loss_scale · Σ_d g_d ∂g_d/∂value (production's `cv_grad` before the batch
+    /// mean): the coefficients' from the estimate's parts, the control network's weights' by
+    /// central differences of (loss_scale/2) Σ_d g_d² (f64, step 1e-5).
+    pub fn learned_ascent(&self, est: &Estimator, l: usize, chains: &[Chain], learned: &[f64], loss_scale: f64) -> Vec<f64> {
+        let (kest, coef) = k_estimator(est, learned).expect("an estimator that learns");
+        let hflags = kest.hnca_flags();
+        let terms: Vec<ChainTerms> = chains.iter().map(|c| self.chain_terms_with(l, c, &hflags, false)).collect();
+        let refs: Vec<&ChainTerms> = terms.iter().collect();
+        let below = &chains[0][l - 1];
+        let estimate = |kest: &KEstimator, coef: &[f64]| {
+            let parts = self.k_sample_parts(kest, l, below, &refs);
+            let full = PartsMoments::full(coef, parts.len());
+            let g: Vec<f64> = (0..self.sizes[l]).map(|d| parts.iter().zip(&full).map(|(p, c)| c * p[d]).sum()).collect();
+            (parts, g)
+        };
+        let (parts, g) = estimate(&kest, &coef);
+        let mut out: Vec<f64> = parts[1..].iter().map(|p| loss_scale * p.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>()).collect();
+        let half_loss = |v: &[f64]| {
+            let (k, c) = k_estimator(est, v).unwrap();
+            loss_scale / 2.0 * estimate(&k, &c).1.iter().map(|x| x * x).sum::<f64>()
+        };
+        for i in coef.len()..learned.len() {
+            let (mut up, mut down) = (learned.to_vec(), learned.to_vec());
+            up[i] += 1e-5;
+            down[i] -= 1e-5;
+            out.push((half_loss(&up) - half_loss(&down)) / 2e-5);
+        }
+        out
     }
 }

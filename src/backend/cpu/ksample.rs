@@ -1,11 +1,13 @@
 //! The CPU twins of kernels/ksample.cu: ARMS's antithetic K-tuples and the K-sample
 //! score-function estimators' per-row combination of a layer's chains (leave-one-out, ARMS,
-//! Double CV, RODEO with the Taylor control function; docs/estimators.md). Row by row, with
-//! every per-chain scalar in a fixed-size table on the stack, so a step allocates nothing.
+//! Double CV, RODEO with its learned control network; docs/estimators.md), with the ascent
+//! directions of what they learn. Row by row, with every per-chain scalar in a fixed-size table
+//! on the stack, so a step allocates nothing.
 
 use rayon::prelude::*;
 
 use super::{clipped_log_odds_against, clipped_p};
+use crate::backend::kernels::launch::{RODEO_B2, RODEO_BX, RODEO_BZ, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
 use crate::backend::{KScoreInputs, KScoreMode, MAX_SAMPLES};
 use crate::math::powi_f32;
 use crate::rng::RngKey;
@@ -107,8 +109,29 @@ pub fn arms_debias(p: f32, k: usize) -> f32 {
     p * (1.0 - p) / (p - j)
 }
 
+/// Hidden units of RODEO's control network.
+const H: usize = RODEO_HIDDEN as usize;
+
+/// (H_0, H_1) of RODEO's control network `nn` (a layer's learned vector, kernels/ksample.cu's
+/// layout) at (lin, fbar), in eight lanes so that it vectorises.
+#[inline]
+fn rodeo_eval(nn: &[f32], lin: f32, fbar: f32) -> (f32, f32) {
+    let (wx, bx) = (&nn[RODEO_WX as usize..][..H], &nn[RODEO_BX as usize..][..H]);
+    let (wz, bz) = (&nn[RODEO_WZ as usize..][..H], &nn[RODEO_BZ as usize..][..H]);
+    let w2 = &nn[RODEO_W2 as usize..][..2 * H];
+    let (mut o0, mut o1) = ([0.0f32; 8], [0.0f32; 8]);
+    for h in 0..H {
+        let pre = lin * wx[h] + bx[h] + fbar * wz[h] + bz[h];
+        let act = if pre >= 0.0 { pre } else { 0.3 * pre };
+        o0[h % 8] += act * w2[2 * h];
+        o1[h % 8] += act * w2[2 * h + 1];
+    }
+    let b2 = RODEO_B2 as usize;
+    (nn[b2] + o0.iter().sum::<f32>(), nn[b2 + 1] + o1.iter().sum::<f32>())
+}
+
 /// Per-chain scalars of one row: the leave-one-out coefficients and the control variates'
-/// inner products.
+/// inner products and sums.
 struct RowScalars {
     /// c_k = (F_k - F̄)/(K-1).
     c: [f32; MAX_K],
@@ -117,30 +140,41 @@ struct RowScalars {
     /// RODEO: G·z_k and ∇F_k·z_k.
     gz: [f32; MAX_K],
     fz: [f32; MAX_K],
-    /// Σ_j D_j, D_j = F_j - F_0 (D_0 = 0).
-    d_sum: f32,
+    /// RODEO: over chain k's flipped neighbours, Σ_i w H_0, Σ_i w H_1 and Σ_i w; H at z_k.
+    s0: [f32; MAX_K],
+    t1: [f32; MAX_K],
+    ww: [f32; MAX_K],
+    h0z: [f32; MAX_K],
+    h1z: [f32; MAX_K],
+    /// RODEO: u·(z_k - p), u the loss's ascent weights of the estimate.
+    us: [f32; MAX_K],
 }
 
-/// One row of [`crate::backend::Backend::k_score_unit_grad`]: out (n), partials (coefficients).
+/// One row of [`crate::backend::Backend::k_score_unit_grad`]: out (n), partials (the learned
+/// values' ascent directions).
 fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
     let k = inp.z.len();
     let kf = k as f32;
     let km1 = (k - 1) as f32;
+    let nf = n as f32;
     let at = r * n;
     let logits = &inp.logits[at..at + n];
     let z = |j: usize, d: usize| inp.z[j][at + d];
     let gf = |j: usize, d: usize| inp.grad_f[j][at + d];
     let p = |d: usize| clipped_p(logits[d]);
     let d_of = |j: usize| if j == 0 { 0.0 } else { inp.rows[j * b + r] };
-    let mut s = RowScalars { c: [0.0; MAX_K], a: [0.0; MAX_K], gz: [0.0; MAX_K], fz: [0.0; MAX_K], d_sum: 0.0 };
+    let zero = [0.0f32; MAX_K];
+    let mut s = RowScalars { c: zero, a: zero, gz: zero, fz: zero, s0: zero, t1: zero, ww: zero, h0z: zero, h1z: zero, us: zero };
+    let mut d_sum = 0.0f32;
     for j in 1..k {
-        s.d_sum += d_of(j);
+        d_sum += d_of(j);
     }
-    let d_bar = s.d_sum / kf;
+    let d_bar = d_sum / kf;
     for j in 0..k {
         s.c[j] = (d_of(j) - d_bar) / km1;
     }
     let cv = matches!(inp.mode, KScoreMode::DoubleCv | KScoreMode::Rodeo);
+    let rodeo = inp.mode == KScoreMode::Rodeo;
     let g_total = |d: usize| (0..k).fold(0.0f32, |acc, j| acc + gf(j, d));
     if cv {
         for j in 0..k {
@@ -157,17 +191,34 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
             s.fz[j] = fz;
         }
     }
-    // The coefficients' per-row constants.
-    let (alpha, beta) = match inp.coef {
-        Some(c) => (c[0], if inp.mode == KScoreMode::Rodeo { c[1] } else { 0.0 }),
-        None => (0.0, 0.0),
-    };
-    let nf = n as f32;
+    let coef = inp.coef.map(|c| c.as_slice()).unwrap_or(&[]);
+    let (alpha, beta) = (coef.first().copied().unwrap_or(0.0), if rodeo { coef[1] } else { 0.0 });
     let cc_bar = (0..k).fold(0.0f32, |acc, j| acc + s.a[j] / km1) / kf;
-    let dcv = |j: usize| -s.a[j] / km1 / nf;
-    let dcv_sum = (0..k).fold(0.0f32, |acc, j| acc + dcv(j));
     let fz_sum = (0..k).fold(0.0f32, |acc, j| acc + s.fz[j]);
     let f0 = inp.rows[r];
+    // RODEO: chain j's control function is H(lin, fbar_j), fbar_j the other chains' mean F_l
+    // and lin = ℓ_j(z_j) + ḡ_{-j,i}(1 - 2 z_{j,i}) at the neighbour with unit i flipped.
+    let fbar = |j: usize| f0 + (d_sum - d_of(j)) / km1;
+    let lz = |j: usize| (s.gz[j] - fz_sum) / km1;
+    let lin = |j: usize, lz: f32, i: usize| lz + (g_total(i) - gf(j, i)) / km1 * (1.0 - 2.0 * z(j, i));
+    let weight = |j: usize, i: usize| p(i) * (1.0 - z(j, i)) + (1.0 - p(i)) * z(j, i);
+    if rodeo {
+        for j in 0..k {
+            let (fb, l0) = (fbar(j), lz(j));
+            let (mut s0, mut t1, mut ww) = (0.0f32, 0.0f32, 0.0f32);
+            for i in 0..n {
+                let w = weight(j, i);
+                let (h0, h1) = rodeo_eval(coef, lin(j, l0, i), fb);
+                s0 += w * h0;
+                t1 += w * h1;
+                ww += w;
+            }
+            (s.s0[j], s.t1[j], s.ww[j]) = (s0, t1, ww);
+            (s.h0z[j], s.h1z[j]) = rodeo_eval(coef, l0, fb);
+        }
+    }
+    let dcv = |j: usize| (s.s0[j] - s.ww[j] * s.h0z[j]) / nf;
+    let dcv_sum = (0..k).fold(0.0f32, |acc, j| acc + dcv(j));
     let (mut gb, mut gc) = (0.0f32, 0.0f32);
     for d in 0..n {
         let pd = p(d);
@@ -190,18 +241,14 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
                 part_b = acc / km1 - g_total(d) / kf * (pd * (1.0 - pd));
             }
             KScoreMode::Rodeo => {
-                let gt = g_total(d);
                 let (mut acc_b, mut acc_c) = (0.0f32, 0.0f32);
                 for j in 0..k {
                     let zj = z(j, d);
                     let sj = zj - pd;
                     acc_b += (dcv_sum - dcv(j)) / km1 * sj;
-                    let f_not = f0 + (s.d_sum - d_of(j)) / km1;
-                    let h_z = f_not + (s.gz[j] - fz_sum) / km1;
-                    let delta = (gt - gf(j, d)) / km1 * (1.0 - 2.0 * zj);
+                    let (_, h1) = rodeo_eval(coef, lin(j, lz(j), d), fbar(j));
                     let w = pd * (1.0 - zj) + (1.0 - pd) * zj;
-                    let big_s = -s.a[j] / km1;
-                    acc_c += (sj * (big_s - w * delta) - sj * h_z + w * delta * (1.0 - zj - pd)) / nf;
+                    acc_c += (sj * (s.t1[j] - w * h1) + w * h1 * (1.0 - zj - pd) - s.h1z[j] * sj * s.ww[j]) / nf;
                 }
                 part_b = -acc_b / kf;
                 part_c = acc_c / kf;
@@ -215,10 +262,58 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
         }
         out[d] = g;
     }
-    if !partials.is_empty() {
-        partials[0] = inp.loss_scale * gb;
-        if partials.len() > 1 {
-            partials[1] = inp.loss_scale * gc;
+    if partials.is_empty() {
+        return;
+    }
+    partials[0] = inp.loss_scale * gb;
+    if !rodeo {
+        return;
+    }
+    partials[1] = inp.loss_scale * gc;
+    // The network's ascent: with u = loss_scale·g, u·s_j per chain, then every evaluation
+    // point's upstream weights (on H_0 through the baseline's control variate, on H_1 through
+    // the gradient's) backpropagated through the network.
+    let u = |d: usize| inp.loss_scale * out[d];
+    for j in 0..k {
+        s.us[j] = (0..n).fold(0.0f32, |acc, d| acc + u(d) * (z(j, d) - p(d)));
+    }
+    let us_sum = (0..k).fold(0.0f32, |acc, j| acc + s.us[j]);
+    let (head, rest) = partials.split_at_mut(RODEO_BX as usize);
+    let d_wx = &mut head[RODEO_WX as usize..];
+    let (d_bx, rest) = rest.split_at_mut(H);
+    let (d_wz, rest) = rest.split_at_mut(H);
+    let (d_bz, rest) = rest.split_at_mut(H);
+    let (d_w2, d_b2) = rest.split_at_mut(2 * H);
+    for v in d_wx.iter_mut().chain(d_bx.iter_mut()).chain(d_wz.iter_mut()).chain(d_bz.iter_mut()).chain(d_w2.iter_mut()).chain(d_b2.iter_mut()) {
+        *v = 0.0;
+    }
+    let (wx, bx) = (&coef[RODEO_WX as usize..][..H], &coef[RODEO_BX as usize..][..H]);
+    let (wz, bz) = (&coef[RODEO_WZ as usize..][..H], &coef[RODEO_BZ as usize..][..H]);
+    let w2 = &coef[RODEO_W2 as usize..][..2 * H];
+    for j in 0..k {
+        let (fb, l0) = (fbar(j), lz(j));
+        let up_dcv = -alpha / (kf * km1) * (us_sum - s.us[j]);
+        for i in 0..=n {
+            let (x, up0, up1) = if i < n {
+                let w = weight(j, i);
+                let zi = z(j, i);
+                (lin(j, l0, i), up_dcv * w / nf, beta * w / (kf * nf) * (s.us[j] + u(i) * (1.0 - 2.0 * zi)))
+            } else {
+                (l0, -up_dcv * s.ww[j] / nf, -beta * s.ww[j] / (kf * nf) * s.us[j])
+            };
+            d_b2[0] += up0;
+            d_b2[1] += up1;
+            for h in 0..H {
+                let pre = x * wx[h] + bx[h] + fb * wz[h] + bz[h];
+                let (act, slope) = if pre >= 0.0 { (pre, 1.0) } else { (0.3 * pre, 0.3) };
+                d_w2[2 * h] += act * up0;
+                d_w2[2 * h + 1] += act * up1;
+                let dpre = (up0 * w2[2 * h] + up1 * w2[2 * h + 1]) * slope;
+                d_wx[h] += dpre * x;
+                d_bx[h] += dpre;
+                d_wz[h] += dpre * fb;
+                d_bz[h] += dpre;
+            }
         }
     }
 }
@@ -227,7 +322,11 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
 pub fn k_score_unit_grad(out: &mut [f32], cv_partials: Option<&mut Vec<f32>>, inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
     assert!((2..=MAX_K).contains(&inp.z.len()), "K-sample estimators take 2 to {MAX_K} chains");
     let out = &mut out[..b * n];
-    let cv_work = if inp.grad_f.is_empty() { 1 } else { 4 * inp.z.len() };
+    let cv_work = match inp.mode {
+        KScoreMode::Rodeo => 16 * H * inp.z.len(),
+        KScoreMode::DoubleCv => 4 * inp.z.len(),
+        _ => 1,
+    };
     let parallel = b >= PAR_MIN_ROWS && b * n * inp.z.len() * cv_work >= PAR_MIN_WORK;
     match cv_partials {
         Some(partials) => {
