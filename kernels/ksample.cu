@@ -9,7 +9,8 @@
 // RODEO's control network per layer (thjashin/rodeo, SteinControlNNSingleLayer): inputs
 // (lin, fbar), each through a dense layer of RODEO_HIDDEN units, summed, LeakyReLU(0.3), a dense
 // layer to (H_0, H_1). Its parameters follow α and β in the layer's learned vector:
-// [α, β, wx (H), bx (H), wz (H), bz (H), w2 (H, 2), b2 (2)], RODEO_LEARNED values in all.
+// [α, β, wx (H), bx (H), wz (H), bz (H), w2 (2, H): the weights into H_0 then into H_1, b2 (2)],
+// RODEO_LEARNED values in all.
 #define RODEO_HIDDEN 100
 #define RODEO_LEARNED 604
 #define RODEO_WX 2
@@ -25,8 +26,8 @@ __device__ inline void rodeo_eval(const float* nn, float lin, float fbar, float*
     for (int h = 0; h < RODEO_HIDDEN; ++h) {
         float pre = lin * nn[RODEO_WX + h] + nn[RODEO_BX + h] + fbar * nn[RODEO_WZ + h] + nn[RODEO_BZ + h];
         float act = pre >= 0.0f ? pre : 0.3f * pre;
-        o0 += act * nn[RODEO_W2 + 2 * h];
-        o1 += act * nn[RODEO_W2 + 2 * h + 1];
+        o0 += act * nn[RODEO_W2 + h];
+        o1 += act * nn[RODEO_W2 + RODEO_HIDDEN + h];
     }
     *h0 = o0;
     *h1 = o1;
@@ -72,6 +73,8 @@ KERNEL void arms_sample(const ArmsSampleParams p) {
 // ARMS's debiasing factor p(1-p)/(p - J), J the pairwise joint of two of the K draws
 // (src/backend/cpu/ksample.rs, arms_debias).
 __device__ inline float arms_debias(float p, int k) {
+    // K = 2: J = (2p - 1)_+, and the factor is max(p, 1 - p) = sigma(|a|), DisARM's.
+    if (k == 2) return fmaxf(p, 1.0f - p);
     u32 m = (u32)(k - 1);
     float q = p < 0.5f ? p : 1.0f - p;
     float root = m == 1 ? q : powf(q, 1.0f / (float)m);
@@ -273,7 +276,7 @@ KERNEL void k_score_unit_grad(const KScoreParams p) {
     int h = threadIdx.x;
     if (h >= RODEO_HIDDEN) return;
     float wx = nn[RODEO_WX + h], bx = nn[RODEO_BX + h], wz = nn[RODEO_WZ + h], bz = nn[RODEO_BZ + h];
-    float w20 = nn[RODEO_W2 + 2 * h], w21 = nn[RODEO_W2 + 2 * h + 1];
+    float w20 = nn[RODEO_W2 + h], w21 = nn[RODEO_W2 + RODEO_HIDDEN + h];
     float d_wx = 0.0f, d_bx = 0.0f, d_wz = 0.0f, d_bz = 0.0f, d_w20 = 0.0f, d_w21 = 0.0f, d_b20 = 0.0f, d_b21 = 0.0f;
     for (int j = 0; j < k; ++j) {
         const float* zj = (const float*)p.z[j] + at;
@@ -313,8 +316,8 @@ KERNEL void k_score_unit_grad(const KScoreParams p) {
     partials[RODEO_BX + h] = d_bx;
     partials[RODEO_WZ + h] = d_wz;
     partials[RODEO_BZ + h] = d_bz;
-    partials[RODEO_W2 + 2 * h] = d_w20;
-    partials[RODEO_W2 + 2 * h + 1] = d_w21;
+    partials[RODEO_W2 + h] = d_w20;
+    partials[RODEO_W2 + RODEO_HIDDEN + h] = d_w21;
     if (h == 0) {
         partials[RODEO_B2] = d_b20;
         partials[RODEO_B2 + 1] = d_b21;

@@ -547,12 +547,12 @@ fn production_f32_k_sample_estimates_match_the_f64_reference_sample_by_sample() 
             for (i, (&a, &e)) in g.w.iter().chain(&g.bias).zip(&mean_ref).enumerate() {
                 assert!(close(a as f64, e, 1e-5), "{} layer {l} batch-mean parameter {i}: {a} vs {e}", est.label());
             }
-            // The learned values' ascent: the coefficients' to 1e-5; the network's (f32 sums of
-            // terms that cancel, over every flipped neighbour and chain, against f64 central
-            // differences) to 2e-3 of the largest, and as a direction to a cosine of 1 - 1e-6.
+            // The learned values' ascent: the coefficients' to 1e-5; the network's (f32 sums over
+            // every flipped neighbour and chain, against f64 central differences) to 2e-4 of the
+            // largest, and as a direction to a cosine of 1 - 1e-6.
             let scale = ascent_ref.iter().skip(2).fold(1e-9f64, |m, v| m.max(v.abs()));
             for (i, (&a, &e)) in ws.cv_grad[l].iter().zip(&ascent_ref).enumerate() {
-                let tol = if i < 2 { 1e-5 * e.abs().max(1e-3) } else { 2e-3 * scale };
+                let tol = if i < 2 { 1e-5 * e.abs().max(1e-3) } else { 2e-4 * scale };
                 assert!((a as f64 - e).abs() <= tol, "{} layer {l} learned value {i} ascent: {a} vs {e} (largest {scale})", est.label());
             }
             if ascent_ref.len() > 2 {

@@ -581,7 +581,8 @@ pub fn k_estimator(est: &Estimator, learned: &[f64]) -> Option<(KEstimator, Vec<
 }
 
 impl Mlp {
-    /// The network from production's layout: wx, bx, wz, bz (hidden each), w2 (hidden, 2), b2.
+    /// The network from production's layout: wx, bx, wz, bz (hidden each), the weights into H_0
+    /// then those into H_1 (hidden each), b2.
     pub fn from_learned(v: &[f64]) -> Mlp {
         let h = (v.len() - 2) / 6;
         Mlp {
@@ -589,7 +590,7 @@ impl Mlp {
             bx: v[h..2 * h].to_vec(),
             wz: v[2 * h..3 * h].to_vec(),
             bz: v[3 * h..4 * h].to_vec(),
-            w2: (0..h).map(|i| [v[4 * h + 2 * i], v[4 * h + 2 * i + 1]]).collect(),
+            w2: (0..h).map(|i| [v[4 * h + i], v[5 * h + i]]).collect(),
             b2: [v[6 * h], v[6 * h + 1]],
         }
     }
@@ -631,9 +632,9 @@ impl Net {
         };
         for i in coef.len()..learned.len() {
             let (mut up, mut down) = (learned.to_vec(), learned.to_vec());
-            up[i] += 1e-5;
-            down[i] -= 1e-5;
-            out.push((half_loss(&up) - half_loss(&down)) / 2e-5);
+            up[i] += 1e-7;
+            down[i] -= 1e-7;
+            out.push((half_loss(&up) - half_loss(&down)) / 2e-7);
         }
         out
     }

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::simd::Simd;
 use super::{clipped_log_odds_against, clipped_p};
 use crate::backend::kernels::launch::{RODEO_B2, RODEO_BX, RODEO_BZ, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
 use crate::backend::{KScoreInputs, KScoreMode, MAX_SAMPLES};
@@ -23,7 +24,7 @@ const PAR_MIN_WORK: usize = 1 << 15;
 /// One element's K ARMS draws from its K-1 uniforms `u` (sorted here), as kernels/ksample.cu
 /// draws them: the spacings d of the sorted uniforms, U_k = (1 - d_k)^{K-1}, z_k = [U_k < p]
 /// for p < ½, else [1 - U_k < p].
-#[inline]
+#[inline(always)]
 pub fn arms_draws(p: f32, u: &mut [f32], out: &mut [f32]) {
     let m = u.len();
     for i in 1..m {
@@ -71,14 +72,34 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
     }
     let outputs = Outputs(&ptrs[..k]);
     let row = |r: usize| {
-        // Whole elements' uniforms per block: 16 elements of up to 63 uniforms each.
-        const BLOCK: usize = 16;
+        // Whole elements' uniforms per block: 64 elements of one uniform, or 16 of up to 63.
+        const BLOCK: usize = 64;
         let mut u = [0.0f32; BLOCK * (MAX_K - 1)];
         let mut draws = [0.0f32; MAX_K];
-        for j0 in (0..n).step_by(BLOCK) {
-            let len = BLOCK.min(n - j0);
+        let (mut z0, mut z1) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+        let per_block = if m == 1 { BLOCK } else { BLOCK / 4 };
+        for j0 in (0..n).step_by(per_block) {
+            let len = per_block.min(n - j0);
             let first = r * n + j0;
             key.fill_uniform((first * m) as u32, &mut u[..len * m]);
+            if m == 1 {
+                // Two draws: the spacings of one uniform, u and 1 - u, written out (the same
+                // operations as the general loop, so the same bits), in a loop that vectorises.
+                for e in 0..len {
+                    let (p, uu) = (clipped_p(logits[first + e]), u[e]);
+                    let (big0, big1) = (1.0 - uu, 1.0 - (1.0 - uu));
+                    let low = p < 0.5;
+                    z0[e] = if low { (big0 < p) as u8 as f32 } else { (1.0 - big0 < p) as u8 as f32 };
+                    z1[e] = if low { (big1 < p) as u8 as f32 } else { (1.0 - big1 < p) as u8 as f32 };
+                }
+                // SAFETY: elements first..first+len < b·n lie in both outputs (asserted), and only
+                // the task of row r writes row r.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(z0.as_ptr(), outputs.get(0).add(first), len);
+                    std::ptr::copy_nonoverlapping(z1.as_ptr(), outputs.get(1).add(first), len);
+                }
+                continue;
+            }
             for e in 0..len {
                 let i = first + e;
                 arms_draws(clipped_p(logits[i]), &mut u[e * m..(e + 1) * m], &mut draws[..k]);
@@ -90,6 +111,8 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
             }
         }
     };
+    let simd = Simd::selected();
+    let row = |r: usize| simd.run(|| row(r));
     if b >= PAR_MIN_ROWS && b * n * k >= 1 << 14 {
         (0..b).into_par_iter().for_each(row);
     } else {
@@ -100,8 +123,12 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
 /// ARMS's debiasing factor p(1-p)/(p - J) with J = P(two of the K draws are both 1):
 /// (2p^{1/(K-1)} - 1)_+^{K-1} for p < ½, else 2p - 1 + (2(1-p)^{1/(K-1)} - 1)_+^{K-1}.
 /// p - J ≥ min(p, 1-p) · something positive, never 0 for a clipped p.
-#[inline]
+#[inline(always)]
 pub fn arms_debias(p: f32, k: usize) -> f32 {
+    if k == 2 {
+        // J = (2p - 1)_+: the factor is max(p, 1 - p) = σ(|a|), DisARM's.
+        return p.max(1.0 - p);
+    }
     let m = (k - 1) as u32;
     let root = |q: f32| if m == 1 { q } else { q.powf(1.0 / m as f32) };
     let biv = |q: f32| powi_f32((2.0 * root(q) - 1.0).max(0.0), m);
@@ -113,21 +140,36 @@ pub fn arms_debias(p: f32, k: usize) -> f32 {
 const H: usize = RODEO_HIDDEN as usize;
 
 /// (H_0, H_1) of RODEO's control network `nn` (a layer's learned vector, kernels/ksample.cu's
-/// layout) at (lin, fbar), in eight lanes so that it vectorises.
-#[inline]
+/// layout) at (lin, fbar), the hidden units' contributions summed in eight lanes so that it
+/// vectorises.
+#[inline(always)]
 fn rodeo_eval(nn: &[f32], lin: f32, fbar: f32) -> (f32, f32) {
     let (wx, bx) = (&nn[RODEO_WX as usize..][..H], &nn[RODEO_BX as usize..][..H]);
     let (wz, bz) = (&nn[RODEO_WZ as usize..][..H], &nn[RODEO_BZ as usize..][..H]);
-    let w2 = &nn[RODEO_W2 as usize..][..2 * H];
+    let (w20, w21) = (&nn[RODEO_W2 as usize..][..H], &nn[RODEO_W2 as usize + H..][..H]);
     let (mut o0, mut o1) = ([0.0f32; 8], [0.0f32; 8]);
-    for h in 0..H {
+    let mut add = |h: usize, lane: usize| {
         let pre = lin * wx[h] + bx[h] + fbar * wz[h] + bz[h];
         let act = if pre >= 0.0 { pre } else { 0.3 * pre };
-        o0[h % 8] += act * w2[2 * h];
-        o1[h % 8] += act * w2[2 * h + 1];
+        o0[lane] += act * w20[h];
+        o1[lane] += act * w21[h];
+    };
+    for c in 0..H / 8 {
+        for lane in 0..8 {
+            add(8 * c + lane, lane);
+        }
+    }
+    for h in H / 8 * 8..H {
+        add(h, h % 8);
     }
     let b2 = RODEO_B2 as usize;
     (nn[b2] + o0.iter().sum::<f32>(), nn[b2 + 1] + o1.iter().sum::<f32>())
+}
+
+thread_local! {
+    /// RODEO's H_1 at every flipped neighbour of the row's chains, (K, n): computed once per row
+    /// for the reductions and read again per unit. Grown once per thread, never shrunk.
+    static H1: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Per-chain scalars of one row: the leave-one-out coefficients and the control variates'
@@ -152,6 +194,7 @@ struct RowScalars {
 
 /// One row of [`crate::backend::Backend::k_score_unit_grad`]: out (n), partials (the learned
 /// values' ascent directions).
+#[inline(always)]
 fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
     let k = inp.z.len();
     let kf = k as f32;
@@ -202,13 +245,18 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
     let lz = |j: usize| (s.gz[j] - fz_sum) / km1;
     let lin = |j: usize, lz: f32, i: usize| lz + (g_total(i) - gf(j, i)) / km1 * (1.0 - 2.0 * z(j, i));
     let weight = |j: usize, i: usize| p(i) * (1.0 - z(j, i)) + (1.0 - p(i)) * z(j, i);
+    let mut h1s = if rodeo { H1.with(|c| std::mem::take(&mut *c.borrow_mut())) } else { Vec::new() };
     if rodeo {
+        if h1s.len() < k * n {
+            h1s.resize(k * n, 0.0);
+        }
         for j in 0..k {
             let (fb, l0) = (fbar(j), lz(j));
             let (mut s0, mut t1, mut ww) = (0.0f32, 0.0f32, 0.0f32);
             for i in 0..n {
                 let w = weight(j, i);
                 let (h0, h1) = rodeo_eval(coef, lin(j, l0, i), fb);
+                h1s[j * n + i] = h1;
                 s0 += w * h0;
                 t1 += w * h1;
                 ww += w;
@@ -219,14 +267,26 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
     }
     let dcv = |j: usize| (s.s0[j] - s.ww[j] * s.h0z[j]) / nf;
     let dcv_sum = (0..k).fold(0.0f32, |acc, j| acc + dcv(j));
+    // Σ_j c_j z_j into out first, chain after chain (the same order of additions per unit as
+    // unit after unit, in loops that vectorise).
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for j in 0..k {
+        let (c, zj) = (s.c[j], &inp.z[j][at..at + n]);
+        out.iter_mut().zip(zj).for_each(|(o, &zv)| *o += c * zv);
+    }
+    if !cv {
+        for (o, &a) in out.iter_mut().zip(logits) {
+            let pd = clipped_p(a);
+            let ent = pd * (1.0 - pd) * clipped_log_odds_against(a);
+            *o = if inp.mode == KScoreMode::Arms { ent + arms_debias(pd, k) * *o } else { ent + *o };
+        }
+        return;
+    }
     let (mut gb, mut gc) = (0.0f32, 0.0f32);
     for d in 0..n {
         let pd = p(d);
         let ent = pd * (1.0 - pd) * clipped_log_odds_against(logits[d]);
-        let mut loo = 0.0f32;
-        for j in 0..k {
-            loo += s.c[j] * z(j, d);
-        }
+        let loo = out[d];
         let mut g = match inp.mode {
             KScoreMode::Arms => ent + arms_debias(pd, k) * loo,
             _ => ent + loo,
@@ -246,7 +306,7 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
                     let zj = z(j, d);
                     let sj = zj - pd;
                     acc_b += (dcv_sum - dcv(j)) / km1 * sj;
-                    let (_, h1) = rodeo_eval(coef, lin(j, lz(j), d), fbar(j));
+                    let h1 = h1s[j * n + d];
                     let w = pd * (1.0 - zj) + (1.0 - pd) * zj;
                     acc_c += (sj * (s.t1[j] - w * h1) + w * h1 * (1.0 - zj - pd) - s.h1z[j] * sj * s.ww[j]) / nf;
                 }
@@ -261,6 +321,9 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
             gc += g * part_c;
         }
         out[d] = g;
+    }
+    if rodeo {
+        H1.with(|c| *c.borrow_mut() = h1s);
     }
     if partials.is_empty() {
         return;
@@ -283,13 +346,17 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
     let (d_bx, rest) = rest.split_at_mut(H);
     let (d_wz, rest) = rest.split_at_mut(H);
     let (d_bz, rest) = rest.split_at_mut(H);
-    let (d_w2, d_b2) = rest.split_at_mut(2 * H);
-    for v in d_wx.iter_mut().chain(d_bx.iter_mut()).chain(d_wz.iter_mut()).chain(d_bz.iter_mut()).chain(d_w2.iter_mut()).chain(d_b2.iter_mut()) {
+    let (d_w20, rest) = rest.split_at_mut(H);
+    let (d_w21, d_b2) = rest.split_at_mut(H);
+    for v in d_wx.iter_mut().chain(d_bx.iter_mut()).chain(d_wz.iter_mut()).chain(d_bz.iter_mut()) {
+        *v = 0.0;
+    }
+    for v in d_w20.iter_mut().chain(d_w21.iter_mut()).chain(d_b2.iter_mut()) {
         *v = 0.0;
     }
     let (wx, bx) = (&coef[RODEO_WX as usize..][..H], &coef[RODEO_BX as usize..][..H]);
     let (wz, bz) = (&coef[RODEO_WZ as usize..][..H], &coef[RODEO_BZ as usize..][..H]);
-    let w2 = &coef[RODEO_W2 as usize..][..2 * H];
+    let (w20, w21) = (&coef[RODEO_W2 as usize..][..H], &coef[RODEO_W2 as usize + H..][..H]);
     for j in 0..k {
         let (fb, l0) = (fbar(j), lz(j));
         let up_dcv = -alpha / (kf * km1) * (us_sum - s.us[j]);
@@ -306,15 +373,39 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
             for h in 0..H {
                 let pre = x * wx[h] + bx[h] + fb * wz[h] + bz[h];
                 let (act, slope) = if pre >= 0.0 { (pre, 1.0) } else { (0.3 * pre, 0.3) };
-                d_w2[2 * h] += act * up0;
-                d_w2[2 * h + 1] += act * up1;
-                let dpre = (up0 * w2[2 * h] + up1 * w2[2 * h + 1]) * slope;
+                d_w20[h] += act * up0;
+                d_w21[h] += act * up1;
+                let dpre = (up0 * w20[h] + up1 * w21[h]) * slope;
                 d_wx[h] += dpre * x;
                 d_bx[h] += dpre;
                 d_wz[h] += dpre * fb;
                 d_bz[h] += dpre;
             }
         }
+    }
+}
+
+/// [`k_score_row`] compiled for the selected instruction set (it is too large to be inlined
+/// into [`Simd::run`]'s closure, so each build of it is a function of its own).
+fn k_score_row_for(simd: Simd, r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+        k_score_row(r, out, partials, inp, b, n)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+        k_score_row(r, out, partials, inp, b, n)
+    }
+    match simd {
+        // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { avx512(r, out, partials, inp, b, n) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { avx2(r, out, partials, inp, b, n) },
+        _ => k_score_row(r, out, partials, inp, b, n),
     }
 }
 
@@ -331,7 +422,8 @@ pub fn k_score_unit_grad(out: &mut [f32], cv_partials: Option<&mut Vec<f32>>, in
     match cv_partials {
         Some(partials) => {
             let per = partials.len() / b;
-            let run = |(r, (o, pt)): (usize, (&mut [f32], &mut [f32]))| k_score_row(r, o, pt, inp, b, n);
+            let simd = Simd::selected();
+            let run = |(r, (o, pt)): (usize, (&mut [f32], &mut [f32]))| k_score_row_for(simd, r, o, pt, inp, b, n);
             if parallel {
                 out.par_chunks_mut(n).zip(partials[..b * per].par_chunks_mut(per)).enumerate().for_each(run);
             } else {
@@ -339,7 +431,8 @@ pub fn k_score_unit_grad(out: &mut [f32], cv_partials: Option<&mut Vec<f32>>, in
             }
         }
         None => {
-            let run = |(r, o): (usize, &mut [f32])| k_score_row(r, o, &mut [], inp, b, n);
+            let simd = Simd::selected();
+            let run = |(r, o): (usize, &mut [f32])| k_score_row_for(simd, r, o, &mut [], inp, b, n);
             if parallel {
                 out.par_chunks_mut(n).enumerate().for_each(run);
             } else {
