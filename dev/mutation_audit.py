@@ -23,7 +23,7 @@ from pathlib import Path
 # (name, what it models, [(old text, new text), ...]): every pair must match somewhere.
 MUTANTS = [
     ("hnca-baseline-target", "the HNCA baseline's target without log p(z_l | z_{l+1})",
-     [("c[terms.dec_log_prob(0, l + 1)] += 1.0;", "")]),
+     [("        c[terms.dec_log_prob(block, l + 1)] += 1.0;\n        if all_child {", "        if all_child {")]),
     ("adam-step-off-by-one", "Adam's step counter one ahead, on both backends and both trainers",
      [("adam_step(be, params, grads, m, v, self.lr, self.step);", "adam_step(be, params, grads, m, v, self.lr, self.step + 1);")]),
     ("adam-bias-correction-cpu", "Adam's first-moment bias correction wrong on the CPU only (c1 = 0: parameters become ±inf)",
@@ -46,7 +46,18 @@ MUTANTS = [
     ("reinforce-reward-entropy", "REINFORCE's F_l without the entropy of the layer just above",
      [("        if m > l {\n            c[terms.enc_entropy(block, m)] += scale;", "        if m > l + 1 {\n            c[terms.enc_entropy(block, m)] += scale;")]),
     ("full-reward-upstream", "full_reward without the decoder term just below the layer",
-     [("                    for m in 1..l {\n                        c[terms.dec_log_prob(0, m)] = 1.0;", "                    for m in 1..l.saturating_sub(1) {\n                        c[terms.dec_log_prob(0, m)] = 1.0;")]),
+     [("        for m in 1..l {\n            c[terms.dec_log_prob(block, m)] += 1.0;", "        for m in 1..l.saturating_sub(1) {\n            c[terms.dec_log_prob(block, m)] += 1.0;")]),
+    ("loo-k-normalisation", "the K-sample leave-one-out coefficients divided by K instead of K - 1, on both backends",
+     [("        s.c[j] = (d_of(j) - d_bar) / km1;", "        s.c[j] = (d_of(j) - d_bar) / kf;"),
+      ("c_tab[j] = ((j == 0 ? 0.0f : p.rows[(long long)j * p.b + r]) - d_bar) / km1;", "c_tab[j] = ((j == 0 ? 0.0f : p.rows[(long long)j * p.b + r]) - d_bar) / kf;")]),
+    ("arms-debias-dropped", "ARMS without its debiasing factor for K > 2, on both backends",
+     [("    p * (1.0 - p) / (p - j)\n", "    1.0\n"),
+      ("    return p * (1.0f - p) / (p - j);", "    return 1.0f;")]),
+    ("double-cv-correction", "Double CV without the global correction of its control variate, on both backends",
+     [("part_b = acc / km1 - g_total(d) / kf * (pd * (1.0 - pd));", "part_b = acc / km1;"),
+      ("part_b = acc / km1 - grad_f_total(p.grad_f, k, at + d) / kf * (pd * (1.0f - pd));", "part_b = acc / km1;")]),
+    ("hnca-k-own-target", "HNCA with K samples subtracting each chain's own target in its baseline",
+     [("                for j in (0..k).filter(|&j| j != row) {", "                for j in 0..k {")]),
     ("grad-var-bessel", "the gradient-variance metric's bias term divided by b - 1, on both backends",
      [("sq_b / b as f64", "sq_b / (b as f64 - 1.0)")]),
 ]
