@@ -127,6 +127,9 @@ fn arms_draws_are_bit_identical_to_the_cpu() {
     }
 }
 
+/// One backend's `k_score_unit_grad` at fixed shapes: (out, cv_partials, inputs).
+type KScoreOp<'a> = dyn Fn(&mut Vec<f32>, Option<&mut Vec<f32>>, &KScoreInputs<'_, Vec<f32>>) + 'a;
+
 #[test]
 fn the_k_sample_combination_matches_the_cpu_in_every_mode() {
     let (cpu, emu) = (Cpu::new(), emu_backend());
@@ -142,9 +145,11 @@ fn the_k_sample_combination_matches_the_cpu_in_every_mode() {
         rodeo[..2].copy_from_slice(&[-0.4, 0.9]);
         let noise = data(rodeo.len(), 55, -0.1, 0.1);
         rodeo[2..].iter_mut().zip(&noise).for_each(|(v, u)| *v += u);
-        for (mode, coef) in [(KScoreMode::Loo, vec![]), (KScoreMode::Arms, vec![]), (KScoreMode::DoubleCv, vec![0.6]), (KScoreMode::Rodeo, rodeo)] {
+        for (mode, coef) in
+            [(KScoreMode::Loo, vec![]), (KScoreMode::Arms, vec![]), (KScoreMode::DoubleCv, vec![0.6]), (KScoreMode::Rodeo, rodeo)]
+        {
             let p = coef.len();
-            let run = |be: &dyn Fn(&mut Vec<f32>, Option<&mut Vec<f32>>, &KScoreInputs<'_, Vec<f32>>)| {
+            let run = |be: &KScoreOp| {
                 let zr: Vec<&Vec<f32>> = z.iter().collect();
                 let gr: Vec<&Vec<f32>> = if p > 0 { grad_f.iter().collect() } else { vec![] };
                 let inp = KScoreInputs {

@@ -12,7 +12,16 @@ use crate::rng::RngKey;
 
 impl<D: Device> KernelBackend<D> {
     /// din (b, k) = dout (b, n) · wᵀ (+ init): A = dout, B = wᵀ, whose element (l, j) is w[j·n + l].
-    pub(super) fn launch_matmul_backward_input(&self, din: &mut D::Buf, dout: &D::Buf, w: &D::Buf, init: GemmInit<'_, D::Buf>, b: usize, k: usize, n: usize) {
+    pub(super) fn launch_matmul_backward_input(
+        &self,
+        din: &mut D::Buf,
+        dout: &D::Buf,
+        w: &D::Buf,
+        init: GemmInit<'_, D::Buf>,
+        b: usize,
+        k: usize,
+        n: usize,
+    ) {
         let mut keep = Guards::new(&self.device);
         let (bias, beta) = match init {
             GemmInit::Zero => (0, 0.0),
@@ -42,7 +51,15 @@ impl<D: Device> KernelBackend<D> {
         self.device.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
-    pub(super) fn launch_arms_sample(&self, zs: &mut [&mut D::Buf], logits: &D::Buf, key: RngKey, clock: Option<&D::Array<u32>>, b: usize, n: usize) {
+    pub(super) fn launch_arms_sample(
+        &self,
+        zs: &mut [&mut D::Buf],
+        logits: &D::Buf,
+        key: RngKey,
+        clock: Option<&D::Array<u32>>,
+        b: usize,
+        n: usize,
+    ) {
         let d = &self.device;
         let mut keep = Guards::new(d);
         let k = zs.len();
@@ -58,7 +75,14 @@ impl<D: Device> KernelBackend<D> {
         d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
-    pub(super) fn launch_k_score(&self, out: &mut D::Buf, cv_partials: Option<&mut D::Buf>, inp: &KScoreInputs<'_, D::Buf>, b: usize, n: usize) {
+    pub(super) fn launch_k_score(
+        &self,
+        out: &mut D::Buf,
+        cv_partials: Option<&mut D::Buf>,
+        inp: &KScoreInputs<'_, D::Buf>,
+        b: usize,
+        n: usize,
+    ) {
         let d = &self.device;
         let mut keep = Guards::new(d);
         let z: Vec<u64> = inp.z.iter().map(|z| keep.ptr(z)).collect();

@@ -30,7 +30,18 @@ pub fn hnca_chain<B: Backend>(
     let block = if k == 0 { 0 } else { est.alt_block(l, k) };
     let chain = if k == 0 { &ws.main } else { &ws.alt[block] };
     let below = &ws.main.z[l - 1];
-    be.credit_pass(&mut ws.flip_dec[l], None, &chain.z[l], &params.dec[l - 1].w, &mut ws.tables_dec[l], &chain.dec_logits[l], below, b, n, shape.width(l - 1));
+    be.credit_pass(
+        &mut ws.flip_dec[l],
+        None,
+        &chain.z[l],
+        &params.dec[l - 1].w,
+        &mut ws.tables_dec[l],
+        &chain.dec_logits[l],
+        below,
+        b,
+        n,
+        shape.width(l - 1),
+    );
     let above = if l < depth {
         be.credit_pass(
             &mut ws.flip_enc_lp[l],

@@ -9,7 +9,15 @@ use super::workspace::{Draw, Workspace};
 use crate::backend::{Backend, SampleMode};
 
 /// Logits a_m = z_{m-1} W_m + b_m.
-pub(crate) fn encode_layer<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, m: usize, input: &B::Buf, logits: &mut B::Buf, b: usize) {
+pub(crate) fn encode_layer<B: Backend>(
+    be: &B,
+    params: &Params<B::Buf>,
+    shape: &Shape,
+    m: usize,
+    input: &B::Buf,
+    logits: &mut B::Buf,
+    b: usize,
+) {
     let d = &params.enc[m - 1];
     be.matmul_forward(logits, input, &d.w, &d.bias, b, shape.width(m - 1), shape.width(m));
 }
@@ -87,7 +95,15 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
 /// credit reads). The score-function estimators store each term as its difference from the
 /// main chain's same term (summed element by element, so F_l(chain) - F_l(main) never
 /// subtracts two f32 totals of hundreds of nats); HNCA with K samples stores the values.
-pub fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, est: &Estimator, l: usize, j: usize, draw: Draw<B::Array<u32>>) {
+pub fn forward_alternative<B: Backend>(
+    be: &B,
+    params: &Params<B::Buf>,
+    ws: &mut Workspace<B>,
+    est: &Estimator,
+    l: usize,
+    j: usize,
+    draw: Draw<B::Array<u32>>,
+) {
     let (b, shape, tl) = (ws.b, ws.shape.clone(), ws.terms_layout);
     let t = tl.width();
     let depth = shape.depth();
@@ -96,12 +112,30 @@ pub fn forward_alternative<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut
     let chain = &mut ws.alt[block];
     let main = &ws.main;
     if est.layer_draw() == LayerDraw::Independent {
-        be.bernoulli_sample(&mut chain.z[l], None, &main.logits[l], draw.alternate(block, l), draw.clock, SampleMode::Standard, b, shape.width(l));
+        be.bernoulli_sample(
+            &mut chain.z[l],
+            None,
+            &main.logits[l],
+            draw.alternate(block, l),
+            draw.clock,
+            SampleMode::Standard,
+            b,
+            shape.width(l),
+        );
     }
     for m in (l + 1)..=depth {
         let (lo, hi) = chain.z.split_at_mut(m);
         encode_layer(be, params, &shape, m, &lo[m - 1], &mut chain.logits[m], b);
-        be.bernoulli_sample(&mut hi[0], None, &chain.logits[m], draw.alternate(block, m), draw.clock, SampleMode::Standard, b, shape.width(m));
+        be.bernoulli_sample(
+            &mut hi[0],
+            None,
+            &chain.logits[m],
+            draw.alternate(block, m),
+            draw.clock,
+            SampleMode::Standard,
+            b,
+            shape.width(m),
+        );
         let base = relative.then_some(&main.logits[m]);
         be.entropy_rows(&mut ws.terms, t, tl.enc_entropy(block, m), &chain.logits[m], base, b, shape.width(m));
     }
