@@ -32,8 +32,8 @@ pub enum EstimatorKind {
     /// Double control variates: leave-one-out plus a learned multiple of a Taylor control
     /// variate (--samples, default 2).
     DoubleCv,
-    /// RODEO: leave-one-out plus learned multiples of Gibbs-Stein control variates
-    /// (--samples, default 2).
+    /// RODEO: leave-one-out plus learned multiples of Gibbs-Stein control variates built from a
+    /// learned control network (--samples, default 2).
     Rodeo,
 }
 

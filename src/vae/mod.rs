@@ -25,7 +25,6 @@ use crate::error::Error;
 use crate::run::{drive, Description, EpochRecord, RunOptions};
 use crate::setup::{set_up, Setup};
 use estimator::{Estimator, EstimatorKind};
-
 use trainer::VaeExperiment;
 
 pub const DESCRIPTION: Description = Description {
@@ -78,8 +77,9 @@ pub struct VaeArgs {
     #[arg(long, value_enum, default_value_t = PriorOptimizer::Adam)]
     pub prior_optimizer: PriorOptimizer,
 
-    /// Adam learning rate of the control-variate coefficients of double-cv and rodeo, trained
-    /// online to minimise the mean square of the logit-gradient estimates [default: 1e-3].
+    /// Adam learning rate of what double-cv and rodeo learn for their control variates (α; for
+    /// rodeo α, β and its control network), trained online to minimise the mean square of the
+    /// logit-gradient estimates [default: 1e-3].
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub cv_lr: Option<f64>,
 
