@@ -77,20 +77,21 @@ KERNEL void row_terms(const RowTermParams p) {
     if (threadIdx.x == 0) p.terms[(long long)r * p.t + p.col] = s;
 }
 
-// out (b) = Σ_c coef[c] · terms[r, c] - (baselines ? baselines[baseline] : 0): a row's reward
-// less the baseline, which lives on the device.
+// out (m, b): out[j, r] = Σ_c coef[j, c] · terms[r, c] - (baselines ? baselines[baseline] : 0),
+// coef (m, t): rows' rewards less the baseline (which lives on the device), or one row per chain.
 struct WeightedRowSumParams {
     float* out;
     const float* terms;
     const float* coef;
     const float* baselines;
-    int baseline, b, t;
+    int baseline, b, t, m;
 };
 
 KERNEL void weighted_row_sum(const WeightedRowSumParams p) {
-    int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= p.b) return;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.m * p.b) return;
+    long long j = i / p.b, r = i % p.b;
     float s = 0.0f;
-    for (int c = 0; c < p.t; ++c) s += p.coef[c] * p.terms[(long long)r * p.t + c];
-    p.out[r] = p.baselines ? s - p.baselines[p.baseline] : s;
+    for (int c = 0; c < p.t; ++c) s += p.coef[j * p.t + c] * p.terms[r * p.t + c];
+    p.out[i] = p.baselines ? s - p.baselines[p.baseline] : s;
 }

@@ -265,9 +265,10 @@ struct HncaUnitParams {
     const float* flip_ent;
     const float* reward;
     const float* terms;
+    float scale;
     int b, p, t;
     int col_dec, col_gen, col_ent;
-    int gen_is_prior, has_above, all_child;
+    int gen_is_prior, has_above, all_child, accumulate, reward_offset;
 };
 
 KERNEL void hnca_unit_grad(const HncaUnitParams a) {
@@ -295,8 +296,9 @@ KERNEL void hnca_unit_grad(const HncaUnitParams a) {
     float siblings = row[a.col_gen] - (on ? own1 : own0);
     float dec_term = a.all_child ? rho1 * dec1 - rho0 * dec0 : dec1 - dec0;
     float ent_term = a.all_child ? rho1 * ent1 - rho0 * ent0 : ent1 - ent0;
-    float credit = clipped_log_odds_against(a.logits[i]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + a.reward[r]) + ent_term;
-    a.out[i] = pk * (1.0f - pk) * credit;
+    float credit = clipped_log_odds_against(a.logits[i]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + a.reward[a.reward_offset + r]) + ent_term;
+    float v = a.scale * (pk * (1.0f - pk) * credit);
+    a.out[i] = a.accumulate ? a.out[i] + v : v;
 }
 
 // Score-function logit gradient: out = p(1-p)·log((1-p)/p) + coef[r]·(z - alt)·scale with

@@ -42,6 +42,40 @@ impl Split {
 pub struct Mnist {
     pub train: Split,
     pub test: Split,
+    /// Training images held out for validation ([`Mnist::hold_out`]).
+    pub valid: Option<Split>,
+}
+
+impl Split {
+    /// Images `range` of the split, as a split of their own.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Split {
+        let p = self.pixels();
+        Split {
+            images: self.images[range.start * p..range.end * p].to_vec(),
+            labels: self.labels[range.clone()].to_vec(),
+            n: range.len(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+impl Mnist {
+    /// Keeps the first `n` training images for training and the rest as the validation set
+    /// (DisARM's protocol: 50,000 and 10,000). An error if the training set has no image left
+    /// over, or fewer than `n` (the reason in one line).
+    pub fn hold_out(&mut self, n: usize) -> Result<(), String> {
+        let total = self.train.n;
+        if n == 0 || n >= total {
+            return Err(format!(
+                "--train-images {n}: the training set has {total} images; keep 1 to {} for training and the rest for validation",
+                total.saturating_sub(1)
+            ));
+        }
+        self.valid = Some(self.train.slice(n..total));
+        self.train = self.train.slice(0..n);
+        Ok(())
+    }
 }
 
 /// How grey MNIST pixels become bits.
@@ -121,6 +155,7 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
     Ok(Mnist {
         train: load_split(&dir.join(TRAIN_IMAGES), &dir.join(TRAIN_LABELS))?,
         test: load_split(&dir.join(TEST_IMAGES), &dir.join(TEST_LABELS))?,
+        valid: None,
     })
 }
 

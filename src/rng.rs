@@ -119,14 +119,25 @@ pub mod stream {
     pub const BINARIZE_TRAIN: u32 = make(3, 0, 0);
     /// Binarization of the test set at evaluation `step`.
     pub const BINARIZE_TEST: u32 = make(3, 1, 0);
+    /// Binarization of the validation images (held-out training images) at evaluation `step`.
+    pub const BINARIZE_VALID: u32 = make(3, 2, 0);
     /// The main sample of encoder layer `l` (1-based).
     pub const fn encoder(layer: u32) -> u32 {
         make(4, layer, 0)
     }
-    /// Second (leave-one-out) sample of layer `l`, or, for DisARM, the fresh upward chain
-    /// above layer `l`'s antithetic sample: layer `m` of the chain that starts at `l`.
-    pub const fn alternate(start: u32, layer: u32) -> u32 {
-        make(5, start, layer)
+    /// Layer `m` of an alternative chain: the chain in terms block `block` (with two samples
+    /// per layer, the block is the layer the chain starts at): its own sample of its first
+    /// layer (leave-one-out and the other K-sample estimators) and the fresh upward chain above.
+    pub const fn alternate(block: u32, layer: u32) -> u32 {
+        make(5, block, layer)
+    }
+    /// ARMS's K antithetic samples of encoder layer `l`.
+    pub const fn arms(layer: u32) -> u32 {
+        make(10, layer, 0)
+    }
+    /// The initial weights of RODEO's control network of encoder layer `l` (step 0).
+    pub const fn rodeo_init(layer: u32) -> u32 {
+        make(11, layer, 0)
     }
     /// Test-time encoder sample of layer `l`.
     pub const fn eval_encoder(layer: u32) -> u32 {
@@ -204,11 +215,13 @@ mod tests {
 
     #[test]
     fn stream_ids_do_not_collide() {
-        let mut ids = vec![stream::SHUFFLE, stream::BINARIZE_TRAIN, stream::BINARIZE_TEST];
+        let mut ids = vec![stream::SHUFFLE, stream::BINARIZE_TRAIN, stream::BINARIZE_TEST, stream::BINARIZE_VALID];
         for l in 0..8 {
             ids.push(stream::init(l));
             ids.push(stream::encoder(l));
             ids.push(stream::eval_encoder(l));
+            ids.push(stream::arms(l));
+            ids.push(stream::rodeo_init(l));
             for m in 0..8 {
                 ids.push(stream::alternate(l, m));
             }

@@ -31,21 +31,39 @@ fn error_line(stderr: &str) -> &str {
 fn an_interrupted_and_resumed_run_ends_with_exactly_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for est in ["hnca", "disarm"] {
-        vae(d).args(["--estimator", est, "--epochs", "3", "--save", "straight.ck"]).assert().success();
+    // Double CV with three samples carries its learned coefficients and their Adam moments.
+    for (est, samples) in [("hnca", None), ("disarm", None), ("double-cv", Some("3"))] {
+        let run = |d: &Path| {
+            let mut cmd = vae(d);
+            cmd.args(["--estimator", est]);
+            if let Some(k) = samples {
+                cmd.args(["--samples", k]);
+            }
+            cmd
+        };
+        run(d).args(["--epochs", "3", "--save", "straight.ck"]).assert().success();
         // Stopped mid-epoch 2, resumed; stopped again at the end of epoch 2, resumed.
-        vae(d).args(["--estimator", est, "--epochs", "3", "--steps", "950", "--save", "a.ck", "--metrics", "a.jsonl"]).assert().success();
-        vae(d).args(["--estimator", est, "--epochs", "2", "--resume", "a.ck", "--save", "a.ck", "--metrics", "a.jsonl"]).assert().success();
+        run(d).args(["--epochs", "3", "--steps", "950", "--save", "a.ck", "--metrics", "a.jsonl"]).assert().success();
+        run(d).args(["--epochs", "2", "--resume", "a.ck", "--save", "a.ck", "--metrics", "a.jsonl"]).assert().success();
         let mid = Checkpoint::load(&d.join("a.ck")).unwrap();
         assert_eq!(mid.u64_field("step").unwrap(), 1200);
         assert_eq!(mid.u64_field("epoch").unwrap(), 2);
-        vae(d).args(["--estimator", est, "--epochs", "3", "--resume", "a.ck", "--save", "a.ck", "--metrics", "a.jsonl"]).assert().success();
+        run(d).args(["--epochs", "3", "--resume", "a.ck", "--save", "a.ck", "--metrics", "a.jsonl"]).assert().success();
         let straight = std::fs::read(d.join("straight.ck")).unwrap();
         let resumed = std::fs::read(d.join("a.ck")).unwrap();
         assert!(straight == resumed, "{est}: the resumed run's checkpoint differs from the straight run's");
         let ck = Checkpoint::from_bytes(&straight).unwrap();
         assert_eq!(ck.u64_field("step").unwrap(), 1800);
         assert_eq!(ck.str_field("estimator").unwrap(), est);
+        assert_eq!(ck.u64_field("samples").unwrap(), samples.map_or(if est == "hnca" { 1 } else { 2 }, |k| k.parse().unwrap()));
+        if est == "double-cv" {
+            assert!(ck.tensors.iter().any(|(name, v)| name == "cv/layer1" && v.len() == 1 && v[0] != 0.0), "no learned coefficient saved");
+            // Another K is another run.
+            let mut other = vae(d);
+            other.args(["--estimator", est, "--samples", "4", "--epochs", "3", "--resume", "straight.ck"]);
+            let line = error_line(&stderr_of(&mut other)).to_string();
+            assert!(line.contains("--estimator double-cv-k3 (checkpoint) vs double-cv-k4"), "{line}");
+        }
         // The metrics file reads as one run: the epochs' steps in order, nothing lost.
         let steps: Vec<u64> = std::fs::read_to_string(d.join("a.jsonl"))
             .unwrap()

@@ -44,22 +44,40 @@ fn vae_trains_200_steps_of_the_default_model_and_writes_valid_metrics() {
 #[test]
 fn every_estimator_trains_end_to_end_and_a_seed_reproduces_a_run() {
     let dir = tempfile::tempdir().unwrap();
-    for est in ["hnca", "hnca-nb", "reinforce", "reinforce-nb", "loo", "disarm"] {
+    let estimators = [
+        ("hnca", None, "hnca", 1),
+        ("hnca-nb", None, "hnca-nb", 1),
+        ("reinforce", None, "reinforce", 1),
+        ("reinforce-nb", None, "reinforce-nb", 1),
+        ("loo", None, "loo", 3),
+        ("disarm", None, "disarm", 3),
+        ("arms", None, "arms", 3),
+        ("double-cv", None, "double-cv", 3),
+        ("rodeo", None, "rodeo", 3),
+        ("loo", Some("3"), "loo-k3", 5),
+        ("arms", Some("4"), "arms-k4", 7),
+        ("hnca", Some("2"), "hnca-k2", 3),
+    ];
+    for (est, samples, label, evaluations) in estimators {
         let mut runs = Vec::new();
         for rep in 0..2 {
-            let path = dir.path().join(format!("{est}-{rep}.jsonl"));
+            let path = dir.path().join(format!("{label}-{rep}.jsonl"));
             hnca()
-                .args(["vae", "--layers", "16,8", "--steps", "30", "--test-every", "0", "--seed", "3", "--estimator", est, "--metrics"])
+                .args(["vae", "--layers", "16,8", "--steps", "30", "--test-every", "0", "--seed", "3", "--estimator", est])
+                .args(samples.map(|k| ["--samples", k]).iter().flatten())
+                .arg("--metrics")
                 .arg(&path)
                 .assert()
                 .success();
             let m = read_metrics(&path).remove(0);
-            assert_eq!(m["estimator"], est);
+            assert_eq!(m["estimator"], label);
+            // Chains per example and step: the main one, and K - 1 per layer of the two.
+            assert_eq!(m["evaluations"], evaluations, "{label}");
             assert!(m["test_elbo"].is_null());
             runs.push((m["train_elbo"].as_f64().unwrap(), m["grad_var"].as_f64().unwrap()));
         }
         assert!(runs[0].0.is_finite());
-        assert_eq!(runs[0], runs[1], "{est}: the same seed gave different runs");
+        assert_eq!(runs[0], runs[1], "{label}: the same seed gave different runs");
     }
     // A different seed gives a different run.
     let path = dir.path().join("other-seed.jsonl");
@@ -215,6 +233,49 @@ fn impossible_options_are_one_line_errors_with_exit_status_2() {
     assert_user_error(&["vae", "--steps", "0"], 2, "--steps");
     assert_user_error(&["vae", "--estimator", "reinforce", "--all-child"], 2, "HNCA ablations");
     assert_user_error(&["vae", "--estimator", "magic"], 2, "magic");
+    // Samples per layer: at least two, at most the kernels' tables, only where they apply.
+    assert_user_error(&["vae", "--estimator", "loo", "--samples", "1"], 2, "--samples must be 2 to 64");
+    assert_user_error(&["vae", "--estimator", "arms", "--samples", "65"], 2, "--samples must be 2 to 64");
+    assert_user_error(&["vae", "--estimator", "disarm", "--samples", "3"], 2, "--samples applies to");
+    assert_user_error(&["vae", "--estimator", "reinforce", "--samples", "2"], 2, "not reinforce");
+    assert_user_error(&["vae", "--estimator", "arms", "--all-child"], 2, "HNCA ablations");
+    assert_user_error(&["vae", "--estimator", "loo", "--cv-lr", "0.01"], 2, "--cv-lr applies to");
+    assert_user_error(&["vae", "--estimator", "rodeo", "--cv-lr", "0"], 2, "--cv-lr must be");
+    assert_user_error(&["vae", "--prior-lr", "-1"], 2, "--prior-lr");
+    assert_user_error(&["vae", "--prior-optimizer", "rmsprop"], 2, "rmsprop");
+    assert_user_error(&["vae", "--train-images", "0"], 2, "--train-images");
+    assert_user_error(&["vae", "--train-images", "60000"], 2, "--train-images 60000: the training set has 60000 images");
+    assert_user_error(&["bench", "--estimators", "loo,arms-k1"], 2, "estimator \"arms-k1\"");
+}
+
+#[test]
+fn the_literature_protocols_options_run_and_write_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["vae", "--layers", "16,8", "--steps", "20", "--test-every", "1", "--seed", "2"];
+    // A fixed prior (learning rate 0) stays at its initial logits, 0; plain gradient ascent moves it.
+    let mut priors = Vec::new();
+    for (lr, opt) in [("0", "adam"), ("0.5", "sgd"), ("0.5", "adam")] {
+        let (metrics, params) = (dir.path().join(format!("{lr}-{opt}.jsonl")), dir.path().join(format!("{lr}-{opt}.f32")));
+        hnca()
+            .args(base)
+            .args(["--train-images", "59000", "--prior-lr", lr, "--prior-optimizer", opt, "--metrics"])
+            .arg(&metrics)
+            .arg("--save-params")
+            .arg(&params)
+            .assert()
+            .success();
+        let m = read_metrics(&metrics).remove(0);
+        let (valid, test) = (m["valid_elbo"].as_f64().unwrap(), m["test_elbo"].as_f64().unwrap());
+        assert!(valid < 0.0 && (valid - test).abs() < 30.0, "valid_elbo {valid}, test_elbo {test}");
+        let values: Vec<f32> = std::fs::read(&params).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        priors.push(values[values.len() - 8..].to_vec());
+    }
+    assert!(priors[0].iter().all(|&v| v == 0.0), "a fixed prior moved: {:?}", priors[0]);
+    assert!(priors[1].iter().all(|&v| v != 0.0) && priors[1] != priors[2], "sgd {:?} vs adam {:?}", priors[1], priors[2]);
+    // Without --train-images there is no validation set, and no valid_elbo.
+    let plain = dir.path().join("plain.jsonl");
+    hnca().args(base).arg("--metrics").arg(&plain).assert().success();
+    assert!(read_metrics(&plain)[0].get("valid_elbo").is_none());
 }
 
 #[test]
@@ -263,6 +324,11 @@ fn help_documents_every_option_with_its_default() {
         "--data-dir",
         "--binarize",
         "--threads",
+        "--samples",
+        "--prior-lr",
+        "--prior-optimizer",
+        "--cv-lr",
+        "--train-images",
     ] {
         assert!(help.contains(opt), "--help lacks {opt}");
     }
@@ -334,6 +400,10 @@ fn bench_prints_the_cost_model_and_writes_json() {
     assert!(rows[0]["credit_ns_per_edge_per_core"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["credit_ns_per_edge_per_core"].is_null(), "reinforce has no credit pass");
     assert_eq!(rows[3]["model"], serde_json::json!([16, 8]));
+    // Estimators by their metrics names: three samples per layer are 1 + 2·2 chains per step.
+    let out = hnca().args(["bench", "--models", "16,8", "--estimators", "loo-k3", "--seconds", "0.05", "--batch-size", "4"]).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.lines().any(|l| l.split_whitespace().take(2).eq(["16,8", "loo-k3"]) && l.split_whitespace().nth(4) == Some("5")), "{stdout}");
     assert_user_error(&["bench", "--models", "8;x"], 2, "--models");
     assert_user_error(&["bench", "--seconds", "0"], 2, "positive");
 }

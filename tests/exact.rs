@@ -36,7 +36,7 @@ fn all_inputs() -> Vec<Vec<f64>> {
 
 fn hnca(all_child: bool, full_reward: bool, baseline: bool) -> Estimator {
     let kind = if baseline { EstimatorKind::Hnca } else { EstimatorKind::HncaNb };
-    Estimator { kind, all_child, full_reward }
+    Estimator { all_child, full_reward, ..Estimator::new(kind) }
 }
 
 /// Every estimator configuration the exact tests cover, with the constant baselines it uses.

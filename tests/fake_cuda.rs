@@ -254,8 +254,13 @@ fn a_device_step_is_one_graph_launch_with_nothing_read_back() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let runs: [(&str, &[&str]); 3] = [
+    let runs: [(&str, &[&str]); 4] = [
         ("vae", &["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", "hnca"]),
+        // Three chains per layer, ∇F, and the coefficients' own Adam step: still one launch.
+        (
+            "vae-rodeo-k3",
+            &["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", "rodeo", "--samples", "3"],
+        ),
         ("bandit", &["bandit", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0"]),
         ("conv-bandit", &["bandit", "--device", "cuda", "--features", "conv", "--conv-channels", "2", "--layers", "8", "--batch-size", "4", "--test-every", "0"]),
     ];
@@ -288,22 +293,26 @@ fn a_device_step_is_one_graph_launch_with_nothing_read_back() {
 }
 
 /// A run on the device saved mid-way and resumed ends with the checkpoint of a run that went
-/// straight through, byte for byte; sample draws from it on the device.
+/// straight through, byte for byte (DisARM, and Double CV with its learned coefficients);
+/// sample draws from it on the device.
 #[test]
 fn a_device_run_resumes_exactly() {
     if fake_cuda::open_or_skip().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let base = ["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", "disarm", "--save"];
-    let run = |ck: &std::path::Path, extra: &[&str]| {
-        hnca_bin().env("LD_LIBRARY_PATH", fake_cuda::library_path()).args(base).arg(ck).args(extra).assert().success();
-    };
-    let (straight, resumed) = (dir.path().join("straight.ck"), dir.path().join("resumed.ck"));
-    run(&straight, &["--steps", "60"]);
-    run(&resumed, &["--steps", "25"]);
-    run(&resumed, &["--steps", "60", "--resume", resumed.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&straight).unwrap(), std::fs::read(&resumed).unwrap(), "the resumed run's checkpoint differs");
+    for est in ["double-cv", "disarm"] {
+        let base = ["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", est, "--save"];
+        let run = |ck: &std::path::Path, extra: &[&str]| {
+            hnca_bin().env("LD_LIBRARY_PATH", fake_cuda::library_path()).args(base).arg(ck).args(extra).assert().success();
+        };
+        let (straight, resumed) = (dir.path().join("straight.ck"), dir.path().join("resumed.ck"));
+        run(&straight, &["--steps", "60"]);
+        run(&resumed, &["--steps", "25"]);
+        run(&resumed, &["--steps", "60", "--resume", resumed.to_str().unwrap()]);
+        assert_eq!(std::fs::read(&straight).unwrap(), std::fs::read(&resumed).unwrap(), "{est}: the resumed run's checkpoint differs");
+    }
+    let straight = dir.path().join("straight.ck");
     // Drawing from it on the device gives the CPU's digits (sampled bits: the same draws).
     let pngs = ["cuda", "cpu"].map(|device| {
         let out = dir.path().join(format!("{device}.png"));

@@ -10,7 +10,7 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
 use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
-use hnca::backend::{clock, credit_tables_len, grad_variance_slots, stats, AdamHyper, Backend, Elem, SampleMode, StatsPlan};
+use hnca::backend::{clock, credit_tables_len, grad_variance_slots, stats, AdamHyper, Backend, Elem, GemmInit, SampleMode, StatsPlan};
 use hnca::data::Binarize;
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
@@ -56,11 +56,15 @@ fn assert_gemms_match_the_cpu<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str, sh
         cpu.matmul_backward_weight(&mut dw_c, &inp, &dout, b, k, n);
         be.matmul_backward_weight(&mut dw_e, &inp, &dout, b, k, n);
         assert_close(&format!("{what} matmul_backward_weight {:?}", (b, k, n)), &dw_e, &dw_c, 1e-5);
-        let (mut di_c, mut di_e) = (vec![0.0; b * k], vec![0.0; b * k]);
-        cpu.matmul_backward_input(&mut di_c, &dout, &w, b, k, n);
-        be.matmul_backward_input(&mut di_e, &dout, &w, b, k, n);
-        assert_close(&format!("{what} matmul_backward_input {:?}", (b, k, n)), &di_e, &di_c, 1e-5);
-        outputs.extend(out_e.iter().chain(&dw_e).chain(&di_e));
+        // din (b, k) = dout · wᵀ, fresh and accumulated (the bias-free forms a BLAS runs).
+        for init in [GemmInit::Zero, GemmInit::Keep] {
+            let (mut din_c, mut din_e) = (inp.clone(), inp.clone());
+            cpu.matmul_backward_input(&mut din_c, &dout, &w, init, b, k, n);
+            be.matmul_backward_input(&mut din_e, &dout, &w, init, b, k, n);
+            assert_close(&format!("{what} matmul_backward_input {init:?} {:?}", (b, k, n)), &din_e, &din_c, 1e-5);
+            outputs.extend(&din_e);
+        }
+        outputs.extend(out_e.iter().chain(&dw_e));
     }
     outputs
 }
@@ -377,8 +381,11 @@ fn assert_whole_steps_match_the_cpu(shape: &Shape, b: usize) {
     let host = Params::init(shape, 4);
     let x = bits(b * shape.width(0), 30);
     let baselines = [0.5f32, -1.0, 2.0];
-    let ablation = Estimator { kind: EstimatorKind::Hnca, all_child: true, full_reward: true };
-    let configs = EstimatorKind::ALL.into_iter().map(|k| (Estimator::new(k), 1e-5)).chain([(ablation, 1e-4)]);
+    let ablation = Estimator { all_child: true, full_reward: true, ..Estimator::new(EstimatorKind::Hnca) };
+    // And every K-sample estimator at K = 3 (ARMS at 4): more chains than the defaults' two.
+    let more = [(EstimatorKind::Loo, 3), (EstimatorKind::Arms, 4), (EstimatorKind::DoubleCv, 3), (EstimatorKind::Rodeo, 3), (EstimatorKind::Hnca, 3)]
+        .map(|(kind, k)| (Estimator::configure(kind, Some(k), false, false).unwrap(), 1e-5));
+    let configs = EstimatorKind::ALL.into_iter().map(|k| (Estimator::new(k), 1e-5)).chain([(ablation, 1e-4)]).chain(more);
     for (est, tol) in configs {
         let (zc, gc) = cpu.step(shape, &est, &host, &x, &baselines, b);
         let (ze, ge) = emu.step(shape, &est, &host, &x, &baselines, b);

@@ -26,6 +26,8 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 const DECAY: f64 = 0.99;
 const STEPS: u32 = 3;
+/// The learning rate of the control variates' coefficients (`--cv-lr`'s default).
+const CV_LR: f32 = 1e-3;
 
 /// Adam in f64, one moment pair per tensor, as documented: m ← β1·m + (1-β1)·g,
 /// v ← β2·v + (1-β2)·g², p ← p + lr·m̂/(√v̂ + ε) with m̂ = m/(1-β1^t), v̂ = v/(1-β2^t).
@@ -42,6 +44,11 @@ impl ReferenceAdam {
 
     /// The parameters after step `t` (from 1) with gradients `grads`, from `params`.
     fn step(&mut self, params: &[Vec<f32>], grads: &[Vec<f32>], t: u32) -> Vec<Vec<f64>> {
+        self.step_at(params, grads, t, LR)
+    }
+
+    /// The same at learning rate `lr`.
+    fn step_at(&mut self, params: &[Vec<f32>], grads: &[Vec<f32>], t: u32, lr: f32) -> Vec<Vec<f64>> {
         let (c1, c2) = (1.0 - BETA1.powi(t as i32), 1.0 - BETA2.powi(t as i32));
         let mut out = Vec::new();
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
@@ -50,7 +57,7 @@ impl ReferenceAdam {
                 let g = g[j] as f64;
                 self.m[i][j] = BETA1 * self.m[i][j] + (1.0 - BETA1) * g;
                 self.v[i][j] = BETA2 * self.v[i][j] + (1.0 - BETA2) * g * g;
-                next.push(p[j] as f64 + LR as f64 * (self.m[i][j] / c1) / ((self.v[i][j] / c2).sqrt() + EPS));
+                next.push(p[j] as f64 + lr as f64 * (self.m[i][j] / c1) / ((self.v[i][j] / c2).sqrt() + EPS));
             }
             out.push(next);
         }
@@ -111,10 +118,28 @@ fn vae_estimators() -> Vec<Estimator> {
     let mut v: Vec<Estimator> = EstimatorKind::ALL.into_iter().map(Estimator::new).collect();
     for (all_child, full_reward) in [(true, false), (false, true), (true, true)] {
         for kind in [EstimatorKind::Hnca, EstimatorKind::HncaNb] {
-            v.push(Estimator { kind, all_child, full_reward });
+            v.push(Estimator { all_child, full_reward, ..Estimator::new(kind) });
         }
     }
+    for kind in [EstimatorKind::Hnca, EstimatorKind::Loo, EstimatorKind::Arms, EstimatorKind::DoubleCv, EstimatorKind::Rodeo] {
+        v.push(Estimator::configure(kind, Some(3), false, false).unwrap());
+    }
+    v.push(Estimator::configure(EstimatorKind::Hnca, Some(2), true, true).unwrap());
     v
+}
+
+/// Layer l's chains of row r of the trainer's workspace: the main chain, then each alternative
+/// chain of the layer (its layers below l are the main chain's).
+fn chains_of(trainer: &Trainer<'_, Cpu>, l: usize, r: usize) -> Vec<Chain> {
+    let (shape, ws, est) = (&trainer.shape, &trainer.ws, &trainer.est);
+    let depth = shape.depth();
+    let main: Chain = (0..=depth).map(|m| row(&ws.main.z[m], r, shape.width(m))).collect();
+    let mut chains = vec![main.clone()];
+    for j in 1..est.samples {
+        let alt = &ws.alt[est.alt_block(l, j)];
+        chains.push((0..=depth).map(|m| if m < l { main[m].clone() } else { row(&alt.z[m], r, shape.width(m)) }).collect());
+    }
+    chains
 }
 
 /// The quantity whose batch mean the baseline of layer l tracks, for one sample (the spec's
@@ -150,6 +175,8 @@ struct ReferenceStep {
     grad_var: Vec<(f64, f64)>,
     /// The batch-mean single-sample ELBO (bandit: the mean reward).
     mean: f64,
+    /// Per encoder layer, the learned coefficients' ascent directions (Double CV, RODEO).
+    cv_ascent: Vec<Vec<f64>>,
 }
 
 /// Σ over parameters of the across-batch variance of per-example estimates `rows` (each (n_w +
@@ -179,9 +206,10 @@ fn assert_variances_match(what: &str, got: &[(f64, f64)], want: &[(f64, f64)]) {
 }
 
 /// The reference of one step for the samples in the trainer's workspace, at parameters `net`,
-/// with baselines `baselines`: the encoder's gradients from the reference estimators, the
-/// decoder's and the prior's exact, (target - σ(logit)) ⊗ input.
-fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64]) -> ReferenceStep {
+/// with baselines `baselines` and control-variate coefficients `coef` (per layer): the
+/// encoder's gradients from the reference estimators, the decoder's and the prior's exact,
+/// (target - σ(logit)) ⊗ input; and the coefficients' ascent directions, batch means.
+fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64], coef: &[Vec<f64>]) -> ReferenceStep {
     let (shape, ws, est) = (&trainer.shape, &trainer.ws, &trainer.est);
     let (b, depth) = (ws.b, shape.depth());
     let mut enc: Vec<Vec<f64>> = (1..=depth).map(|l| vec![0.0; shape.width(l - 1) * shape.width(l) + shape.width(l)]).collect();
@@ -189,17 +217,20 @@ fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64]) 
     let mut dec_b: Vec<Vec<f64>> = (1..=depth).map(|l| vec![0.0; shape.width(l - 1)]).collect();
     let mut prior = vec![0.0; shape.width(depth)];
     let mut per_row: Vec<Vec<Vec<f64>>> = vec![Vec::new(); depth];
+    let mut cv_ascent: Vec<Vec<f64>> = coef.iter().map(|c| vec![0.0; c.len()]).collect();
     let mut elbo = 0.0;
     for r in 0..b {
         let main: Chain = (0..=depth).map(|m| row(&ws.main.z[m], r, shape.width(m))).collect();
         elbo += net.elbo_sample(&main) / b as f64;
         for l in 1..=depth {
-            let alt: Chain = match est.alternative() {
-                Some(_) => (0..=depth).map(|m| if m < l { main[m].clone() } else { row(&ws.alt[l].z[m], r, shape.width(m)) }).collect(),
-                None => main.clone(),
-            };
+            let chains = chains_of(trainer, l, r);
             let baseline = if est.uses_baseline() { baselines[l - 1] } else { 0.0 };
-            let g = net.layer_params_from_units(l, &main, &net.unit_grads(est, l, &main, &alt, baseline));
+            let g = net.layer_params_from_units(l, &main, &net.estimate(est, l, &chains, baseline, &coef[l - 1]));
+            if !coef[l - 1].is_empty() {
+                let scale = -2.0 / (shape.width(l) * depth) as f64;
+                let a = net.learned_ascent(est, l, &chains, &coef[l - 1], scale);
+                cv_ascent[l - 1].iter_mut().zip(a).for_each(|(acc, v)| *acc += v / b as f64);
+            }
             for (acc, v) in enc[l - 1].iter_mut().zip(&g) {
                 *acc += v / b as f64;
             }
@@ -232,7 +263,7 @@ fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64]) 
     }
     out.push(prior);
     let grad_var = (1..=depth).map(|l| variance_sums(&per_row[l - 1], shape.width(l - 1) * shape.width(l))).collect();
-    ReferenceStep { grads: out, grad_var, mean: elbo }
+    ReferenceStep { grads: out, grad_var, mean: elbo, cv_ascent }
 }
 
 #[test]
@@ -247,6 +278,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
         let mut trainer = Trainer::new(&be, shape.clone(), est, b, LR, 7);
         trainer.params = tiny_params(11);
         let mut adam = ReferenceAdam::new(&tensors(&trainer.params));
+        let mut cv_adam: Option<ReferenceAdam> = None;
         let mut baselines = vec![0.0f64; shape.depth()];
         for t in 1..=STEPS {
             let before = tensors(&trainer.params);
@@ -255,16 +287,26 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
                 assert_baseline(&format!("{what} step {t} layer {} (before)", l + 1), got, want);
             }
             let used: Vec<f64> = trainer.state.baselines(&be).iter().map(|&v| v as f64).collect();
+            let coef_before: Vec<Vec<f32>> = trainer.ws.cv_coef[1..].to_vec();
+            let coef: Vec<Vec<f64>> = coef_before.iter().map(|c| c.iter().map(|&v| v as f64).collect()).collect();
             trainer.train_step(&x);
             let (elbo, grad_var) = trainer.state.last_step(&be);
             assert_eq!(trainer.step, t as u64);
             let what_t = format!("{what} step {t}");
-            let reference = reference_vae_step(&trainer, &net, &used);
+            let reference = reference_vae_step(&trainer, &net, &used, &coef);
             assert_gradients_match(&what_t, &tensors(&trainer.grads), &reference.grads);
             assert_variances_match(&what_t, &grad_var, &reference.grad_var);
             assert!((elbo - reference.mean).abs() <= 1e-5 * reference.mean.abs(), "{what_t}: ELBO {elbo} vs reference {}", reference.mean);
             let want = adam.step(&before, &tensors(&trainer.grads), t);
             assert_params_follow_adam(&what_t, &tensors(&trainer.params), &want);
+            if est.kind.control_variates() > 0 {
+                // The coefficients' ascent directions, then their own Adam step (lr 1e-3).
+                let got: Vec<Vec<f32>> = trainer.ws.cv_grad[1..].to_vec();
+                assert_gradients_match(&format!("{what_t} coefficients"), &got, &reference.cv_ascent);
+                let want = cv_adam.get_or_insert_with(|| ReferenceAdam::new(&coef_before)).step_at(&coef_before, &got, t, CV_LR);
+                assert_params_follow_adam(&format!("{what_t} coefficients"), &trainer.ws.cv_coef[1..], &want);
+                assert!(t == 1 || trainer.ws.cv_coef[1..].iter().flatten().all(|&a| a != 0.0), "{what_t}: a coefficient never moved");
+            }
             if est.uses_baseline() {
                 let depth = shape.depth();
                 for l in 1..=depth {

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 mod backprop;
 
-use super::{grad_variance_slots, AdamHyper, Backend, ConvGeom, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
+use super::{grad_variance_slots, AdamHyper, Backend, ConvGeom, Elem, GemmInit, HncaInputs, KScoreInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::data::Binarize;
 use crate::rng::RngKey;
 
@@ -129,26 +129,26 @@ pub struct KernelBackend<D: Device> {
 
 /// The guards of one launch's buffers, kept until the launch is queued (the end of the
 /// operation), so that a device that orders buffers by events records them after the work.
-struct Guards<'a, D: Device + 'a> {
+pub(super) struct Guards<'a, D: Device + 'a> {
     device: &'a D,
     kept: Vec<D::Guard<'a>>,
 }
 
 impl<'a, D: Device> Guards<'a, D> {
-    fn new(device: &'a D) -> Self {
+    pub(super) fn new(device: &'a D) -> Self {
         Guards { device, kept: Vec::new() }
     }
-    fn ptr(&mut self, buf: &'a D::Buf) -> Ptr {
+    pub(super) fn ptr(&mut self, buf: &'a D::Buf) -> Ptr {
         let (p, g) = self.device.ptr(buf);
         self.kept.push(g);
         p
     }
-    fn ptr_mut(&mut self, buf: &'a mut D::Buf) -> Ptr {
+    pub(super) fn ptr_mut(&mut self, buf: &'a mut D::Buf) -> Ptr {
         let (p, g) = self.device.ptr_mut(buf);
         self.kept.push(g);
         p
     }
-    fn array<T: Elem>(&mut self, a: &'a D::Array<T>) -> Ptr {
+    pub(super) fn array<T: Elem>(&mut self, a: &'a D::Array<T>) -> Ptr {
         let (p, g) = self.device.array_ptr(a);
         self.kept.push(g);
         p
@@ -167,11 +167,11 @@ struct Constants<D: Device> {
     f64s: HashMap<Vec<u64>, D::Array<f64>>,
 }
 
-fn blocks(n: usize, per_block: u32) -> [u32; 3] {
+pub(super) fn blocks(n: usize, per_block: u32) -> [u32; 3] {
     [n.div_ceil(per_block as usize).max(1) as u32, 1, 1]
 }
 
-const ELEMENTWISE: [u32; 3] = [ELEMENTWISE_BLOCK, 1, 1];
+pub(super) const ELEMENTWISE: [u32; 3] = [ELEMENTWISE_BLOCK, 1, 1];
 
 impl<D: Device> KernelBackend<D> {
     pub fn new(device: D) -> Self {
@@ -181,7 +181,7 @@ impl<D: Device> KernelBackend<D> {
 
     /// A bias-free GEMM in the vendor library where the device has one, else (and always with a
     /// bias, which the tiled kernel adds in the same launch) in the project's tiled kernel.
-    fn gemm(&self, p: GemmParams) {
+    pub(super) fn gemm(&self, p: GemmParams) {
         if p.bias == 0 && self.device.has_vendor_gemm(&p) {
             self.device.vendor_gemm(&p);
         } else {
@@ -191,7 +191,7 @@ impl<D: Device> KernelBackend<D> {
     }
 
     /// The device address of the constant `host` (f32), uploaded on first use.
-    fn f32_constant(&self, host: &[f32]) -> Ptr {
+    pub(super) fn f32_constant(&self, host: &[f32]) -> Ptr {
         let mut c = self.constants.lock().expect("constants lock");
         let key: Vec<u32> = host.iter().map(|v| v.to_bits()).collect();
         let buf = c.f32s.entry(key).or_insert_with(|| self.device.upload(host));
@@ -209,7 +209,7 @@ impl<D: Device> KernelBackend<D> {
         ptr
     }
 
-    fn u64_constant(&self, host: &[u64]) -> Ptr {
+    pub(super) fn u64_constant(&self, host: &[u64]) -> Ptr {
         let mut c = self.constants.lock().expect("constants lock");
         let a = c.u64s.entry(host.to_vec()).or_insert_with(|| self.device.array(host));
         let (ptr, guard) = self.device.array_ptr(a);
@@ -342,8 +342,8 @@ impl<D: Device> Backend for KernelBackend<D> {
         });
     }
 
-    fn matmul_backward_input(&self, dinp: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, k: usize, n: usize) {
-        self.launch_matmul_backward_input(dinp, dout, w, b, k, n);
+    fn matmul_backward_input(&self, din: &mut D::Buf, dout: &D::Buf, w: &D::Buf, init: GemmInit<'_, D::Buf>, b: usize, k: usize, n: usize) {
+        self.launch_matmul_backward_input(din, dout, w, init, b, k, n);
     }
 
     fn conv_relu_forward(&self, out: &mut D::Buf, x: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, g: ConvGeom) {
@@ -462,6 +462,7 @@ impl<D: Device> Backend for KernelBackend<D> {
     fn weighted_row_sum(&self, out: &mut D::Buf, terms: &D::Buf, coef: &[f32], baseline: Option<(&D::Buf, usize)>, b: usize, t: usize) {
         let d = &self.device;
         let mut keep = Guards::new(d);
+        let m = coef.len() / t.max(1);
         let coef = self.f32_constant(coef);
         let p = WeightedRowSumParams {
             out: keep.ptr_mut(out),
@@ -471,8 +472,9 @@ impl<D: Device> Backend for KernelBackend<D> {
             baseline: baseline.map_or(0, |(_, i)| i as i32),
             b: b as i32,
             t: t as i32,
+            m: m as i32,
         };
-        d.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        d.launch(blocks(m * b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn term_means(&self, terms: &D::Buf, b: usize, t: usize) -> Vec<f64> {
@@ -531,6 +533,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             flip_ent: above.map_or(0, |a| keep.ptr(a.flip_ent)),
             reward: keep.ptr(inp.reward),
             terms: keep.ptr(inp.terms),
+            scale: inp.scale,
             b: b as i32,
             p: p as i32,
             t: inp.t as i32,
@@ -540,6 +543,8 @@ impl<D: Device> Backend for KernelBackend<D> {
             gen_is_prior: inp.gen_is_prior as i32,
             has_above: above.is_some() as i32,
             all_child: inp.all_child as i32,
+            accumulate: inp.accumulate as i32,
+            reward_offset: inp.reward_offset as i32,
         };
         d.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
     }
@@ -577,6 +582,22 @@ impl<D: Device> Backend for KernelBackend<D> {
             broadcast: broadcast as i32,
         };
         d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+    }
+
+    fn entropy_grad(&self, out: &mut D::Buf, logits: &D::Buf, b: usize, n: usize) {
+        self.launch_entropy_grad(out, logits, b, n);
+    }
+
+    fn arms_sample(&self, zs: &mut [&mut D::Buf], logits: &D::Buf, key: RngKey, clock: Option<&D::Array<u32>>, b: usize, n: usize) {
+        self.launch_arms_sample(zs, logits, key, clock, b, n);
+    }
+
+    fn k_score_unit_grad(&self, out: &mut D::Buf, cv_partials: Option<&mut D::Buf>, inp: &KScoreInputs<'_, D::Buf>, b: usize, n: usize) {
+        self.launch_k_score(out, cv_partials, inp, b, n);
+    }
+
+    fn axpy(&self, y: &mut D::Buf, a: f32, x: &D::Buf, n: usize) {
+        self.launch_axpy(y, a, x, n);
     }
 
     fn clip_logits(&self, out: &mut D::Buf, logits: &D::Buf, n: usize) {

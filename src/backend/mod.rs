@@ -9,10 +9,14 @@ pub mod cpu;
 pub mod cuda;
 pub mod emu;
 pub mod kernels;
+mod ksample_launch;
 pub mod nvrtc;
 
 use crate::data::Binarize;
 use crate::rng::RngKey;
+
+/// The most samples per layer the K-sample operations take (their per-row tables' length).
+pub use kernels::launch::MAX_SAMPLES;
 
 /// Element types of the arrays besides f32 buffers: image bytes, words (an epoch's image order,
 /// the training clock, counts, tables of device addresses) and f64 sums.
@@ -50,6 +54,23 @@ pub enum SampleMode {
     Antithetic,
 }
 
+/// What [`Backend::matmul_backward_input`] adds its product to.
+#[derive(Debug)]
+pub enum GemmInit<'a, Buf> {
+    Zero,
+    /// A row (k) added to every row.
+    Broadcast(&'a Buf),
+    /// The output's own values (accumulate).
+    Keep,
+}
+
+impl<Buf> Clone for GemmInit<'_, Buf> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Buf> Copy for GemmInit<'_, Buf> {}
+
 /// What the score-function estimators multiply the per-row coefficient by, per unit.
 #[derive(Clone, Copy, Debug)]
 pub enum ScoreAlt<'a, Buf> {
@@ -64,6 +85,9 @@ pub enum ScoreAlt<'a, Buf> {
 /// The hindsight inputs for HNCA's per-unit credit of encoder layer `l` (parent units Φ).
 /// Row totals are read from the terms table (`terms` is (b, t)) at the given columns.
 pub struct HncaInputs<'a, Buf> {
+    /// out = (accumulate ? out : 0) + scale·p(1-p)·G: HNCA with K samples averages its chains.
+    pub scale: f32,
+    pub accumulate: bool,
     /// Encoder logits of layer l, (b, p).
     pub logits: &'a Buf,
     /// Sampled z_l, (b, p).
@@ -78,8 +102,9 @@ pub struct HncaInputs<'a, Buf> {
     pub col_gen: usize,
     /// Encoder layer l+1 (the stochastic children), absent for the top layer.
     pub above: Option<HncaAbove<'a, Buf>>,
-    /// Per-row reward R_l - b̄_l, (b).
+    /// Per-row reward R_l - b̄_l, (b) from element `reward_offset` of `reward`.
     pub reward: &'a Buf,
+    pub reward_offset: usize,
     pub terms: &'a Buf,
     pub t: usize,
     pub all_child: bool,
@@ -91,6 +116,41 @@ pub struct HncaAbove<'a, Buf> {
     /// Change in H(q_{l+1} | z_l) when unit k is flipped, (b, p); actual: terms[:, col_ent].
     pub flip_ent: &'a Buf,
     pub col_ent: usize,
+}
+
+/// How [`Backend::k_score_unit_grad`] combines a layer's K chains (docs/estimators.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KScoreMode {
+    /// REINFORCE with the leave-one-out baseline: ent + (1/(K-1)) Σ_k (F_k - F̄) z_k.
+    Loo = 0,
+    /// ARMS: the leave-one-out term times p(1-p)/(p - J(p)), J the pairwise joint of two draws.
+    Arms = 1,
+    /// Double control variates: plus α·[(1/(K-1)) Σ_k (c_k - c̄) z_k - (Σ_k ∇F_k / K)·p(1-p)],
+    /// c_k = ḡ_{-k}·(z_k - p).
+    DoubleCv = 2,
+    /// RODEO: plus α·B + β·C, the Gibbs-Stein control variates of the baseline and of the
+    /// gradient, built from a learned control network (kernels/ksample.cu).
+    Rodeo = 3,
+}
+
+/// The inputs of [`Backend::k_score_unit_grad`] for one encoder layer of width n.
+pub struct KScoreInputs<'a, Buf> {
+    pub mode: KScoreMode,
+    /// Encoder logits of the layer (shared by its chains), (b, n).
+    pub logits: &'a Buf,
+    /// The K chains' samples of the layer, each (b, n); chain 0 is the main sample.
+    pub z: &'a [&'a Buf],
+    /// (K, b): row 0 F_l of the main chain (used by RODEO), row j F_l(chain j) - F_l(main).
+    pub rows: &'a Buf,
+    /// Double CV and RODEO: ∇_{z_l} F_l of each chain, each (b, n); empty otherwise.
+    pub grad_f: &'a [&'a Buf],
+    /// Double CV and RODEO: the layer's learned values (α; RODEO: α, β and its control network);
+    /// absent otherwise.
+    pub coef: Option<&'a Buf>,
+    /// Double CV and RODEO: the factor that turns Σ_d g_d·∂g_d/∂value into the ascent direction
+    /// of a learned value on the variance loss (-2/(n·L): the loss is the mean of g² over units
+    /// and layers).
+    pub loss_scale: f32,
 }
 
 /// Adam's hyper-parameters; the step t (from 1) is the clock's step plus one.
@@ -257,8 +317,9 @@ pub trait Backend {
     fn matmul_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, k: usize, n: usize);
     /// dw (k, n) = inpᵀ (k, b) · dout (b, n) / b: the batch mean of per-example outer products.
     fn matmul_backward_weight(&self, dw: &mut Self::Buf, inp: &Self::Buf, dout: &Self::Buf, b: usize, k: usize, n: usize);
-    /// dinp (b, k) = dout (b, n) · wᵀ: the gradient that reaches a dense layer's input. w (k, n).
-    fn matmul_backward_input(&self, dinp: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, b: usize, k: usize, n: usize);
+    /// din (b, k) = dout (b, n) · wᵀ, w (k, n), plus `init` ([`GemmInit`]): nothing, a row
+    /// (k) broadcast to every row, or what din held.
+    fn matmul_backward_input(&self, din: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, init: GemmInit<'_, Self::Buf>, b: usize, k: usize, n: usize);
     /// out (n) = mean over rows of x (b, n).
     fn column_mean(&self, out: &mut Self::Buf, x: &Self::Buf, b: usize, n: usize);
 
@@ -310,8 +371,9 @@ pub trait Backend {
     /// terms[r, col] = Σ_j H(Bernoulli(σ(logits[r, j]))), logits (b, n); with `base`, the sum of
     /// per-element differences Σ_j [H(σ(logits)) - H(σ(base))].
     fn entropy_rows(&self, terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, base: Option<&Self::Buf>, b: usize, n: usize);
-    /// out (b) = Σ_c coef[c] · terms[:, c], less `baselines[i]` with `baseline = Some((baselines,
-    /// i))`; `coef` has length t (a constant: a device uploads each distinct one once).
+    /// out (m, b) = Σ_c coef[j, c] · terms[:, c] for each row j of coef (m, t), less
+    /// `baselines[i]` with `baseline = Some((baselines, i))`; `coef` is a constant (a device
+    /// uploads each distinct one once) of m·t values.
     fn weighted_row_sum(&self, out: &mut Self::Buf, terms: &Self::Buf, coef: &[f32], baseline: Option<(&Self::Buf, usize)>, b: usize, t: usize);
     /// The column means of terms (b, t), brought to the host (evaluation; a training step keeps
     /// them on the device, [`Backend::step_stats`]).
@@ -356,6 +418,23 @@ pub trait Backend {
     /// out (b, n) = targets - σ(logits): the exact logit gradient of a Bernoulli log-likelihood.
     /// logits (b, n), or (n) when `broadcast` (the prior).
     fn bernoulli_delta(&self, out: &mut Self::Buf, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, b: usize, n: usize);
+
+    /// out (b, n) = -a σ(a) σ(-a) for a = logits (b, n): the logit derivative of H(σ(a)).
+    fn entropy_grad(&self, out: &mut Self::Buf, logits: &Self::Buf, b: usize, n: usize);
+
+    /// ARMS's K antithetic samples of a layer (Dimitriev & Zhou 2021): for each element, the
+    /// spacings d of K-1 sorted uniforms `key.uniform(i·(K-1) + s)` (a Dirichlet(1,…,1) draw),
+    /// U_k = (1 - d_k)^{K-1} (each uniform), and z_k = [U_k < p] for p = clip(σ(logit)) < ½,
+    /// else [1 - U_k < p]. zs holds K outputs (b, n); logits (b, n).
+    fn arms_sample(&self, zs: &mut [&mut Self::Buf], logits: &Self::Buf, key: RngKey, clock: Option<&Self::Array<u32>>, b: usize, n: usize);
+
+    /// The logit gradient of a K-sample score-function estimator (see [`KScoreMode`]), out (b, n),
+    /// and for the estimators that learn their control variates the per-row ascent directions of
+    /// the learned values, `cv_partials` (b, values): loss_scale · Σ_d g_d · ∂g_d/∂value.
+    fn k_score_unit_grad(&self, out: &mut Self::Buf, cv_partials: Option<&mut Self::Buf>, inp: &KScoreInputs<'_, Self::Buf>, b: usize, n: usize);
+
+    /// y (n) += a · x: a plain gradient-ascent step (SGD for the prior).
+    fn axpy(&self, y: &mut Self::Buf, a: f32, x: &Self::Buf, n: usize);
 
     /// out (n) = logits clamped to ±CLIP_LOGIT, so that σ(out) is the clipped probability that
     /// `bernoulli_sample` draws with: log π(z | out) is z's log-probability under the sampler.

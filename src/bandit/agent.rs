@@ -4,7 +4,7 @@
 //! and one step (sampling, then gradients) written once over the backend operations.
 
 use super::conv::{self, Conv, ConvWorkspace};
-use crate::backend::{credit_tables_len, grad_variance_slots, Backend, ConvGeom, SampleMode, StatsPlan};
+use crate::backend::{credit_tables_len, grad_variance_slots, Backend, ConvGeom, GemmInit, SampleMode, StatsPlan};
 use crate::nn::Dense;
 use crate::rng::{stream, RngKey};
 
@@ -318,7 +318,7 @@ pub fn gradients<B: Backend>(
     }
     if let Some(c) = &mut ws.conv {
         let top_conv = c.grads.as_mut().expect("a training workspace").dout.last_mut().expect("at least one convolution layer");
-        be.matmul_backward_input(top_conv, &ws.grad[1], &params.layers[0].w, b, shape.width(0), shape.width(1));
+        be.matmul_backward_input(top_conv, &ws.grad[1], &params.layers[0].w, GemmInit::Zero, b, shape.width(0), shape.width(1));
         let first_slots: Vec<usize> = (0..below).map(|i| ws.variance_slots[2 * i] as usize).collect();
         conv::backward(be, &params.conv, c, &ws.u[0], &mut grads.conv, &mut ws.partials, &first_slots, b);
     }

@@ -33,6 +33,7 @@ pub const DESCRIPTION: Description = Description {
     display: "bandit",
     train_metric: "train_accuracy",
     test_metric: "test_accuracy",
+    valid_metric: "valid_accuracy",
     progress_label: "accuracy",
     progress_digits: 4,
     line_digits: 4,

@@ -263,6 +263,8 @@ impl<B: Backend> Experiment for BanditExperiment<'_, B> {
         let args = &self.args;
         let mut id = vec![
             ("estimator", self.run.estimator_label().into()),
+            // One forward pass of the agent per example and step.
+            ("evaluations", 1.into()),
             ("seed", args.seed.into()),
             ("layers", args.hidden_layers().into()),
             ("batch_size", args.batch_size.into()),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::Spread;
+use super::{Spread, XAxis};
 use crate::error::Error;
 use crate::run::Description;
 
@@ -43,6 +43,34 @@ pub struct Run {
     /// Step → (the left panel's metric, grad_var). Where a resumed run repeats a step, the
     /// last line wins.
     pub points: BTreeMap<u64, (f64, f64)>,
+    /// Step → (ELBO evaluations per example per step, the line's wall time), where the line has
+    /// them: what `--x evaluations` and `--x seconds` draw against.
+    pub cost: BTreeMap<u64, (Option<f64>, Option<f64>)>,
+}
+
+impl Run {
+    /// Where each step lies on `axis`: the step; the evaluations so far (step × the run's
+    /// evaluations per step); or the wall time so far (the lines' seconds summed in step order).
+    /// An error naming the field when a line lacks it.
+    pub fn x_values(&self, axis: XAxis) -> Result<BTreeMap<u64, f64>, Error> {
+        let missing = |field: &str, step: u64| {
+            Error::Config(format!("{}: the line of step {step} has no \"{field}\" to plot --x {} against", self.path.display(), axis.name()))
+        };
+        let mut out = BTreeMap::new();
+        let mut seconds = 0.0;
+        for (&step, &(evals, secs)) in &self.cost {
+            let x = match axis {
+                XAxis::Steps => step as f64,
+                XAxis::Evaluations => step as f64 * evals.ok_or_else(|| missing("evaluations", step))?,
+                XAxis::Seconds => {
+                    seconds += secs.ok_or_else(|| missing("seconds", step))?;
+                    seconds
+                }
+            };
+            out.insert(step, x);
+        }
+        Ok(out)
+    }
 }
 
 /// A finite number under `key`, or why not.
@@ -80,12 +108,16 @@ pub fn load_run(path: &Path, known: &[Experiment]) -> Result<Run, Error> {
         let estimator = obj.get("estimator").and_then(Value::as_str).ok_or_else(|| at("no \"estimator\" (a string)".into()))?;
         let metric = number(obj, experiment.train_metric).map_err(at)?;
         let grad_var = number(obj, "grad_var").map_err(at)?;
+        let optional = |key: &str| if obj.contains_key(key) { number(obj, key).map(Some) } else { Ok(None) };
+        let evaluations = optional("evaluations").map_err(at)?;
+        let seconds = optional("seconds").map_err(at)?;
         let run = run.get_or_insert_with(|| Run {
             path: path.to_path_buf(),
             experiment,
             estimator: estimator.to_string(),
             setup: setup(obj),
             points: BTreeMap::new(),
+            cost: BTreeMap::new(),
         });
         if !same(run.experiment, experiment) {
             return Err(at(format!("a {} line, but the file's first line is a {} run's", experiment.display, run.experiment.display)));
@@ -94,6 +126,7 @@ pub fn load_run(path: &Path, known: &[Experiment]) -> Result<Run, Error> {
             return Err(at(format!("estimator \"{estimator}\", but the file's first line has \"{}\"", run.estimator)));
         }
         run.points.insert(step, (metric, grad_var));
+        run.cost.insert(step, (evaluations, seconds));
     }
     run.ok_or_else(|| Error::Config(format!("{shown}: empty (no metrics lines)")))
 }
@@ -156,8 +189,15 @@ pub struct Series {
     pub grad_var: Band,
 }
 
-/// Groups `runs` by estimator, in order of first appearance.
+/// Groups `runs` by estimator, in order of first appearance, against steps.
 pub fn group(runs: &[Run], spread: Spread) -> Result<Vec<Series>, Error> {
+    group_on(runs, spread, XAxis::Steps)
+}
+
+/// Groups `runs` by estimator, in order of first appearance, each step placed on `axis` (for
+/// the wall time, the mean over the estimator's runs of their time to that step).
+pub fn group_on(runs: &[Run], spread: Spread, axis: XAxis) -> Result<Vec<Series>, Error> {
+    let xs = runs.iter().map(|r| r.x_values(axis)).collect::<Result<Vec<_>, _>>()?;
     let mut order: Vec<&str> = Vec::new();
     for r in runs {
         if !order.contains(&r.estimator.as_str()) {
@@ -168,6 +208,7 @@ pub fn group(runs: &[Run], spread: Spread) -> Result<Vec<Series>, Error> {
         .into_iter()
         .map(|est| {
             let members: Vec<&Run> = runs.iter().filter(|r| r.estimator == est).collect();
+            let member_xs: Vec<&BTreeMap<u64, f64>> = runs.iter().zip(&xs).filter(|(r, _)| r.estimator == est).map(|(_, x)| x).collect();
             let steps: Vec<u64> = members[0].points.keys().copied().filter(|s| members.iter().all(|r| r.points.contains_key(s))).collect();
             if steps.is_empty() {
                 let names: Vec<String> = members.iter().map(|r| r.path.display().to_string()).collect();
@@ -177,9 +218,10 @@ pub fn group(runs: &[Run], spread: Spread) -> Result<Vec<Series>, Error> {
             for s in steps {
                 let metric: Vec<f64> = members.iter().map(|r| r.points[&s].0).collect();
                 let grad_var: Vec<f64> = members.iter().map(|r| r.points[&s].1).collect();
-                series.metric.push(s as f64, &metric, spread, false);
+                let x = member_xs.iter().map(|m| m[&s]).sum::<f64>() / member_xs.len() as f64;
+                series.metric.push(x, &metric, spread, false);
                 if grad_var.iter().all(|&g| g > 0.0) {
-                    series.grad_var.push(s as f64, &grad_var, spread, true);
+                    series.grad_var.push(x, &grad_var, spread, true);
                 }
             }
             Ok(series)
@@ -198,6 +240,7 @@ mod tests {
             estimator: est.into(),
             setup: None,
             points: points.iter().map(|&(s, m, g)| (s, (m, g))).collect(),
+            cost: points.iter().map(|&(s, _, _)| (s, (Some(2.0), Some(10.0)))).collect(),
         }
     }
 
@@ -230,5 +273,18 @@ mod tests {
         let mut band = Band::default();
         band.push(1.0, &[0.1, 10.0], Spread::Std, true);
         assert_eq!(band.lo, [0.1]);
+    }
+
+    #[test]
+    fn steps_are_placed_at_their_evaluations_or_wall_time() {
+        let runs = [run("b", &[(1, -10.0, 1.0), (2, -8.0, 0.5)])];
+        let at = |axis| group_on(&runs, Spread::Minmax, axis).unwrap()[0].metric.x.clone();
+        assert_eq!(at(XAxis::Steps), [1.0, 2.0]);
+        assert_eq!(at(XAxis::Evaluations), [2.0, 4.0]);
+        assert_eq!(at(XAxis::Seconds), [10.0, 20.0]);
+        let mut bare = runs[0].clone();
+        bare.cost.insert(2, (None, Some(1.0)));
+        let e = group_on(&[bare], Spread::Minmax, XAxis::Evaluations).unwrap_err().to_string();
+        assert!(e.contains("step 2 has no \"evaluations\""), "{e}");
     }
 }

@@ -29,6 +29,35 @@ pub enum Spread {
     Std,
 }
 
+/// What the horizontal axis measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XAxis {
+    /// Training steps (updates).
+    Steps,
+    /// ELBO evaluations per example so far: steps times the chains each step samples (the
+    /// metrics' `evaluations`), for comparisons at equal cost.
+    Evaluations,
+    /// Wall time so far (the metrics lines' `seconds`, summed).
+    Seconds,
+}
+
+impl XAxis {
+    pub fn name(self) -> &'static str {
+        match self {
+            XAxis::Steps => "steps",
+            XAxis::Evaluations => "evaluations",
+            XAxis::Seconds => "seconds",
+        }
+    }
+    fn title(self) -> &'static str {
+        match self {
+            XAxis::Steps => "steps",
+            XAxis::Evaluations => "ELBO evaluations per example",
+            XAxis::Seconds => "seconds",
+        }
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlotArgs {
     /// Metrics files written by `hnca vae --metrics` or `hnca bandit --metrics` (one run each).
@@ -54,12 +83,17 @@ pub struct PlotArgs {
     /// The band around each estimator's mean.
     #[arg(long, value_enum, default_value_t = Spread::Minmax)]
     pub spread: Spread,
+
+    /// The horizontal axis: steps, ELBO evaluations (equal-cost comparisons of estimators that
+    /// sample a layer several times), or wall time.
+    #[arg(long, value_enum, default_value_t = XAxis::Steps)]
+    pub x: XAxis,
 }
 
 impl PlotArgs {
     /// The command's defaults for these runs and output file.
     pub fn new(runs: Vec<PathBuf>, out: PathBuf) -> Self {
-        PlotArgs { runs, out, title: None, width: 1200, height: 480, spread: Spread::Minmax }
+        PlotArgs { runs, out, title: None, width: 1200, height: 480, spread: Spread::Minmax, x: XAxis::Steps }
     }
 }
 
@@ -78,8 +112,13 @@ fn format_of(out: &std::path::Path) -> Result<Format, Error> {
     }
 }
 
-/// Lays out the figure for `series` (from [`data::group`]) of `experiment`.
+/// Lays out the figure for `series` (from [`data::group`]) of `experiment`, against steps.
 pub fn figure(experiment: Experiment, series: &[Series], title: &str, width: u32, height: u32) -> Figure {
+    figure_on(experiment, series, title, width, height, XAxis::Steps)
+}
+
+/// Lays out the figure for `series` (from [`data::group_on`]) of `experiment` against `axis`.
+pub fn figure_on(experiment: Experiment, series: &[Series], title: &str, width: u32, height: u32, axis: XAxis) -> Figure {
     let color = |i: usize| PALETTE[i % PALETTE.len()];
     let legend: Vec<figure::LegendEntry> = series
         .iter()
@@ -101,7 +140,7 @@ pub fn figure(experiment: Experiment, series: &[Series], title: &str, width: u32
             bands: series.iter().enumerate().map(|(i, s)| (color(i), &s.grad_var)).collect(),
         },
     ];
-    figure::build(width, height, title, &legend, "steps", &panels)
+    figure::build(width, height, title, &legend, axis.title(), &panels)
 }
 
 /// Runs `hnca plot`: reads the runs, lays out the figure and writes it as SVG or PNG.
@@ -121,7 +160,7 @@ pub fn draw(args: &PlotArgs, experiments: &[Experiment]) -> Result<String, Error
     }
     let runs = args.runs.iter().map(|p| data::load_run(p, experiments)).collect::<Result<Vec<_>, _>>()?;
     let experiment = data::common_experiment(&runs)?;
-    let series = data::group(&runs, args.spread)?;
+    let series = data::group_on(&runs, args.spread, args.x)?;
     let title = args.title.clone().unwrap_or_else(|| {
         let setup = runs[0].setup.as_ref().filter(|s| runs.iter().all(|r| r.setup.as_ref() == Some(*s)));
         match setup {
@@ -129,7 +168,7 @@ pub fn draw(args: &PlotArgs, experiments: &[Experiment]) -> Result<String, Error
             None => experiment.figure_title.to_string(),
         }
     });
-    let fig = figure(experiment, &series, &title, args.width, args.height);
+    let fig = figure_on(experiment, &series, &title, args.width, args.height, args.x);
     let bytes = match format {
         Format::Svg => svg::render(&fig).into_bytes(),
         Format::Png => encode_png(fig.width, fig.height, PngColor::Rgb8, &raster::render(&fig)),

@@ -14,6 +14,8 @@ pub struct Description {
     /// The metrics fields of the training objective and of its evaluation on the test set.
     pub train_metric: &'static str,
     pub test_metric: &'static str,
+    /// The metrics field of the evaluation on held-out training images, when a run has them.
+    pub valid_metric: &'static str,
     /// What the progress bar calls the running objective, and its decimals there.
     pub progress_label: &'static str,
     pub progress_digits: usize,

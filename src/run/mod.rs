@@ -138,6 +138,9 @@ pub struct EpochRecord {
     pub train: f64,
     /// The test metric, in epochs that evaluate it.
     pub test: Option<f64>,
+    /// The same on the validation images, when the run holds some out (`validates`).
+    pub valid: Option<f64>,
+    pub validates: bool,
     /// Mean over all parameters of the across-batch variance of their estimates, averaged over
     /// the epoch's steps; and the same per layer (layer 1 first).
     pub grad_var: f64,
@@ -155,6 +158,9 @@ impl EpochRecord {
         line.insert("steps_in_epoch".into(), self.steps_in_epoch.into());
         line.insert(d.train_metric.into(), self.train.into());
         line.insert(d.test_metric.into(), self.test.into());
+        if self.validates {
+            line.insert(d.valid_metric.into(), self.valid.into());
+        }
         line.insert("grad_var".into(), self.grad_var.into());
         line.insert("grad_var_layers".into(), self.grad_var_layers.clone().into());
         line.insert("seconds".into(), self.seconds.into());
@@ -168,9 +174,10 @@ impl EpochRecord {
     pub fn line(&self, d: &Description, epochs: usize) -> String {
         let digits = d.line_digits;
         let test = self.test.map(|t| format!(" {} {t:.digits$}", d.test_metric)).unwrap_or_default();
+        let valid = self.valid.map(|t| format!(" {} {t:.digits$}", d.valid_metric)).unwrap_or_default();
         format!(
-            "epoch {}/{} step {} {} {:.digits$}{} grad_var {:.4e} {:.1} steps/s {:.1}s",
-            self.epoch, epochs, self.step, d.train_metric, self.train, test, self.grad_var, self.steps_per_second, self.seconds
+            "epoch {}/{} step {} {} {:.digits$}{}{} grad_var {:.4e} {:.1} steps/s {:.1}s",
+            self.epoch, epochs, self.step, d.train_metric, self.train, valid, test, self.grad_var, self.steps_per_second, self.seconds
         )
     }
 }
@@ -257,6 +264,8 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
         }
         let test_due = opts.test_every > 0 && (epoch % opts.test_every == 0 || epoch == opts.epochs || exp.step() >= total_steps);
         let test = test_due.then(|| exp.evaluate(&data.test, RngKey::new(opts.seed, e, stream::BINARIZE_TEST), e));
+        // The validation images draw their encoder samples from evaluations of their own.
+        let valid = data.valid.as_ref().filter(|_| test_due).map(|v| exp.evaluate(v, RngKey::new(opts.seed, e, stream::BINARIZE_VALID), e | 1 << 32));
         device(exp)?;
         let seconds = elapsed(started);
         let n = sums.steps.max(1) as f64;
@@ -266,6 +275,8 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
             steps_in_epoch: sums.steps,
             train: sums.objective / n,
             test,
+            valid,
+            validates: data.valid.is_some(),
             grad_var: sums.grad_var / n,
             grad_var_layers: sums.grad_var_layers.iter().map(|v| v / n).collect(),
             seconds,

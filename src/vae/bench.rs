@@ -31,9 +31,11 @@ pub struct BenchArgs {
     #[arg(long, default_value = "200;200,200,200;1000,1000,1000")]
     pub models: String,
 
-    /// Estimators to time [default: all].
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub estimators: Vec<EstimatorKind>,
+    /// Estimators to time, as the metrics name them: a name, HNCA's flags (+all-child,
+    /// +full-reward), and -kK for K samples per layer, e.g. `disarm,loo,arms-k4,hnca-k2`
+    /// [default: every estimator at its default sample count].
+    #[arg(long, value_delimiter = ',', value_name = "ESTIMATOR")]
+    pub estimators: Vec<String>,
 
     /// Minibatch size.
     #[arg(long, default_value_t = 50)]
@@ -140,29 +142,30 @@ pub fn step_cost(shape: &Shape, est: &Estimator, b: usize) -> StepCost {
     let main: u64 = (1..=depth).map(|m| b * n(m) + b * n(m - 1)).sum::<u64>() + b * n(depth);
     let mut cost = StepCost { credit_edges: 0, credit_transcendentals: 0, other_evaluations: main };
     if est.is_hnca() {
+        let chains = est.samples as u64;
         for l in 1..=depth {
             // Layer l's parents against its children below (the decoder's weights) and, below
             // the top, above (the encoder's, where the flip also changes the entropy).
             let mut pass = |children: u64, entropy: bool| {
-                cost.credit_edges += b * n(l) * children;
+                cost.credit_edges += chains * b * n(l) * children;
                 let logs = if entropy { 2 } else { 1 };
-                cost.credit_transcendentals += 2 * n(l) * children + b * children + logs * lanes * b * n(l);
+                cost.credit_transcendentals += chains * (2 * n(l) * children + b * children + logs * lanes * b * n(l));
             };
             pass(n(l - 1), false);
             if l < depth {
                 pass(n(l + 1), true);
             }
-            cost.other_evaluations += 2 * b * n(l); // own generative term at both values
+            cost.other_evaluations += chains * 2 * b * n(l); // own generative term at both values
         }
     }
-    if est.alternative().is_some() {
-        // Each alternative chain's terms are differences: two evaluations per element.
-        for l in 1..=depth {
-            cost.other_evaluations += 2 * b * n(l - 1) + 2 * b * n(depth);
-            for m in (l + 1)..=depth {
-                cost.other_evaluations += 2 * (b * n(m) + b * n(m - 1));
-            }
+    // Each alternative chain's terms: two evaluations per element where they are differences.
+    let per_element = if est.alt_terms_relative() { 2 } else { 1 };
+    for l in 1..=depth {
+        let mut chain = per_element * (b * n(l - 1) + b * n(depth));
+        for m in (l + 1)..=depth {
+            chain += per_element * (b * n(m) + b * n(m - 1));
         }
+        cost.other_evaluations += est.alternatives_per_layer() as u64 * chain;
     }
     cost
 }
@@ -191,7 +194,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Config(format!("--threads: {e}")))?;
     }
-    let estimators = if args.estimators.is_empty() { EstimatorKind::ALL.to_vec() } else { args.estimators.clone() };
+    let estimators: Vec<Estimator> = if args.estimators.is_empty() {
+        EstimatorKind::ALL.into_iter().map(Estimator::new).collect()
+    } else {
+        args.estimators.iter().map(|e| Estimator::parse(e.trim())).collect::<Result<_, _>>().map_err(|e| Error::Config(format!("--estimators: {e}")))?
+    };
     if args.device == BenchDevice::Cuda {
         return run_on_gpu(args, &models, &estimators);
     }
@@ -200,8 +207,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let b = args.batch_size;
     println!("CPU backend, {threads} threads, credit pass compiled for {:?}, batch {b}", Simd::selected());
     println!(
-        "{:<16} {:<13} {:>9} {:>11} {:>12} {:>13} {:>8} {:>9}",
-        "model", "estimator", "steps/s", "examples/s", "edges/step", "ns/edge/core", "credit", "peak MB"
+        "{:<16} {:<13} {:>9} {:>11} {:>6} {:>12} {:>13} {:>8} {:>9}",
+        "model", "estimator", "steps/s", "examples/s", "evals", "edges/step", "ns/edge/core", "credit", "peak MB"
     );
     let mut rows = Vec::new();
     for latent in &models {
@@ -209,19 +216,21 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         // About 13% of binarized MNIST pixels are on.
         let key = RngKey::new(1, 0, 0xbe4c);
         let x: Vec<f32> = (0..(b * 784) as u32).map(|i| (key.uniform(i) < 0.13) as u8 as f32).collect();
-        for &kind in &estimators {
-            let est = Estimator::new(kind);
+        for &est in &estimators {
             reset_peak_rss();
             let mut trainer = Trainer::new(&be, shape.clone(), est, b, 1e-4, 0);
-            trainer.train_step(&x);
-            take_credit_nanos();
-            let start = Instant::now();
-            let mut steps = 0u64;
-            while steps < 3 || start.elapsed().as_secs_f64() < args.seconds {
+            // On a thread of the pool, as training runs.
+            let (steps, secs) = Cpu::on_pool(|| {
                 trainer.train_step(&x);
-                steps += 1;
-            }
-            let secs = start.elapsed().as_secs_f64();
+                take_credit_nanos();
+                let start = Instant::now();
+                let mut steps = 0u64;
+                while steps < 3 || start.elapsed().as_secs_f64() < args.seconds {
+                    trainer.train_step(&x);
+                    steps += 1;
+                }
+                (steps, start.elapsed().as_secs_f64())
+            });
             let credit_secs = take_credit_nanos() as f64 * 1e-9;
             let cost = step_cost(&shape, &est, b);
             let rate = steps as f64 / secs;
@@ -229,19 +238,22 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
             let ns_per_edge = (edges > 0).then(|| credit_secs * 1e9 * threads as f64 / (edges as f64 * steps as f64));
             let peak_mb = peak_rss().map(|p| p as f64 / 1048576.0);
             let model = latent.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+            let evals = est.evaluations(latent.len());
             println!(
-                "{:<16} {:<13} {:>9.1} {:>11.0} {:>11.1}M {:>13} {:>7.0}% {:>9}",
+                "{:<16} {:<13} {:>9.1} {:>11.0} {:>6} {:>11.1}M {:>13} {:>7.0}% {:>9}",
                 model,
-                kind.name(),
+                est.label(),
                 rate,
                 rate * b as f64,
+                evals,
                 edges as f64 / 1e6,
                 ns_per_edge.map_or("-".into(), |v| format!("{v:.3}")),
                 100.0 * credit_secs / secs,
                 peak_mb.map_or("-".into(), |v| format!("{v:.0}")),
             );
             rows.push(serde_json::json!({
-                "model": latent, "estimator": kind.name(), "batch_size": b, "threads": threads,
+                "model": latent, "estimator": est.label(), "samples": est.samples, "evaluations_per_step": evals,
+                "batch_size": b, "threads": threads,
                 "simd": format!("{:?}", Simd::selected()), "steps": steps, "seconds": secs,
                 "steps_per_second": rate, "examples_per_second": rate * b as f64,
                 "credit_edges_per_step": edges, "credit_transcendentals_per_step": cost.credit_transcendentals,
@@ -259,7 +271,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
 
 /// `hnca bench --device cuda`: steps/s of the real training loop on the GPU, and the driver
 /// work per step (counted by the device, so on any driver).
-fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[EstimatorKind]) -> Result<(), Error> {
+fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[Estimator]) -> Result<(), Error> {
     let device = CudaDevice::open().map_err(Error::Device)?;
     println!("GPU: {}; kernels from {}; batch {}", device.description, device.kernels_from, args.batch_size);
     let be = KernelBackend::new(device);
@@ -272,8 +284,8 @@ fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[EstimatorKi
     let mut rows = Vec::new();
     for latent in models {
         let shape = Shape::new(784, latent);
-        for &kind in estimators {
-            let mut trainer = Trainer::new(&be, shape.clone(), Estimator::new(kind), b, 1e-4, 0);
+        for &est in estimators {
+            let mut trainer = Trainer::new(&be, shape.clone(), est, b, 1e-4, 0);
             let before = std::cell::Cell::new(be.device.calls());
             let (steps, secs) =
                 time_training_loop(&mut trainer, &split, 100, args.seconds, || be.device.synchronize(), || before.set(be.device.calls()));
@@ -292,7 +304,7 @@ fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[EstimatorKi
             println!(
                 "{:<16} {:<13} {:>9.1} {:>11.0}   per step: {:>6.2} {:>8.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>6.2}",
                 model,
-                kind.name(),
+                est.label(),
                 rate,
                 rate * b as f64,
                 get("graph_launches"),
@@ -305,7 +317,7 @@ fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[EstimatorKi
             );
             let calls: serde_json::Map<String, serde_json::Value> = per_step.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
             rows.push(serde_json::json!({
-                "device": be.device.description, "model": latent, "estimator": kind.name(), "batch_size": b, "steps": steps,
+                "device": be.device.description, "model": latent, "estimator": est.label(), "samples": est.samples, "batch_size": b, "steps": steps,
                 "seconds": secs, "steps_per_second": rate, "examples_per_second": rate * b as f64, "driver_calls_per_step": calls,
             }));
         }

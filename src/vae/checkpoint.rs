@@ -5,7 +5,7 @@ use clap::ValueEnum;
 
 use super::estimator::{Estimator, EstimatorKind};
 use super::model::{Params, Shape};
-use super::TrainConfig;
+use super::{Optimizers, PriorOptimizer, TrainConfig};
 use crate::data::Binarize;
 use crate::run::checkpoint::{check_same, Checkpoint, CheckpointError};
 
@@ -21,6 +21,8 @@ pub struct VaeRun {
     pub binarize: Binarize,
     /// Saved for the record; a resume may change it (with a note).
     pub lr: f64,
+    /// The prior's and the control variates' optimisers.
+    pub optimizers: Optimizers,
 }
 
 fn value_name<T: ValueEnum>(v: &T) -> String {
@@ -38,6 +40,7 @@ impl VaeRun {
             seed: cfg.seed,
             binarize: cfg.binarize,
             lr: cfg.lr,
+            optimizers: cfg.optimizers,
         }
     }
 
@@ -52,12 +55,16 @@ impl VaeRun {
             "train_images": self.train_images,
             "layers": self.latent,
             "estimator": self.estimator.kind.name(),
+            "samples": self.estimator.samples,
             "all_child": self.estimator.all_child,
             "full_reward": self.estimator.full_reward,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "binarize": value_name(&self.binarize),
             "lr": self.lr,
+            "prior_lr": self.optimizers.prior_lr,
+            "prior_optimizer": value_name(&self.optimizers.prior),
+            "cv_lr": self.optimizers.cv_lr,
         })
     }
 
@@ -70,16 +77,40 @@ impl VaeRun {
         if data_dim == 0 || data_dim > 1 << 24 {
             return Err(CheckpointError::Header(format!("implausible data_dim {data_dim}")));
         }
+        // Checkpoints from before K-sample estimators and the prior's options hold none of
+        // these fields: their runs used the defaults.
+        let present = |key: &str| ck.header.contains_key(key);
+        let samples = if present("samples") { Some(ck.u64_field("samples")? as usize) } else { None };
+        let samples = samples.filter(|&k| k != kind.default_samples());
+        let (all_child, full_reward) = (ck.bool_field("all_child")?, ck.bool_field("full_reward")?);
+        let estimator = Estimator::configure(kind, samples, all_child, full_reward).map_err(CheckpointError::Header)?;
+        let lr = ck.f64_field("lr")?;
+        let defaults = Optimizers::with_lr(lr);
+        let optimizers = Optimizers {
+            prior_lr: if present("prior_lr") { ck.f64_field("prior_lr")? } else { defaults.prior_lr },
+            prior: if present("prior_optimizer") { ck.enum_field::<PriorOptimizer>("prior_optimizer")? } else { defaults.prior },
+            cv_lr: if present("cv_lr") { ck.f64_field("cv_lr")? } else { defaults.cv_lr },
+        };
         Ok(VaeRun {
             data_dim: data_dim as usize,
             train_images: ck.u64_field("train_images")? as usize,
             latent: ck.widths_field("layers", 4096)?,
-            estimator: Estimator { kind, all_child: ck.bool_field("all_child")?, full_reward: ck.bool_field("full_reward")? },
+            estimator,
             batch_size: ck.u64_field("batch_size")? as usize,
             seed: ck.u64_field("seed")?,
             binarize,
-            lr: ck.f64_field("lr")?,
+            lr,
+            optimizers,
         })
+    }
+
+    /// The prior's learning rate as a resume compares it: "--lr" when it follows --lr.
+    fn prior_lr_shown(&self) -> String {
+        if self.optimizers.prior_lr == self.lr {
+            "(the --lr)".into()
+        } else {
+            self.optimizers.prior_lr.to_string()
+        }
     }
 
     /// Every difference that would make a resume inexact.
@@ -92,6 +123,9 @@ impl VaeRun {
             ("--batch-size", self.batch_size.to_string(), now.batch_size.to_string()),
             ("--seed", self.seed.to_string(), now.seed.to_string()),
             ("--binarize", value_name(&self.binarize), value_name(&now.binarize)),
+            ("--prior-lr", self.prior_lr_shown(), now.prior_lr_shown()),
+            ("--prior-optimizer", value_name(&self.optimizers.prior), value_name(&now.optimizers.prior)),
+            ("--cv-lr", self.optimizers.cv_lr.to_string(), now.optimizers.cv_lr.to_string()),
         ])
     }
 }

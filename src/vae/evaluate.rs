@@ -14,7 +14,8 @@
 
 use super::estimator::{Estimator, EstimatorKind};
 use super::model::{Params, Shape};
-use super::step::{forward_main, Draw, Workspace};
+use super::forward::forward_main;
+use super::step::{Draw, Workspace};
 use crate::backend::Backend;
 use crate::data::{binarize_batch, Binarize, Split};
 use crate::rng::RngKey;

@@ -5,13 +5,16 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod estimate;
 pub mod estimator;
 pub mod evaluate;
+pub mod forward;
 pub mod inspect;
 pub mod model;
 pub mod step;
 pub mod sweep;
 pub mod trainer;
+pub mod workspace;
 
 use std::path::PathBuf;
 
@@ -30,6 +33,7 @@ pub const DESCRIPTION: Description = Description {
     display: "VAE",
     train_metric: "train_elbo",
     test_metric: "test_elbo",
+    valid_metric: "valid_elbo",
     progress_label: "elbo",
     progress_digits: 2,
     line_digits: 3,
@@ -43,9 +47,16 @@ pub struct VaeArgs {
     #[arg(long, value_delimiter = ',', default_value = "200,200,200")]
     pub layers: Vec<usize>,
 
-    /// Gradient estimator for the encoder (the decoder and prior always get exact gradients).
+    /// Gradient estimator for the encoder (the decoder and prior always get exact gradients);
+    /// see docs/estimators.md for the K-sample estimators.
     #[arg(long, value_enum, default_value_t = EstimatorKind::Hnca)]
     pub estimator: EstimatorKind,
+
+    /// Samples per encoder layer, K >= 2, for hnca (then averaged over K samples with a
+    /// leave-one-out baseline instead of the running one), loo, arms, double-cv and rodeo
+    /// [default: 1 for hnca, 2 for the others].
+    #[arg(long, value_name = "K")]
+    pub samples: Option<usize>,
 
     /// HNCA ablation: weight the terms that take a unit as input by its hindsight ratios too.
     #[arg(long)]
@@ -58,6 +69,25 @@ pub struct VaeArgs {
     /// Adam learning rate (β1 0.9, β2 0.999, ε 1e-8).
     #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     pub lr: f64,
+
+    /// Learning rate of the prior's logits; 0 keeps the prior fixed [default: --lr].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub prior_lr: Option<f64>,
+
+    /// Optimiser of the prior's logits: Adam (as every other tensor) or plain gradient ascent.
+    #[arg(long, value_enum, default_value_t = PriorOptimizer::Adam)]
+    pub prior_optimizer: PriorOptimizer,
+
+    /// Adam learning rate of what double-cv and rodeo learn for their control variates (α; for
+    /// rodeo α, β and its control network), trained online to minimise the mean square of the
+    /// logit-gradient estimates [default: 1e-3].
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub cv_lr: Option<f64>,
+
+    /// Train on the first N training images and evaluate the rest as a validation set with the
+    /// test set (`valid_elbo` in the metrics; DisARM's protocol is 50000) [default: all].
+    #[arg(long, value_name = "N")]
+    pub train_images: Option<usize>,
 
     /// Minibatch size.
     #[arg(long, default_value_t = 50)]
@@ -101,12 +131,40 @@ pub struct VaeArgs {
     pub checkpoints: crate::run::CheckpointArgs,
 }
 
+/// How the prior's logits are updated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PriorOptimizer {
+    /// Adam (β1 0.9, β2 0.999, ε 1e-8), at --prior-lr.
+    Adam,
+    /// Plain gradient ascent, logits += prior-lr · gradient.
+    Sgd,
+}
+
+/// The optimisers of the tensors that may differ from the rest: the prior, and the learned
+/// coefficients of the control variates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Optimizers {
+    pub prior_lr: f64,
+    pub prior: PriorOptimizer,
+    pub cv_lr: f64,
+}
+
+impl Optimizers {
+    /// The defaults for encoder and decoder learning rate `lr`: the prior trained with them.
+    pub fn with_lr(lr: f64) -> Self {
+        Optimizers { prior_lr: lr, prior: PriorOptimizer::Adam, cv_lr: 1e-3 }
+    }
+}
+
 /// A validated training configuration.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub latent: Vec<usize>,
     pub estimator: Estimator,
     pub lr: f64,
+    pub optimizers: Optimizers,
+    /// Train on this many of the training images; the rest are the validation set.
+    pub train_images: Option<usize>,
     pub batch_size: usize,
     pub epochs: usize,
     pub max_steps: Option<u64>,
@@ -165,17 +223,27 @@ impl VaeArgs {
             return bad("--steps must be at least 1".into());
         }
         self.checkpoints.check()?;
-        let est = Estimator { kind: self.estimator, all_child: self.all_child, full_reward: self.full_reward };
-        if (self.all_child || self.full_reward) && !est.is_hnca() {
-            return bad(format!(
-                "--all-child and --full-reward are HNCA ablations; they do not apply to --estimator {}",
-                self.estimator.name()
-            ));
+        let est = Estimator::configure(self.estimator, self.samples, self.all_child, self.full_reward).map_err(Error::Config)?;
+        let prior_lr = self.prior_lr.unwrap_or(self.lr);
+        if !(prior_lr.is_finite() && prior_lr >= 0.0) {
+            return bad(format!("--prior-lr must be 0 (a fixed prior) or a positive number, got {prior_lr}"));
+        }
+        let cv_lr = self.cv_lr.unwrap_or(Optimizers::with_lr(self.lr).cv_lr);
+        if !(cv_lr.is_finite() && cv_lr > 0.0) {
+            return bad(format!("--cv-lr must be a positive number, got {cv_lr}"));
+        }
+        if self.cv_lr.is_some() && est.kind.control_variates() == 0 {
+            return bad(format!("--cv-lr applies to --estimator double-cv and rodeo, not {}", est.kind.name()));
+        }
+        if self.train_images == Some(0) {
+            return bad("--train-images must be at least 1".into());
         }
         Ok(TrainConfig {
             latent: self.layers.clone(),
             estimator: est,
             lr: self.lr,
+            optimizers: Optimizers { prior_lr, prior: self.prior_optimizer, cv_lr },
+            train_images: self.train_images,
             batch_size: self.batch_size,
             epochs: self.epochs,
             max_steps: self.steps,
@@ -194,21 +262,25 @@ impl VaeArgs {
 /// `hnca vae`: validates, sets up, and trains on the GPU or the CPU.
 pub fn run(args: &VaeArgs) -> Result<(), Error> {
     let cfg = args.to_config()?;
-    let Setup { dir, data, gpu, place } = set_up(&args.setup, "training")?;
+    let Setup { dir, mut data, gpu, place } = set_up(&args.setup, "training")?;
+    if let Some(n) = cfg.train_images {
+        data.hold_out(n).map_err(Error::Config)?;
+    }
     eprintln!(
-        "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
+        "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train{} / {} test images from {}",
         cfg.estimator.label(),
         cfg.latent,
         cfg.batch_size,
         cfg.lr,
         cfg.seed,
         data.train.n,
+        data.valid.as_ref().map_or(String::new(), |v| format!(" / {} validation", v.n)),
         data.test.n,
         dir.display()
     );
     match gpu {
         Some(d) => train(&KernelBackend::new(d), &cfg, &data)?,
-        None => train(&Cpu::new(), &cfg, &data)?,
+        None => Cpu::on_pool(|| train(&Cpu::new(), &cfg, &data))?,
     };
     Ok(())
 }

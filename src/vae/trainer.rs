@@ -13,7 +13,7 @@ use super::checkpoint::{param_tensors, VaeRun};
 use super::estimator::Estimator;
 use super::model::{Params, Shape};
 use super::step::{compute_gradients, evaluate_elbo, Draw, Workspace};
-use super::TrainConfig;
+use super::{Optimizers, PriorOptimizer, TrainConfig};
 
 /// Parameters, optimiser state, the device-side training state and the buffers of one run on
 /// one backend.
@@ -26,6 +26,12 @@ pub struct Trainer<'a, B: Backend> {
     pub grads: Params<B::Buf>,
     pub(crate) adam_m: Params<B::Buf>,
     pub(crate) adam_v: Params<B::Buf>,
+    /// Adam's moments of the control variates' coefficients (Double CV, RODEO), per encoder
+    /// layer; the coefficients themselves are `ws.cv_coef`.
+    pub(crate) cv_m: Vec<B::Buf>,
+    pub(crate) cv_v: Vec<B::Buf>,
+    /// The prior's and the coefficients' optimisers.
+    pub optimizers: Optimizers,
     pub ws: Workspace<B>,
     /// The clock, the baselines (b̄_l at l - 1) and the statistics, on the device.
     pub state: TrainState<B>,
@@ -46,12 +52,24 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let ws = Workspace::new(be, &shape, &est, batch_size);
         let tensors = 4 * host.tensors().len();
         let state = TrainState::new(be, ws.stats_plan(&est), ws.terms_layout.width(), tensors, shape.depth());
+        let mut ws = ws;
+        for l in 1..=shape.depth() {
+            let init = est.initial_learned(l, seed);
+            if !init.is_empty() {
+                be.write(&mut ws.cv_coef[l], &init);
+            }
+        }
+        let cv = est.kind.control_variates();
+        let cv_zeros = || if cv == 0 { Vec::new() } else { ws.cv_coef.iter().skip(1).map(|_| be.zeros(cv)).collect() };
         Trainer {
             be,
             params: host.to_backend(be),
             grads: zeros(&host),
             adam_m: zeros(&host),
             adam_v: zeros(&host),
+            cv_m: cv_zeros(),
+            cv_v: cv_zeros(),
+            optimizers: Optimizers::with_lr(lr as f64),
             ws,
             state,
             shape,
@@ -118,10 +136,33 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let be = self.be;
         let draw = Draw { seed: self.seed, step: 0, eval: false, clock: Some(&self.state.clock) };
         compute_gradients(be, &self.params, &mut self.ws, &self.est, &self.state.baselines, draw, &mut self.grads);
+        let opt = self.optimizers;
+        let prior_len = self.shape.width(self.shape.depth());
+        // The prior in the same launch as every other tensor when it is trained alike.
+        let prior_apart = opt.prior != PriorOptimizer::Adam || opt.prior_lr as f32 != self.lr;
         let mut params = self.params.tensors_mut();
+        let mut grads = self.grads.tensors();
         let mut m = self.adam_m.tensors_mut();
         let mut v = self.adam_v.tensors_mut();
-        be.adam(&mut params, &self.grads.tensors(), &mut m, &mut v, &self.state.clock, adam_hyper(self.lr));
+        if prior_apart {
+            let (p, g, mp, vp) = (params.pop().unwrap(), grads.pop().unwrap(), m.pop().unwrap(), v.pop().unwrap());
+            let lr = opt.prior_lr as f32;
+            match opt.prior {
+                _ if lr == 0.0 => {}
+                PriorOptimizer::Sgd => be.axpy(p, lr, g, prior_len),
+                PriorOptimizer::Adam => be.adam(&mut [p], &[g], &mut [mp], &mut [vp], &self.state.clock, adam_hyper(lr)),
+            }
+        }
+        be.adam(&mut params, &grads, &mut m, &mut v, &self.state.clock, adam_hyper(self.lr));
+        if !self.cv_m.is_empty() {
+            // The control variates' coefficients descend the variance of this step's estimate,
+            // after it is formed: the next step's estimate is still unbiased.
+            let mut coef: Vec<&mut B::Buf> = self.ws.cv_coef.iter_mut().skip(1).collect();
+            let grads: Vec<&B::Buf> = self.ws.cv_grad.iter().skip(1).collect();
+            let mut m: Vec<&mut B::Buf> = self.cv_m.iter_mut().collect();
+            let mut v: Vec<&mut B::Buf> = self.cv_v.iter_mut().collect();
+            be.adam(&mut coef, &grads, &mut m, &mut v, &self.state.clock, adam_hyper(opt.cv_lr as f32));
+        }
         let (b, t) = (self.ws.b, self.state.t);
         let state = &mut self.state;
         be.step_stats(&mut state.stats, &mut state.baselines, &mut state.clock, &self.ws.terms, &self.ws.partials, &state.plan, b, t);
@@ -187,6 +228,11 @@ impl<B: Backend> Trainer<'_, B> {
         let mut ck = Checkpoint::of_run(super::DESCRIPTION.name, self.step, epoch, run.identity());
         push_state(&mut ck, self.be, &param_tensors(&self.shape), [self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()]);
         ck.push("baselines", self.be.download(&self.state.baselines));
+        for (l, ((c, m), v)) in self.ws.cv_coef.iter().skip(1).zip(&self.cv_m).zip(&self.cv_v).enumerate() {
+            for (set, buf) in [("cv", c), ("cv_adam_m", m), ("cv_adam_v", v)] {
+                ck.push(format!("{set}/layer{}", l + 1), self.be.download(buf));
+            }
+        }
         ck
     }
 
@@ -196,6 +242,13 @@ impl<B: Backend> Trainer<'_, B> {
         take_state(&mut ck, self.be, &param_tensors(&self.shape), sets)?;
         let baselines = ck.take("baselines", self.shape.depth())?;
         self.be.write(&mut self.state.baselines, &baselines);
+        let per = self.est.kind.control_variates();
+        for (l, ((c, m), v)) in self.ws.cv_coef.iter_mut().skip(1).zip(&mut self.cv_m).zip(&mut self.cv_v).enumerate() {
+            for (set, buf) in [("cv", c), ("cv_adam_m", m), ("cv_adam_v", v)] {
+                let values = ck.take(&format!("{set}/layer{}", l + 1), per)?;
+                self.be.write(buf, &values);
+            }
+        }
         self.step = ck.u64_field("step")?;
         self.state.set_step(self.be, self.step);
         Ok(())
@@ -221,7 +274,8 @@ pub struct VaeExperiment<'a, B: Backend> {
 impl<'a, B: Backend> VaeExperiment<'a, B> {
     pub fn new(be: &'a B, cfg: &TrainConfig, train: &Split) -> Self {
         let run = VaeRun::new(cfg, train.pixels(), train.n);
-        let trainer = Trainer::new(be, run.shape(), cfg.estimator, cfg.batch_size, cfg.lr as f32, cfg.seed);
+        let mut trainer = Trainer::new(be, run.shape(), cfg.estimator, cfg.batch_size, cfg.lr as f32, cfg.seed);
+        trainer.optimizers = cfg.optimizers;
         VaeExperiment { trainer, data: TrainData::new(be, train), run, cfg: cfg.clone() }
     }
 }
@@ -263,6 +317,8 @@ impl<B: Backend> Experiment for VaeExperiment<'_, B> {
         let cfg = &self.cfg;
         vec![
             ("estimator", cfg.estimator.label().into()),
+            ("samples", cfg.estimator.samples.into()),
+            ("evaluations", cfg.estimator.evaluations(cfg.latent.len()).into()),
             ("seed", cfg.seed.into()),
             ("layers", cfg.latent.clone().into()),
             ("batch_size", cfg.batch_size.into()),

@@ -307,13 +307,16 @@ impl Net {
     }
 
     /// The estimator's per-sample estimate for layer l, given the main chain and the
-    /// alternative chain (LOO's second sample or DisARM's twin; ignored otherwise).
+    /// alternative chain (LOO's second sample or DisARM's twin; ignored otherwise), for the
+    /// estimators with at most two samples per layer and no learned coefficients. The K-sample
+    /// estimators are in tests/common/exact_k.rs (`Net::estimate` takes every estimator).
     pub fn unit_grads(&self, est: &Estimator, l: usize, z: &Chain, alt: &Chain, baseline: f64) -> Vec<f64> {
         match est.kind {
-            EstimatorKind::Hnca | EstimatorKind::HncaNb => self.hnca_unit_grads(est, l, z, baseline),
+            EstimatorKind::Hnca | EstimatorKind::HncaNb if est.samples == 1 => self.hnca_unit_grads(est, l, z, baseline),
             EstimatorKind::Reinforce | EstimatorKind::ReinforceNb => self.reinforce_unit_grads(l, z, baseline),
-            EstimatorKind::Loo => self.loo_unit_grads(l, z, alt),
+            EstimatorKind::Loo if est.samples == 2 => self.loo_unit_grads(l, z, alt),
             EstimatorKind::Disarm => self.disarm_unit_grads(l, z, alt),
+            _ => panic!("{}: a K-sample estimator; use Net::estimate", est.label()),
         }
     }
 

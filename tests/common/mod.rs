@@ -2,6 +2,7 @@
 pub mod bandit_exact;
 pub mod compare;
 pub mod exact;
+pub mod exact_k;
 pub mod fake_cuda;
 
 /// Says why a test cannot run here, where it is always seen (libtest captures `eprintln!` of

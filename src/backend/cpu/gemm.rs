@@ -102,12 +102,12 @@ pub fn matmul_transposed_a(dw: &mut [f32], inp: &[f32], dout: &[f32], scale: f32
     });
 }
 
-/// dinp = dout·wᵀ: dinp is (b, k), dout (b, n), w (k, n).
-pub fn matmul_transposed_b(dinp: &mut [f32], dout: &[f32], w: &[f32], b: usize, k: usize, n: usize) {
-    assert_eq!((dinp.len(), dout.len(), w.len()), (b * k, b * n, k * n));
-    let out_ptr = SendPtr(dinp.as_mut_ptr());
-    for_blocks(k, b * k * n, |i0, kb| {
-        // SAFETY: columns i0..i0+kb of the (b, k) output, read from rows i0.. of w (wᵀ has row
+/// din = dout·wᵀ (+ din with `keep`): din is (b, k), dout (b, n), w (k, n).
+pub fn matmul_transposed_b(din: &mut [f32], dout: &[f32], w: &[f32], keep: bool, b: usize, k: usize, n: usize) {
+    assert_eq!((din.len(), dout.len(), w.len()), (b * k, b * n, k * n));
+    let din_ptr = SendPtr(din.as_mut_ptr());
+    for_blocks(k, b * k * n, |j0, kb| {
+        // SAFETY: columns j0..j0+kb of the (b, k) output, read from rows j0.. of w (wᵀ has row
         // stride 1 and column stride n), lie inside the asserted extents; blocks are disjoint.
         unsafe {
             matrixmultiply::sgemm(
@@ -118,11 +118,11 @@ pub fn matmul_transposed_b(dinp: &mut [f32], dout: &[f32], w: &[f32], b: usize, 
                 dout.as_ptr(),
                 n as isize,
                 1,
-                w.as_ptr().add(i0 * n),
+                w.as_ptr().add(j0 * n),
                 1,
                 n as isize,
-                0.0,
-                out_ptr.at(i0),
+                if keep { 1.0 } else { 0.0 },
+                din_ptr.at(j0),
                 k as isize,
                 1,
             );

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 mod conv;
 mod credit;
 mod gemm;
+pub mod ksample;
 mod simd;
 pub mod softmax;
 mod state;
@@ -15,7 +16,7 @@ pub use gemm::sgemm_calls;
 use simd::chunked_sum;
 pub use simd::Simd;
 
-use super::{AdamHyper, Backend, ConvGeom, Elem, HncaInputs, SampleMode, ScoreAlt, StatsPlan};
+use super::{AdamHyper, Backend, ConvGeom, Elem, GemmInit, HncaInputs, KScoreInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::data::Binarize;
 use crate::math::{bernoulli_entropy_from_logit, exp_neg, log_sigmoid, sigmoid};
 use crate::rng::RngKey;
@@ -47,6 +48,14 @@ pub struct Cpu;
 impl Cpu {
     pub fn new() -> Self {
         Cpu
+    }
+
+    /// Runs `f` on a thread of rayon's pool, as training on the CPU does: every parallel
+    /// operation inside is then pushed to that thread's own queue, instead of being injected
+    /// into the pool from outside (a cross-thread hand-off per operation, and a new block of
+    /// rayon's injector queue every 63 operations).
+    pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        rayon::scope(|_| f())
     }
 }
 
@@ -116,8 +125,18 @@ impl Backend for Cpu {
         gemm::matmul_transposed_a(dw, inp, dout, 1.0 / b as f32, b, k, n);
     }
 
-    fn matmul_backward_input(&self, dinp: &mut Vec<f32>, dout: &Vec<f32>, w: &Vec<f32>, b: usize, k: usize, n: usize) {
-        gemm::matmul_transposed_b(dinp, dout, w, b, k, n);
+    fn matmul_backward_input(&self, din: &mut Vec<f32>, dout: &Vec<f32>, w: &Vec<f32>, init: GemmInit<'_, Vec<f32>>, b: usize, k: usize, n: usize) {
+        let keep = match init {
+            GemmInit::Zero => false,
+            GemmInit::Keep => true,
+            GemmInit::Broadcast(bias) => {
+                for row in din.chunks_mut(k).take(b) {
+                    row.copy_from_slice(&bias[..k]);
+                }
+                true
+            }
+        };
+        gemm::matmul_transposed_b(din, dout, w, keep, b, k, n);
     }
 
     fn conv_relu_forward(&self, out: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, g: ConvGeom) {
@@ -266,13 +285,15 @@ impl Backend for Cpu {
     }
 
     fn weighted_row_sum(&self, out: &mut Vec<f32>, terms: &Vec<f32>, coef: &[f32], baseline: Option<(&Vec<f32>, usize)>, b: usize, t: usize) {
-        for r in 0..b {
-            let row = &terms[r * t..(r + 1) * t];
-            let s = row.iter().zip(coef).fold(0.0f32, |s, (x, c)| s + x * c);
-            out[r] = match baseline {
-                Some((baselines, i)) => s - baselines[i],
-                None => s,
-            };
+        for (j, coef) in coef.chunks(t).enumerate() {
+            for r in 0..b {
+                let row = &terms[r * t..(r + 1) * t];
+                let s = row.iter().zip(coef).fold(0.0f32, |s, (x, c)| s + x * c);
+                out[j * b + r] = match baseline {
+                    Some((baselines, i)) => s - baselines[i],
+                    None => s,
+                };
+            }
         }
     }
 
@@ -309,7 +330,7 @@ impl Backend for Cpu {
             let row_term = |col: usize| inp.terms[r * t + col];
             let dec_actual = row_term(inp.col_dec);
             let gen_total = row_term(inp.col_gen);
-            let reward = inp.reward[r];
+            let reward = inp.reward[inp.reward_offset + r];
             let above = inp.above.as_ref().map(|a| (a, row_term(a.col_ent)));
             for (k, out) in out.iter_mut().enumerate() {
                 let i = r * p + k;
@@ -335,7 +356,8 @@ impl Backend for Cpu {
                 let (dec_term, ent_term) =
                     if inp.all_child { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
                 let credit = clipped_log_odds_against(inp.logits[i]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + reward) + ent_term;
-                *out = pk * (1.0 - pk) * credit;
+                let g = inp.scale * (pk * (1.0 - pk) * credit);
+                *out = if inp.accumulate { *out + g } else { g };
             }
         });
     }
@@ -373,6 +395,28 @@ impl Backend for Cpu {
                 out[j] = x[j] - sigmoid(a[j]);
             }
         });
+    }
+
+    fn entropy_grad(&self, out: &mut Vec<f32>, logits: &Vec<f32>, b: usize, n: usize) {
+        for_each_row(&mut out[..b * n], n, 4 * n, |r, out| {
+            for (o, &a) in out.iter_mut().zip(&logits[r * n..(r + 1) * n]) {
+                *o = -a * sigmoid(a) * sigmoid(-a);
+            }
+        });
+    }
+
+    fn arms_sample(&self, zs: &mut [&mut Vec<f32>], logits: &Vec<f32>, key: RngKey, clock: Option<&Vec<u32>>, b: usize, n: usize) {
+        ksample::arms_sample(zs, logits, clocked(key, clock), b, n);
+    }
+
+    fn k_score_unit_grad(&self, out: &mut Vec<f32>, cv_partials: Option<&mut Vec<f32>>, inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+        ksample::k_score_unit_grad(out, cv_partials, inp, b, n);
+    }
+
+    fn axpy(&self, y: &mut Vec<f32>, a: f32, x: &Vec<f32>, n: usize) {
+        for (y, &x) in y[..n].iter_mut().zip(&x[..n]) {
+            *y += a * x;
+        }
     }
 
     fn clip_logits(&self, out: &mut Vec<f32>, logits: &Vec<f32>, n: usize) {

@@ -1,9 +1,10 @@
 //! The launches that backpropagate through deterministic layers, which [`super::KernelBackend`]'s
-//! operations call: a dense layer's input gradient (a GEMM), and kernels/conv.cu's convolutions,
-//! the ReLU's gradient and the gradient variance of per-example gradients.
+//! operations call: kernels/conv.cu's convolutions, the ReLU's gradient and the gradient
+//! variance of per-example gradients (a dense layer's input gradient is a GEMM, in
+//! ksample_launch.rs).
 
 use super::{
-    blocks, ConvBackwardInputParams, ConvForwardParams, ConvSampleGradsParams, Device, GemmParams, Guards, KernelBackend,
+    blocks, ConvBackwardInputParams, ConvForwardParams, ConvSampleGradsParams, Device, Guards, KernelBackend,
     ReluBackwardParams, SampleGradVarParams,
 };
 use super::{ELEMENTWISE, ELEMENTWISE_BLOCK, REDUCE_BLOCK};
@@ -15,26 +16,6 @@ fn dims(b: usize, g: ConvGeom) -> [i32; 6] {
 }
 
 impl<D: Device> KernelBackend<D> {
-    pub(super) fn launch_matmul_backward_input(&self, dinp: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, k: usize, n: usize) {
-        let mut keep = Guards::new(&self.device);
-        // dinp (b, k) = dout (b, n) · wᵀ: B = wᵀ (n, k), whose element (l, j) is w[j·n + l].
-        self.gemm(GemmParams {
-            c: keep.ptr_mut(dinp),
-            a: keep.ptr(dout),
-            b: keep.ptr(w),
-            bias: 0,
-            m: b as i32,
-            n: k as i32,
-            k: n as i32,
-            a_row: n as i32,
-            a_col: 1,
-            b_row: 1,
-            b_col: n as i32,
-            alpha: 1.0,
-            beta: 0.0,
-        });
-    }
-
     pub(super) fn launch_conv_relu_forward(&self, out: &mut D::Buf, x: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, g: ConvGeom) {
         let mut keep = Guards::new(&self.device);
         let [b_, height, width, c_in, c_out, k] = dims(b, g);
