@@ -42,6 +42,8 @@ struct RunFacts {
     /// Gradient variance averaged over the run's steps.
     grad_var: Option<f64>,
     steps: u64,
+    /// ELBO (or agent) evaluations per step, from the metrics (issue 16's equal-cost measure).
+    evaluations: Option<f64>,
     train_seconds: f64,
     /// (key, title, mean) of each result of eval.json, and its seconds.
     eval: Option<(Vec<(String, String, f64)>, f64)>,
@@ -114,6 +116,7 @@ fn read_run(dir: &Path) -> Result<Option<RunFacts>, Error> {
         train: last.and_then(|l| num(l, experiment.train_metric)),
         grad_var: (steps_in > 0.0).then(|| weighted / steps_in),
         steps: last.and_then(|l| l.get("step")).and_then(Value::as_u64).unwrap_or(0),
+        evaluations: last.and_then(|l| num(l, "evaluations")),
         train_seconds: seconds,
         eval,
         diverged: diverged.is_some(),
@@ -162,6 +165,7 @@ fn value(r: &RunFacts, key: &str) -> Option<f64> {
     match key {
         "train" => r.train,
         "grad_var" => r.grad_var,
+        "evaluations" => r.evaluations,
         "steps_per_second" => (r.train_seconds > 0.0).then(|| r.steps as f64 / r.train_seconds),
         "wall_seconds" => Some(r.train_seconds + eval_seconds),
         k => results.iter().find(|x| x.0 == k).map(|x| x.2),
@@ -218,6 +222,10 @@ pub fn run(args: &ReportArgs) -> Result<(), Error> {
             }
         }
         cols.push(Column { key: "grad_var".into(), title: "gradient variance".into(), show: sci });
+        if ests.iter().flat_map(|e| e.1.iter()).any(|r| r.evaluations.is_some_and(|v| v != 1.0)) {
+            // Only where estimators differ in cost: the chains each step samples.
+            cols.push(Column { key: "evaluations".into(), title: "evaluations/step".into(), show: rate });
+        }
         cols.push(Column { key: "steps_per_second".into(), title: "steps/s".into(), show: rate });
         cols.push(Column { key: "wall_seconds".into(), title: "wall time".into(), show: duration });
         let digits = d.line_digits;

@@ -222,6 +222,20 @@ fn a_task_trains_its_group_of_runs_only() {
     assert!(out.join("vae-reinforce-s4/eval.json").exists());
 }
 
+/// A name with options (issue 16's K, an HNCA ablation) is the run `hnca vae` trains with those
+/// options: byte for byte the same checkpoint.
+#[test]
+fn estimator_names_with_options_train_the_runs_their_options_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let steps = ["--steps", "30"];
+    sweep(&out, &[&["--estimators", "arms-k3,hnca+all-child", "--seeds", "2"][..], &steps[..]].concat()).assert().success();
+    let arms = alone(dir.path(), 2, "arms", &[&["--samples", "3"][..], &steps[..]].concat());
+    assert_same_run(&run_dir(&out, "arms-k3", 2), &arms);
+    let ablation = alone(dir.path(), 2, "hnca", &[&["--all-child"][..], &steps[..]].concat());
+    assert_same_run(&run_dir(&out, "hnca+all-child", 2), &ablation);
+}
+
 #[test]
 fn the_slurm_script_is_a_job_array_of_this_command_with_task_added() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +304,9 @@ fn mistakes_are_one_line_errors() {
     assert_sweep_error(&["--estimators", "hnca", "--seeds", "4-0", "--out", o], 2, "--seeds \"4-0\": the range 4-0 runs backwards");
     assert_sweep_error(&["--estimators", "hnca", "--seeds", "x", "--out", o], 2, "not a seed");
     assert_sweep_error(&["--estimators", "hnca,magic", "--out", o], 2, "unknown estimator \"magic\" for vae; choose from hnca, hnca-nb");
+    // Names as the metrics write them carry options, and are checked as the options are.
+    assert_sweep_error(&["--estimators", "loo-k1", "--out", o], 2, "--samples must be 2 to 64");
+    assert_sweep_error(&["--estimators", "reinforce+all-child", "--out", o], 2, "HNCA ablations");
     assert_sweep_error(&["--estimators", "hnca", "--seeds", "0-3", "--task", "4", "--out", o], 2, "--task 4: this sweep has 4 tasks (0 to 3)");
     assert_sweep_error(&["--estimators", "hnca", "--metrics", "m.jsonl", "--out", o], 2, "--metrics is not an option of a sweep");
     assert_sweep_error(&["--estimators", "hnca", "--seed", "3", "--out", o], 2, "--seed");

@@ -25,6 +25,17 @@ pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
     fn description() -> &'static Description;
     /// Every name `--estimator` accepts, as the help lists them.
     fn estimators() -> Vec<String>;
+    /// Whether `spec` names a run of the grid: by default one of [`Self::estimators`]; an
+    /// experiment whose metrics name estimators with their options (the VAE's `arms-k4`,
+    /// `hnca+all-child`) accepts those too. The error says why not.
+    fn check_estimator(spec: &str) -> Result<(), String> {
+        let known = Self::estimators();
+        if known.iter().any(|k| k == spec) {
+            Ok(())
+        } else {
+            Err(format!("choose from {}", known.join(", ")))
+        }
+    }
     /// The per-run file options (`--metrics`, `--save`, `--resume`, `--save-params`) that are
     /// set: a sweep names each run's files itself.
     fn own_files_given(&self) -> Vec<&'static str>;
@@ -184,7 +195,7 @@ pub fn check<A: SweepExperiment>(args: &SweepArgs<A>) -> Result<Plan<A>, Error> 
     if let Some(opt) = base.own_files_given().first() {
         return Err(Error::Config(format!("{opt} is not an option of a sweep: each run writes its files into its directory under --out")));
     }
-    grid::check_estimators(d.name, &g.estimators, &A::estimators())?;
+    grid::check_estimators(d.name, &g.estimators, A::check_estimator)?;
     let seeds = grid::parse_seeds(&g.seeds)?;
     if g.eval_k == 0 || g.eval_k > 100_000 {
         return Err(Error::Config(format!("--eval-k must be between 1 and 100000, got {}", g.eval_k)));

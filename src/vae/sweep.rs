@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::ValueEnum;
 
 use super::checkpoint::{read_params, VaeRun};
-use super::estimator::EstimatorKind;
+use super::estimator::{Estimator, EstimatorKind};
 use super::evaluate::evaluate_bounds;
 use super::trainer::VaeExperiment;
 use super::VaeArgs;
@@ -29,6 +29,18 @@ impl SweepExperiment for VaeArgs {
         EstimatorKind::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
     }
 
+    /// A name as the metrics write it: `loo`, `arms-k4`, `hnca+all-child-k2`.
+    fn check_estimator(spec: &str) -> Result<(), String> {
+        Estimator::parse(spec).map(|_| ()).map_err(|why| {
+            let name = spec.split(['+', '-']).next().unwrap_or(spec);
+            if Self::estimators().iter().any(|k| spec.starts_with(k.as_str())) || why.contains("samples") {
+                why
+            } else {
+                format!("choose from {} (with options as the metrics name them: arms-k4, hnca+all-child); \"{name}\" is none", Self::estimators().join(", "))
+            }
+        })
+    }
+
     fn own_files_given(&self) -> Vec<&'static str> {
         let c = &self.checkpoints;
         let given = [("--metrics", self.metrics.is_some()), ("--save", c.save.is_some()), ("--resume", c.resume.is_some())];
@@ -45,7 +57,15 @@ impl SweepExperiment for VaeArgs {
 
     fn for_run(&self, estimator: &str, seed: u64, files: &RunFiles, resume: bool) -> Result<Self, Error> {
         let mut a = self.clone();
-        a.estimator = EstimatorKind::from_str(estimator, false).map_err(|_| Error::Config(format!("unknown estimator {estimator}")))?;
+        // The run's estimator with the options its name carries; a K it does not name is the
+        // sweep's shared --samples (or the estimator's default).
+        let est = Estimator::parse(estimator).map_err(Error::Config)?;
+        a.estimator = est.kind;
+        a.all_child = self.all_child || est.all_child;
+        a.full_reward = self.full_reward || est.full_reward;
+        if est.samples != est.kind.default_samples() {
+            a.samples = Some(est.samples);
+        }
         a.seed = seed;
         a.metrics = Some(files.metrics.clone());
         a.checkpoints.save = Some(files.checkpoint.clone());
