@@ -326,38 +326,31 @@ impl Backend for Cpu {
 
     fn hnca_unit_grad(&self, out: &mut Vec<f32>, inp: &HncaInputs<'_, Vec<f32>>, b: usize, p: usize) {
         let t = inp.t;
+        let simd = Simd::selected();
         for_each_row(&mut out[..b * p], p, 40 * p, |r, out| {
             let row_term = |col: usize| inp.terms[r * t + col];
-            let dec_actual = row_term(inp.col_dec);
-            let gen_total = row_term(inp.col_gen);
-            let reward = inp.reward[inp.reward_offset + r];
-            let above = inp.above.as_ref().map(|a| (a, row_term(a.col_ent)));
-            for (k, out) in out.iter_mut().enumerate() {
-                let i = r * p + k;
-                let pk = clipped_p(inp.logits[i]);
-                let on = inp.z[i] > 0.5;
-                // A term's value at Φ = 1 and Φ = 0, from its actual value and the change that
-                // flipping Φ makes (the credit pass's output).
-                let split = |actual: f32, change: f32| if on { (actual, actual + change) } else { (actual + change, actual) };
-                let (dec1, dec0) = split(dec_actual, inp.flip_dec[i]);
-                let (rho1, rho0, ent1, ent0) = match &above {
-                    None => (1.0, 1.0, 0.0, 0.0),
-                    Some((a, ent_actual)) => {
-                        // δ = log P_0 - log P_1 is ± the change itself: no cancellation.
-                        let change = a.flip_lp[i];
-                        let (rho1, rho0) = hindsight_ratios(pk, if on { change } else { -change });
-                        let (e1, e0) = split(*ent_actual, a.flip_ent[i]);
-                        (rho1, rho0, e1, e0)
-                    }
-                };
-                let g = if inp.gen_is_prior { inp.gen_logits[k] } else { inp.gen_logits[i] };
-                let (own1, own0) = (log_sigmoid(g), log_sigmoid(-g));
-                let siblings = gen_total - if on { own1 } else { own0 };
-                let (dec_term, ent_term) =
-                    if inp.all_child { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
-                let credit = clipped_log_odds_against(inp.logits[i]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + reward) + ent_term;
-                let g = inp.scale * (pk * (1.0 - pk) * credit);
-                *out = if inp.accumulate { *out + g } else { g };
+            fn rows(v: &[f32], r: usize, p: usize) -> &[f32] {
+                &v[r * p..(r + 1) * p]
+            }
+            let row = UnitRow {
+                logits: rows(inp.logits, r, p),
+                z: rows(inp.z, r, p),
+                flip_dec: rows(inp.flip_dec, r, p),
+                gen_logits: if inp.gen_is_prior { &inp.gen_logits[..p] } else { rows(inp.gen_logits, r, p) },
+                flip_lp: inp.above.as_ref().map_or(&[][..], |a| rows(a.flip_lp, r, p)),
+                flip_ent: inp.above.as_ref().map_or(&[][..], |a| rows(a.flip_ent, r, p)),
+                dec_actual: row_term(inp.col_dec),
+                gen_total: row_term(inp.col_gen),
+                ent_actual: inp.above.as_ref().map_or(0.0, |a| row_term(a.col_ent)),
+                reward: inp.reward[inp.reward_offset + r],
+                scale: inp.scale,
+                accumulate: inp.accumulate,
+            };
+            match (inp.above.is_some(), inp.all_child) {
+                (true, true) => unit_grad_for::<true, true>(simd, out, &row),
+                (true, false) => unit_grad_for::<true, false>(simd, out, &row),
+                (false, true) => unit_grad_for::<false, true>(simd, out, &row),
+                (false, false) => unit_grad_for::<false, false>(simd, out, &row),
             }
         });
     }
@@ -618,18 +611,93 @@ fn log_prob_of_bit(a: f32, x: f32) -> f32 {
     log_sigmoid((2.0 * x - 1.0) * a)
 }
 
+/// One row of an encoder layer's units as [`Backend::hnca_unit_grad`] reads it: (p) slices, the
+/// row's totals from the terms table, and the output's scale.
+struct UnitRow<'a> {
+    logits: &'a [f32],
+    z: &'a [f32],
+    flip_dec: &'a [f32],
+    gen_logits: &'a [f32],
+    /// Empty for the top layer (no stochastic children in the encoder).
+    flip_lp: &'a [f32],
+    flip_ent: &'a [f32],
+    dec_actual: f32,
+    gen_total: f32,
+    ent_actual: f32,
+    reward: f32,
+    scale: f32,
+    accumulate: bool,
+}
+
+/// [`unit_grad_row`] compiled for `simd` (a function with the target features of its own: a
+/// closure passed to [`Simd::run`] this large would not be inlined into one).
+fn unit_grad_for<const ABOVE: bool, const ALL_CHILD: bool>(simd: Simd, out: &mut [f32], row: &UnitRow) {
+    match simd {
+        // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => unsafe { unit_grad_avx512::<ABOVE, ALL_CHILD>(out, row) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => unsafe { unit_grad_avx2::<ABOVE, ALL_CHILD>(out, row) },
+        _ => unit_grad_row::<ABOVE, ALL_CHILD>(out, row),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn unit_grad_avx512<const ABOVE: bool, const ALL_CHILD: bool>(out: &mut [f32], row: &UnitRow) {
+    unit_grad_row::<ABOVE, ALL_CHILD>(out, row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn unit_grad_avx2<const ABOVE: bool, const ALL_CHILD: bool>(out: &mut [f32], row: &UnitRow) {
+    unit_grad_row::<ABOVE, ALL_CHILD>(out, row)
+}
+
+/// f-HNCA's logit gradient p(1-p)·G for one row's units (kernels/credit.cu, hnca_unit_grad, term
+/// for term): a plain loop with selects, no branches, so that it vectorises; ABOVE when the layer
+/// has stochastic children in the encoder, ALL_CHILD for the all-child ablation.
+#[inline(always)]
+fn unit_grad_row<const ABOVE: bool, const ALL_CHILD: bool>(out: &mut [f32], row: &UnitRow) {
+    let n = out.len();
+    let (logits, z, flip_dec, gen) = (&row.logits[..n], &row.z[..n], &row.flip_dec[..n], &row.gen_logits[..n]);
+    let (flip_lp, flip_ent) = if ABOVE { (&row.flip_lp[..n], &row.flip_ent[..n]) } else { (flip_dec, flip_dec) };
+    for k in 0..n {
+        let pk = clipped_p(logits[k]);
+        let on = z[k] > 0.5;
+        // A term's value at Φ = 1 and Φ = 0, from its actual value and the change that flipping
+        // Φ makes (the credit pass's output).
+        let split = |actual: f32, change: f32| if on { (actual, actual + change) } else { (actual + change, actual) };
+        let (dec1, dec0) = split(row.dec_actual, flip_dec[k]);
+        let (rho1, rho0, ent1, ent0) = if ABOVE {
+            // δ = log P_0 - log P_1 is ± the change itself: no cancellation.
+            let change = flip_lp[k];
+            let (rho1, rho0) = hindsight_ratios(pk, if on { change } else { -change });
+            let (e1, e0) = split(row.ent_actual, flip_ent[k]);
+            (rho1, rho0, e1, e0)
+        } else {
+            (1.0, 1.0, 0.0, 0.0)
+        };
+        let (own1, own0) = (log_sigmoid(gen[k]), log_sigmoid(-gen[k]));
+        let siblings = row.gen_total - if on { own1 } else { own0 };
+        let (dec_term, ent_term) = if ALL_CHILD { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
+        let credit = clipped_log_odds_against(logits[k]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + row.reward) + ent_term;
+        let g = row.scale * (pk * (1.0 - pk) * credit);
+        out[k] = if row.accumulate { out[k] + g } else { g };
+    }
+}
+
+
 /// HNCA's hindsight ratios ρ_1 = P(Φ=1 | children)/p and ρ_0 = P(Φ=0 | children)/(1-p), from the
 /// fire rate p and δ = log P_0 - log P_1, branching on the sign of δ so no exponential overflows.
 #[inline(always)]
 pub fn hindsight_ratios(p: f32, delta: f32) -> (f32, f32) {
+    // e = P_1/P_0 ≤ 1 when δ ≥ 0, else P_0/P_1 < 1. Both sides computed and selected, so that
+    // loops over units vectorise.
     let e = exp_neg(-delta.abs());
-    if delta >= 0.0 {
-        // e = P_1/P_0 ≤ 1
-        let den = p * e + (1.0 - p);
-        (e / den, 1.0 / den)
-    } else {
-        // e = P_0/P_1 < 1
-        let den = p + (1.0 - p) * e;
-        (1.0 / den, e / den)
-    }
+    let ahead = delta >= 0.0;
+    let den = if ahead { p * e + (1.0 - p) } else { p + (1.0 - p) * e };
+    let (n1, n0) = if ahead { (e, 1.0) } else { (1.0, e) };
+    (n1 / den, n0 / den)
 }

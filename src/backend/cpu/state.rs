@@ -169,15 +169,9 @@ pub fn count_non_finite(counts: &mut [u32], tensors: &[&Vec<f32>]) {
 pub fn adam(params: &mut [&mut Vec<f32>], grads: &[&Vec<f32>], m: &mut [&mut Vec<f32>], v: &mut [&mut Vec<f32>], clock_words: &[u32], hp: AdamHyper) {
     let t = (clock::step(clock_words) + 1) as u32;
     let (c1, c2) = (1.0 - powi_f32(hp.beta1, t), 1.0 - powi_f32(hp.beta2, t));
+    let simd = super::Simd::selected();
     for (((param, grad), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let update = |((param, grad), (m, v)): AdamChunk<'_>| {
-            for i in 0..param.len() {
-                let g = grad[i];
-                m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
-                v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
-                param[i] += hp.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + hp.eps);
-            }
-        };
+        let update = |chunk: AdamChunk<'_>| adam_chunk_for(simd, chunk, hp, c1, c2);
         const CHUNK: usize = 8192;
         if param.len() >= 4 * CHUNK {
             param
@@ -193,3 +187,42 @@ pub fn adam(params: &mut [&mut Vec<f32>], grads: &[&Vec<f32>], m: &mut [&mut Vec
 
 /// Parameters and gradient, then Adam's two moments, of one chunk.
 type AdamChunk<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut [f32], &'a mut [f32]));
+
+/// One chunk of Adam's update; elementwise, so every instruction set gives the same bits.
+#[inline(always)]
+fn adam_chunk(((param, grad), (m, v)): AdamChunk<'_>, hp: AdamHyper, c1: f32, c2: f32) {
+    let n = param.len();
+    let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let g = grad[i];
+        m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
+        v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
+        param[i] += hp.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + hp.eps);
+    }
+}
+
+/// [`adam_chunk`] compiled for `simd` (its own target-feature functions: a closure would not be
+/// inlined into them reliably).
+fn adam_chunk_for(simd: super::Simd, chunk: AdamChunk<'_>, hp: AdamHyper, c1: f32, c2: f32) {
+    match simd {
+        // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        super::Simd::Avx512 => unsafe { adam_chunk_avx512(chunk, hp, c1, c2) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        super::Simd::Avx2 => unsafe { adam_chunk_avx2(chunk, hp, c1, c2) },
+        _ => adam_chunk(chunk, hp, c1, c2),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn adam_chunk_avx512(chunk: AdamChunk<'_>, hp: AdamHyper, c1: f32, c2: f32) {
+    adam_chunk(chunk, hp, c1, c2)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn adam_chunk_avx2(chunk: AdamChunk<'_>, hp: AdamHyper, c1: f32, c2: f32) {
+    adam_chunk(chunk, hp, c1, c2)
+}
