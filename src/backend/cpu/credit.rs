@@ -70,7 +70,7 @@ pub fn credit_tables(tables: &mut [f32], w: &[f32], p: usize, c: usize) {
     let (wt, interval) = rest.split_at_mut(p * cp);
     let rows = plus.par_chunks_mut(cp).zip(minus.par_chunks_mut(cp)).zip(wt.par_chunks_mut(cp)).zip(interval.par_iter_mut());
     rows.enumerate().with_min_len(16).for_each(|(i, (((ep, em), wi), r))| {
-        *r = table_row_for(simd, ep, em, wi, &w[i * c..(i + 1) * c]);
+        *r = simd.run(#[inline(always)] || table_row(ep, em, wi, &w[i * c..(i + 1) * c]));
     });
 }
 
@@ -95,32 +95,6 @@ fn table_row(ep: &mut [f32], em: &mut [f32], wi: &mut [f32], src: &[f32]) -> f32
         }
     }
     renorm_interval(max.iter().fold(0.0f32, |a, &b| a.max(b)))
-}
-
-/// [`table_row`] compiled for `simd` (its own target-feature functions: a closure is not
-/// reliably inlined into them).
-fn table_row_for(simd: Simd, ep: &mut [f32], em: &mut [f32], wi: &mut [f32], src: &[f32]) -> f32 {
-    match simd {
-        // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { table_row_avx512(ep, em, wi, src) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { table_row_avx2(ep, em, wi, src) },
-        _ => table_row(ep, em, wi, src),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn table_row_avx512(ep: &mut [f32], em: &mut [f32], wi: &mut [f32], src: &[f32]) -> f32 {
-    table_row(ep, em, wi, src)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn table_row_avx2(ep: &mut [f32], em: &mut [f32], wi: &mut [f32], src: &[f32]) -> f32 {
-    table_row(ep, em, wi, src)
 }
 
 /// Children per lane between renormalisations for a parent whose largest |W| is `max`: each
@@ -582,7 +556,7 @@ pub fn credit_pass(
             let (f, work) = scratch.f.split_at_mut(ROW_F32S * cp);
             let (lp, ent) = work.split_at_mut(cp);
             let (logits, bits) = (&child_logits[r * c..(r + 1) * c], &child[r * c..(r + 1) * c]);
-            let credit_row = simd.run(|| CreditRow::fill(f, &mut scratch.u, logits, bits, any_per_edge));
+            let credit_row = simd.run(#[inline(always)] || CreditRow::fill(f, &mut scratch.u, logits, bits, any_per_edge));
             let parent = &parent[r * p..(r + 1) * p];
             dispatch(simd, ent_wanted, lp_out, ent_out, parent, tables, &credit_row, p, lp, &mut ent[..cp]);
         })

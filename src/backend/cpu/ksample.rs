@@ -112,7 +112,7 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
         }
     };
     let simd = Simd::selected();
-    let row = |r: usize| simd.run(|| row(r));
+    let row = |r: usize| simd.run(#[inline(always)] || row(r));
     if b >= PAR_MIN_ROWS && b * n * k >= 1 << 14 {
         (0..b).into_par_iter().for_each(row);
     } else {

@@ -243,7 +243,7 @@ impl Backend for Cpu {
         let simd = Simd::selected();
         for_each_row(&mut terms[..b * t], t, n, |r, out| {
             let (a, x) = (row(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
-            out[col] = simd.run(|| match base {
+            out[col] = simd.run(#[inline(always)] || match base {
                 None => chunked_sum(n, |js, buf| {
                     for ((o, &a), &x) in buf.iter_mut().zip(&a[js.clone()]).zip(&x[js]) {
                         *o = log_prob_of_bit(a, x);
@@ -266,7 +266,7 @@ impl Backend for Cpu {
         let simd = Simd::selected();
         for_each_row(&mut terms[..b * t], t, n, |r, out| {
             let a = &logits[r * n..(r + 1) * n];
-            out[col] = simd.run(|| match base {
+            out[col] = simd.run(#[inline(always)] || match base {
                 None => chunked_sum(n, |js, buf| {
                     for (o, &a) in buf.iter_mut().zip(&a[js]) {
                         *o = bernoulli_entropy_from_logit(a);
@@ -346,12 +346,17 @@ impl Backend for Cpu {
                 scale: inp.scale,
                 accumulate: inp.accumulate,
             };
-            match (inp.above.is_some(), inp.all_child) {
-                (true, true) => unit_grad_for::<true, true>(simd, out, &row),
-                (true, false) => unit_grad_for::<true, false>(simd, out, &row),
-                (false, true) => unit_grad_for::<false, true>(simd, out, &row),
-                (false, false) => unit_grad_for::<false, false>(simd, out, &row),
-            }
+            // Inlined into Simd::run's target-feature function (a closure this large is not by
+            // itself, and would run as SSE).
+            simd.run(
+                #[inline(always)]
+                || match (inp.above.is_some(), inp.all_child) {
+                    (true, true) => unit_grad_row::<true, true>(out, &row),
+                    (true, false) => unit_grad_row::<true, false>(out, &row),
+                    (false, true) => unit_grad_row::<false, true>(out, &row),
+                    (false, false) => unit_grad_row::<false, false>(out, &row),
+                },
+            )
         });
     }
 
@@ -627,32 +632,6 @@ struct UnitRow<'a> {
     reward: f32,
     scale: f32,
     accumulate: bool,
-}
-
-/// [`unit_grad_row`] compiled for `simd` (a function with the target features of its own: a
-/// closure passed to [`Simd::run`] this large would not be inlined into one).
-fn unit_grad_for<const ABOVE: bool, const ALL_CHILD: bool>(simd: Simd, out: &mut [f32], row: &UnitRow) {
-    match simd {
-        // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => unsafe { unit_grad_avx512::<ABOVE, ALL_CHILD>(out, row) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => unsafe { unit_grad_avx2::<ABOVE, ALL_CHILD>(out, row) },
-        _ => unit_grad_row::<ABOVE, ALL_CHILD>(out, row),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn unit_grad_avx512<const ABOVE: bool, const ALL_CHILD: bool>(out: &mut [f32], row: &UnitRow) {
-    unit_grad_row::<ABOVE, ALL_CHILD>(out, row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn unit_grad_avx2<const ABOVE: bool, const ALL_CHILD: bool>(out: &mut [f32], row: &UnitRow) {
-    unit_grad_row::<ABOVE, ALL_CHILD>(out, row)
 }
 
 /// f-HNCA's logit gradient p(1-p)·G for one row's units (kernels/credit.cu, hnca_unit_grad, term

@@ -41,7 +41,9 @@ impl Simd {
 
 impl Simd {
     /// Runs `f` compiled for this instruction set: `f` is inlined into a function built with
-    /// the target features, so its loops vectorise for them.
+    /// the target features, so its loops vectorise for them. Mark the closure
+    /// `#[inline(always)]`: a large one is otherwise compiled on its own, for the baseline
+    /// instruction set (SSE), and called.
     #[inline(always)]
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
         match self {

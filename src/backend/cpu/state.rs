@@ -40,7 +40,7 @@ pub fn gather_binarize(
 pub fn grad_variance(partials: &mut [f64], first_slot: usize, inp: &[f32], g: &[f32], dw: &[f32], db: &[f32], b: usize, k: usize, n: usize) {
     // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
     // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
-    let sums = Simd::selected().run(|| {
+    let sums = Simd::selected().run(#[inline(always)] || {
         let mut sq_w = 0.0f64;
         let mut sq_b = 0.0f64;
         for r in 0..b {
@@ -171,7 +171,9 @@ pub fn adam(params: &mut [&mut Vec<f32>], grads: &[&Vec<f32>], m: &mut [&mut Vec
     let (c1, c2) = (1.0 - powi_f32(hp.beta1, t), 1.0 - powi_f32(hp.beta2, t));
     let simd = super::Simd::selected();
     for (((param, grad), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let update = |chunk: AdamChunk<'_>| adam_chunk_for(simd, chunk, hp, c1, c2);
+        // Inlined into Simd::run's target-feature function (left to itself the closure would be
+        // compiled for SSE only).
+        let update = |chunk: AdamChunk<'_>| simd.run(#[inline(always)] || adam_chunk(chunk, hp, c1, c2));
         const CHUNK: usize = 8192;
         if param.len() >= 4 * CHUNK {
             param
@@ -199,30 +201,4 @@ fn adam_chunk(((param, grad), (m, v)): AdamChunk<'_>, hp: AdamHyper, c1: f32, c2
         v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
         param[i] += hp.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + hp.eps);
     }
-}
-
-/// [`adam_chunk`] compiled for `simd` (its own target-feature functions: a closure would not be
-/// inlined into them reliably).
-fn adam_chunk_for(simd: super::Simd, chunk: AdamChunk<'_>, hp: AdamHyper, c1: f32, c2: f32) {
-    match simd {
-        // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
-        #[cfg(target_arch = "x86_64")]
-        super::Simd::Avx512 => unsafe { adam_chunk_avx512(chunk, hp, c1, c2) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        super::Simd::Avx2 => unsafe { adam_chunk_avx2(chunk, hp, c1, c2) },
-        _ => adam_chunk(chunk, hp, c1, c2),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn adam_chunk_avx512(chunk: AdamChunk<'_>, hp: AdamHyper, c1: f32, c2: f32) {
-    adam_chunk(chunk, hp, c1, c2)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn adam_chunk_avx2(chunk: AdamChunk<'_>, hp: AdamHyper, c1: f32, c2: f32) {
-    adam_chunk(chunk, hp, c1, c2)
 }
