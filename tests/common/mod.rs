@@ -24,8 +24,8 @@ pub fn in_ci() -> bool {
 
 /// A model whose shapes cross every launch constant of the kernels (src/backend/kernels.rs), so
 /// that whole steps exercise the paths single-operation tests reach only by construction:
-/// 1031 inputs (the decoder's children of layer 1, above the credit pass's 1,024-child
-/// shared-memory chunk, and above the 128-thread reduction and credit blocks), a first layer of
+/// 1031 inputs (the decoder's children of layer 1, spanning three of the credit pass's
+/// 512-child shared-memory chunks, and above the 128-thread reduction and credit blocks), a first layer of
 /// 131 units and a second of 70 (wider than one block of 64 or 128 threads, and neither a
 /// multiple of 64 nor of the credit pass's 8-parent group), a top layer of 9, and a batch of 7
 /// (a multiple of nothing; 7·131 elements span several 256-thread elementwise blocks).
@@ -33,7 +33,7 @@ pub const WIDE_INPUTS: usize = 1031;
 pub const WIDE_LAYERS: [usize; 3] = [131, 70, 9];
 pub const WIDE_BATCH: usize = 7;
 /// The bandit's hidden layers for the same purpose: its children are hidden layers, so the
-/// second is the one wider than the 1,024-child chunk (and 1030 is not a multiple of 8).
+/// second is the one spanning three 512-child chunks (and 1030 is not a multiple of 8).
 pub const WIDE_BANDIT_LAYERS: [usize; 3] = [131, 1030, 9];
 
 /// The bit patterns of f32 outputs, for [`under_every_schedule`].
