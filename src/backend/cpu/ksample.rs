@@ -71,7 +71,10 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
         *p = z.as_mut_ptr();
     }
     let outputs = Outputs(&ptrs[..k]);
-    let row = |r: usize| {
+    let simd = Simd::selected();
+    // The row's body is inside the instruction-set wrapper's closure (inlined there), so that its
+    // loops are compiled for the selected instruction set.
+    let row = |r: usize| simd.run(#[inline(always)] || {
         // Whole elements' uniforms per block: 64 elements of one uniform, or 16 of up to 63.
         const BLOCK: usize = 64;
         let mut u = [0.0f32; BLOCK * (MAX_K - 1)];
@@ -85,12 +88,14 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
             if m == 1 {
                 // Two draws: the spacings of one uniform, u and 1 - u, written out (the same
                 // operations as the general loop, so the same bits), in a loop that vectorises.
-                for e in 0..len {
-                    let (p, uu) = (clipped_p(logits[first + e]), u[e]);
+                // Slices of one length, so the loop has no bounds checks and vectorises.
+                let (a, uu) = (&logits[first..first + len], &u[..len]);
+                for (((&a, &uu), o0), o1) in a.iter().zip(uu).zip(&mut z0[..len]).zip(&mut z1[..len]) {
+                    let p = clipped_p(a);
                     let (big0, big1) = (1.0 - uu, 1.0 - (1.0 - uu));
                     let low = p < 0.5;
-                    z0[e] = if low { (big0 < p) as u8 as f32 } else { (1.0 - big0 < p) as u8 as f32 };
-                    z1[e] = if low { (big1 < p) as u8 as f32 } else { (1.0 - big1 < p) as u8 as f32 };
+                    *o0 = if low { (big0 < p) as u8 as f32 } else { (1.0 - big0 < p) as u8 as f32 };
+                    *o1 = if low { (big1 < p) as u8 as f32 } else { (1.0 - big1 < p) as u8 as f32 };
                 }
                 // SAFETY: elements first..first+len < b·n lie in both outputs (asserted), and only
                 // the task of row r writes row r.
@@ -110,9 +115,7 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
                 }
             }
         }
-    };
-    let simd = Simd::selected();
-    let row = |r: usize| simd.run(#[inline(always)] || row(r));
+    });
     if b >= PAR_MIN_ROWS && b * n * k >= 1 << 14 {
         (0..b).into_par_iter().for_each(row);
     } else {
