@@ -123,7 +123,7 @@ fn trained_params(estimator: &str, threads: &str, simd: Option<&str>) -> Vec<u8>
 #[test]
 fn a_run_is_bitwise_identical_on_one_or_two_threads_and_with_every_instruction_set() {
     eprintln!("this CPU's widest path: {:?}", hnca::backend::cpu::Simd::best_supported());
-    for estimator in ["hnca", "disarm", "arms", "rodeo"] {
+    for estimator in ["hnca", "disarm", "arms", "double-cv", "rodeo"] {
         let reference = trained_params(estimator, "1", None);
         assert_eq!(reference.len(), 4 * (784 * 200 + 200 + 2 * 200 * 200 + 2 * 200 + 200 * 784 + 784 + 2 * 200 * 200 + 2 * 200 + 200));
         for (threads, simd) in [("2", None), ("2", Some("portable")), ("1", Some("avx2"))] {

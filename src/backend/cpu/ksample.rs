@@ -169,10 +169,22 @@ fn rodeo_eval(nn: &[f32], lin: f32, fbar: f32) -> (f32, f32) {
     (nn[b2] + o0.iter().sum::<f32>(), nn[b2 + 1] + o1.iter().sum::<f32>())
 }
 
+/// Lanes of the row's reductions over units: unit d goes to lane d mod LANES and the lanes are
+/// added in order at the end, the same order on every instruction set, in loops that vectorise.
+const LANES: usize = 16;
+
+/// The lanes' total, in lane order.
+#[inline(always)]
+fn lanes_total(acc: &[f32; LANES]) -> f32 {
+    acc.iter().fold(0.0f32, |t, &v| t + v)
+}
+
 thread_local! {
-    /// RODEO's H_1 at every flipped neighbour of the row's chains, (K, n): computed once per row
-    /// for the reductions and read again per unit. Grown once per thread, never shrunk.
-    static H1: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A row's per-unit scratch of the control variates, rows of n: the clipped probabilities p,
+    /// G = Σ_k ∇F_k, Double CV's Σ_k (a_k/(K-1) - c̄)·z_k, and RODEO's H_1 at every flipped
+    /// neighbour of each chain (K rows). Grown once per thread, never shrunk, so a step
+    /// allocates nothing.
+    static ROW_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Per-chain scalars of one row: the leave-one-out coefficients and the control variates'
@@ -199,6 +211,14 @@ struct RowScalars {
 /// values' ascent directions).
 #[inline(always)]
 fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+    let mut scratch = ROW_SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    k_score_row_in(r, out, partials, inp, b, n, &mut scratch);
+    ROW_SCRATCH.with(|c| *c.borrow_mut() = scratch);
+}
+
+/// [`k_score_row`] with the thread's scratch.
+#[inline(always)]
+fn k_score_row_in(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize, scratch: &mut Vec<f32>) {
     let k = inp.z.len();
     let kf = k as f32;
     let km1 = (k - 1) as f32;
@@ -207,7 +227,6 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
     let logits = &inp.logits[at..at + n];
     let z = |j: usize, d: usize| inp.z[j][at + d];
     let gf = |j: usize, d: usize| inp.grad_f[j][at + d];
-    let p = |d: usize| clipped_p(logits[d]);
     let d_of = |j: usize| if j == 0 { 0.0 } else { inp.rows[j * b + r] };
     let zero = [0.0f32; MAX_K];
     let mut s = RowScalars { c: zero, a: zero, gz: zero, fz: zero, s0: zero, t1: zero, ww: zero, h0z: zero, h1z: zero, us: zero };
@@ -221,20 +240,40 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
     }
     let cv = matches!(inp.mode, KScoreMode::DoubleCv | KScoreMode::Rodeo);
     let rodeo = inp.mode == KScoreMode::Rodeo;
-    let g_total = |d: usize| (0..k).fold(0.0f32, |acc, j| acc + gf(j, d));
+    // The control variates read p and G = Σ_k ∇F_k at every unit several times: computed once
+    // (G chain after chain, the order of the sum per unit).
+    let rows_of = |on: bool, rows: usize| if on { rows * n } else { 0 };
+    let need = rows_of(cv, 3) + rows_of(rodeo, k);
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let (pv, rest) = scratch.split_at_mut(rows_of(cv, 1));
+    let (gt, rest) = rest.split_at_mut(rows_of(cv, 1));
+    let (cv_sum, rest) = rest.split_at_mut(rows_of(cv, 1));
+    let h1s = &mut rest[..rows_of(rodeo, k)];
+    if cv {
+        pv.iter_mut().zip(logits).for_each(|(pd, &a)| *pd = clipped_p(a));
+        gt.iter_mut().for_each(|g| *g = 0.0);
+        for j in 0..k {
+            gt.iter_mut().zip(&inp.grad_f[j][at..at + n]).for_each(|(g, &v)| *g += v);
+        }
+    }
+    let (pv, gt): (&[f32], &[f32]) = (pv, gt);
+    let p = |d: usize| if cv { pv[d] } else { clipped_p(logits[d]) };
+    let g_total = |d: usize| gt[d];
     if cv {
         for j in 0..k {
-            let (mut a, mut gz, mut fz) = (0.0f32, 0.0f32, 0.0f32);
+            let (zj, gj) = (&inp.z[j][at..at + n], &inp.grad_f[j][at..at + n]);
+            let (mut a, mut gz, mut fz) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
             for d in 0..n {
-                let g = g_total(d);
-                let zj = z(j, d);
-                a += (g - gf(j, d)) * (zj - p(d));
-                gz += g * zj;
-                fz += gf(j, d) * zj;
+                let (g, zd, fd) = (gt[d], zj[d], gj[d]);
+                a[d % LANES] += (g - fd) * (zd - pv[d]);
+                gz[d % LANES] += g * zd;
+                fz[d % LANES] += fd * zd;
             }
-            s.a[j] = a;
-            s.gz[j] = gz;
-            s.fz[j] = fz;
+            s.a[j] = lanes_total(&a);
+            s.gz[j] = lanes_total(&gz);
+            s.fz[j] = lanes_total(&fz);
         }
     }
     let coef = inp.coef.map(|c| c.as_slice()).unwrap_or(&[]);
@@ -248,11 +287,7 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
     let lz = |j: usize| (s.gz[j] - fz_sum) / km1;
     let lin = |j: usize, lz: f32, i: usize| lz + (g_total(i) - gf(j, i)) / km1 * (1.0 - 2.0 * z(j, i));
     let weight = |j: usize, i: usize| p(i) * (1.0 - z(j, i)) + (1.0 - p(i)) * z(j, i);
-    let mut h1s = if rodeo { H1.with(|c| std::mem::take(&mut *c.borrow_mut())) } else { Vec::new() };
     if rodeo {
-        if h1s.len() < k * n {
-            h1s.resize(k * n, 0.0);
-        }
         for j in 0..k {
             let (fb, l0) = (fbar(j), lz(j));
             let (mut s0, mut t1, mut ww) = (0.0f32, 0.0f32, 0.0f32);
@@ -285,49 +320,45 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
         }
         return;
     }
-    let (mut gb, mut gc) = (0.0f32, 0.0f32);
-    for d in 0..n {
-        let pd = p(d);
-        let ent = pd * (1.0 - pd) * clipped_log_odds_against(logits[d]);
-        let loo = out[d];
-        let mut g = match inp.mode {
-            KScoreMode::Arms => ent + arms_debias(pd, k) * loo,
-            _ => ent + loo,
-        };
-        let (mut part_b, mut part_c) = (0.0f32, 0.0f32);
-        match inp.mode {
-            KScoreMode::DoubleCv => {
-                let mut acc = 0.0f32;
-                for j in 0..k {
-                    acc += (s.a[j] / km1 - cc_bar) * z(j, d);
-                }
-                part_b = acc / km1 - g_total(d) / kf * (pd * (1.0 - pd));
-            }
-            KScoreMode::Rodeo => {
-                let (mut acc_b, mut acc_c) = (0.0f32, 0.0f32);
-                for j in 0..k {
-                    let zj = z(j, d);
-                    let sj = zj - pd;
-                    acc_b += (dcv_sum - dcv(j)) / km1 * sj;
-                    let h1 = h1s[j * n + d];
-                    let w = pd * (1.0 - zj) + (1.0 - pd) * zj;
-                    acc_c += (sj * (s.t1[j] - w * h1) + w * h1 * (1.0 - zj - pd) - s.h1z[j] * sj * s.ww[j]) / nf;
-                }
-                part_b = -acc_b / kf;
-                part_c = acc_c / kf;
-            }
-            _ => {}
+    // Only Double CV and RODEO get here. Each unit's g gains α·B (+ β·C for RODEO), and
+    // Σ_d g·B (Σ_d g·C) is the learned coefficients' ascent.
+    let (mut gb, mut gc) = ([0.0f32; LANES], [0.0f32; LANES]);
+    if !rodeo {
+        // B = Σ_k (a_k/(K-1) - c̄)·z_k / (K-1) - G·p(1-p)/K, the sum chain after chain.
+        cv_sum.iter_mut().for_each(|v| *v = 0.0);
+        for j in 0..k {
+            let w = s.a[j] / km1 - cc_bar;
+            cv_sum.iter_mut().zip(&inp.z[j][at..at + n]).for_each(|(v, &zv)| *v += w * zv);
         }
-        if cv {
-            g += alpha * part_b + beta * part_c;
-            gb += g * part_b;
-            gc += g * part_c;
+        for d in 0..n {
+            let pd = pv[d];
+            let ent = pd * (1.0 - pd) * clipped_log_odds_against(logits[d]);
+            let part_b = cv_sum[d] / km1 - gt[d] / kf * (pd * (1.0 - pd));
+            let g = ent + out[d] + alpha * part_b;
+            gb[d % LANES] += g * part_b;
+            out[d] = g;
         }
-        out[d] = g;
+    } else {
+        for d in 0..n {
+            let pd = pv[d];
+            let ent = pd * (1.0 - pd) * clipped_log_odds_against(logits[d]);
+            let (mut acc_b, mut acc_c) = (0.0f32, 0.0f32);
+            for j in 0..k {
+                let zj = z(j, d);
+                let sj = zj - pd;
+                acc_b += (dcv_sum - dcv(j)) / km1 * sj;
+                let h1 = h1s[j * n + d];
+                let w = pd * (1.0 - zj) + (1.0 - pd) * zj;
+                acc_c += (sj * (s.t1[j] - w * h1) + w * h1 * (1.0 - zj - pd) - s.h1z[j] * sj * s.ww[j]) / nf;
+            }
+            let (part_b, part_c) = (-acc_b / kf, acc_c / kf);
+            let g = ent + out[d] + (alpha * part_b + beta * part_c);
+            gb[d % LANES] += g * part_b;
+            gc[d % LANES] += g * part_c;
+            out[d] = g;
+        }
     }
-    if rodeo {
-        H1.with(|c| *c.borrow_mut() = h1s);
-    }
+    let (gb, gc) = (lanes_total(&gb), lanes_total(&gc));
     if partials.is_empty() {
         return;
     }
