@@ -179,6 +179,19 @@ fn lanes_total(acc: &[f32; LANES]) -> f32 {
     acc.iter().fold(0.0f32, |t, &v| t + v)
 }
 
+/// RODEO's inputs at the flipped neighbours of a chain with samples z and ∇F grad_f, each (n):
+/// the control network's first input lin_i = ℓ(z) + ḡ_{-chain,i}(1 - 2 z_i) (ḡ_{-chain} from the
+/// total G: (G - ∇F)/(K-1)), and the neighbour's weight p_i(1 - z_i) + (1 - p_i) z_i.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rodeo_neighbours(l0: f32, km1: f32, z: &[f32], grad_f: &[f32], g_total: &[f32], p: &[f32], lin: &mut [f32], weight: &mut [f32]) {
+    let inputs = z.iter().zip(grad_f).zip(g_total).zip(p);
+    for ((((&zi, &fi), &gi), &pi), (l, w)) in inputs.zip(lin.iter_mut().zip(weight.iter_mut())) {
+        *l = l0 + (gi - fi) / km1 * (1.0 - 2.0 * zi);
+        *w = pi * (1.0 - zi) + (1.0 - pi) * zi;
+    }
+}
+
 thread_local! {
     /// A row's per-unit scratch of the control variates, rows of n: the clipped probabilities p,
     /// G = Σ_k ∇F_k, Double CV's Σ_k (a_k/(K-1) - c̄)·z_k, and RODEO's H_1 at every flipped
@@ -226,7 +239,6 @@ fn k_score_row_in(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreI
     let at = r * n;
     let logits = &inp.logits[at..at + n];
     let z = |j: usize, d: usize| inp.z[j][at + d];
-    let gf = |j: usize, d: usize| inp.grad_f[j][at + d];
     let d_of = |j: usize| if j == 0 { 0.0 } else { inp.rows[j * b + r] };
     let zero = [0.0f32; MAX_K];
     let mut s = RowScalars { c: zero, a: zero, gz: zero, fz: zero, s0: zero, t1: zero, ww: zero, h0z: zero, h1z: zero, us: zero };
@@ -243,14 +255,16 @@ fn k_score_row_in(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreI
     // The control variates read p and G = Σ_k ∇F_k at every unit several times: computed once
     // (G chain after chain, the order of the sum per unit).
     let rows_of = |on: bool, rows: usize| if on { rows * n } else { 0 };
-    let need = rows_of(cv, 3) + rows_of(rodeo, k);
+    let need = rows_of(cv, 3) + rows_of(rodeo, k + 2);
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
     let (pv, rest) = scratch.split_at_mut(rows_of(cv, 1));
     let (gt, rest) = rest.split_at_mut(rows_of(cv, 1));
     let (cv_sum, rest) = rest.split_at_mut(rows_of(cv, 1));
-    let h1s = &mut rest[..rows_of(rodeo, k)];
+    let (h1s, rest) = rest.split_at_mut(rows_of(rodeo, k));
+    let (lin_row, rest) = rest.split_at_mut(rows_of(rodeo, 1));
+    let w_row = &mut rest[..rows_of(rodeo, 1)];
     if cv {
         pv.iter_mut().zip(logits).for_each(|(pd, &a)| *pd = clipped_p(a));
         gt.iter_mut().for_each(|g| *g = 0.0);
@@ -260,7 +274,6 @@ fn k_score_row_in(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreI
     }
     let (pv, gt): (&[f32], &[f32]) = (pv, gt);
     let p = |d: usize| if cv { pv[d] } else { clipped_p(logits[d]) };
-    let g_total = |d: usize| gt[d];
     if cv {
         for j in 0..k {
             let (zj, gj) = (&inp.z[j][at..at + n], &inp.grad_f[j][at..at + n]);
@@ -285,15 +298,16 @@ fn k_score_row_in(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreI
     // and lin = ℓ_j(z_j) + ḡ_{-j,i}(1 - 2 z_{j,i}) at the neighbour with unit i flipped.
     let fbar = |j: usize| f0 + (d_sum - d_of(j)) / km1;
     let lz = |j: usize| (s.gz[j] - fz_sum) / km1;
-    let lin = |j: usize, lz: f32, i: usize| lz + (g_total(i) - gf(j, i)) / km1 * (1.0 - 2.0 * z(j, i));
-    let weight = |j: usize, i: usize| p(i) * (1.0 - z(j, i)) + (1.0 - p(i)) * z(j, i);
+    let chain = |j: usize| (&inp.z[j][at..at + n], &inp.grad_f[j][at..at + n]);
     if rodeo {
         for j in 0..k {
             let (fb, l0) = (fbar(j), lz(j));
+            let (zj, gj) = chain(j);
+            rodeo_neighbours(l0, km1, zj, gj, gt, pv, lin_row, w_row);
             let (mut s0, mut t1, mut ww) = (0.0f32, 0.0f32, 0.0f32);
             for i in 0..n {
-                let w = weight(j, i);
-                let (h0, h1) = rodeo_eval(coef, lin(j, l0, i), fb);
+                let w = w_row[i];
+                let (h0, h1) = rodeo_eval(coef, lin_row[i], fb);
                 h1s[j * n + i] = h1;
                 s0 += w * h0;
                 t1 += w * h1;
@@ -393,12 +407,14 @@ fn k_score_row_in(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreI
     let (w20, w21) = (&coef[RODEO_W2 as usize..][..H], &coef[RODEO_W2 as usize + H..][..H]);
     for j in 0..k {
         let (fb, l0) = (fbar(j), lz(j));
+        let (zj, gj) = chain(j);
+        rodeo_neighbours(l0, km1, zj, gj, gt, pv, lin_row, w_row);
         let up_dcv = -alpha / (kf * km1) * (us_sum - s.us[j]);
         for i in 0..=n {
             let (x, up0, up1) = if i < n {
-                let w = weight(j, i);
-                let zi = z(j, i);
-                (lin(j, l0, i), up_dcv * w / nf, beta * w / (kf * nf) * (s.us[j] + u(i) * (1.0 - 2.0 * zi)))
+                let w = w_row[i];
+                let zi = zj[i];
+                (lin_row[i], up_dcv * w / nf, beta * w / (kf * nf) * (s.us[j] + u(i) * (1.0 - 2.0 * zi)))
             } else {
                 (l0, -up_dcv * s.ww[j] / nf, -beta * s.ww[j] / (kf * nf) * s.us[j])
             };
