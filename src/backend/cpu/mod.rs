@@ -195,22 +195,31 @@ impl Backend for Cpu {
         debug_assert_eq!((z.len(), logits.len()), (b * n, b * n));
         let key = clocked(key, clock);
         // Uniform number i of the layer is element i of the (b, n) array, whichever thread draws it.
+        let simd = Simd::selected();
         let draw = |r: usize, z: &mut [f32], anti: &mut [f32]| {
             let mut u = [0.0f32; 64];
             for j0 in (0..n).step_by(u.len()) {
                 let len = u.len().min(n - j0);
                 key.fill_uniform((r * n + j0) as u32, &mut u[..len]);
-                let a = &logits[r * n + j0..r * n + j0 + len];
+                let (a, u) = (&logits[r * n + j0..r * n + j0 + len], &u[..len]);
+                let z = &mut z[j0..j0 + len];
                 if anti.is_empty() {
-                    for j in 0..len {
-                        z[j0 + j] = (u[j] < clipped_p(a[j])) as u8 as f32;
-                    }
+                    simd.run(
+                        #[inline(always)]
+                        || z.iter_mut().zip(a).zip(u).for_each(|((z, &a), &u)| *z = (u < clipped_p(a)) as u8 as f32),
+                    );
                 } else {
-                    for j in 0..len {
-                        let p = clipped_p(a[j]);
-                        z[j0 + j] = (1.0 - u[j] < p) as u8 as f32;
-                        anti[j0 + j] = (u[j] < p) as u8 as f32;
-                    }
+                    let anti = &mut anti[j0..j0 + len];
+                    simd.run(
+                        #[inline(always)]
+                        || {
+                            for (((z, t), &a), &u) in z.iter_mut().zip(anti.iter_mut()).zip(a).zip(u) {
+                                let p = clipped_p(a);
+                                *z = (1.0 - u < p) as u8 as f32;
+                                *t = (u < p) as u8 as f32;
+                            }
+                        },
+                    );
                 }
             }
         };
@@ -386,20 +395,25 @@ impl Backend for Cpu {
     }
 
     fn bernoulli_delta(&self, out: &mut Vec<f32>, logits: &Vec<f32>, broadcast: bool, targets: &Vec<f32>, b: usize, n: usize) {
+        let simd = Simd::selected();
         for_each_row(&mut out[..b * n], n, 4 * n, |r, out| {
             let a = if broadcast { &logits[..n] } else { &logits[r * n..(r + 1) * n] };
             let x = &targets[r * n..(r + 1) * n];
-            for j in 0..n {
-                out[j] = x[j] - sigmoid(a[j]);
-            }
+            simd.run(
+                #[inline(always)]
+                || out.iter_mut().zip(a).zip(x).for_each(|((o, &a), &x)| *o = x - sigmoid(a)),
+            );
         });
     }
 
     fn entropy_grad(&self, out: &mut Vec<f32>, logits: &Vec<f32>, b: usize, n: usize) {
+        let simd = Simd::selected();
         for_each_row(&mut out[..b * n], n, 4 * n, |r, out| {
-            for (o, &a) in out.iter_mut().zip(&logits[r * n..(r + 1) * n]) {
-                *o = -a * sigmoid(a) * sigmoid(-a);
-            }
+            let a = &logits[r * n..(r + 1) * n];
+            simd.run(
+                #[inline(always)]
+                || out.iter_mut().zip(a).for_each(|(o, &a)| *o = -a * sigmoid(a) * sigmoid(-a)),
+            );
         });
     }
 
