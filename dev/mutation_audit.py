@@ -61,7 +61,7 @@ MUTANTS = [
      [("    p * (1.0 - p) / (p - j)\n", "    1.0\n"),
       ("    return p * (1.0f - p) / (p - j);", "    return 1.0f;")]),
     ("double-cv-correction", "Double CV without the global correction of its control variate, on both backends",
-     [("part_b = acc / km1 - g_total(d) / kf * (pd * (1.0 - pd));", "part_b = acc / km1;"),
+     [("let part_b = cv_sum[d] / km1 - gt[d] / kf * (pd * (1.0 - pd));", "let part_b = cv_sum[d] / km1;"),
       ("part_b = acc / km1 - grad_f_total(p.grad_f, k, at + d) / kf * (pd * (1.0f - pd));", "part_b = acc / km1;")]),
     ("hnca-k-own-target", "HNCA with K samples subtracting each chain's own target in its baseline",
      [("                for j in (0..k).filter(|&j| j != row) {", "                for j in 0..k {")]),
