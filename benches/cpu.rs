@@ -6,9 +6,9 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::{Backend, SampleMode};
+use hnca::rng::RngKey;
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::Shape;
-use hnca::rng::RngKey;
 use hnca::vae::trainer::Trainer;
 
 const B: usize = 50;
@@ -54,7 +54,9 @@ fn sampler(c: &mut Criterion) {
     let key = RngKey::new(1, 2, 3);
     let mut g = c.benchmark_group("bernoulli_sample");
     g.throughput(Throughput::Elements((B * n) as u64));
-    g.bench_function(format!("{B}x{n}"), |bench| bench.iter(|| be.bernoulli_sample(&mut z, None, &a, key, None, SampleMode::Standard, B, n)));
+    g.bench_function(format!("{B}x{n}"), |bench| {
+        bench.iter(|| be.bernoulli_sample(&mut z, None, &a, key, None, SampleMode::Standard, B, n))
+    });
     g.bench_function(format!("{B}x{n}/antithetic"), |bench| {
         bench.iter(|| be.bernoulli_sample(&mut z, Some(&mut anti), &a, key, None, SampleMode::Antithetic, B, n))
     });

@@ -12,6 +12,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One command is parsed per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train the discrete VAE (a sigmoid belief net) on binarized MNIST.

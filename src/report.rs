@@ -31,6 +31,11 @@ pub struct ReportArgs {
     pub figures: Option<PathBuf>,
 }
 
+/// (key, title, mean) of one result in a run's eval.json.
+type EvalResult = (String, String, f64);
+/// An estimator's label and its runs (one per seed).
+type EstimatorRuns<'a> = (String, Vec<&'a RunFacts>);
+
 /// One run, as its files tell.
 #[derive(Debug)]
 struct RunFacts {
@@ -46,7 +51,9 @@ struct RunFacts {
     evaluations: Option<f64>,
     train_seconds: f64,
     /// (key, title, mean) of each result of eval.json, and its seconds.
-    eval: Option<(Vec<(String, String, f64)>, f64)>,
+    eval: Option<(Vec<EvalResult>, f64)>,
+    /// The model's setup from the first metrics line (features, layers, batch), for the title.
+    setup: Option<String>,
     diverged: bool,
 }
 
@@ -119,6 +126,7 @@ fn read_run(dir: &Path) -> Result<Option<RunFacts>, Error> {
         evaluations: last.and_then(|l| num(l, "evaluations")),
         train_seconds: seconds,
         eval,
+        setup: lines.first().and_then(crate::plot::data::setup),
         diverged: diverged.is_some(),
     }))
 }
@@ -185,7 +193,7 @@ pub fn run(args: &ReportArgs) -> Result<(), Error> {
         return Err(Error::Config(format!("{}: no runs (no directory in it holds a metrics.jsonl)", args.dir.display())));
     }
     // Experiments and estimators in the order their runs' directories sort, at first.
-    let mut groups: Vec<(&'static Description, Vec<(String, Vec<&RunFacts>)>)> = Vec::new();
+    let mut groups: Vec<(&'static Description, Vec<EstimatorRuns>)> = Vec::new();
     for r in &runs {
         let at = match groups.iter().position(|g| g.0.name == r.experiment.name) {
             Some(i) => i,
@@ -262,7 +270,11 @@ pub fn run(args: &ReportArgs) -> Result<(), Error> {
         if !args.json {
             let mut header = vec!["estimator".to_string(), "runs".into()];
             header.extend(cols.iter().map(|c| c.title.clone()));
-            print_markdown(d, &header, &rows);
+            // The setup in the title where every run of the experiment shares it, as in the figures.
+            let mut setups = ests.iter().flat_map(|e| e.1.iter()).map(|r| r.setup.as_deref());
+            let first = setups.next().flatten();
+            let setup = first.filter(|s| setups.all(|o| o == Some(*s)));
+            print_markdown(d, setup, &header, &rows);
         }
     }
     if args.json {
@@ -292,8 +304,11 @@ fn runs_cell(total: usize, finished: usize, diverged: usize) -> String {
     s
 }
 
-fn print_markdown(d: &Description, header: &[String], rows: &[Vec<String>]) {
-    println!("## {}\n", d.figure_title);
+fn print_markdown(d: &Description, setup: Option<&str>, header: &[String], rows: &[Vec<String>]) {
+    match setup {
+        Some(s) => println!("## {} ({s})\n", d.figure_title),
+        None => println!("## {}\n", d.figure_title),
+    }
     println!("| {} |", header.join(" | "));
     println!("|{}|", header.iter().enumerate().map(|(i, _)| if i < 2 { "---" } else { "---:" }).collect::<Vec<_>>().join("|"));
     for r in rows {

@@ -13,10 +13,10 @@ use crate::bandit::conv::conv_geoms;
 use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
+use crate::vae::bench::{synthetic_split, time_training_loop};
 use crate::vae::estimator::{Estimator, EstimatorKind};
 use crate::vae::model::{Params, Shape};
 use crate::vae::step::{compute_gradients, Draw, Workspace};
-use crate::vae::bench::{synthetic_split, time_training_loop};
 use crate::vae::trainer::Trainer;
 
 /// Where the self-test runs the kernels.

@@ -76,4 +76,3 @@ pub fn open_device(choice: DeviceChoice, activity: &str) -> Result<Option<CudaDe
         },
     })
 }
-

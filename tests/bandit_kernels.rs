@@ -206,5 +206,9 @@ fn whole_conv_bandit_training_steps_match_the_cpu_for_every_estimator() {
 /// gradients within 1e-5).
 #[test]
 fn whole_bandit_training_steps_across_the_launch_constants_match_the_cpu() {
-    assert_whole_bandit_steps_match_the_cpu(&AgentShape::new(common::WIDE_INPUTS, &common::WIDE_BANDIT_LAYERS, 10), common::WIDE_BATCH, 3e-3);
+    assert_whole_bandit_steps_match_the_cpu(
+        &AgentShape::new(common::WIDE_INPUTS, &common::WIDE_BANDIT_LAYERS, 10),
+        common::WIDE_BATCH,
+        3e-3,
+    );
 }

@@ -128,7 +128,11 @@ fn reference_first_step_elbo(seed: u64, layers: &[usize], b: usize, threshold: b
             let logits = net.enc_logits(m, &chain[m - 1]);
             let key = RngKey::new(seed, 0, stream::encoder(m as u32));
             let n = logits.len();
-            let z = logits.iter().enumerate().map(|(j, &a)| ((key.uniform((r * n + j) as u32) as f64) < common::exact::clip(common::exact::sigmoid(a))) as u8 as f64).collect();
+            let z = logits
+                .iter()
+                .enumerate()
+                .map(|(j, &a)| ((key.uniform((r * n + j) as u32) as f64) < common::exact::clip(common::exact::sigmoid(a))) as u8 as f64)
+                .collect();
             chain.push(z);
         }
         total += net.elbo_sample(&chain);
@@ -150,11 +154,24 @@ fn reference_first_step_accuracy(seed: u64, hidden: &[usize], b: usize) -> f64 {
         let mut u = x;
         for l in 1..=top {
             let d = &params.layers[l - 1];
-            let logits: Vec<f64> = (0..d.n_out).map(|k| d.bias[k] as f64 + u.iter().enumerate().map(|(i, &v)| v * d.w[i * d.n_out + k] as f64).sum::<f64>()).collect();
+            let logits: Vec<f64> = (0..d.n_out)
+                .map(|k| d.bias[k] as f64 + u.iter().enumerate().map(|(i, &v)| v * d.w[i * d.n_out + k] as f64).sum::<f64>())
+                .collect();
             let key = RngKey::new(seed, 0, stream::bandit(l as u32));
             if l < top {
                 let n = logits.len();
-                u = logits.iter().enumerate().map(|(j, &a)| if (key.uniform((r * n + j) as u32) as f64) < common::exact::clip(common::exact::sigmoid(a)) { 1.0 } else { -1.0 }).collect();
+                u =
+                    logits
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &a)| {
+                            if (key.uniform((r * n + j) as u32) as f64) < common::exact::clip(common::exact::sigmoid(a)) {
+                                1.0
+                            } else {
+                                -1.0
+                            }
+                        })
+                        .collect();
             } else {
                 let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = logits.iter().map(|a| (a - max).exp()).collect();
@@ -195,7 +212,21 @@ fn the_first_steps_elbo_equals_the_f64_reference() {
     for (layers, binarize, extra) in [("5,3", "dynamic", vec![]), ("4", "threshold", vec!["--all-child", "--full-reward"])] {
         let path = dir.path().join(format!("{binarize}.jsonl"));
         hnca()
-            .args(["vae", "--layers", layers, "--batch-size", "6", "--steps", "1", "--test-every", "0", "--seed", "4", "--binarize", binarize])
+            .args([
+                "vae",
+                "--layers",
+                layers,
+                "--batch-size",
+                "6",
+                "--steps",
+                "1",
+                "--test-every",
+                "0",
+                "--seed",
+                "4",
+                "--binarize",
+                binarize,
+            ])
             .args(&extra)
             .arg("--metrics")
             .arg(&path)
@@ -401,9 +432,13 @@ fn bench_prints_the_cost_model_and_writes_json() {
     assert!(rows[1]["credit_ns_per_edge_per_core"].is_null(), "reinforce has no credit pass");
     assert_eq!(rows[3]["model"], serde_json::json!([16, 8]));
     // Estimators by their metrics names: three samples per layer are 1 + 2·2 chains per step.
-    let out = hnca().args(["bench", "--models", "16,8", "--estimators", "loo-k3", "--seconds", "0.05", "--batch-size", "4"]).assert().success();
+    let out =
+        hnca().args(["bench", "--models", "16,8", "--estimators", "loo-k3", "--seconds", "0.05", "--batch-size", "4"]).assert().success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    assert!(stdout.lines().any(|l| l.split_whitespace().take(2).eq(["16,8", "loo-k3"]) && l.split_whitespace().nth(4) == Some("5")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.split_whitespace().take(2).eq(["16,8", "loo-k3"]) && l.split_whitespace().nth(4) == Some("5")),
+        "{stdout}"
+    );
     assert_user_error(&["bench", "--models", "8;x"], 2, "--models");
     assert_user_error(&["bench", "--seconds", "0"], 2, "positive");
 }
@@ -461,7 +496,10 @@ fn the_conv_bandit_trains_writes_metrics_and_reproduces_from_a_seed() {
         assert_eq!(stderr.contains("differentiating through rho"), !extra.is_empty(), "{stderr}");
         let m = read_metrics(&path).remove(0);
         let label = if extra.is_empty() { est.to_string() } else { format!("{est}+rho-gradient") };
-        assert_eq!((m["experiment"].as_str(), m["estimator"].as_str(), m["step"].as_u64()), (Some("bandit"), Some(label.as_str()), Some(40)));
+        assert_eq!(
+            (m["experiment"].as_str(), m["estimator"].as_str(), m["step"].as_u64()),
+            (Some("bandit"), Some(label.as_str()), Some(40))
+        );
         assert_eq!((m["features"].as_str(), m["conv_layers"].as_u64(), m["conv_channels"].as_u64()), (Some("conv"), Some(2), Some(4)));
         assert_eq!(m["layers"], serde_json::json!([200]));
         assert_eq!(m["grad_var_layers"].as_array().unwrap().len(), 4, "two convolutions, the Bernoulli layer and the softmax");
@@ -479,6 +517,10 @@ fn the_conv_bandit_trains_writes_metrics_and_reproduces_from_a_seed() {
     assert_user_error(&["bandit", "--features", "conv", "--conv-layers", "14"], 2, "at most 13 layers fit");
     assert_user_error(&["bandit", "--conv-layers", "2"], 2, "--features conv");
     assert_user_error(&["bandit", "--rho-gradient"], 2, "needs --features conv");
-    assert_user_error(&["bandit", "--features", "conv", "--rho-gradient", "--estimator", "reinforce"], 2, "does not apply to --estimator reinforce");
+    assert_user_error(
+        &["bandit", "--features", "conv", "--rho-gradient", "--estimator", "reinforce"],
+        2,
+        "does not apply to --estimator reinforce",
+    );
     assert_user_error(&["bandit", "--features", "conv", "--conv-channels", "256", "--batch-size", "60000"], 2, "more than 2^31");
 }

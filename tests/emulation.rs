@@ -124,7 +124,13 @@ fn the_whole_program_reads_nothing_out_of_bounds() {
     }
     hnca_under_asan(&[&["vae", "--estimator", "hnca", "--all-child", "--full-reward"], &wide[..]].concat());
     for est in ["hnca", "reinforce"] {
-        hnca_under_asan(&[&["bandit", "--estimator", est, "--layers", "131,1030,9", "--batch-size", "7", "--steps", "2", "--test-every", "0"][..], &["--device", "cuda"]].concat());
+        hnca_under_asan(
+            &[
+                &["bandit", "--estimator", est, "--layers", "131,1030,9", "--batch-size", "7", "--steps", "2", "--test-every", "0"][..],
+                &["--device", "cuda"],
+            ]
+            .concat(),
+        );
     }
     hnca_under_asan(&["eval", "--checkpoint", ck, "--k", "3", "--images", "9", "--device", "cuda"]);
     let png = dir.path().join("s.png");

@@ -10,9 +10,9 @@ mod common;
 use common::exact::{Chain, Net};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::Backend;
+use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
-use hnca::rng::{stream, RngKey};
 use hnca::vae::step::{compute_gradients, Draw, Workspace};
 
 fn tiny_shape() -> Shape {

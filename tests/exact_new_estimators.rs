@@ -562,10 +562,19 @@ fn production_f32_k_sample_estimates_match_the_f64_reference_sample_by_sample() 
                 assert!(cosine > 1.0 - 1e-6, "{} layer {l}: the network's ascent has cosine {cosine} with the reference", est.label());
             }
             if est.kind == EstimatorKind::Rodeo {
-                assert!(ascent_ref[2..].iter().filter(|v| v.abs() > 1e-3 * scale).count() > 300, "{}: the network's ascent is mostly zero", est.label());
+                assert!(
+                    ascent_ref[2..].iter().filter(|v| v.abs() > 1e-3 * scale).count() > 300,
+                    "{}: the network's ascent is mostly zero",
+                    est.label()
+                );
             }
         }
-        assert!(differ > b, "{}: the chains of a layer hardly differ ({differ} of {} rows); the test would be vacuous", est.label(), b * depth);
+        assert!(
+            differ > b,
+            "{}: the chains of a layer hardly differ ({differ} of {} rows); the test would be vacuous",
+            est.label(),
+            b * depth
+        );
         eprintln!("{}: largest relative f32/f64 difference per sample {worst:.1e}", est.label());
     }
 }

@@ -116,7 +116,13 @@ fn read_params(path: &std::path::Path) -> Vec<f32> {
 /// Runs `hnca SUBCOMMAND --estimator EST --steps STEPS` on the small model (and `extra`) with
 /// `--device cuda` (the emulated driver) and `--device cpu`; returns each run's first metrics
 /// line and final parameters, cuda first.
-fn cuda_and_cpu_runs(dir: &std::path::Path, subcommand: &str, est: &str, steps: &str, extra: &[&str]) -> [(serde_json::Value, Vec<f32>); 2] {
+fn cuda_and_cpu_runs(
+    dir: &std::path::Path,
+    subcommand: &str,
+    est: &str,
+    steps: &str,
+    extra: &[&str],
+) -> [(serde_json::Value, Vec<f32>); 2] {
     ["cuda", "cpu"].map(|device| {
         let metrics = dir.join(format!("{subcommand}-{est}-{}-{device}.jsonl", extra.len()));
         let params = dir.join(format!("{subcommand}-{est}-{}-{device}.f32", extra.len()));
@@ -259,10 +265,41 @@ fn a_device_step_is_one_graph_launch_with_nothing_read_back() {
         // Three chains per layer, ∇F, and the coefficients' own Adam step: still one launch.
         (
             "vae-rodeo-k3",
-            &["vae", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0", "--estimator", "rodeo", "--samples", "3"],
+            &[
+                "vae",
+                "--device",
+                "cuda",
+                "--layers",
+                "8,5",
+                "--batch-size",
+                "20",
+                "--test-every",
+                "0",
+                "--estimator",
+                "rodeo",
+                "--samples",
+                "3",
+            ],
         ),
         ("bandit", &["bandit", "--device", "cuda", "--layers", "8,5", "--batch-size", "20", "--test-every", "0"]),
-        ("conv-bandit", &["bandit", "--device", "cuda", "--features", "conv", "--conv-channels", "2", "--layers", "8", "--batch-size", "4", "--test-every", "0"]),
+        (
+            "conv-bandit",
+            &[
+                "bandit",
+                "--device",
+                "cuda",
+                "--features",
+                "conv",
+                "--conv-channels",
+                "2",
+                "--layers",
+                "8",
+                "--batch-size",
+                "4",
+                "--test-every",
+                "0",
+            ],
+        ),
     ];
     for (name, args) in runs {
         let calls: Vec<_> = [100, 200]
@@ -340,7 +377,20 @@ fn bench_on_the_device_reports_one_graph_launch_per_step() {
     let json = dir.path().join("bench.json");
     hnca_bin()
         .env("LD_LIBRARY_PATH", fake_cuda::library_path())
-        .args(["bench", "--device", "cuda", "--models", "6", "--estimators", "hnca,disarm", "--seconds", "0.01", "--batch-size", "8", "--json"])
+        .args([
+            "bench",
+            "--device",
+            "cuda",
+            "--models",
+            "6",
+            "--estimators",
+            "hnca,disarm",
+            "--seconds",
+            "0.01",
+            "--batch-size",
+            "8",
+            "--json",
+        ])
         .arg(&json)
         .assert()
         .success();

@@ -136,7 +136,11 @@ fn the_emulated_driver_records_graphs_and_refuses_what_a_capture_forbids() {
 
     // No capture on the legacy NULL stream.
     // SAFETY: raw driver calls on handles this test owns.
-    assert_raw_fault(unsafe { result::stream::begin_capture(std::ptr::null_mut(), mode) }, CuResult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "legacy");
+    assert_raw_fault(
+        unsafe { result::stream::begin_capture(std::ptr::null_mut(), mode) },
+        CuResult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+        "legacy",
+    );
     fake_cuda::reset();
 
     // A recorded launch runs only when the graph is launched, and every time.

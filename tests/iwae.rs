@@ -7,11 +7,11 @@ mod common;
 
 use common::exact::Net;
 use hnca::backend::cpu::Cpu;
+use hnca::data::Binarize;
 use hnca::data::Split;
+use hnca::rng::{stream, RngKey};
 use hnca::vae::evaluate::evaluate_bounds;
 use hnca::vae::model::{Params, Shape};
-use hnca::rng::{stream, RngKey};
-use hnca::data::Binarize;
 
 /// x of 4 pixels (a 2x2 image), latents 3 and 2.
 fn tiny() -> (Shape, Params<Vec<f32>>) {

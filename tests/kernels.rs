@@ -12,9 +12,9 @@ use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
 use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
 use hnca::backend::{clock, credit_tables_len, grad_variance_slots, stats, AdamHyper, Backend, Elem, GemmInit, SampleMode, StatsPlan};
 use hnca::data::Binarize;
+use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
-use hnca::rng::{stream, RngKey};
 use hnca::vae::step::{compute_gradients, Draw, Workspace};
 use hnca::vae::trainer::Trainer;
 
@@ -71,7 +71,9 @@ fn assert_gemms_match_the_cpu<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str, sh
 
 #[test]
 fn gemm_forward_and_weight_gradient_match_the_cpu() {
-    under_every_schedule("tiled GEMM", || bits32(&assert_gemms_match_the_cpu(&emu_backend(), "tiled kernel", &[(4, 16, 16), (5, 37, 19), (50, 33, 1)])));
+    under_every_schedule("tiled GEMM", || {
+        bits32(&assert_gemms_match_the_cpu(&emu_backend(), "tiled kernel", &[(4, 16, 16), (5, 37, 19), (50, 33, 1)]))
+    });
 }
 
 #[test]
@@ -383,8 +385,14 @@ fn assert_whole_steps_match_the_cpu(shape: &Shape, b: usize) {
     let baselines = [0.5f32, -1.0, 2.0];
     let ablation = Estimator { all_child: true, full_reward: true, ..Estimator::new(EstimatorKind::Hnca) };
     // And every K-sample estimator at K = 3 (ARMS at 4): more chains than the defaults' two.
-    let more = [(EstimatorKind::Loo, 3), (EstimatorKind::Arms, 4), (EstimatorKind::DoubleCv, 3), (EstimatorKind::Rodeo, 3), (EstimatorKind::Hnca, 3)]
-        .map(|(kind, k)| (Estimator::configure(kind, Some(k), false, false).unwrap(), 1e-5));
+    let more = [
+        (EstimatorKind::Loo, 3),
+        (EstimatorKind::Arms, 4),
+        (EstimatorKind::DoubleCv, 3),
+        (EstimatorKind::Rodeo, 3),
+        (EstimatorKind::Hnca, 3),
+    ]
+    .map(|(kind, k)| (Estimator::configure(kind, Some(k), false, false).unwrap(), 1e-5));
     let configs = EstimatorKind::ALL.into_iter().map(|k| (Estimator::new(k), 1e-5)).chain([(ablation, 1e-4)]).chain(more);
     for (est, tol) in configs {
         let (zc, gc) = cpu.step(shape, &est, &host, &x, &baselines, b);

@@ -140,7 +140,8 @@ fn generic_parts_know_no_experiment_and_experiments_know_neither_each_other_nor_
         for u in used {
             let to = top(u);
             let bad = (GENERIC.contains(&from.as_str()) && !GENERIC.contains(&to.as_str()))
-                || (EXPERIMENTS.contains(&from.as_str()) && (COMMANDS.contains(&to.as_str()) || (EXPERIMENTS.contains(&to.as_str()) && to != from)));
+                || (EXPERIMENTS.contains(&from.as_str())
+                    && (COMMANDS.contains(&to.as_str()) || (EXPERIMENTS.contains(&to.as_str()) && to != from)));
             if bad {
                 violations.push(format!("{} uses {}", m.join("::"), u.join("::")));
             }

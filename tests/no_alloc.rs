@@ -8,9 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use hnca::backend::cpu::{sgemm_calls, Cpu};
+use hnca::rng::RngKey;
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::Shape;
-use hnca::rng::RngKey;
 use hnca::vae::trainer::Trainer;
 
 struct Counting;

@@ -8,9 +8,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use hnca::run::checkpoint::{crc32, Checkpoint};
 use hnca::data::{decode_idx, DataError, IdxKind};
 use hnca::rng::RngKey;
+use hnca::run::checkpoint::{crc32, Checkpoint};
 
 /// A deterministic stream of random numbers for case `case`.
 struct Gen {

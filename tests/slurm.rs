@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// A small VAE on the CPU, 600 steps per epoch.
-const TINY: [&str; 12] = ["--layers", "16,8", "--batch-size", "100", "--test-every", "0", "--device", "cpu", "--eval-k", "5", "--eval-images", "300"];
+const TINY: [&str; 12] =
+    ["--layers", "16,8", "--batch-size", "100", "--test-every", "0", "--device", "cpu", "--eval-k", "5", "--eval-images", "300"];
 
 fn hnca() -> Command {
     Command::new(assert_cmd::cargo::cargo_bin("hnca"))

@@ -15,8 +15,22 @@ use hnca::run::checkpoint::Checkpoint;
 use serde_json::Value;
 
 /// The options every run here shares: a small VAE on the CPU, 600 steps per epoch.
-const TINY: [&str; 14] =
-    ["--layers", "16,8", "--batch-size", "100", "--test-every", "0", "--device", "cpu", "--threads", "2", "--lr", "1e-3", "--binarize", "dynamic"];
+const TINY: [&str; 14] = [
+    "--layers",
+    "16,8",
+    "--batch-size",
+    "100",
+    "--test-every",
+    "0",
+    "--device",
+    "cpu",
+    "--threads",
+    "2",
+    "--lr",
+    "1e-3",
+    "--binarize",
+    "dynamic",
+];
 
 fn hnca() -> Command {
     Command::cargo_bin("hnca").unwrap()
@@ -178,7 +192,17 @@ fn sigterm_stops_a_run_at_a_step_with_a_checkpoint_and_the_continued_run_ends_id
     let step = Checkpoint::load(&ck).unwrap().u64_field("step").unwrap();
     assert!((600..3600).contains(&step), "stopped at step {step}");
     assert!(line[0].contains(&format!("after step {step};")), "{stderr}");
-    hnca().args(["vae", "--epochs", "6"]).args(TINY).arg("--save").arg(&ck).arg("--metrics").arg(&metrics).arg("--resume").arg(&ck).assert().success();
+    hnca()
+        .args(["vae", "--epochs", "6"])
+        .args(TINY)
+        .arg("--save")
+        .arg(&ck)
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg("--resume")
+        .arg(&ck)
+        .assert()
+        .success();
     assert!(std::fs::read(&ck).unwrap() == std::fs::read(&straight.0).unwrap(), "stopped at {step}: the continued run differs");
     // Every epoch's line as if it had never stopped, the interrupted epoch's included.
     assert_eq!(untimed(&metrics), untimed(&straight.1), "stopped at {step}");
@@ -307,12 +331,20 @@ fn mistakes_are_one_line_errors() {
     // Names as the metrics write them carry options, and are checked as the options are.
     assert_sweep_error(&["--estimators", "loo-k1", "--out", o], 2, "--samples must be 2 to 64");
     assert_sweep_error(&["--estimators", "reinforce+all-child", "--out", o], 2, "HNCA ablations");
-    assert_sweep_error(&["--estimators", "hnca", "--seeds", "0-3", "--task", "4", "--out", o], 2, "--task 4: this sweep has 4 tasks (0 to 3)");
+    assert_sweep_error(
+        &["--estimators", "hnca", "--seeds", "0-3", "--task", "4", "--out", o],
+        2,
+        "--task 4: this sweep has 4 tasks (0 to 3)",
+    );
     assert_sweep_error(&["--estimators", "hnca", "--metrics", "m.jsonl", "--out", o], 2, "--metrics is not an option of a sweep");
     assert_sweep_error(&["--estimators", "hnca", "--seed", "3", "--out", o], 2, "--seed");
     assert_sweep_error(&["--estimators", "hnca,reinforce", "--all-child", "--out", o], 2, "HNCA ablations");
     assert_sweep_error(&["--estimators", "hnca", "--save-every", "0", "--batch-size", "0", "--out", o], 2, "--batch-size");
-    assert_sweep_error(&["--estimators", "hnca", "--executor", "slurm", "--time", "1 h", "--out", o], 2, "--time \"1 h\": must be one word");
+    assert_sweep_error(
+        &["--estimators", "hnca", "--executor", "slurm", "--time", "1 h", "--out", o],
+        2,
+        "--time \"1 h\": must be one word",
+    );
     assert_sweep_error(&["--estimators", "hnca", "--executor", "slurm", "--out", o], 1, "sbatch could not be run");
     assert!(out.join("sweep.sbatch").exists(), "the script is written before sbatch is tried");
     let missing = dir.path().join("nothing");
@@ -336,7 +368,9 @@ fn the_report_is_the_mean_and_standard_error_of_the_runs_own_numbers() {
         assert_eq!((e["runs"].as_u64(), e["finished"].as_u64()), (Some(3), Some(3)), "{e}");
         let evals: Vec<Value> = (0..3).map(|s| read_json(&run_dir(&out, name, s).join("eval.json"))).collect();
         let bound: Vec<f64> = evals.iter().map(|v| v["results"][1]["mean"].as_f64().unwrap()).collect();
-        let train: Vec<f64> = (0..3).map(|s| untimed(&run_dir(&out, name, s).join("metrics.jsonl")).last().unwrap()["train_elbo"].as_f64().unwrap()).collect();
+        let train: Vec<f64> = (0..3)
+            .map(|s| untimed(&run_dir(&out, name, s).join("metrics.jsonl")).last().unwrap()["train_elbo"].as_f64().unwrap())
+            .collect();
         for (key, xs) in [("test_bound", &bound), ("train_elbo", &train)] {
             let mean = xs.iter().sum::<f64>() / 3.0;
             let se = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0 / 3.0).sqrt();
@@ -347,8 +381,14 @@ fn the_report_is_the_mean_and_standard_error_of_the_runs_own_numbers() {
     }
     let table = hnca().arg("report").arg(&out).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout).to_string();
-    assert!(table.contains("| estimator | runs | train ELBO (nats) | test ELBO | test bound, K = 5 | gradient variance | steps/s | wall time |"), "{table}");
+    assert!(
+        table
+            .contains("| estimator | runs | train ELBO (nats) | test ELBO | test bound, K = 5 | gradient variance | steps/s | wall time |"),
+        "{table}"
+    );
     assert!(table.lines().any(|l| l.starts_with("| hnca | 3 | -")), "{table}");
+    // The title names the setup the runs share, as the figures do.
+    assert_eq!(table.lines().next(), Some("## Discrete VAE on binarized MNIST (layers 16,8, batch 100)"), "{table}");
     for f in ["vae.svg", "vae.png"] {
         assert!(std::fs::metadata(dir.path().join("figs").join(f)).unwrap().len() > 1000, "{f}");
     }
@@ -359,7 +399,12 @@ fn a_bandit_sweep_runs_each_estimator_as_hnca_bandit_does_and_evaluates_its_accu
     let dir = tempfile::tempdir().unwrap();
     let (d, out) = (dir.path(), dir.path().join("runs"));
     let opts = ["--layers", "16", "--batch-size", "100", "--test-every", "0", "--device", "cpu", "--steps", "150"];
-    hnca().args(["sweep", "bandit", "--estimators", "hnca,reinforce-nb", "--seeds", "2", "--eval-images", "500", "--out"]).arg(&out).args(opts).assert().success();
+    hnca()
+        .args(["sweep", "bandit", "--estimators", "hnca,reinforce-nb", "--seeds", "2", "--eval-images", "500", "--out"])
+        .arg(&out)
+        .args(opts)
+        .assert()
+        .success();
     for est in ["hnca", "reinforce-nb"] {
         let ck = d.join(format!("{est}.ck"));
         hnca().args(["bandit", "--estimator", est, "--seed", "2"]).args(opts).arg("--save").arg(&ck).assert().success();
@@ -389,7 +434,20 @@ fn a_sweep_on_the_emulated_gpu_trains_each_run_as_alone_and_as_the_cpu_does() {
     let on = |device: &str, out: &Path| {
         let res = hnca()
             .env("LD_LIBRARY_PATH", common::fake_cuda::library_path())
-            .args(["sweep", "vae", "--estimators", "hnca,disarm", "--seeds", "0-1", "--eval-k", "3", "--eval-images", "60", "--device", device])
+            .args([
+                "sweep",
+                "vae",
+                "--estimators",
+                "hnca,disarm",
+                "--seeds",
+                "0-1",
+                "--eval-k",
+                "3",
+                "--eval-images",
+                "60",
+                "--device",
+                device,
+            ])
             .args(opts)
             .arg("--out")
             .arg(out)
@@ -413,7 +471,10 @@ fn a_sweep_on_the_emulated_gpu_trains_each_run_as_alone_and_as_the_cpu_does() {
                 .assert()
                 .success();
             let (g, c) = (run_dir(&gpu, est, s), run_dir(&cpu, est, s));
-            assert!(std::fs::read(g.join("checkpoint.ck")).unwrap() == std::fs::read(&ck).unwrap(), "{est} s{s}: the sweep's run differs from the run alone");
+            assert!(
+                std::fs::read(g.join("checkpoint.ck")).unwrap() == std::fs::read(&ck).unwrap(),
+                "{est} s{s}: the sweep's run differs from the run alone"
+            );
             let close = |a: &Value, b: &Value, what: &str| {
                 let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
                 assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{est} s{s} {what}: gpu {a} vs cpu {b}");

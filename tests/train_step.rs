@@ -15,9 +15,9 @@ use common::compare::assert_finite;
 use common::exact::{sigmoid, Chain, Net};
 use hnca::backend::cpu::Cpu;
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
-use hnca::rng::{stream, RngKey};
 use hnca::vae::trainer::Trainer;
 
 const LR: f32 = 1e-2;
@@ -200,7 +200,11 @@ fn assert_variances_match(what: &str, got: &[(f64, f64)], want: &[(f64, f64)]) {
     assert_eq!(got.len(), want.len(), "{what}: layers");
     for (l, (g, w)) in got.iter().zip(want).enumerate() {
         for (g, w) in [(g.0, w.0), (g.1, w.1)] {
-            assert!(g.is_finite() && (g - w).abs() <= 1e-4 * w.abs().max(1e-6), "{what}: layer {} gradient variance {g} vs reference {w}", l + 1);
+            assert!(
+                g.is_finite() && (g - w).abs() <= 1e-4 * w.abs().max(1e-6),
+                "{what}: layer {} gradient variance {g} vs reference {w}",
+                l + 1
+            );
         }
     }
 }

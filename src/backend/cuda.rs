@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop,
+};
 use cudarc::nvrtc::Ptx;
 
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas};
@@ -138,7 +140,8 @@ impl CudaDevice {
                 let mut ws = stream.alloc_zeros::<u8>(BLAS_WORKSPACE).map_err(|e| format!("cannot allocate cuBLAS's workspace: {e}"))?;
                 let (ptr, _guard) = ws.device_ptr_mut(&stream);
                 // SAFETY: the workspace outlives the handle's use of it (both live in the device).
-                let status = unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*b.handle(), ptr as *mut std::ffi::c_void, BLAS_WORKSPACE) };
+                let status =
+                    unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*b.handle(), ptr as *mut std::ffi::c_void, BLAS_WORKSPACE) };
                 if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
                     return Err(format!("cuBLAS refused its workspace: {status:?}"));
                 }
@@ -235,7 +238,18 @@ impl ColumnMajorGemm {
         // First: op(X1) = Bᵀ (n, k), B (k, n). Second: op(X2) = Aᵀ (k, m), A (m, k).
         let (trans_first, ld_first) = blas_operand(p.k, p.n, p.b_row, p.b_col)?;
         let (trans_second, ld_second) = blas_operand(p.m, p.k, p.a_row, p.a_col)?;
-        Some(ColumnMajorGemm { m: p.n, n: p.m, k: p.k, first: p.b, trans_first, ld_first, second: p.a, trans_second, ld_second, ldc: p.n.max(1) })
+        Some(ColumnMajorGemm {
+            m: p.n,
+            n: p.m,
+            k: p.k,
+            first: p.b,
+            trans_first,
+            ld_first,
+            second: p.a,
+            trans_second,
+            ld_second,
+            ldc: p.n.max(1),
+        })
     }
 }
 

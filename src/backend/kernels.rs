@@ -65,7 +65,14 @@ pub struct RngKeyC {
 
 impl RngKeyC {
     pub fn new(k: RngKey, clock: Ptr) -> Self {
-        RngKeyC { seed_lo: k.seed as u32, seed_hi: (k.seed >> 32) as u32, step_lo: k.step as u32, step_hi: (k.step >> 32) as u32, stream: k.stream, clock }
+        RngKeyC {
+            seed_lo: k.seed as u32,
+            seed_hi: (k.seed >> 32) as u32,
+            step_lo: k.step as u32,
+            step_hi: (k.step >> 32) as u32,
+            stream: k.stream,
+            clock,
+        }
     }
 }
 
@@ -686,7 +693,17 @@ impl<D: Device> Backend for KernelBackend<D> {
         d.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
     }
 
-    fn bandit_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, flip: Option<&D::Buf>, rho_gradient: bool, coef: &D::Buf, b: usize, n: usize) {
+    fn bandit_unit_grad(
+        &self,
+        out: &mut D::Buf,
+        logits: &D::Buf,
+        z: &D::Buf,
+        flip: Option<&D::Buf>,
+        rho_gradient: bool,
+        coef: &D::Buf,
+        b: usize,
+        n: usize,
+    ) {
         let d = &self.device;
         let mut keep = Guards::new(d);
         let p = BanditUnitParams {

@@ -20,7 +20,10 @@ pub use kernels::launch::MAX_SAMPLES;
 
 /// Element types of the arrays besides f32 buffers: image bytes, words (an epoch's image order,
 /// the training clock, counts, tables of device addresses) and f64 sums.
-pub trait Elem: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + Unpin + 'static + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits {}
+pub trait Elem:
+    Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + Unpin + 'static + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits
+{
+}
 impl Elem for u8 {}
 impl Elem for u32 {}
 impl Elem for u64 {}
@@ -33,7 +36,8 @@ pub mod clock {
 
     /// The update step held by `words`.
     pub fn step(words: &[u32]) -> u64 {
-        ((words[super::kernels::launch::CLOCK_STEP_HI as usize] as u64) << 32) | words[super::kernels::launch::CLOCK_STEP_LO as usize] as u64
+        ((words[super::kernels::launch::CLOCK_STEP_HI as usize] as u64) << 32)
+            | words[super::kernels::launch::CLOCK_STEP_LO as usize] as u64
     }
 
     /// A clock at update `step`, epoch 0, batch 0.
@@ -319,7 +323,16 @@ pub trait Backend {
     fn matmul_backward_weight(&self, dw: &mut Self::Buf, inp: &Self::Buf, dout: &Self::Buf, b: usize, k: usize, n: usize);
     /// din (b, k) = dout (b, n) · wᵀ, w (k, n), plus `init` ([`GemmInit`]): nothing, a row
     /// (k) broadcast to every row, or what din held.
-    fn matmul_backward_input(&self, din: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, init: GemmInit<'_, Self::Buf>, b: usize, k: usize, n: usize);
+    fn matmul_backward_input(
+        &self,
+        din: &mut Self::Buf,
+        dout: &Self::Buf,
+        w: &Self::Buf,
+        init: GemmInit<'_, Self::Buf>,
+        b: usize,
+        k: usize,
+        n: usize,
+    );
     /// out (n) = mean over rows of x (b, n).
     fn column_mean(&self, out: &mut Self::Buf, x: &Self::Buf, b: usize, n: usize);
 
@@ -374,7 +387,15 @@ pub trait Backend {
     /// out (m, b) = Σ_c coef[j, c] · terms[:, c] for each row j of coef (m, t), less
     /// `baselines[i]` with `baseline = Some((baselines, i))`; `coef` is a constant (a device
     /// uploads each distinct one once) of m·t values.
-    fn weighted_row_sum(&self, out: &mut Self::Buf, terms: &Self::Buf, coef: &[f32], baseline: Option<(&Self::Buf, usize)>, b: usize, t: usize);
+    fn weighted_row_sum(
+        &self,
+        out: &mut Self::Buf,
+        terms: &Self::Buf,
+        coef: &[f32],
+        baseline: Option<(&Self::Buf, usize)>,
+        b: usize,
+        t: usize,
+    );
     /// The column means of terms (b, t), brought to the host (evaluation; a training step keeps
     /// them on the device, [`Backend::step_stats`]).
     fn term_means(&self, terms: &Self::Buf, b: usize, t: usize) -> Vec<f64>;
@@ -431,7 +452,14 @@ pub trait Backend {
     /// The logit gradient of a K-sample score-function estimator (see [`KScoreMode`]), out (b, n),
     /// and for the estimators that learn their control variates the per-row ascent directions of
     /// the learned values, `cv_partials` (b, values): loss_scale · Σ_d g_d · ∂g_d/∂value.
-    fn k_score_unit_grad(&self, out: &mut Self::Buf, cv_partials: Option<&mut Self::Buf>, inp: &KScoreInputs<'_, Self::Buf>, b: usize, n: usize);
+    fn k_score_unit_grad(
+        &self,
+        out: &mut Self::Buf,
+        cv_partials: Option<&mut Self::Buf>,
+        inp: &KScoreInputs<'_, Self::Buf>,
+        b: usize,
+        n: usize,
+    );
 
     /// y (n) += a · x: a plain gradient-ascent step (SGD for the prior).
     fn axpy(&self, y: &mut Self::Buf, a: f32, x: &Self::Buf, n: usize);

@@ -256,7 +256,13 @@ impl<A> BanditDraw<'_, A> {
 /// Samples every hidden layer and the action for the input (ws.u[0], or the feature network's
 /// input when there is one, [`BanditWorkspace::input_mut`]) and labels ws.labels, and scores
 /// the actions (ws.reward). Returns nothing; everything is in the workspace.
-pub fn forward<B: Backend>(be: &B, params: &AgentParams<B::Buf>, ws: &mut BanditWorkspace<B>, shape: &AgentShape, draw: BanditDraw<B::Array<u32>>) {
+pub fn forward<B: Backend>(
+    be: &B,
+    params: &AgentParams<B::Buf>,
+    ws: &mut BanditWorkspace<B>,
+    shape: &AgentShape,
+    draw: BanditDraw<B::Array<u32>>,
+) {
     let (b, top) = (ws.b, shape.sizes.len() - 1);
     if let Some(c) = &mut ws.conv {
         conv::forward(be, &params.conv, c, &mut ws.u[0], b);

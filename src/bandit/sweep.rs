@@ -79,6 +79,10 @@ impl SweepExperiment for BanditArgs {
         let std_err = (accuracy * (1.0 - accuracy) * n / (n - 1.0).max(1.0) / n).sqrt();
         let mut extra = serde_json::Map::new();
         extra.insert("images".into(), test.n.into());
-        Ok(FinalEval { step, results: vec![EvalResult { key: "test_accuracy".into(), title: "test accuracy".into(), mean: accuracy, std_err }], extra })
+        Ok(FinalEval {
+            step,
+            results: vec![EvalResult { key: "test_accuracy".into(), title: "test accuracy".into(), mean: accuracy, std_err }],
+            extra,
+        })
     }
 }

@@ -91,7 +91,18 @@ impl<'a, B: Backend> BanditTrainer<'a, B> {
             };
             let labels = Some((&mut ws.labels, &data.labels));
             let clock = &self.state.clock;
-            self.be.gather_binarize(x, labels, &data.images, &data.order, clock, Binarize::Dynamic, self.seed, stream::BINARIZE_TRAIN, b, n0);
+            self.be.gather_binarize(
+                x,
+                labels,
+                &data.images,
+                &data.order,
+                clock,
+                Binarize::Dynamic,
+                self.seed,
+                stream::BINARIZE_TRAIN,
+                b,
+                n0,
+            );
             self.update();
             if recording {
                 if let Ok(graph) = self.be.end_recording() {

@@ -54,7 +54,11 @@ impl Run {
     /// An error naming the field when a line lacks it.
     pub fn x_values(&self, axis: XAxis) -> Result<BTreeMap<u64, f64>, Error> {
         let missing = |field: &str, step: u64| {
-            Error::Config(format!("{}: the line of step {step} has no \"{field}\" to plot --x {} against", self.path.display(), axis.name()))
+            Error::Config(format!(
+                "{}: the line of step {step} has no \"{field}\" to plot --x {} against",
+                self.path.display(),
+                axis.name()
+            ))
         };
         let mut out = BTreeMap::new();
         let mut seconds = 0.0;
@@ -84,7 +88,9 @@ fn number(obj: &Map<String, Value>, key: &str) -> Result<f64, String> {
     }
 }
 
-fn setup(obj: &Map<String, Value>) -> Option<String> {
+/// The model's setup as a metrics line states it ("conv features, layers 200, batch 50"), for
+/// titles.
+pub fn setup(obj: &Map<String, Value>) -> Option<String> {
     let layers = obj.get("layers")?.as_array()?.iter().map(|l| l.as_u64().map(|n| n.to_string())).collect::<Option<Vec<_>>>()?;
     let batch = obj.get("batch_size")?.as_u64()?;
     let features = obj.get("features").and_then(Value::as_str).map(|f| format!("{f} features, ")).unwrap_or_default();
@@ -246,9 +252,8 @@ mod tests {
 
     #[test]
     fn the_setup_names_the_features_where_a_line_has_them() {
-        let line = |extra: &str| -> Map<String, Value> {
-            serde_json::from_str(&format!(r#"{{"layers":[200],"batch_size":50{extra}}}"#)).unwrap()
-        };
+        let line =
+            |extra: &str| -> Map<String, Value> { serde_json::from_str(&format!(r#"{{"layers":[200],"batch_size":50{extra}}}"#)).unwrap() };
         assert_eq!(setup(&line("")).as_deref(), Some("layers 200, batch 50"));
         assert_eq!(setup(&line(r#","features":"conv""#)).as_deref(), Some("conv features, layers 200, batch 50"));
     }

@@ -23,8 +23,8 @@ use std::path::Path;
 
 use byteorder::{ByteOrder, LittleEndian};
 
-pub use crate::error::CheckpointError;
 use crate::backend::Backend;
+pub use crate::error::CheckpointError;
 use crate::error::{quoted, Error};
 
 pub const MAGIC: &[u8; 8] = b"HNCACKPT";

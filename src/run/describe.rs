@@ -43,4 +43,3 @@ pub fn known() -> &'static [&'static Description] {
 pub fn display_name(name: &str) -> String {
     known().iter().find(|d| d.name == name).map_or_else(|| crate::error::quoted(name), |d| d.display.to_string())
 }
-

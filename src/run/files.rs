@@ -29,7 +29,7 @@ impl MetricsFile {
                     .lines()
                     .filter(|l| {
                         let v: Option<serde_json::Value> = serde_json::from_str(l).ok();
-                        v.and_then(|v| v.get("step").and_then(|s| s.as_u64())).map_or(true, |s| s <= step)
+                        v.and_then(|v| v.get("step").and_then(|s| s.as_u64())).is_none_or(|s| s <= step)
                     })
                     .map(str::to_string)
                     .collect();

@@ -22,8 +22,8 @@ use saver::{load_for_resume, PartialEpoch, Saver};
 use schedule::{shuffle, Schedule};
 
 use crate::data::{Mnist, Split};
-pub use crate::nn::EpochSums;
 use crate::error::Error;
+pub use crate::nn::EpochSums;
 use crate::rng::{stream, RngKey};
 
 /// Steps between the host's reads of a device's statistics: each read waits for the device, so
@@ -203,7 +203,7 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
     let mut saver = Saver::new(opts.save.clone(), opts.save_every)?;
     let mut schedule = Schedule::new(d.name, resumed_at, data.train.n, opts.batch_size, opts.epochs, opts.max_steps);
     // Only a checkpoint written mid-epoch carries a part of an epoch.
-    let mut partial = partial.filter(|_| resumed_at % schedule.steps_per_epoch != 0);
+    let mut partial = partial.filter(|_| !resumed_at.is_multiple_of(schedule.steps_per_epoch));
     let total_steps = schedule.total_steps;
     let bar = if opts.label.is_some() { indicatif::ProgressBar::hidden() } else { progress_bar(total_steps) };
     bar.set_position(resumed_at.min(total_steps));
@@ -237,7 +237,7 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
             // A signal ends the run here unless this was the epoch's last batch: then the epoch
             // ends as usual first (metrics line, evaluation), and the run stops after it.
             let stop = interrupt::requested() && i + 1 < batches;
-            if step % read_every == 0 || i + 1 == batches || stop {
+            if step.is_multiple_of(read_every) || i + 1 == batches || stop {
                 let (read, diverged) = exp.progress(schedule.full_scan_due(step) || stop);
                 device(exp)?;
                 if let Some((at, what)) = diverged {
@@ -265,7 +265,11 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
         let test_due = opts.test_every > 0 && (epoch % opts.test_every == 0 || epoch == opts.epochs || exp.step() >= total_steps);
         let test = test_due.then(|| exp.evaluate(&data.test, RngKey::new(opts.seed, e, stream::BINARIZE_TEST), e));
         // The validation images draw their encoder samples from evaluations of their own.
-        let valid = data.valid.as_ref().filter(|_| test_due).map(|v| exp.evaluate(v, RngKey::new(opts.seed, e, stream::BINARIZE_VALID), e | 1 << 32));
+        let valid = data
+            .valid
+            .as_ref()
+            .filter(|_| test_due)
+            .map(|v| exp.evaluate(v, RngKey::new(opts.seed, e, stream::BINARIZE_VALID), e | 1 << 32));
         device(exp)?;
         let seconds = elapsed(started);
         let n = sums.steps.max(1) as f64;
@@ -309,7 +313,7 @@ pub fn drive<E: Experiment>(exp: &mut E, opts: &RunOptions, data: &Mnist) -> Res
     let trained = opts.resume.is_none() || step != resumed_at;
     saver.at_run_end(step, trained, || {
         let ck = exp.checkpoint(schedule.epochs_done(step));
-        if step % schedule.steps_per_epoch == 0 {
+        if step.is_multiple_of(schedule.steps_per_epoch) {
             ck
         } else {
             mid_epoch(ck, exp.epoch_stats(), None)

@@ -38,7 +38,7 @@ impl Saver {
     /// [`super::schedule::Schedule::full_scan_due`] says), writes the checkpoint if `--save-every`
     /// asks for one.
     pub fn at_epoch_end(&mut self, epoch: u64, step: u64, checkpoint: impl FnOnce() -> Checkpoint) -> Result<(), Error> {
-        if self.every > 0 && epoch % self.every as u64 == 0 {
+        if self.every > 0 && epoch.is_multiple_of(self.every as u64) {
             self.write(step, checkpoint)?;
         }
         Ok(())
@@ -82,7 +82,6 @@ pub(crate) fn load_for_resume(path: &Path) -> Result<(Checkpoint, impl Fn(crate:
     let ck = Checkpoint::load(path)?;
     Ok((ck, move |source| Error::Checkpoint { path: path.to_path_buf(), source }))
 }
-
 
 /// Where a checkpoint written mid-epoch keeps that epoch's statistics (each f64 as its bit
 /// pattern, so that they come back exactly) and, when a signal stopped the run, the seconds the

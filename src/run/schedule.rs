@@ -63,7 +63,7 @@ impl Schedule {
 
     /// Whether the state after update `step` gets the full scan for NaNs and infinities.
     pub fn full_scan_due(&self, step: u64) -> bool {
-        step % FULL_CHECK_EVERY == 0 || step % self.steps_per_epoch == 0 || step == self.total_steps
+        step.is_multiple_of(FULL_CHECK_EVERY) || step.is_multiple_of(self.steps_per_epoch) || step == self.total_steps
     }
 
     /// The epochs whose every batch is done at `step`.
@@ -73,7 +73,6 @@ impl Schedule {
 
     /// `Some(epoch)` when `step` is the last update of `epoch`.
     pub fn epoch_ends_at(&self, step: u64) -> Option<u64> {
-        (step > 0 && step % self.steps_per_epoch == 0).then(|| self.epochs_done(step))
+        (step > 0 && step.is_multiple_of(self.steps_per_epoch)).then(|| self.epochs_done(step))
     }
 }
-

@@ -11,7 +11,9 @@ const MAX_SEEDS: usize = 10_000;
 /// Parses a list of seeds: numbers and inclusive ranges, comma-separated ("0-4", "0,2,7-9").
 pub fn parse_seeds(spec: &str) -> Result<Vec<u64>, Error> {
     let bad = |why: String| Error::Config(format!("--seeds {}: {why}", crate::error::quoted(spec)));
-    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| bad(format!("{} is not a seed (a whole number from 0)", crate::error::quoted(s.trim()))));
+    let number = |s: &str| {
+        s.trim().parse::<u64>().map_err(|_| bad(format!("{} is not a seed (a whole number from 0)", crate::error::quoted(s.trim()))))
+    };
     let mut seeds = Vec::new();
     for part in spec.split(',') {
         if part.trim().is_empty() {
@@ -67,7 +69,12 @@ pub fn record_estimators(out: &Path, experiment: &str, estimators: &[String]) ->
     let mut manifest = match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Ok(serde_json::Value::Object(m)) => m,
-            _ => return Err(Error::Config(format!("{}: not a sweep's manifest (a JSON object); remove it or choose another --out", path.display()))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "{}: not a sweep's manifest (a JSON object); remove it or choose another --out",
+                    path.display()
+                )))
+            }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Map::new(),
         Err(source) => return Err(Error::Io { path, source }),

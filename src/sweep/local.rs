@@ -35,7 +35,10 @@ struct Planned<A> {
 #[derive(Debug)]
 enum Outcome {
     Finished,
-    Diverged { step: u64, what: String },
+    Diverged {
+        step: u64,
+        what: String,
+    },
     /// Stopped by a signal, its checkpoint written.
     Interrupted,
     Failed(String),
@@ -89,7 +92,14 @@ pub fn run<A: SweepExperiment>(base: &A, runs: &[RunSpec], g: &GridOptions) -> R
 
 /// Trains `todo` on `parallel` threads, each taking the next run when its last one ends; none
 /// starts once a signal has come.
-fn in_parallel<A: SweepExperiment, B: Backend + Sync>(be: &B, todo: &[Planned<A>], data: &Mnist, test: &Split, k: usize, parallel: usize) -> Vec<Outcome> {
+fn in_parallel<A: SweepExperiment, B: Backend + Sync>(
+    be: &B,
+    todo: &[Planned<A>],
+    data: &Mnist,
+    test: &Split,
+    k: usize,
+    parallel: usize,
+) -> Vec<Outcome> {
     let next = AtomicUsize::new(0);
     let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(todo.iter().map(|_| None).collect());
     std::thread::scope(|s| {
@@ -151,11 +161,8 @@ fn train_and_evaluate<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, da
     }
     let started = Instant::now();
     let ev = p.args.final_eval(be, &p.files.checkpoint, test, &EvalSettings { k, seed: p.spec.seed })?;
-    let results: Vec<serde_json::Value> = ev
-        .results
-        .iter()
-        .map(|r| serde_json::json!({ "key": r.key, "title": r.title, "mean": r.mean, "std_err": r.std_err }))
-        .collect();
+    let results: Vec<serde_json::Value> =
+        ev.results.iter().map(|r| serde_json::json!({ "key": r.key, "title": r.title, "mean": r.mean, "std_err": r.std_err })).collect();
     let mut out = serde_json::Map::new();
     out.insert("experiment".into(), A::description().name.into());
     out.insert("run".into(), p.spec.name.clone().into());
@@ -174,13 +181,7 @@ fn train_and_evaluate<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, da
 /// The first `n` images of `split` (all without `n`).
 fn first_images(split: &Split, n: Option<usize>) -> Split {
     let n = n.unwrap_or(split.n).min(split.n);
-    Split {
-        images: split.images[..n * split.pixels()].to_vec(),
-        labels: split.labels[..n].to_vec(),
-        n,
-        rows: split.rows,
-        cols: split.cols,
-    }
+    Split { images: split.images[..n * split.pixels()].to_vec(), labels: split.labels[..n].to_vec(), n, rows: split.rows, cols: split.cols }
 }
 
 /// One line per run that did not finish, and the error that ends the command: interrupted
@@ -213,7 +214,12 @@ fn summarise<A>(todo: &[Planned<A>], outcomes: &[Outcome]) -> Result<(), Error> 
         )));
     }
     if !failed.is_empty() {
-        return Err(Error::Sweep(format!("{} run{} failed: {}", failed.len(), if failed.len() == 1 { "" } else { "s" }, failed.join("; "))));
+        return Err(Error::Sweep(format!(
+            "{} run{} failed: {}",
+            failed.len(),
+            if failed.len() == 1 { "" } else { "s" },
+            failed.join("; ")
+        )));
     }
     Ok(())
 }

@@ -151,10 +151,7 @@ pub fn submit<A>(d: &Description, plan: &Plan<A>, g: &GridOptions, argv: &[std::
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let job = stdout.trim().split(';').next().unwrap_or("").to_string();
-    eprintln!(
-        "hnca sweep: submitted job array {job}: {what}; each task's output goes to {}/slurm-{job}_<task>.out",
-        out.display()
-    );
+    eprintln!("hnca sweep: submitted job array {job}: {what}; each task's output goes to {}/slurm-{job}_<task>.out", out.display());
     println!("{job}");
     Ok(())
 }
@@ -171,7 +168,8 @@ mod tests {
 
     #[test]
     fn one_word_options_and_sbatch_lines_are_checked() {
-        let mut o = SlurmOptions { runs_per_task: 1, partition: Some("gpu".into()), time: None, gres: None, sbatch_arg: vec![], dry_run: false };
+        let mut o =
+            SlurmOptions { runs_per_task: 1, partition: Some("gpu".into()), time: None, gres: None, sbatch_arg: vec![], dry_run: false };
         check(&o).unwrap();
         o.time = Some("1:00\n#SBATCH --x".into());
         assert!(check(&o).is_err());

@@ -95,12 +95,12 @@ pub fn time_training_loop<B: Backend>(
     let order: Vec<u32> = (0..split.n as u32).collect();
     let every = read_every(be);
     let step = |trainer: &mut Trainer<'_, B>, data: &mut TrainData<B>| {
-        if trainer.step % per_epoch == 0 {
+        if trainer.step.is_multiple_of(per_epoch) {
             trainer.start_epoch(data, trainer.step / per_epoch + 1, &order, 0);
         }
         trainer.train_step_on(data, Binarize::Dynamic);
-        if trainer.step % every == 0 {
-            trainer.progress(trainer.step % 100 == 0);
+        if trainer.step.is_multiple_of(every) {
+            trainer.progress(trainer.step.is_multiple_of(100));
         }
     };
     for _ in 0..2 {
@@ -197,7 +197,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let estimators: Vec<Estimator> = if args.estimators.is_empty() {
         EstimatorKind::ALL.into_iter().map(Estimator::new).collect()
     } else {
-        args.estimators.iter().map(|e| Estimator::parse(e.trim())).collect::<Result<_, _>>().map_err(|e| Error::Config(format!("--estimators: {e}")))?
+        args.estimators
+            .iter()
+            .map(|e| Estimator::parse(e.trim()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Config(format!("--estimators: {e}")))?
     };
     if args.device == BenchDevice::Cuda {
         return run_on_gpu(args, &models, &estimators);

@@ -8,8 +8,8 @@
 
 use super::model::Terms;
 use crate::backend::kernels::launch::{MAX_SAMPLES, RODEO_B2, RODEO_BX, RODEO_HIDDEN, RODEO_LEARNED, RODEO_W2, RODEO_WX, RODEO_WZ};
-use crate::rng::{stream, RngKey};
 use crate::backend::SampleMode;
+use crate::rng::{stream, RngKey};
 
 /// Which estimator trains the encoder. The decoder and prior always get exact gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -450,8 +450,12 @@ mod tests {
         assert_eq!(Estimator::new(EstimatorKind::Loo).label(), "loo");
         assert_eq!(Estimator::parse("arms-k4").unwrap().samples, 4);
         assert_eq!(Estimator::parse("hnca-k2").unwrap().label(), "hnca-k2");
-        assert_eq!(Estimator::parse("hnca+all-child-k3").unwrap(), Estimator { all_child: true, samples: 3, ..Estimator::new(EstimatorKind::Hnca) });
-        for bad in ["nope", "loo-k1", "disarm-k4", "reinforce-k2", "loo+all-child", "hnca+fast", "loo-k99999999999999999999", "hnca-nb-k2"] {
+        assert_eq!(
+            Estimator::parse("hnca+all-child-k3").unwrap(),
+            Estimator { all_child: true, samples: 3, ..Estimator::new(EstimatorKind::Hnca) }
+        );
+        for bad in ["nope", "loo-k1", "disarm-k4", "reinforce-k2", "loo+all-child", "hnca+fast", "loo-k99999999999999999999", "hnca-nb-k2"]
+        {
             let e = Estimator::parse(bad).unwrap_err();
             assert!(e.starts_with(&format!("estimator \"{bad}\": ")) && !e.contains('\n'), "{e}");
         }
@@ -460,7 +464,10 @@ mod tests {
     #[test]
     fn alternative_blocks_and_evaluations() {
         let loo4 = Estimator::configure(EstimatorKind::Loo, Some(4), false, false).unwrap();
-        assert_eq!((1..=3).flat_map(|l| (1..4).map(move |j| (l, j))).map(|(l, j)| loo4.alt_block(l, j)).collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>());
+        assert_eq!(
+            (1..=3).flat_map(|l| (1..4).map(move |j| (l, j))).map(|(l, j)| loo4.alt_block(l, j)).collect::<Vec<_>>(),
+            (1..=9).collect::<Vec<_>>()
+        );
         assert_eq!(Estimator::new(EstimatorKind::Disarm).alt_block(2, 1), 2);
         assert_eq!(loo4.evaluations(3), 10);
         assert_eq!(Estimator::new(EstimatorKind::Disarm).evaluations(1), 2);

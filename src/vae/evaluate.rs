@@ -13,8 +13,8 @@
 //! weight by e^28.5 and the bound far above log p(x).
 
 use super::estimator::{Estimator, EstimatorKind};
-use super::model::{Params, Shape};
 use super::forward::forward_main;
+use super::model::{Params, Shape};
 use super::step::{Draw, Workspace};
 use crate::backend::Backend;
 use crate::data::{binarize_batch, Binarize, Split};

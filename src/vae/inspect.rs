@@ -174,7 +174,7 @@ fn grey(probs: &[f32]) -> Vec<u8> {
 }
 
 pub fn run_sample(args: &SampleArgs) -> Result<(), Error> {
-    if args.rows == 0 || args.cols == 0 || args.rows.checked_mul(args.cols).map_or(true, |cells| cells > 4096) {
+    if args.rows == 0 || args.cols == 0 || args.rows.checked_mul(args.cols).is_none_or(|cells| cells > 4096) {
         return Err(Error::Config(format!(
             "--rows and --cols must be at least 1 and give at most 4096 cells, got {}x{}",
             args.rows, args.cols
@@ -288,7 +288,16 @@ fn reconstruct<B: Backend>(be: &B, params: &Params<B::Buf>, shape: &Shape, x: &[
     let mut logits = be.zeros(n * shape.width(1));
     be.matmul_forward(&mut logits, &be.upload(x), &d.w, &d.bias, n, shape.width(0), shape.width(1));
     let mut z1 = be.zeros(n * shape.width(1));
-    be.bernoulli_sample(&mut z1, None, &logits, RngKey::new(seed, 0, stream::eval_encoder(1)), None, SampleMode::Standard, n, shape.width(1));
+    be.bernoulli_sample(
+        &mut z1,
+        None,
+        &logits,
+        RngKey::new(seed, 0, stream::eval_encoder(1)),
+        None,
+        SampleMode::Standard,
+        n,
+        shape.width(1),
+    );
     decode_down(be, params, shape, z1, 1, n, seed, binary)
 }
 

@@ -6,8 +6,8 @@
 
 use super::estimate::{hnca_chain, hnca_k_layer, k_score_layer};
 use super::estimator::{Estimator, LayerDraw};
-use super::forward::forward_main;
 use super::forward::forward_alternative;
+use super::forward::forward_main;
 use super::model::Params;
 pub use super::workspace::{Chain, Draw, Workspace};
 use crate::backend::{Backend, ScoreAlt};
@@ -77,7 +77,13 @@ pub fn compute_gradients<B: Backend>(
 
 /// The batch-mean single-sample ELBO of x (in `ws.main.z[0]`) without computing gradients:
 /// the test-set evaluation.
-pub fn evaluate_elbo<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, est: &Estimator, draw: Draw<B::Array<u32>>) -> f64 {
+pub fn evaluate_elbo<B: Backend>(
+    be: &B,
+    params: &Params<B::Buf>,
+    ws: &mut Workspace<B>,
+    est: &Estimator,
+    draw: Draw<B::Array<u32>>,
+) -> f64 {
     forward_main(be, params, ws, est, draw);
     let tl = ws.terms_layout;
     let means = be.term_means(&ws.terms, ws.b, tl.width());

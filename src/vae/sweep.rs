@@ -36,7 +36,10 @@ impl SweepExperiment for VaeArgs {
             if Self::estimators().iter().any(|k| spec.starts_with(k.as_str())) || why.contains("samples") {
                 why
             } else {
-                format!("choose from {} (with options as the metrics name them: arms-k4, hnca+all-child); \"{name}\" is none", Self::estimators().join(", "))
+                format!(
+                    "choose from {} (with options as the metrics name them: arms-k4, hnca+all-child); \"{name}\" is none",
+                    Self::estimators().join(", ")
+                )
             }
         })
     }
@@ -96,13 +99,21 @@ impl SweepExperiment for VaeArgs {
         let key = RngKey::new(s.seed, 0, stream::BINARIZE_TEST);
         let bounds = evaluate_bounds(be, &host.to_backend(be), &shape, test, run.binarize, key, s.k, s.seed, |_| {});
         be.check().map_err(Error::Device)?;
-        let result = |key: &str, title: String, e: super::evaluate::Estimate| EvalResult { key: key.into(), title, mean: e.mean, std_err: e.std_err };
+        let result = |key: &str, title: String, e: super::evaluate::Estimate| EvalResult {
+            key: key.into(),
+            title,
+            mean: e.mean,
+            std_err: e.std_err,
+        };
         let mut extra = serde_json::Map::new();
         extra.insert("images".into(), bounds.images.into());
         extra.insert("k".into(), bounds.k.into());
         Ok(FinalEval {
             step,
-            results: vec![result("test_elbo", "test ELBO".into(), bounds.elbo), result("test_bound", format!("test bound, K = {}", bounds.k), bounds.iwae)],
+            results: vec![
+                result("test_elbo", "test ELBO".into(), bounds.elbo),
+                result("test_bound", format!("test bound, K = {}", bounds.k), bounds.iwae),
+            ],
             extra,
         })
     }

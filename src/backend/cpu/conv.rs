@@ -115,6 +115,8 @@ pub fn conv_sample_grads(gw: &mut [f32], gb: &mut [f32], x: &[f32], dout: &[f32]
 
 /// See [`crate::backend::Backend::relu_backward`].
 pub fn relu_backward(g: &mut [f32], act: &[f32]) {
+    // `!(a > 0)`, not `a <= 0`: a NaN activation passes no gradient either.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     for (v, &a) in g.iter_mut().zip(act) {
         if !(a > 0.0) {
             *v = 0.0;

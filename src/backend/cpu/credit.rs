@@ -70,7 +70,10 @@ pub fn credit_tables(tables: &mut [f32], w: &[f32], p: usize, c: usize) {
     let (wt, interval) = rest.split_at_mut(p * cp);
     let rows = plus.par_chunks_mut(cp).zip(minus.par_chunks_mut(cp)).zip(wt.par_chunks_mut(cp)).zip(interval.par_iter_mut());
     rows.enumerate().with_min_len(16).for_each(|(i, (((ep, em), wi), r))| {
-        *r = simd.run(#[inline(always)] || table_row(ep, em, wi, &w[i * c..(i + 1) * c]));
+        *r = simd.run(
+            #[inline(always)]
+            || table_row(ep, em, wi, &w[i * c..(i + 1) * c]),
+        );
     });
 }
 
@@ -257,7 +260,16 @@ const PARENTS_TOGETHER_ENT: usize = 1;
 /// in groups renormalised at the group's smallest interval: taking out powers of two more often
 /// changes no bits.
 #[inline(always)]
-fn credit_row<const ENT: bool>(flip_lp: &mut [f32], flip_ent: &mut [f32], parent: &[f32], tables: &[f32], row: &CreditRow, p: usize, lp: &mut [f32], ent: &mut [f32]) {
+fn credit_row<const ENT: bool>(
+    flip_lp: &mut [f32],
+    flip_ent: &mut [f32],
+    parent: &[f32],
+    tables: &[f32],
+    row: &CreditRow,
+    p: usize,
+    lp: &mut [f32],
+    ent: &mut [f32],
+) {
     let cp = row.obs.len();
     let n = cp / LANES;
     let (plus, rest) = tables.split_at(p * cp);
@@ -287,7 +299,12 @@ fn credit_row<const ENT: bool>(flip_lp: &mut [f32], flip_ent: &mut [f32], parent
                     (flip_lp[i + k], flip_ent[i + k]) = (l, e);
                 }
             } else {
-                let out = products::<PARENTS_TOGETHER>(&r, std::array::from_fn(|k| (table(plus, i + k, cp), table(minus, i + k, cp))), std::array::from_fn(|k| umask(i + k)), every);
+                let out = products::<PARENTS_TOGETHER>(
+                    &r,
+                    std::array::from_fn(|k| (table(plus, i + k, cp), table(minus, i + k, cp))),
+                    std::array::from_fn(|k| umask(i + k)),
+                    every,
+                );
                 flip_lp[i..i + PARENTS_TOGETHER].copy_from_slice(&out);
             }
             i += together;
@@ -297,7 +314,8 @@ fn credit_row<const ENT: bool>(flip_lp: &mut [f32], flip_ent: &mut [f32], parent
         if every == 0 {
             per_edge::<ENT>(&mut flip_lp[i], flip_ent.get_mut(i), d(i), &wt[i * cp..(i + 1) * cp], row, lp, ent);
         } else if ENT {
-            let [(l, e)] = products_with_entropy::<1>(&r, [(table(plus, i, cp), table(minus, i, cp), table(wt, i, cp))], [umask(i)], [d(i)], every);
+            let [(l, e)] =
+                products_with_entropy::<1>(&r, [(table(plus, i, cp), table(minus, i, cp), table(wt, i, cp))], [umask(i)], [d(i)], every);
             (flip_lp[i], flip_ent[i]) = (l, e);
         } else {
             flip_lp[i] = products::<1>(&r, [(table(plus, i, cp), table(minus, i, cp))], [umask(i)], every)[0];
@@ -319,6 +337,9 @@ struct Groups<'a> {
     a: &'a [[f32; LANES]],
     b: &'a [[f32; LANES]],
 }
+
+/// A table's groups of lanes (children LANES at a time).
+type Lanes<'a> = &'a [[f32; LANES]];
 
 fn groups_of<T>(s: &[T], n: usize) -> &[[T; LANES]] {
     &s.as_chunks::<LANES>().0[..n]
@@ -367,7 +388,16 @@ fn step(m: &mut [f32; LANES], obs: &[f32; LANES], oth: &[f32; LANES], ym: &[u32;
 /// One group of lanes of one row's two products and entropy fraction (see
 /// [`products_with_entropy`]).
 #[inline(always)]
-fn step_with_entropy(s: &mut ([f32; LANES], [f32; LANES], [f32; LANES]), r: &Groups, g: usize, pl: &[f32; LANES], mi: &[f32; LANES], w: &[f32; LANES], umask: u32, d: f32) {
+fn step_with_entropy(
+    s: &mut ([f32; LANES], [f32; LANES], [f32; LANES]),
+    r: &Groups,
+    g: usize,
+    pl: &[f32; LANES],
+    mi: &[f32; LANES],
+    w: &[f32; LANES],
+    umask: u32,
+    d: f32,
+) {
     let (m, mz, num) = s;
     let (obs, oth, ym, maj, min, zm, a, b) = (&r.obs[g], &r.oth[g], &r.ym[g], &r.maj[g], &r.min[g], &r.zm[g], &r.a[g], &r.b[g]);
     for l in 0..LANES {
@@ -399,14 +429,14 @@ fn renormalise(m: &mut [f32; LANES], ex: &mut [i32; LANES]) -> [i32; LANES] {
 /// -log Π_c x for one row and PT parents (each parent's tables e^{+W} and e^{-W} as groups of
 /// lanes, its bit as a mask), the products renormalised after every `every` groups.
 #[inline(always)]
-fn products<const PT: usize>(r: &Groups, tables: [(&[[f32; LANES]], &[[f32; LANES]]); PT], umask: [u32; PT], every: usize) -> [f32; PT] {
+fn products<const PT: usize>(r: &Groups, tables: [(Lanes, Lanes); PT], umask: [u32; PT], every: usize) -> [f32; PT] {
     let n = r.obs.len();
     let mut m = [[1.0f32; LANES]; PT];
     let mut ex = [[0i32; LANES]; PT];
     for start in (0..n).step_by(every) {
         let end = (start + every).min(n);
         let w = r.window(start, end);
-        let t: [(&[[f32; LANES]], &[[f32; LANES]]); PT] = tables.map(|(pl, mi)| (&pl[start..end], &mi[start..end]));
+        let t: [(Lanes, Lanes); PT] = tables.map(|(pl, mi)| (&pl[start..end], &mi[start..end]));
         for g in 0..end - start {
             for k in 0..PT {
                 step(&mut m[k], &w.obs[g], &w.oth[g], &w.ym[g], &t[k].0[g], &t[k].1[g], umask[k]);
@@ -432,7 +462,7 @@ fn products<const PT: usize>(r: &Groups, tables: [(&[[f32; LANES]], &[[f32; LANE
 #[inline(always)]
 fn products_with_entropy<const PT: usize>(
     r: &Groups,
-    tables: [(&[[f32; LANES]], &[[f32; LANES]], &[[f32; LANES]]); PT],
+    tables: [(Lanes, Lanes, Lanes); PT],
     umask: [u32; PT],
     d: [f32; PT],
     every: usize,
@@ -443,7 +473,7 @@ fn products_with_entropy<const PT: usize>(
     for start in (0..n).step_by(every) {
         let end = (start + every).min(n);
         let w = r.window(start, end);
-        let t: [(&[[f32; LANES]], &[[f32; LANES]], &[[f32; LANES]]); PT] = tables.map(|(pl, mi, wi)| (&pl[start..end], &mi[start..end], &wi[start..end]));
+        let t: [(Lanes, Lanes, Lanes); PT] = tables.map(|(pl, mi, wi)| (&pl[start..end], &mi[start..end], &wi[start..end]));
         for g in 0..end - start {
             for k in 0..PT {
                 let (pl, mi, wi) = t[k];
@@ -474,7 +504,15 @@ fn pow2(e: i32) -> f32 {
 /// The per-edge form for one parent (weights too large for the products): Σ_c of each child's
 /// log-likelihood (and entropy) with the flip minus without, on the signed logits.
 #[inline(always)]
-fn per_edge<const ENT: bool>(flip_lp: &mut f32, flip_ent: Option<&mut f32>, d: f32, w: &[f32], row: &CreditRow, lp: &mut [f32], ent: &mut [f32]) {
+fn per_edge<const ENT: bool>(
+    flip_lp: &mut f32,
+    flip_ent: Option<&mut f32>,
+    d: f32,
+    w: &[f32],
+    row: &CreditRow,
+    lp: &mut [f32],
+    ent: &mut [f32],
+) {
     let cp = row.sa.len();
     let (sa, sign, lp0, ent0) = (row.sa, row.sign, row.lp0, row.ent0);
     let (lp, ent) = (&mut lp[..cp], &mut ent[..cp]);
@@ -548,7 +586,7 @@ pub fn credit_pass(
     let tables = &*tables;
     let cp = padded(c);
     let ent_wanted = flip_ent.is_some();
-    let any_per_edge = tables[3 * p * cp..3 * p * cp + p].iter().any(|&r| r == 0.0);
+    let any_per_edge = tables[3 * p * cp..3 * p * cp + p].contains(&0.0);
     scratch_for(cp);
     let row = |r: usize, lp_out: &mut [f32], ent_out: &mut [f32]| {
         SCRATCH.with_borrow_mut(|scratch| {
@@ -556,7 +594,10 @@ pub fn credit_pass(
             let (f, work) = scratch.f.split_at_mut(ROW_F32S * cp);
             let (lp, ent) = work.split_at_mut(cp);
             let (logits, bits) = (&child_logits[r * c..(r + 1) * c], &child[r * c..(r + 1) * c]);
-            let credit_row = simd.run(#[inline(always)] || CreditRow::fill(f, &mut scratch.u, logits, bits, any_per_edge));
+            let credit_row = simd.run(
+                #[inline(always)]
+                || CreditRow::fill(f, &mut scratch.u, logits, bits, any_per_edge),
+            );
             let parent = &parent[r * p..(r + 1) * p];
             dispatch(simd, ent_wanted, lp_out, ent_out, parent, tables, &credit_row, p, lp, &mut ent[..cp]);
         })
@@ -578,7 +619,18 @@ pub fn credit_pass(
 }
 
 /// [`credit_row`] with or without entropies, compiled for `simd`.
-fn dispatch(simd: Simd, ent: bool, l: &mut [f32], e: &mut [f32], pa: &[f32], tables: &[f32], row: &CreditRow, p: usize, lp: &mut [f32], es: &mut [f32]) {
+fn dispatch(
+    simd: Simd,
+    ent: bool,
+    l: &mut [f32],
+    e: &mut [f32],
+    pa: &[f32],
+    tables: &[f32],
+    row: &CreditRow,
+    p: usize,
+    lp: &mut [f32],
+    es: &mut [f32],
+) {
     match (simd, ent) {
         // SAFETY: `Simd::selected` only names instruction sets the CPU supports.
         #[cfg(target_arch = "x86_64")]
@@ -597,12 +649,30 @@ fn dispatch(simd: Simd, ent: bool, l: &mut [f32], e: &mut [f32], pa: &[f32], tab
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_avx2<const ENT: bool>(l: &mut [f32], e: &mut [f32], pa: &[f32], tables: &[f32], row: &CreditRow, p: usize, lp: &mut [f32], es: &mut [f32]) {
+unsafe fn row_avx2<const ENT: bool>(
+    l: &mut [f32],
+    e: &mut [f32],
+    pa: &[f32],
+    tables: &[f32],
+    row: &CreditRow,
+    p: usize,
+    lp: &mut [f32],
+    es: &mut [f32],
+) {
     credit_row::<ENT>(l, e, pa, tables, row, p, lp, es)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn row_avx512<const ENT: bool>(l: &mut [f32], e: &mut [f32], pa: &[f32], tables: &[f32], row: &CreditRow, p: usize, lp: &mut [f32], es: &mut [f32]) {
+unsafe fn row_avx512<const ENT: bool>(
+    l: &mut [f32],
+    e: &mut [f32],
+    pa: &[f32],
+    tables: &[f32],
+    row: &CreditRow,
+    p: usize,
+    lp: &mut [f32],
+    es: &mut [f32],
+) {
     credit_row::<ENT>(l, e, pa, tables, row, p, lp, es)
 }

@@ -133,7 +133,16 @@ pub fn matmul_transposed_b(din: &mut [f32], dout: &[f32], w: &[f32], keep: bool,
 /// One matrixmultiply call on the calling thread, c (m, n) = alpha·a·b + beta·c with a (m, k)
 /// and b (k, n) given by (row, column) strides and c row-major; for the per-example products
 /// of the convolutions, which are already spread over threads by example.
-pub fn sgemm_strided(m: usize, k: usize, n: usize, alpha: f32, a: (&[f32], isize, isize), b: (&[f32], isize, isize), beta: f32, c: &mut [f32]) {
+pub fn sgemm_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: (&[f32], isize, isize),
+    b: (&[f32], isize, isize),
+    beta: f32,
+    c: &mut [f32],
+) {
     let extent = |rows: usize, cols: usize, rs: isize, cs: isize| (rows.max(1) - 1) * rs as usize + (cols.max(1) - 1) * cs as usize + 1;
     assert!(a.0.len() >= extent(m, k, a.1, a.2) && b.0.len() >= extent(k, n, b.1, b.2) && c.len() >= m * n);
     CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -74,48 +74,53 @@ pub fn arms_sample(zs: &mut [&mut Vec<f32>], logits: &[f32], key: RngKey, b: usi
     let simd = Simd::selected();
     // The row's body is inside the instruction-set wrapper's closure (inlined there), so that its
     // loops are compiled for the selected instruction set.
-    let row = |r: usize| simd.run(#[inline(always)] || {
-        // Whole elements' uniforms per block: 64 elements of one uniform, or 16 of up to 63.
-        const BLOCK: usize = 64;
-        let mut u = [0.0f32; BLOCK * (MAX_K - 1)];
-        let mut draws = [0.0f32; MAX_K];
-        let (mut z0, mut z1) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
-        let per_block = if m == 1 { BLOCK } else { BLOCK / 4 };
-        for j0 in (0..n).step_by(per_block) {
-            let len = per_block.min(n - j0);
-            let first = r * n + j0;
-            key.fill_uniform((first * m) as u32, &mut u[..len * m]);
-            if m == 1 {
-                // Two draws: the spacings of one uniform, u and 1 - u, written out (the same
-                // operations as the general loop, so the same bits), in a loop that vectorises.
-                // Slices of one length, so the loop has no bounds checks and vectorises.
-                let (a, uu) = (&logits[first..first + len], &u[..len]);
-                for (((&a, &uu), o0), o1) in a.iter().zip(uu).zip(&mut z0[..len]).zip(&mut z1[..len]) {
-                    let p = clipped_p(a);
-                    let (big0, big1) = (1.0 - uu, 1.0 - (1.0 - uu));
-                    let low = p < 0.5;
-                    *o0 = if low { (big0 < p) as u8 as f32 } else { (1.0 - big0 < p) as u8 as f32 };
-                    *o1 = if low { (big1 < p) as u8 as f32 } else { (1.0 - big1 < p) as u8 as f32 };
+    let row = |r: usize| {
+        simd.run(
+            #[inline(always)]
+            || {
+                // Whole elements' uniforms per block: 64 elements of one uniform, or 16 of up to 63.
+                const BLOCK: usize = 64;
+                let mut u = [0.0f32; BLOCK * (MAX_K - 1)];
+                let mut draws = [0.0f32; MAX_K];
+                let (mut z0, mut z1) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+                let per_block = if m == 1 { BLOCK } else { BLOCK / 4 };
+                for j0 in (0..n).step_by(per_block) {
+                    let len = per_block.min(n - j0);
+                    let first = r * n + j0;
+                    key.fill_uniform((first * m) as u32, &mut u[..len * m]);
+                    if m == 1 {
+                        // Two draws: the spacings of one uniform, u and 1 - u, written out (the same
+                        // operations as the general loop, so the same bits), in a loop that vectorises.
+                        // Slices of one length, so the loop has no bounds checks and vectorises.
+                        let (a, uu) = (&logits[first..first + len], &u[..len]);
+                        for (((&a, &uu), o0), o1) in a.iter().zip(uu).zip(&mut z0[..len]).zip(&mut z1[..len]) {
+                            let p = clipped_p(a);
+                            let (big0, big1) = (1.0 - uu, 1.0 - (1.0 - uu));
+                            let low = p < 0.5;
+                            *o0 = if low { (big0 < p) as u8 as f32 } else { (1.0 - big0 < p) as u8 as f32 };
+                            *o1 = if low { (big1 < p) as u8 as f32 } else { (1.0 - big1 < p) as u8 as f32 };
+                        }
+                        // SAFETY: elements first..first+len < b·n lie in both outputs (asserted), and only
+                        // the task of row r writes row r.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(z0.as_ptr(), outputs.get(0).add(first), len);
+                            std::ptr::copy_nonoverlapping(z1.as_ptr(), outputs.get(1).add(first), len);
+                        }
+                        continue;
+                    }
+                    for e in 0..len {
+                        let i = first + e;
+                        arms_draws(clipped_p(logits[i]), &mut u[e * m..(e + 1) * m], &mut draws[..k]);
+                        for (c, &d) in draws[..k].iter().enumerate() {
+                            // SAFETY: element i < b·n lies in every output (asserted), and only the task
+                            // of row r writes row r.
+                            unsafe { *outputs.get(c).add(i) = d };
+                        }
+                    }
                 }
-                // SAFETY: elements first..first+len < b·n lie in both outputs (asserted), and only
-                // the task of row r writes row r.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(z0.as_ptr(), outputs.get(0).add(first), len);
-                    std::ptr::copy_nonoverlapping(z1.as_ptr(), outputs.get(1).add(first), len);
-                }
-                continue;
-            }
-            for e in 0..len {
-                let i = first + e;
-                arms_draws(clipped_p(logits[i]), &mut u[e * m..(e + 1) * m], &mut draws[..k]);
-                for (c, &d) in draws[..k].iter().enumerate() {
-                    // SAFETY: element i < b·n lies in every output (asserted), and only the task
-                    // of row r writes row r.
-                    unsafe { *outputs.get(c).add(i) = d };
-                }
-            }
-        }
-    });
+            },
+        )
+    };
     if b >= PAR_MIN_ROWS && b * n * k >= 1 << 14 {
         (0..b).into_par_iter().for_each(row);
     } else {
@@ -231,7 +236,15 @@ fn k_score_row(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInpu
 
 /// [`k_score_row`] with the thread's scratch.
 #[inline(always)]
-fn k_score_row_in(r: usize, out: &mut [f32], partials: &mut [f32], inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize, scratch: &mut Vec<f32>) {
+fn k_score_row_in(
+    r: usize,
+    out: &mut [f32],
+    partials: &mut [f32],
+    inp: &KScoreInputs<'_, Vec<f32>>,
+    b: usize,
+    n: usize,
+    scratch: &mut Vec<f32>,
+) {
     let k = inp.z.len();
     let kf = k as f32;
     let km1 = (k - 1) as f32;

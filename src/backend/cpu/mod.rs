@@ -125,7 +125,16 @@ impl Backend for Cpu {
         gemm::matmul_transposed_a(dw, inp, dout, 1.0 / b as f32, b, k, n);
     }
 
-    fn matmul_backward_input(&self, din: &mut Vec<f32>, dout: &Vec<f32>, w: &Vec<f32>, init: GemmInit<'_, Vec<f32>>, b: usize, k: usize, n: usize) {
+    fn matmul_backward_input(
+        &self,
+        din: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        w: &Vec<f32>,
+        init: GemmInit<'_, Vec<f32>>,
+        b: usize,
+        k: usize,
+        n: usize,
+    ) {
         let keep = match init {
             GemmInit::Zero => false,
             GemmInit::Keep => true,
@@ -252,22 +261,25 @@ impl Backend for Cpu {
         let simd = Simd::selected();
         for_each_row(&mut terms[..b * t], t, n, |r, out| {
             let (a, x) = (row(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
-            out[col] = simd.run(#[inline(always)] || match base {
-                None => chunked_sum(n, |js, buf| {
-                    for ((o, &a), &x) in buf.iter_mut().zip(&a[js.clone()]).zip(&x[js]) {
-                        *o = log_prob_of_bit(a, x);
-                    }
-                }),
-                Some((a0, x0)) => {
-                    let (a0, x0) = (row(a0, r, n, broadcast), &x0[r * n..(r + 1) * n]);
-                    chunked_sum(n, |js, buf| {
-                        let pairs = a[js.clone()].iter().zip(&x[js.clone()]).zip(a0[js.clone()].iter().zip(&x0[js]));
-                        for (o, ((&a, &x), (&a0, &x0))) in buf.iter_mut().zip(pairs) {
-                            *o = log_prob_of_bit(a, x) - log_prob_of_bit(a0, x0);
+            out[col] = simd.run(
+                #[inline(always)]
+                || match base {
+                    None => chunked_sum(n, |js, buf| {
+                        for ((o, &a), &x) in buf.iter_mut().zip(&a[js.clone()]).zip(&x[js]) {
+                            *o = log_prob_of_bit(a, x);
                         }
-                    })
-                }
-            });
+                    }),
+                    Some((a0, x0)) => {
+                        let (a0, x0) = (row(a0, r, n, broadcast), &x0[r * n..(r + 1) * n]);
+                        chunked_sum(n, |js, buf| {
+                            let pairs = a[js.clone()].iter().zip(&x[js.clone()]).zip(a0[js.clone()].iter().zip(&x0[js]));
+                            for (o, ((&a, &x), (&a0, &x0))) in buf.iter_mut().zip(pairs) {
+                                *o = log_prob_of_bit(a, x) - log_prob_of_bit(a0, x0);
+                            }
+                        })
+                    }
+                },
+            );
         });
     }
 
@@ -275,25 +287,36 @@ impl Backend for Cpu {
         let simd = Simd::selected();
         for_each_row(&mut terms[..b * t], t, n, |r, out| {
             let a = &logits[r * n..(r + 1) * n];
-            out[col] = simd.run(#[inline(always)] || match base {
-                None => chunked_sum(n, |js, buf| {
-                    for (o, &a) in buf.iter_mut().zip(&a[js]) {
-                        *o = bernoulli_entropy_from_logit(a);
-                    }
-                }),
-                Some(a0) => {
-                    let a0 = &a0[r * n..(r + 1) * n];
-                    chunked_sum(n, |js, buf| {
-                        for ((o, &a), &a0) in buf.iter_mut().zip(&a[js.clone()]).zip(&a0[js]) {
-                            *o = bernoulli_entropy_from_logit(a) - bernoulli_entropy_from_logit(a0);
+            out[col] = simd.run(
+                #[inline(always)]
+                || match base {
+                    None => chunked_sum(n, |js, buf| {
+                        for (o, &a) in buf.iter_mut().zip(&a[js]) {
+                            *o = bernoulli_entropy_from_logit(a);
                         }
-                    })
-                }
-            });
+                    }),
+                    Some(a0) => {
+                        let a0 = &a0[r * n..(r + 1) * n];
+                        chunked_sum(n, |js, buf| {
+                            for ((o, &a), &a0) in buf.iter_mut().zip(&a[js.clone()]).zip(&a0[js]) {
+                                *o = bernoulli_entropy_from_logit(a) - bernoulli_entropy_from_logit(a0);
+                            }
+                        })
+                    }
+                },
+            );
         });
     }
 
-    fn weighted_row_sum(&self, out: &mut Vec<f32>, terms: &Vec<f32>, coef: &[f32], baseline: Option<(&Vec<f32>, usize)>, b: usize, t: usize) {
+    fn weighted_row_sum(
+        &self,
+        out: &mut Vec<f32>,
+        terms: &Vec<f32>,
+        coef: &[f32],
+        baseline: Option<(&Vec<f32>, usize)>,
+        b: usize,
+        t: usize,
+    ) {
         for (j, coef) in coef.chunks(t).enumerate() {
             for r in 0..b {
                 let row = &terms[r * t..(r + 1) * t];
@@ -421,7 +444,14 @@ impl Backend for Cpu {
         ksample::arms_sample(zs, logits, clocked(key, clock), b, n);
     }
 
-    fn k_score_unit_grad(&self, out: &mut Vec<f32>, cv_partials: Option<&mut Vec<f32>>, inp: &KScoreInputs<'_, Vec<f32>>, b: usize, n: usize) {
+    fn k_score_unit_grad(
+        &self,
+        out: &mut Vec<f32>,
+        cv_partials: Option<&mut Vec<f32>>,
+        inp: &KScoreInputs<'_, Vec<f32>>,
+        b: usize,
+        n: usize,
+    ) {
         ksample::k_score_unit_grad(out, cv_partials, inp, b, n);
     }
 
@@ -674,13 +704,14 @@ fn unit_grad_row<const ABOVE: bool, const ALL_CHILD: bool>(out: &mut [f32], row:
         };
         let (own1, own0) = (log_sigmoid(gen[k]), log_sigmoid(-gen[k]));
         let siblings = row.gen_total - if on { own1 } else { own0 };
-        let (dec_term, ent_term) = if ALL_CHILD { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
-        let credit = clipped_log_odds_against(logits[k]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + row.reward) + ent_term;
+        let (dec_term, ent_term) =
+            if ALL_CHILD { (rho1 * dec1 - rho0 * dec0, rho1 * ent1 - rho0 * ent0) } else { (dec1 - dec0, ent1 - ent0) };
+        let credit =
+            clipped_log_odds_against(logits[k]) + dec_term + rho1 * own1 - rho0 * own0 + (rho1 - rho0) * (siblings + row.reward) + ent_term;
         let g = row.scale * (pk * (1.0 - pk) * credit);
         out[k] = if row.accumulate { out[k] + g } else { g };
     }
 }
-
 
 /// HNCA's hindsight ratios ρ_1 = P(Φ=1 | children)/p and ρ_0 = P(Φ=0 | children)/(1-p), from the
 /// fire rate p and δ = log P_0 - log P_1, branching on the sign of δ so no exponential overflows.

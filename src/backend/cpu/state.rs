@@ -37,20 +37,33 @@ pub fn gather_binarize(
 
 /// See [`crate::backend::Backend::grad_variance`]: the whole sums in the first slot, in f64
 /// (Σ x² in eight lanes), the others zero.
-pub fn grad_variance(partials: &mut [f64], first_slot: usize, inp: &[f32], g: &[f32], dw: &[f32], db: &[f32], b: usize, k: usize, n: usize) {
+pub fn grad_variance(
+    partials: &mut [f64],
+    first_slot: usize,
+    inp: &[f32],
+    g: &[f32],
+    dw: &[f32],
+    db: &[f32],
+    b: usize,
+    k: usize,
+    n: usize,
+) {
     // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
     // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
-    let sums = Simd::selected().run(#[inline(always)] || {
-        let mut sq_w = 0.0f64;
-        let mut sq_b = 0.0f64;
-        for r in 0..b {
-            let u2 = sum_of_squares(&inp[r * k..(r + 1) * k]);
-            let g2 = sum_of_squares(&g[r * n..(r + 1) * n]);
-            sq_w += u2 * g2;
-            sq_b += g2;
-        }
-        [sq_w, sq_b, sum_of_squares(dw), sum_of_squares(db)]
-    });
+    let sums = Simd::selected().run(
+        #[inline(always)]
+        || {
+            let mut sq_w = 0.0f64;
+            let mut sq_b = 0.0f64;
+            for r in 0..b {
+                let u2 = sum_of_squares(&inp[r * k..(r + 1) * k]);
+                let g2 = sum_of_squares(&g[r * n..(r + 1) * n]);
+                sq_w += u2 * g2;
+                sq_b += g2;
+            }
+            [sq_w, sq_b, sum_of_squares(dw), sum_of_squares(db)]
+        },
+    );
     let slots = crate::backend::grad_variance_slots(b, k, n);
     let region = &mut partials[first_slot * 4..(first_slot + slots) * 4];
     region.iter_mut().for_each(|v| *v = 0.0);
@@ -166,14 +179,26 @@ pub fn count_non_finite(counts: &mut [u32], tensors: &[&Vec<f32>]) {
 }
 
 /// See [`crate::backend::Backend::adam`].
-pub fn adam(params: &mut [&mut Vec<f32>], grads: &[&Vec<f32>], m: &mut [&mut Vec<f32>], v: &mut [&mut Vec<f32>], clock_words: &[u32], hp: AdamHyper) {
+pub fn adam(
+    params: &mut [&mut Vec<f32>],
+    grads: &[&Vec<f32>],
+    m: &mut [&mut Vec<f32>],
+    v: &mut [&mut Vec<f32>],
+    clock_words: &[u32],
+    hp: AdamHyper,
+) {
     let t = (clock::step(clock_words) + 1) as u32;
     let (c1, c2) = (1.0 - powi_f32(hp.beta1, t), 1.0 - powi_f32(hp.beta2, t));
     let simd = super::Simd::selected();
     for (((param, grad), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
         // Inlined into Simd::run's target-feature function (left to itself the closure would be
         // compiled for SSE only).
-        let update = |chunk: AdamChunk<'_>| simd.run(#[inline(always)] || adam_chunk(chunk, hp, c1, c2));
+        let update = |chunk: AdamChunk<'_>| {
+            simd.run(
+                #[inline(always)]
+                || adam_chunk(chunk, hp, c1, c2),
+            )
+        };
         const CHUNK: usize = 8192;
         if param.len() >= 4 * CHUNK {
             param

@@ -4,8 +4,8 @@
 //! ksample_launch.rs).
 
 use super::{
-    blocks, ConvBackwardInputParams, ConvForwardParams, ConvSampleGradsParams, Device, Guards, KernelBackend,
-    ReluBackwardParams, SampleGradVarParams,
+    blocks, ConvBackwardInputParams, ConvForwardParams, ConvSampleGradsParams, Device, Guards, KernelBackend, ReluBackwardParams,
+    SampleGradVarParams,
 };
 use super::{ELEMENTWISE, ELEMENTWISE_BLOCK, REDUCE_BLOCK};
 use crate::backend::{sample_grad_variance_slots, ConvGeom};
