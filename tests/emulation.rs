@@ -1,5 +1,6 @@
 //! The emulation's own strictness (kernels/emu/shim.h): it catches a missing barrier, a barrier
-//! part of a block never reaches and threads at different barriers; whole training runs on the
+//! part of a block never reaches, threads at different barriers and reads of shared memory the
+//! block did not write; whole training runs on the
 //! emulated driver give the same bits under every schedule of a block's threads; and the
 //! AddressSanitizer build of the emulated driver reports a kernel's out-of-bounds read, and runs
 //! the whole program (every VAE estimator, the bandit, eval, sample) without one.
@@ -14,7 +15,8 @@ use hnca::backend::emu::{selfcheck, set_schedule, Schedule};
 
 /// Kind 0 writes a shared slot and reads the neighbour's with no barrier between, kind 1 has the
 /// barrier: only the first depends on the order the threads run in. Each launch writes fresh
-/// values (the salt), so a read of the slot before its thread wrote it shows.
+/// values (the salt), and a slot not yet written holds the poison, so a read of the slot before
+/// its thread wrote it shows.
 #[test]
 fn the_emulation_catches_a_missing_barrier() {
     let threads = 32;
@@ -29,6 +31,23 @@ fn the_emulation_catches_a_missing_barrier() {
     }
     set_schedule(Schedule::Forward);
     assert_eq!(racy, [true; 4], "every order reads some slot before its thread wrote it");
+}
+
+/// Shared memory is poisoned before every block: a slot no thread of this launch wrote reads as
+/// NaN, not as what the previous launch left there (kind 1 first fills every slot).
+#[test]
+fn shared_memory_a_block_did_not_write_reads_as_nan() {
+    let threads = 32usize;
+    let salt = 7000.0;
+    assert!(selfcheck(1, 64, 1.0).unwrap().iter().all(|v| v.is_finite()), "every slot filled");
+    let out = selfcheck(4, threads as u32, salt).unwrap();
+    for (t, v) in out.iter().enumerate() {
+        if t < threads / 2 {
+            assert_eq!(*v, (t + 1) as f32 + salt, "slot {t} was written this block");
+        } else {
+            assert!(v.is_nan(), "slot {t} was not written this block but reads {v}");
+        }
+    }
 }
 
 #[test]

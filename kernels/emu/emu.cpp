@@ -39,10 +39,11 @@ struct Params {
 };
 
 // kind 0: each thread writes its slot (t + 1 + salt) and reads its neighbour's without a
-// barrier between (shared memory keeps the last launch's values, so a fresh salt tells a stale
-// read from a fresh one);
+// barrier between (a slot not yet written reads as the poison, NaN);
 // kind 1: the same with the barrier (the right way); kind 2: half the block returns before a
-// barrier the other half reaches; kind 3: the two halves wait at different barriers.
+// barrier the other half reaches; kind 3: the two halves wait at different barriers; kind 4:
+// only the first half writes its slot, then every thread reads its own after a barrier (the
+// second half reads slots no thread of this block wrote).
 void kernel(const Params p) {
     __shared__ float slot[64];
     unsigned t = threadIdx.x, n = blockDim.x;
@@ -53,6 +54,12 @@ void kernel(const Params p) {
         } else {
             __syncthreads();
         }
+        return;
+    }
+    if (p.kind == 4) {
+        if (t < n / 2) slot[t] = (float)(t + 1) + p.salt;
+        __syncthreads();
+        p.out[t] = slot[t];
         return;
     }
     slot[t] = (float)(t + 1) + p.salt;

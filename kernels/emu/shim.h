@@ -1,7 +1,8 @@
 // Just enough of CUDA to compile the project's kernels as C++20 on the CPU. Each CUDA thread of
 // a block is a fiber (ucontext) with its own threadIdx; __syncthreads switches back to the
 // scheduler, which runs every thread of the block up to the barrier before any goes past it;
-// __shared__ is static (blocks run one after another, so one copy serves them all). A fiber
+// __shared__ is static (blocks run one after another, so one copy serves them all), placed in
+// one section and poisoned before every block (see emu_poison_shared). A fiber
 // is entered once through setcontext and switched with _setjmp/_longjmp afterwards, which,
 // unlike swapcontext, makes no system call: that keeps whole training steps testable.
 //
@@ -12,7 +13,10 @@
 // - a barrier that only part of a block reaches (some threads ended, others wait), or threads
 //   waiting at different barriers, ends the launch with an error naming the barrier;
 // - compiled with -fsanitize=address (build.rs's second emulated driver), the fibers' stack
-//   switches are announced to AddressSanitizer, so an out-of-bounds read is reported.
+//   switches are announced to AddressSanitizer, so an out-of-bounds read is reported;
+// - every block starts with its shared memory filled with 0xff bytes (NaN as a float, all ones
+//   as an integer), as a GPU's holds whatever the previous block left: a kernel that reads shared
+//   memory it did not write this block gets NaN, not a zero or last block's value.
 //
 // The schedule: HNCA_EMU_SCHEDULE=forward|reverse|shuffle:SEED in the environment (read once
 // per thread), or hnca_emu_set_schedule for the calling thread.
@@ -90,7 +94,23 @@ inline dim3 gridDim;
 
 #define __global__
 #define __device__
-#define __shared__ static
+// Every __shared__ array in one section, whose bounds the linker names.
+#define __shared__ static __attribute__((section("emu_shared")))
+extern "C" {
+__attribute__((weak, visibility("hidden"))) extern char __start_emu_shared[];
+__attribute__((weak, visibility("hidden"))) extern char __stop_emu_shared[];
+}
+
+// Fills every __shared__ array with 0xff bytes. Under AddressSanitizer byte by byte and
+// uninstrumented, in case the section holds redzones between the arrays.
+__attribute__((no_sanitize_address)) inline void emu_poison_shared() {
+    if (!__start_emu_shared || !__stop_emu_shared) return;
+#ifdef EMU_ASAN
+    for (volatile char* c = __start_emu_shared; c < __stop_emu_shared; ++c) *c = (char)0xff;
+#else
+    std::memset(__start_emu_shared, 0xff, (size_t)(__stop_emu_shared - __start_emu_shared));
+#endif
+}
 
 // Stack switches announced to AddressSanitizer (no-ops otherwise).
 inline void emu_leaving(void** fake_stack, const void* to_bottom, size_t to_size) {
@@ -194,6 +214,7 @@ bool emu_run(void (*kernel)(const P), dim3 grid, dim3 block, const P& params) {
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x) {
                 blockIdx = dim3{x, y, z};
+                emu_poison_shared();
                 unsigned long long block_id = ((unsigned long long)z * grid.y + y) * grid.x + x;
                 for (unsigned t = 0; t < threads; ++t) {
                     EmuFiber& f = fibers[t];
