@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 mod backprop;
+mod ksample;
 
 use super::{grad_variance_slots, AdamHyper, Backend, ConvGeom, Elem, GemmInit, HncaInputs, KScoreInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::data::Binarize;

@@ -9,7 +9,6 @@ pub mod cpu;
 pub mod cuda;
 pub mod emu;
 pub mod kernels;
-mod ksample_launch;
 pub mod nvrtc;
 
 use crate::data::Binarize;

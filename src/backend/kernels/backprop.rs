@@ -1,7 +1,7 @@
 //! The launches that backpropagate through deterministic layers, which [`super::KernelBackend`]'s
 //! operations call: kernels/conv.cu's convolutions, the ReLU's gradient and the gradient
 //! variance of per-example gradients (a dense layer's input gradient is a GEMM, in
-//! ksample_launch.rs).
+//! ksample.rs).
 
 use super::{
     blocks, ConvBackwardInputParams, ConvForwardParams, ConvSampleGradsParams, Device, Guards, KernelBackend, ReluBackwardParams,

@@ -3,11 +3,11 @@
 //! kept apart so that each file stays readable. Per-chain buffers reach a kernel as a table of
 //! their device addresses, uploaded once (the buffers live as long as the step's workspace).
 
-use super::kernels::{
+use super::{
     blocks, ArmsSampleParams, AxpyParams, Device, EntropyGradParams, GemmParams, Guards, KScoreParams, KernelBackend, RngKeyC, ELEMENTWISE,
     ELEMENTWISE_BLOCK, REDUCE_BLOCK,
 };
-use super::{GemmInit, KScoreInputs};
+use crate::backend::{GemmInit, KScoreInputs};
 use crate::rng::RngKey;
 
 impl<D: Device> KernelBackend<D> {
@@ -88,8 +88,8 @@ impl<D: Device> KernelBackend<D> {
         let z: Vec<u64> = inp.z.iter().map(|z| keep.ptr(z)).collect();
         let grad_f: Vec<u64> = inp.grad_f.iter().map(|g| keep.ptr(g)).collect();
         let n_coef = match inp.mode {
-            super::KScoreMode::DoubleCv => 1,
-            super::KScoreMode::Rodeo => super::kernels::launch::RODEO_LEARNED as i32,
+            crate::backend::KScoreMode::DoubleCv => 1,
+            crate::backend::KScoreMode::Rodeo => super::launch::RODEO_LEARNED as i32,
             _ => 0,
         };
         let p = KScoreParams {
