@@ -20,11 +20,17 @@
 #define RODEO_W2 402
 #define RODEO_B2 602
 
+// Hidden unit h's pre-activation at (lin, fbar): lin·wx + ((bx + fbar·wz) + bz), the part in
+// parentheses shared by a chain's points (the CPU computes it once per chain, in this order).
+__device__ inline float rodeo_pre(const float* nn, int h, float lin, float fbar) {
+    return lin * nn[RODEO_WX + h] + ((nn[RODEO_BX + h] + fbar * nn[RODEO_WZ + h]) + nn[RODEO_BZ + h]);
+}
+
 // (H_0, H_1) of the control network `nn` (the layer's learned vector) at (lin, fbar).
 __device__ inline void rodeo_eval(const float* nn, float lin, float fbar, float* h0, float* h1) {
     float o0 = nn[RODEO_B2], o1 = nn[RODEO_B2 + 1];
     for (int h = 0; h < RODEO_HIDDEN; ++h) {
-        float pre = lin * nn[RODEO_WX + h] + nn[RODEO_BX + h] + fbar * nn[RODEO_WZ + h] + nn[RODEO_BZ + h];
+        float pre = rodeo_pre(nn, h, lin, fbar);
         float act = pre >= 0.0f ? pre : 0.3f * pre;
         o0 += act * nn[RODEO_W2 + h];
         o1 += act * nn[RODEO_W2 + RODEO_HIDDEN + h];
@@ -275,7 +281,7 @@ KERNEL void k_score_unit_grad(const KScoreParams p) {
     for (int j = 0; j < k; ++j) us_sum += us_tab[j];
     int h = threadIdx.x;
     if (h >= RODEO_HIDDEN) return;
-    float wx = nn[RODEO_WX + h], bx = nn[RODEO_BX + h], wz = nn[RODEO_WZ + h], bz = nn[RODEO_BZ + h];
+    float wx = nn[RODEO_WX + h];
     float w20 = nn[RODEO_W2 + h], w21 = nn[RODEO_W2 + RODEO_HIDDEN + h];
     float d_wx = 0.0f, d_bx = 0.0f, d_wz = 0.0f, d_bz = 0.0f, d_w20 = 0.0f, d_w21 = 0.0f, d_b20 = 0.0f, d_b21 = 0.0f;
     for (int j = 0; j < k; ++j) {
@@ -285,6 +291,10 @@ KERNEL void k_score_unit_grad(const KScoreParams p) {
         float fbar = f0 + (d_sum - d_j) / km1;
         float lz = (gz_tab[j] - fz_sum) / km1;
         float up_dcv = -alpha / (kf * km1) * (us_sum - us_tab[j]);
+        float shared = (nn[RODEO_BX + h] + fbar * nn[RODEO_WZ + h]) + nn[RODEO_BZ + h];
+        // bx and bz take the pre-activation's upstream gradient, wz that times the chain's fbar:
+        // summed over the chain's points first, as the CPU does.
+        float d_pre = 0.0f;
         for (int i = 0; i <= n; ++i) {
             float lin, up0, up1;
             if (i < n) {
@@ -299,7 +309,7 @@ KERNEL void k_score_unit_grad(const KScoreParams p) {
                 up0 = -up_dcv * w_tab[j] / nf;
                 up1 = -beta * w_tab[j] / (kf * nf) * us_tab[j];
             }
-            float pre = lin * wx + bx + fbar * wz + bz;
+            float pre = lin * wx + shared;
             float act = pre >= 0.0f ? pre : 0.3f * pre;
             d_w20 += act * up0;
             d_w21 += act * up1;
@@ -307,10 +317,11 @@ KERNEL void k_score_unit_grad(const KScoreParams p) {
             d_b21 += up1;
             float dpre = (up0 * w20 + up1 * w21) * (pre >= 0.0f ? 1.0f : 0.3f);
             d_wx += dpre * lin;
-            d_bx += dpre;
-            d_wz += dpre * fbar;
-            d_bz += dpre;
+            d_pre += dpre;
         }
+        d_bx += d_pre;
+        d_wz += d_pre * fbar;
+        d_bz += d_pre;
     }
     partials[RODEO_WX + h] = d_wx;
     partials[RODEO_BX + h] = d_bx;

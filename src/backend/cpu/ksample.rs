@@ -147,17 +147,29 @@ pub fn arms_debias(p: f32, k: usize) -> f32 {
 /// Hidden units of RODEO's control network.
 const H: usize = RODEO_HIDDEN as usize;
 
-/// (H_0, H_1) of RODEO's control network `nn` (a layer's learned vector, kernels/ksample.cu's
-/// layout) at (lin, fbar), the hidden units' contributions summed in eight lanes so that it
-/// vectorises.
+/// The part of RODEO's hidden pre-activations that a chain's points share: (bx + fbar·wz) + bz
+/// per hidden unit, fbar being the chain's; a point's pre-activation is lin·wx + this (the
+/// kernel's order too).
 #[inline(always)]
-fn rodeo_eval(nn: &[f32], lin: f32, fbar: f32) -> (f32, f32) {
-    let (wx, bx) = (&nn[RODEO_WX as usize..][..H], &nn[RODEO_BX as usize..][..H]);
-    let (wz, bz) = (&nn[RODEO_WZ as usize..][..H], &nn[RODEO_BZ as usize..][..H]);
+fn rodeo_shared(nn: &[f32], fbar: f32) -> [f32; H] {
+    let (bx, wz, bz) = (&nn[RODEO_BX as usize..][..H], &nn[RODEO_WZ as usize..][..H], &nn[RODEO_BZ as usize..][..H]);
+    let mut c = [0.0f32; H];
+    for (((c, &bx), &wz), &bz) in c.iter_mut().zip(bx).zip(wz).zip(bz) {
+        *c = (bx + fbar * wz) + bz;
+    }
+    c
+}
+
+/// (H_0, H_1) of RODEO's control network `nn` (a layer's learned vector, kernels/ksample.cu's
+/// layout) at (lin, fbar), with `shared` = [`rodeo_shared`]`(nn, fbar)`; the hidden units'
+/// contributions summed in eight lanes so that it vectorises.
+#[inline(always)]
+fn rodeo_eval(nn: &[f32], lin: f32, shared: &[f32; H]) -> (f32, f32) {
+    let wx = &nn[RODEO_WX as usize..][..H];
     let (w20, w21) = (&nn[RODEO_W2 as usize..][..H], &nn[RODEO_W2 as usize + H..][..H]);
     let (mut o0, mut o1) = ([0.0f32; 8], [0.0f32; 8]);
     let mut add = |h: usize, lane: usize| {
-        let pre = lin * wx[h] + bx[h] + fbar * wz[h] + bz[h];
+        let pre = lin * wx[h] + shared[h];
         let act = if pre >= 0.0 { pre } else { 0.3 * pre };
         o0[lane] += act * w20[h];
         o1[lane] += act * w21[h];
@@ -317,17 +329,18 @@ fn k_score_row_in(
             let (fb, l0) = (fbar(j), lz(j));
             let (zj, gj) = chain(j);
             rodeo_neighbours(l0, km1, zj, gj, gt, pv, lin_row, w_row);
+            let shared = rodeo_shared(coef, fb);
             let (mut s0, mut t1, mut ww) = (0.0f32, 0.0f32, 0.0f32);
             for i in 0..n {
                 let w = w_row[i];
-                let (h0, h1) = rodeo_eval(coef, lin_row[i], fb);
+                let (h0, h1) = rodeo_eval(coef, lin_row[i], &shared);
                 h1s[j * n + i] = h1;
                 s0 += w * h0;
                 t1 += w * h1;
                 ww += w;
             }
             (s.s0[j], s.t1[j], s.ww[j]) = (s0, t1, ww);
-            (s.h0z[j], s.h1z[j]) = rodeo_eval(coef, l0, fb);
+            (s.h0z[j], s.h1z[j]) = rodeo_eval(coef, l0, &shared);
         }
     }
     let dcv = |j: usize| (s.s0[j] - s.ww[j] * s.h0z[j]) / nf;
@@ -415,13 +428,16 @@ fn k_score_row_in(
     for v in d_w20.iter_mut().chain(d_w21.iter_mut()).chain(d_b2.iter_mut()) {
         *v = 0.0;
     }
-    let (wx, bx) = (&coef[RODEO_WX as usize..][..H], &coef[RODEO_BX as usize..][..H]);
-    let (wz, bz) = (&coef[RODEO_WZ as usize..][..H], &coef[RODEO_BZ as usize..][..H]);
+    let wx = &coef[RODEO_WX as usize..][..H];
     let (w20, w21) = (&coef[RODEO_W2 as usize..][..H], &coef[RODEO_W2 as usize + H..][..H]);
     for j in 0..k {
         let (fb, l0) = (fbar(j), lz(j));
         let (zj, gj) = chain(j);
         rodeo_neighbours(l0, km1, zj, gj, gt, pv, lin_row, w_row);
+        let shared = rodeo_shared(coef, fb);
+        // bx and bz take the pre-activation's upstream gradient, wz that times the chain's fbar:
+        // summed over the chain's points first.
+        let mut d_pre = [0.0f32; H];
         let up_dcv = -alpha / (kf * km1) * (us_sum - s.us[j]);
         for i in 0..=n {
             let (x, up0, up1) = if i < n {
@@ -434,16 +450,19 @@ fn k_score_row_in(
             d_b2[0] += up0;
             d_b2[1] += up1;
             for h in 0..H {
-                let pre = x * wx[h] + bx[h] + fb * wz[h] + bz[h];
+                let pre = x * wx[h] + shared[h];
                 let (act, slope) = if pre >= 0.0 { (pre, 1.0) } else { (0.3 * pre, 0.3) };
                 d_w20[h] += act * up0;
                 d_w21[h] += act * up1;
                 let dpre = (up0 * w20[h] + up1 * w21[h]) * slope;
                 d_wx[h] += dpre * x;
-                d_bx[h] += dpre;
-                d_wz[h] += dpre * fb;
-                d_bz[h] += dpre;
+                d_pre[h] += dpre;
             }
+        }
+        for h in 0..H {
+            d_bx[h] += d_pre[h];
+            d_wz[h] += d_pre[h] * fb;
+            d_bz[h] += d_pre[h];
         }
     }
 }
