@@ -402,18 +402,38 @@ impl Backend for Cpu {
         b: usize,
         n: usize,
     ) {
+        let simd = Simd::selected();
         for_each_row(&mut out[..b * n], n, 20 * n, |r, out| {
-            for (j, out) in out.iter_mut().enumerate() {
-                let i = r * n + j;
-                let p = clipped_p(logits[i]);
-                let own_entropy = p * (1.0 - p) * clipped_log_odds_against(logits[i]);
-                let score = match alt {
-                    ScoreAlt::Mean => z[i] - p,
-                    ScoreAlt::Sample(z2) => z[i] - z2[i],
-                    ScoreAlt::Antithetic(zt) => (z[i] - zt[i]) * p.max(1.0 - p),
-                };
-                *out = own_entropy + coef[r] * score;
+            fn row_of(v: &[f32], r: usize, n: usize) -> &[f32] {
+                &v[r * n..(r + 1) * n]
             }
+            let row = |v| row_of(v, r, n);
+            let (a, z, c) = (row(logits), row(z), coef[r]);
+            let own_entropy = |a: f32, p: f32| p * (1.0 - p) * clipped_log_odds_against(a);
+            // One loop per alternative, each compiled for the selected instruction set.
+            simd.run(
+                #[inline(always)]
+                || match alt {
+                    ScoreAlt::Mean => {
+                        for ((o, &a), &z) in out.iter_mut().zip(a).zip(z) {
+                            let p = clipped_p(a);
+                            *o = own_entropy(a, p) + c * (z - p);
+                        }
+                    }
+                    ScoreAlt::Sample(z2) => {
+                        for (((o, &a), &z), &z2) in out.iter_mut().zip(a).zip(z).zip(row(z2)) {
+                            let p = clipped_p(a);
+                            *o = own_entropy(a, p) + c * (z - z2);
+                        }
+                    }
+                    ScoreAlt::Antithetic(zt) => {
+                        for (((o, &a), &z), &zt) in out.iter_mut().zip(a).zip(z).zip(row(zt)) {
+                            let p = clipped_p(a);
+                            *o = own_entropy(a, p) + c * ((z - zt) * p.max(1.0 - p));
+                        }
+                    }
+                },
+            );
         });
     }
 
