@@ -205,32 +205,31 @@ impl Backend for Cpu {
         let key = clocked(key, clock);
         // Uniform number i of the layer is element i of the (b, n) array, whichever thread draws it.
         let simd = Simd::selected();
+        // The whole row inside the instruction-set wrapper (the Philox blocks included, which
+        // interleave and vectorise there).
         let draw = |r: usize, z: &mut [f32], anti: &mut [f32]| {
-            let mut u = [0.0f32; 64];
-            for j0 in (0..n).step_by(u.len()) {
-                let len = u.len().min(n - j0);
-                key.fill_uniform((r * n + j0) as u32, &mut u[..len]);
-                let (a, u) = (&logits[r * n + j0..r * n + j0 + len], &u[..len]);
-                let z = &mut z[j0..j0 + len];
-                if anti.is_empty() {
-                    simd.run(
-                        #[inline(always)]
-                        || z.iter_mut().zip(a).zip(u).for_each(|((z, &a), &u)| *z = (u < clipped_p(a)) as u8 as f32),
-                    );
-                } else {
-                    let anti = &mut anti[j0..j0 + len];
-                    simd.run(
-                        #[inline(always)]
-                        || {
+            simd.run(
+                #[inline(always)]
+                || {
+                    let mut u = [0.0f32; 64];
+                    for j0 in (0..n).step_by(u.len()) {
+                        let len = u.len().min(n - j0);
+                        key.fill_uniform((r * n + j0) as u32, &mut u[..len]);
+                        let (a, u) = (&logits[r * n + j0..r * n + j0 + len], &u[..len]);
+                        let z = &mut z[j0..j0 + len];
+                        if anti.is_empty() {
+                            z.iter_mut().zip(a).zip(u).for_each(|((z, &a), &u)| *z = (u < clipped_p(a)) as u8 as f32);
+                        } else {
+                            let anti = &mut anti[j0..j0 + len];
                             for (((z, t), &a), &u) in z.iter_mut().zip(anti.iter_mut()).zip(a).zip(u) {
                                 let p = clipped_p(a);
                                 *z = (1.0 - u < p) as u8 as f32;
                                 *t = (u < p) as u8 as f32;
                             }
-                        },
-                    );
-                }
-            }
+                        }
+                    }
+                },
+            )
         };
         match (mode, anti) {
             (SampleMode::Standard, _) => for_each_row(z, n, 4 * n, |r, z| draw(r, z, &mut [])),
