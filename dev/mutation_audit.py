@@ -39,7 +39,7 @@ MUTANTS = [
      [("        (RENORM_RANGE / max).floor()", "        (10.0 * RENORM_RANGE / max).floor()"),
       ("    return floorf(range / max);", "    return floorf(10.0f * range / max);")]),
     ("disarm-half", "DisARM's estimate doubled (the ½ lost), on both backends",
-     [("ScoreAlt::Antithetic(zt) => (z[i] - zt[i]) * p.max(1.0 - p),", "ScoreAlt::Antithetic(zt) => 2.0 * (z[i] - zt[i]) * p.max(1.0 - p),"),
+     [("*o = own_entropy(a, p) + c * ((z - zt) * p.max(1.0 - p));", "*o = own_entropy(a, p) + c * (2.0 * (z - zt) * p.max(1.0 - p));"),
       ("score = (a.z[i] - a.alt[i]) * fmaxf(p, 1.0f - p);", "score = 2.0f * (a.z[i] - a.alt[i]) * fmaxf(p, 1.0f - p);")]),
     ("delta-sign", "the sign of δ = log P_0 - log P_1 flipped, on both backends",
      [("hindsight_ratios(pk, if on { change } else { -change })", "hindsight_ratios(pk, if on { -change } else { change })"),
