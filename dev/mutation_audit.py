@@ -124,11 +124,15 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     # A copy of the tracked and untracked-but-not-ignored files; target/ persists between runs.
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True, text=True, check=True).stdout.split()
+    # Only files whose bytes differ are written, with a fresh modification time: copying the
+    # checkout's older times over a file that a mutant touched would leave cargo thinking the
+    # mutant's build is up to date.
     for f in files:
         src, dst = repo / f, work / f
         if src.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+            if not dst.is_file() or dst.read_bytes() != src.read_bytes():
+                shutil.copyfile(src, dst)
     env = dict(os.environ, CI="true")
     nvrtc = repo / ".cache/nvrtc/nvidia/cu13/lib"
     if nvrtc.exists():
