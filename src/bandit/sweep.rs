@@ -18,7 +18,7 @@ use crate::run::checkpoint::Checkpoint;
 use crate::run::{drive, Description, RunOptions};
 use crate::setup::SetupArgs;
 use crate::sweep::grid::RunFiles;
-use crate::sweep::{EvalResult, EvalSettings, FinalEval, SweepExperiment};
+use crate::sweep::{files_given, EvalResult, EvalSettings, FinalEval, SweepExperiment};
 
 impl SweepExperiment for BanditArgs {
     fn description() -> &'static Description {
@@ -30,9 +30,7 @@ impl SweepExperiment for BanditArgs {
     }
 
     fn own_files_given(&self) -> Vec<&'static str> {
-        let c = &self.checkpoints;
-        let given = [("--metrics", self.metrics.is_some()), ("--save", c.save.is_some()), ("--resume", c.resume.is_some())];
-        given.into_iter().chain([("--save-params", self.save_params.is_some())]).filter(|g| g.1).map(|g| g.0).collect()
+        files_given(self.metrics.is_some(), &self.checkpoints, self.save_params.is_some())
     }
 
     fn setup_args(&self) -> &SetupArgs {

@@ -16,7 +16,7 @@ use clap::{ArgMatches, Args, FromArgMatches};
 use crate::backend::Backend;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
-use crate::run::{Description, RunOptions};
+use crate::run::{CheckpointArgs, Description, RunOptions};
 use crate::setup::SetupArgs;
 use grid::{RunFiles, RunSpec};
 
@@ -52,6 +52,18 @@ pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
     fn train<B: Backend>(&self, be: &B, data: &Mnist, label: &str) -> Result<(), Error>;
     /// Evaluates the model in `checkpoint` on `test` at the run's end.
     fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, settings: &EvalSettings) -> Result<FinalEval, Error>;
+}
+
+/// For [`SweepExperiment::own_files_given`]: which of `--metrics`, `--save`, `--resume` and
+/// `--save-params` are set, in that order.
+pub fn files_given(metrics: bool, checkpoints: &CheckpointArgs, save_params: bool) -> Vec<&'static str> {
+    let given = [
+        ("--metrics", metrics),
+        ("--save", checkpoints.save.is_some()),
+        ("--resume", checkpoints.resume.is_some()),
+        ("--save-params", save_params),
+    ];
+    given.into_iter().filter(|g| g.1).map(|g| g.0).collect()
 }
 
 /// How each run is evaluated at its end.
