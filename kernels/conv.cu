@@ -143,22 +143,5 @@ KERNEL void sample_grad_variance(const SampleGradVarParams p) {
         }
         return;
     }
-    long long start = (long long)(blk - p.b) * GV_CHUNK;
-    float sw = 0.0f, sb = 0.0f;
-    for (long long e = start + threadIdx.x; e < start + GV_CHUNK; e += blockDim.x) {
-        if (e < p.nw) {
-            sw += p.dw[e] * p.dw[e];
-        } else if (e < (long long)p.nw + p.nb) {
-            float v = p.db[e - p.nw];
-            sb += v * v;
-        }
-    }
-    sw = block_sum(sw, scratch);
-    sb = block_sum(sb, scratch);
-    if (threadIdx.x == 0) {
-        slot[0] = 0.0;
-        slot[1] = 0.0;
-        slot[2] = (double)sw;
-        slot[3] = (double)sb;
-    }
+    grad_variance_chunk(slot, p.dw, p.nw, p.db, p.nb, blk - p.b, scratch);
 }

@@ -66,6 +66,29 @@ __device__ inline bool finite_d(double x) {
 // Weights (and biases) summed by one block of the partial sums.
 #define GV_CHUNK 4096
 
+// One of the gradient variance's chunk blocks: |dw|² and |db|² over elements chunk·GV_CHUNK ..
+// of dw (nw) followed by db (nb), into slot (0, 0, |dw|², |db|²).
+__device__ inline void grad_variance_chunk(double* slot, const float* dw, long long nw, const float* db, long long nb, int chunk, float* scratch) {
+    long long start = (long long)chunk * GV_CHUNK;
+    float sw = 0.0f, sb = 0.0f;
+    for (long long e = start + threadIdx.x; e < start + GV_CHUNK; e += blockDim.x) {
+        if (e < nw) {
+            sw += dw[e] * dw[e];
+        } else if (e < nw + nb) {
+            float v = db[e - nw];
+            sb += v * v;
+        }
+    }
+    sw = block_sum(sw, scratch);
+    sb = block_sum(sb, scratch);
+    if (threadIdx.x == 0) {
+        slot[0] = 0.0;
+        slot[1] = 0.0;
+        slot[2] = (double)sw;
+        slot[3] = (double)sb;
+    }
+}
+
 // The partial sums of one layer's gradient variance into partials[first_slot ..]: blocks
 // 0..b-1 take the rows (|inp_r|²·|g_r|² and |g_r|²), the rest chunks of dw (k, n) and then db
 // (n). inp (b, k), g (b, n).
@@ -96,25 +119,7 @@ KERNEL void grad_variance(const GradVarParams p) {
         }
         return;
     }
-    long long w_total = (long long)p.k * p.n;
-    long long start = (long long)(blk - p.b) * GV_CHUNK;
-    float sw = 0.0f, sb = 0.0f;
-    for (long long e = start + threadIdx.x; e < start + GV_CHUNK; e += blockDim.x) {
-        if (e < w_total) {
-            sw += p.dw[e] * p.dw[e];
-        } else if (e < w_total + p.n) {
-            float v = p.db[e - w_total];
-            sb += v * v;
-        }
-    }
-    sw = block_sum(sw, scratch);
-    sb = block_sum(sb, scratch);
-    if (threadIdx.x == 0) {
-        slot[0] = 0.0;
-        slot[1] = 0.0;
-        slot[2] = (double)sw;
-        slot[3] = (double)sb;
-    }
+    grad_variance_chunk(slot, p.dw, (long long)p.k * p.n, p.db, p.n, blk - p.b, scratch);
 }
 
 // After a step, in one block: the term means of terms (b, t) (f64, rows in order), the
