@@ -250,16 +250,9 @@ impl Backend for Cpu {
         b: usize,
         n: usize,
     ) {
-        fn row(v: &[f32], r: usize, n: usize, broadcast: bool) -> &[f32] {
-            if broadcast {
-                &v[..n]
-            } else {
-                &v[r * n..(r + 1) * n]
-            }
-        }
         let simd = Simd::selected();
         for_each_row(&mut terms[..b * t], t, n, |r, out| {
-            let (a, x) = (row(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
+            let (a, x) = (row_of(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
             out[col] = simd.run(
                 #[inline(always)]
                 || match base {
@@ -269,7 +262,7 @@ impl Backend for Cpu {
                         }
                     }),
                     Some((a0, x0)) => {
-                        let (a0, x0) = (row(a0, r, n, broadcast), &x0[r * n..(r + 1) * n]);
+                        let (a0, x0) = (row_of(a0, r, n, broadcast), &x0[r * n..(r + 1) * n]);
                         chunked_sum(n, |js, buf| {
                             let pairs = a[js.clone()].iter().zip(&x[js.clone()]).zip(a0[js.clone()].iter().zip(&x0[js]));
                             for (o, ((&a, &x), (&a0, &x0))) in buf.iter_mut().zip(pairs) {
@@ -403,10 +396,7 @@ impl Backend for Cpu {
     ) {
         let simd = Simd::selected();
         for_each_row(&mut out[..b * n], n, 20 * n, |r, out| {
-            fn row_of(v: &[f32], r: usize, n: usize) -> &[f32] {
-                &v[r * n..(r + 1) * n]
-            }
-            let row = |v| row_of(v, r, n);
+            let row = |v| row_of(v, r, n, false);
             let (a, z, c) = (row(logits), row(z), coef[r]);
             let own_entropy = |a: f32, p: f32| p * (1.0 - p) * clipped_log_odds_against(a);
             // One loop per alternative, each compiled for the selected instruction set.
@@ -439,8 +429,7 @@ impl Backend for Cpu {
     fn bernoulli_delta(&self, out: &mut Vec<f32>, logits: &Vec<f32>, broadcast: bool, targets: &Vec<f32>, b: usize, n: usize) {
         let simd = Simd::selected();
         for_each_row(&mut out[..b * n], n, 4 * n, |r, out| {
-            let a = if broadcast { &logits[..n] } else { &logits[r * n..(r + 1) * n] };
-            let x = &targets[r * n..(r + 1) * n];
+            let (a, x) = (row_of(logits, r, n, broadcast), &targets[r * n..(r + 1) * n]);
             simd.run(
                 #[inline(always)]
                 || out.iter_mut().zip(a).zip(x).for_each(|((o, &a), &x)| *o = x - sigmoid(a)),
@@ -633,6 +622,15 @@ impl Backend for Cpu {
         hp: AdamHyper,
     ) {
         state::adam(params, grads, m, v, clock, hp);
+    }
+}
+
+/// Row r of a (rows, n) array, or the array's one row (n) shared by every row when `broadcast`.
+fn row_of(v: &[f32], r: usize, n: usize, broadcast: bool) -> &[f32] {
+    if broadcast {
+        &v[..n]
+    } else {
+        &v[r * n..(r + 1) * n]
     }
 }
 
