@@ -90,14 +90,18 @@ impl<B: Backend> TrainState<B> {
     /// The epoch's sums so far and the divergence flag, from one read.
     pub fn progress(&self, be: &B) -> (EpochSums, Vec<f64>) {
         let s = self.read(be);
+        (self.sums_of(&s), s)
+    }
+
+    /// The epoch's sums held by statistics `s` (one run's, as read).
+    pub fn sums_of(&self, s: &[f64]) -> EpochSums {
         let layers = self.plan.layers();
-        let sums = EpochSums {
+        EpochSums {
             steps: s[stats::STEPS] as u64,
             objective: s[stats::OBJECTIVE],
             grad_var: s[stats::GRAD_VAR],
             grad_var_layers: (0..layers).map(|l| s[stats::LAYERS + stats::PER_LAYER * l]).collect(),
-        };
-        (sums, s)
+        }
     }
 
     /// The last step's objective and per-layer (weight, bias) gradient-variance sums.

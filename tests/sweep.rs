@@ -89,15 +89,27 @@ fn assert_same_run(run: &Path, alone: &(PathBuf, PathBuf)) {
 }
 
 #[test]
-fn every_run_of_a_sweep_equals_the_same_run_alone_with_1_3_and_7_at_once() {
+fn every_run_of_a_sweep_equals_the_same_run_alone_with_1_3_and_7_in_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let alone: Vec<_> = (0..7).map(|s| alone(d, s, "hnca", &["--steps", "200"])).collect();
-    for (r, seeds, parallel) in [(1, "5", "1"), (3, "0-2", "3"), (7, "0-6", "7")] {
-        let out = d.join(format!("r{r}"));
-        let res = sweep(&out, &["--estimators", "hnca", "--seeds", seeds, "--steps", "200", "--parallel", parallel]).assert().success();
+    // Batched (one step for every run, their buffers side by side), and for R = 3 also as
+    // separate trainers on threads of their own (--batch 1).
+    for (r, seeds, batch) in [(1, "5", None), (3, "0-2", None), (7, "0-6", None), (3, "0-2", Some("1"))] {
+        let out = d.join(format!("r{r}-{}", batch.unwrap_or("all")));
+        let mut args = vec!["--estimators", "hnca", "--seeds", seeds, "--steps", "200"];
+        if let Some(b) = batch {
+            args.extend(["--batch", b, "--parallel", "3"]);
+        }
+        let res = sweep(&out, &args).assert().success();
         let stderr = String::from_utf8_lossy(&res.get_output().stderr).to_string();
-        assert!(stderr.contains(&format!("{r} of {r} runs to train on cpu, {r} at once")), "{stderr}");
+        let how = match (r, batch) {
+            (1, _) => "1 of 1 runs to train on cpu, 1 at once".to_string(),
+            (_, None) => format!("{r} of {r} runs to train on cpu as one batch, 1 at once"),
+            (_, Some(_)) => format!("{r} of {r} runs to train on cpu, {r} at once"),
+        };
+        assert!(stderr.contains(&how), "{stderr}");
+        assert_eq!(stderr.contains("trained as one batch"), r > 1 && batch.is_none(), "{stderr}");
         let seeds: Vec<u64> = if r == 1 { vec![5] } else { (0..r).collect() };
         for s in seeds {
             let run = run_dir(&out, "hnca", s);
@@ -119,7 +131,7 @@ fn every_run_of_a_sweep_equals_the_same_run_alone_with_1_3_and_7_at_once() {
         }
     }
     // Started again, a finished sweep trains nothing.
-    let res = sweep(&d.join("r3"), &["--estimators", "hnca", "--seeds", "0-2", "--steps", "200"]).assert().success();
+    let res = sweep(&d.join("r3-all"), &["--estimators", "hnca", "--seeds", "0-2", "--steps", "200"]).assert().success();
     let stderr = String::from_utf8_lossy(&res.get_output().stderr).to_string();
     assert!(stderr.contains("all 3 runs are done") && !stderr.contains("starting"), "{stderr}");
 }

@@ -285,10 +285,19 @@ fn must<T>(what: &str, r: Result<T, cudarc::driver::DriverError>) -> T {
     r.unwrap_or_else(|e| panic!("CUDA {what} failed: {e}"))
 }
 
+/// A recorded step. It moves between threads with the trainer that owns it (the runs of a
+/// batch take turns to launch their shared step, one at a time behind the batch's lock); the
+/// driver's graph handles are not tied to the thread that made them.
+pub struct StepGraph(CudaGraph);
+
+// Safety: the handles are used by one thread at a time (the owner holds it exclusively or
+// behind a lock), and the CUDA driver API accepts them from any thread of the process.
+unsafe impl Send for StepGraph {}
+
 impl Device for CudaDevice {
     type Buf = CudaSlice<f32>;
     type Array<T: Elem> = CudaSlice<T>;
-    type Graph = CudaGraph;
+    type Graph = StepGraph;
     type Guard<'a> = SyncOnDrop<'a>;
 
     fn array<T: Elem>(&self, host: &[T]) -> CudaSlice<T> {
@@ -339,19 +348,19 @@ impl Device for CudaDevice {
             }
         }
     }
-    fn end_recording(&self) -> Result<CudaGraph, String> {
+    fn end_recording(&self) -> Result<StepGraph, String> {
         match self.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0)) {
-            Ok(Some(g)) => Ok(g),
+            Ok(Some(g)) => Ok(StepGraph(g)),
             Ok(None) => Err("the stream capture recorded nothing".into()),
             Err(e) => Err(format!("ending the stream capture: {e}")),
         }
     }
-    fn replay(&self, graph: &CudaGraph) {
+    fn replay(&self, graph: &StepGraph) {
         if self.failed() {
             return;
         }
         self.count(|c| c.graph_launches += 1);
-        if let Err(e) = graph.launch() {
+        if let Err(e) = graph.0.launch() {
             self.record(format!("launching the step's CUDA graph: {e}"));
         }
     }

@@ -79,10 +79,10 @@ impl RngKeyC {
 
 /// Where kernels run: memory, copies, and launches by parameter struct.
 pub trait Device {
-    type Buf;
-    type Array<T: Elem>;
+    type Buf: Send + Sync;
+    type Array<T: Elem>: Send + Sync;
     /// A recorded sequence of launches (a CUDA graph).
-    type Graph;
+    type Graph: Send;
     fn array<T: Elem>(&self, host: &[T]) -> Self::Array<T>;
     fn read_array<T: Elem>(&self, a: &Self::Array<T>) -> Vec<T>;
     fn write_array<T: Elem>(&self, a: &mut Self::Array<T>, host: &[T]);

@@ -10,6 +10,7 @@ pub mod cuda;
 pub mod emu;
 pub mod kernels;
 pub mod nvrtc;
+pub mod runs;
 
 use crate::data::Binarize;
 use crate::rng::RngKey;
@@ -269,11 +270,13 @@ impl ConvGeom {
 }
 
 pub trait Backend {
-    type Buf;
+    /// Buffers are Send and Sync so that a batch of runs ([`runs::Runs`]) can hand each run's
+    /// slices to a thread of its own.
+    type Buf: Send + Sync;
     /// Arrays of the other element types.
-    type Array<T: Elem>;
+    type Array<T: Elem>: Send + Sync;
     /// A recorded step (a CUDA graph), replayed by [`Backend::replay`].
-    type Graph;
+    type Graph: Send;
 
     fn zeros(&self, n: usize) -> Self::Buf;
     fn upload(&self, host: &[f32]) -> Self::Buf;
@@ -287,6 +290,32 @@ pub trait Backend {
     /// Whether reading from the backend's memory is free (the CPU), or waits for a device.
     fn host_reads_are_free(&self) -> bool {
         true
+    }
+
+    /// How many runs every buffer holds ([`runs::Runs`]): each operation then acts on every
+    /// run's own slice of its buffers, with the shapes it is given being one run's. `zeros`,
+    /// `upload`, `write`, `array` and `write_array` give every run the same values; `download`,
+    /// `read_array` and `term_means` return the runs' values one run after another.
+    fn runs(&self) -> usize {
+        1
+    }
+    /// Overwrites run `r`'s slice of `dst` with host data (one run's length).
+    fn write_run(&self, dst: &mut Self::Buf, r: usize, host: &[f32]) {
+        assert_eq!(r, 0, "a backend of one run has only run 0");
+        self.write(dst, host)
+    }
+    /// Run `r`'s slice of `buf`.
+    fn download_run(&self, buf: &Self::Buf, r: usize) -> Vec<f32> {
+        assert_eq!(r, 0, "a backend of one run has only run 0");
+        self.download(buf)
+    }
+    fn write_array_run<T: Elem>(&self, a: &mut Self::Array<T>, r: usize, host: &[T]) {
+        assert_eq!(r, 0, "a backend of one run has only run 0");
+        self.write_array(a, host)
+    }
+    fn read_array_run<T: Elem>(&self, a: &Self::Array<T>, r: usize) -> Vec<T> {
+        assert_eq!(r, 0, "a backend of one run has only run 0");
+        self.read_array(a)
     }
 
     /// Starts recording the operations that follow instead of running them (stream capture);

@@ -4,6 +4,7 @@
 //! its runs, and what its checkpoints hold. This module knows no experiment; it must not import
 //! one.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod describe;
 pub mod files;

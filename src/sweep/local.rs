@@ -72,29 +72,42 @@ pub fn run<A: SweepExperiment>(base: &A, runs: &[RunSpec], g: &GridOptions) -> R
         return Ok(());
     }
     let test = first_images(&data.test, g.eval_images);
+    let units = units(&todo, g.batch.map_or(usize::MAX, |b| b as usize));
+    let shape = match units.len() {
+        n if n == todo.len() => String::new(),
+        1 => " as one batch".to_string(),
+        n => format!(" in {n} batches"),
+    };
     let outcomes = match gpu {
         Some(d) => {
             if g.parallel.is_some_and(|p| p > 1) {
-                eprintln!("hnca sweep: note: on a GPU the runs train one after another; --parallel applies to the CPU");
+                eprintln!("hnca sweep: note: on a GPU the batches train one after another; --parallel applies to the CPU");
             }
-            eprintln!("hnca sweep: {} of {} runs to train on {place}, one after another", todo.len(), runs.len());
+            eprintln!("hnca sweep: {} of {} runs to train on {place}{shape}, one after another", todo.len(), runs.len());
             let be = KernelBackend::new(d);
-            todo.iter().map(|p| attempt(&be, p, &data, &test, g.eval_k)).collect()
+            let mut outcomes: Vec<Option<Outcome>> = todo.iter().map(|_| None).collect();
+            for unit in &units {
+                for (i, o) in attempt_unit(&be, &todo, unit, &data, &test, g.eval_k) {
+                    outcomes[i] = Some(o);
+                }
+            }
+            outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Interrupted)).collect()
         }
         None => {
-            let parallel = g.parallel.unwrap_or_else(rayon::current_num_threads).min(todo.len()).max(1);
-            eprintln!("hnca sweep: {} of {} runs to train on {place}, {parallel} at once", todo.len(), runs.len());
-            in_parallel(&Cpu::new(), &todo, &data, &test, g.eval_k, parallel)
+            let parallel = g.parallel.unwrap_or_else(rayon::current_num_threads).min(units.len()).max(1);
+            eprintln!("hnca sweep: {} of {} runs to train on {place}{shape}, {parallel} at once", todo.len(), runs.len());
+            in_parallel(&Cpu::new(), &todo, &units, &data, &test, g.eval_k, parallel)
         }
     };
     summarise(&todo, &outcomes)
 }
 
-/// Trains `todo` on `parallel` threads, each taking the next run when its last one ends; none
-/// starts once a signal has come.
+/// Trains `units` of `todo` on `parallel` threads, each taking the next unit when its last one
+/// ends; none starts once a signal has come.
 fn in_parallel<A: SweepExperiment, B: Backend + Sync>(
     be: &B,
     todo: &[Planned<A>],
+    units: &[Vec<usize>],
     data: &Mnist,
     test: &Split,
     k: usize,
@@ -105,16 +118,65 @@ fn in_parallel<A: SweepExperiment, B: Backend + Sync>(
     std::thread::scope(|s| {
         for _ in 0..parallel {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= todo.len() {
+                let u = next.fetch_add(1, Ordering::SeqCst);
+                if u >= units.len() {
                     break;
                 }
-                let o = attempt(be, &todo[i], data, test, k);
-                outcomes.lock().expect("a run thread panicked")[i] = Some(o);
+                for (i, o) in attempt_unit(be, todo, &units[u], data, test, k) {
+                    outcomes.lock().expect("a run thread panicked")[i] = Some(o);
+                }
             });
         }
     });
     outcomes.into_inner().expect("a run thread panicked").into_iter().map(|o| o.unwrap_or(Outcome::Interrupted)).collect()
+}
+
+/// The units a sweep trains: the runs of one estimator together, at most `batch` in each (and
+/// each run alone where the experiment does not batch).
+fn units<A: SweepExperiment>(todo: &[Planned<A>], batch: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, p) in todo.iter().enumerate() {
+        match groups.iter_mut().find(|(e, g)| *e == p.spec.estimator && g.len() < batch) {
+            Some((_, g)) => g.push(i),
+            None => groups.push((p.spec.estimator.clone(), vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Trains the runs `unit` of `todo`, as one batch where there are several, and evaluates each
+/// that finished, unless a signal came first.
+fn attempt_unit<A: SweepExperiment, B: Backend + Sync>(
+    be: &B,
+    todo: &[Planned<A>],
+    unit: &[usize],
+    data: &Mnist,
+    test: &Split,
+    k: usize,
+) -> Vec<(usize, Outcome)> {
+    if unit.len() == 1 || interrupt::requested() {
+        return unit.iter().map(|&i| (i, attempt(be, &todo[i], data, test, k))).collect();
+    }
+    let mut ready = Vec::new();
+    let mut out = Vec::new();
+    for &i in unit {
+        match prepare(&todo[i]) {
+            Ok(()) => ready.push(i),
+            Err(e) => out.push((i, outcome(&todo[i], Err(e)))),
+        }
+    }
+    let args: Vec<A> = ready.iter().map(|&i| todo[i].args.clone()).collect();
+    let labels: Vec<String> = ready.iter().map(|&i| todo[i].spec.name.clone()).collect();
+    eprintln!("hnca sweep: {}: trained as one batch", labels.join(", "));
+    match A::train_batch(&args, be, data, &labels) {
+        Some(results) => {
+            for (&i, r) in ready.iter().zip(results) {
+                out.push((i, outcome(&todo[i], r.and_then(|()| finish(be, &todo[i], test, k)))));
+            }
+        }
+        None => out.extend(ready.iter().map(|&i| (i, attempt(be, &todo[i], data, test, k)))),
+    }
+    out
 }
 
 /// Trains one run and evaluates it, unless a signal came first.
@@ -122,7 +184,13 @@ fn attempt<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, data: &Mnist,
     if interrupt::requested() {
         return Outcome::Interrupted;
     }
-    match train_and_evaluate(be, p, data, test, k) {
+    let result = prepare(p).and_then(|()| p.args.train(be, data, &p.spec.name)).and_then(|()| finish(be, p, test, k));
+    outcome(p, result)
+}
+
+/// How a run that ended with `result` ended; a diverged run's record is written here.
+fn outcome<A: SweepExperiment>(p: &Planned<A>, result: Result<(), Error>) -> Outcome {
+    match result {
         Ok(()) => Outcome::Finished,
         Err(Error::Diverged { step, what, kept }) => {
             let record = serde_json::json!({
@@ -144,7 +212,8 @@ fn attempt<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, data: &Mnist,
     }
 }
 
-fn train_and_evaluate<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, data: &Mnist, test: &Split, k: usize) -> Result<(), Error> {
+/// Readies a run's directory before it trains.
+fn prepare<A: SweepExperiment>(p: &Planned<A>) -> Result<(), Error> {
     let dir = &p.files.dir;
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
     // An evaluation of fewer steps (a sweep extended with more) no longer describes the run.
@@ -154,7 +223,11 @@ fn train_and_evaluate<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, da
     }
     let how = if p.files.checkpoint.exists() { "continuing from its checkpoint" } else { "starting" };
     eprintln!("hnca sweep: {}: {how}", p.spec.name);
-    p.args.train(be, data, &p.spec.name)?;
+    Ok(())
+}
+
+/// Evaluates a run that trained to its end into eval.json.
+fn finish<A: SweepExperiment, B: Backend>(be: &B, p: &Planned<A>, test: &Split, k: usize) -> Result<(), Error> {
     if interrupt::requested() {
         // Trained to the end but not evaluated: the next sweep evaluates it.
         return Err(Error::Interrupted(String::new()));

@@ -50,6 +50,13 @@ pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
     fn run_options(&self) -> Result<RunOptions, Error>;
     /// Trains as configured on `be`, its epoch lines labelled `label`.
     fn train<B: Backend>(&self, be: &B, data: &Mnist, label: &str) -> Result<(), Error>;
+    /// Trains `runs` (each [`Self::for_run`]'s options, different in their seeds and files
+    /// only) as one batch on `be` ([`crate::run::batch`]), run r's lines labelled `labels[r]`;
+    /// `None` where the experiment trains its runs one by one.
+    fn train_batch<B: Backend + Sync>(runs: &[Self], be: &B, data: &Mnist, labels: &[String]) -> Option<Vec<Result<(), Error>>> {
+        let _ = (runs, be, data, labels);
+        None
+    }
     /// Evaluates the model in `checkpoint` on `test` at the run's end.
     fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, settings: &EvalSettings) -> Result<FinalEval, Error>;
 }
@@ -140,6 +147,13 @@ pub struct GridOptions {
     /// per thread].
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+
+    /// Runs of one estimator trained together, by one batched step whose buffers hold every
+    /// run (on a GPU one graph launch steps them all), at most N in a batch [default: all of an
+    /// estimator's runs here]; 1 trains each run by itself. A batched run ends exactly as it
+    /// would alone.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Option<u64>,
 
     /// Train only task N of the grid here: its runs N·r to N·r + r - 1, r being --runs-per-task
     /// (what each Slurm array task runs).

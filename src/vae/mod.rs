@@ -3,6 +3,7 @@
 //! `sample` and `bench` commands. It uses the generic parts (backend, data, run driver); they
 //! do not know it.
 
+pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod estimate;

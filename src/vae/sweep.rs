@@ -5,15 +5,18 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
+use super::batch::{batchable, VaeBatch};
 use super::checkpoint::{read_params, VaeRun};
 use super::estimator::{Estimator, EstimatorKind};
 use super::evaluate::evaluate_bounds;
 use super::trainer::VaeExperiment;
 use super::VaeArgs;
+use crate::backend::runs::Runs;
 use crate::backend::Backend;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
+use crate::run::batch::drive_batch;
 use crate::run::checkpoint::Checkpoint;
 use crate::run::{drive, Description, RunOptions};
 use crate::setup::SetupArgs;
@@ -85,6 +88,19 @@ impl SweepExperiment for VaeArgs {
         let mut opts = cfg.run_options();
         opts.label = Some(label.to_string());
         drive(&mut exp, &opts, data).map(|_| ())
+    }
+
+    fn train_batch<B: Backend + Sync>(runs: &[Self], be: &B, data: &Mnist, labels: &[String]) -> Option<Vec<Result<(), Error>>> {
+        let cfgs: Result<Vec<_>, Error> = runs.iter().map(|a| a.to_config()).collect();
+        let cfgs = match cfgs.and_then(|c| batchable(&c).map(|()| c).map_err(Error::Config)) {
+            Ok(c) => c,
+            Err(e) => return Some(runs.iter().map(|_| Err(Error::Config(e.to_string()))).collect()),
+        };
+        let be = Runs::new(be, cfgs.iter().map(|c| c.seed).collect());
+        let batch = VaeBatch::new(&be, &cfgs, &data.train);
+        let opts: Vec<RunOptions> =
+            cfgs.iter().zip(labels).map(|(c, label)| RunOptions { label: Some(label.clone()), ..c.run_options() }).collect();
+        Some(drive_batch(batch, &opts, data, |_, result| result.map(|_| ())))
     }
 
     fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, s: &EvalSettings) -> Result<FinalEval, Error> {

@@ -189,6 +189,32 @@ impl<'a, B: Backend> Trainer<'a, B> {
         total / split.n as f64
     }
 
+    /// Every buffer of the run's state (parameters, Adam's moments, the control variates'
+    /// coefficients and moments, the baselines), in one fixed order: a batch moves a run's
+    /// state through them.
+    pub(crate) fn state_bufs(&self) -> Vec<&B::Buf> {
+        let mut v = [self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()].concat();
+        v.extend(self.ws.cv_coef.iter().skip(1).chain(&self.cv_m).chain(&self.cv_v));
+        v.push(&self.state.baselines);
+        v
+    }
+
+    /// [`Trainer::state_bufs`], writable.
+    pub(crate) fn state_bufs_mut(&mut self) -> Vec<&mut B::Buf> {
+        let mut v: Vec<&mut B::Buf> = Vec::new();
+        v.extend(self.params.tensors_mut());
+        v.extend(self.adam_m.tensors_mut());
+        v.extend(self.adam_v.tensors_mut());
+        v.extend(self.ws.cv_coef.iter_mut().skip(1).chain(self.cv_m.iter_mut()).chain(self.cv_v.iter_mut()));
+        v.push(&mut self.state.baselines);
+        v
+    }
+
+    /// Forgets the recorded step: the next step records afresh (a batch whose runs changed).
+    pub(crate) fn discard_recording(&mut self) {
+        self.graph = None;
+    }
+
     /// The parameters, back on the host.
     pub fn host_params(&self) -> Params<Vec<f32>> {
         self.params.map(|t| self.be.download(t))
@@ -314,16 +340,7 @@ impl<B: Backend> Experiment for VaeExperiment<'_, B> {
     }
 
     fn identity(&self) -> Vec<(&'static str, serde_json::Value)> {
-        let cfg = &self.cfg;
-        vec![
-            ("estimator", cfg.estimator.label().into()),
-            ("samples", cfg.estimator.samples.into()),
-            ("evaluations", cfg.estimator.evaluations(cfg.latent.len()).into()),
-            ("seed", cfg.seed.into()),
-            ("layers", cfg.latent.clone().into()),
-            ("batch_size", cfg.batch_size.into()),
-            ("lr", cfg.lr.into()),
-        ]
+        identity(&self.cfg)
     }
 
     fn epoch_stats(&self) -> Vec<f64> {
@@ -349,4 +366,17 @@ impl<B: Backend> Experiment for VaeExperiment<'_, B> {
     fn params_le_bytes(&self) -> Vec<u8> {
         self.trainer.host_params().tensors().into_iter().flatten().flat_map(|v| v.to_le_bytes()).collect()
     }
+}
+
+/// The fields that say which run a metrics line belongs to.
+pub(crate) fn identity(cfg: &TrainConfig) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("estimator", cfg.estimator.label().into()),
+        ("samples", cfg.estimator.samples.into()),
+        ("evaluations", cfg.estimator.evaluations(cfg.latent.len()).into()),
+        ("seed", cfg.seed.into()),
+        ("layers", cfg.latent.clone().into()),
+        ("batch_size", cfg.batch_size.into()),
+        ("lr", cfg.lr.into()),
+    ]
 }

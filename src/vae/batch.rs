@@ -1,0 +1,178 @@
+//! Several VAE runs of one shape and estimator, different only in their seeds (and files),
+//! trained by one batched step ([`Runs`]) as a [`Batch`] of the run driver. A run's checkpoint,
+//! evaluation and NaN scan go through a trainer of that run alone on the inner backend, filled
+//! with the run's slice of every buffer: what it writes and reports is what the run alone would.
+
+use super::checkpoint::VaeRun;
+use super::trainer::{identity, Trainer};
+use super::TrainConfig;
+use crate::backend::cpu::Cpu;
+use crate::backend::runs::Runs;
+use crate::backend::{stats, Backend, Elem};
+use crate::data::Split;
+use crate::nn::{EpochSums, TrainData};
+use crate::rng::RngKey;
+use crate::run::batch::Batch;
+use crate::run::checkpoint::{Checkpoint, CheckpointError};
+use crate::run::{read_every, Description};
+
+/// The VAE runs of a batch: one trainer whose buffers hold every run.
+pub struct VaeBatch<'a, B: Backend + Sync> {
+    trainer: Trainer<'a, Runs<'a, B>>,
+    data: TrainData<Runs<'a, B>>,
+    runs: Vec<(VaeRun, TrainConfig)>,
+    steps: Vec<u64>,
+}
+
+/// Why `cfgs` cannot train as one batch, if they cannot: they must differ in their seeds and
+/// files only.
+pub fn batchable(cfgs: &[TrainConfig]) -> Result<(), String> {
+    let first = cfgs.first().ok_or("a batch holds at least one run")?;
+    let same = |c: &TrainConfig| {
+        let mut c = c.clone();
+        c.seed = first.seed;
+        c.metrics.clone_from(&first.metrics);
+        c.save.clone_from(&first.save);
+        c.resume.clone_from(&first.resume);
+        format!("{c:?}") == format!("{first:?}")
+    };
+    match cfgs.iter().position(|c| !same(c)) {
+        None => Ok(()),
+        Some(i) => Err(format!("run {} differs from run 1 in more than its seed and files", i + 1)),
+    }
+}
+
+impl<'a, B> VaeBatch<'a, B>
+where
+    B: Backend + Sync,
+{
+    /// The runs `cfgs` ([`batchable`]) on `be`, whose seeds are theirs, at step 0.
+    pub fn new(be: &'a Runs<'a, B>, cfgs: &[TrainConfig], train: &Split) -> Self {
+        assert_eq!(be.seeds(), cfgs.iter().map(|c| c.seed).collect::<Vec<_>>(), "a batch's backend holds its runs' seeds");
+        let first = &cfgs[0];
+        let runs: Vec<(VaeRun, TrainConfig)> = cfgs.iter().map(|c| (VaeRun::new(c, train.pixels(), train.n), c.clone())).collect();
+        let mut trainer = Trainer::new(be, runs[0].0.shape(), first.estimator, first.batch_size, first.lr as f32, first.seed);
+        trainer.optimizers = first.optimizers;
+        let mut batch = VaeBatch { trainer, data: TrainData::new(be, train), steps: vec![0; cfgs.len()], runs };
+        // Each run starts where it would alone: its own seed's initial parameters.
+        for r in 0..cfgs.len() {
+            let alone = batch.alone(r);
+            batch.put(r, &alone);
+        }
+        batch
+    }
+
+    /// A trainer of run r alone on the inner backend, fresh from its seed.
+    fn alone(&self, r: usize) -> Trainer<'a, B> {
+        let inner: &'a B = self.trainer.be.inner;
+        let cfg = &self.runs[r].1;
+        let mut t = Trainer::new(inner, self.runs[r].0.shape(), cfg.estimator, cfg.batch_size, cfg.lr as f32, cfg.seed);
+        t.optimizers = cfg.optimizers;
+        t
+    }
+
+    /// Run r as a trainer of its own, holding its slice of every buffer.
+    fn take(&self, r: usize) -> Trainer<'a, B> {
+        let (be, inner) = (self.trainer.be, self.trainer.be.inner);
+        let mut t = self.alone(r);
+        for (dst, src) in t.state_bufs_mut().into_iter().zip(self.trainer.state_bufs()) {
+            inner.write(dst, &be.download_run(src, r));
+        }
+        copy_array(inner, &mut t.state.clock, &be.read_array_run(&self.trainer.state.clock, r));
+        copy_array(inner, &mut t.state.stats, &be.read_array_run(&self.trainer.state.stats, r));
+        t.step = self.steps[r];
+        t
+    }
+
+    /// Puts run r's state back from a trainer of its own.
+    fn put(&mut self, r: usize, t: &Trainer<'a, B>) {
+        let (be, inner) = (self.trainer.be, self.trainer.be.inner);
+        let values: Vec<Vec<f32>> = t.state_bufs().into_iter().map(|b| inner.download(b)).collect();
+        for (dst, v) in self.trainer.state_bufs_mut().into_iter().zip(values) {
+            be.write_run(dst, r, &v);
+        }
+        be.write_array_run(&mut self.trainer.state.clock, r, &inner.read_array(&t.state.clock));
+        be.write_array_run(&mut self.trainer.state.stats, r, &inner.read_array(&t.state.stats));
+        self.steps[r] = t.step;
+    }
+}
+
+fn copy_array<B: Backend, T: Elem>(be: &B, dst: &mut B::Array<T>, host: &[T]) {
+    be.write_array(dst, host);
+}
+
+impl<B> Batch for VaeBatch<'_, B>
+where
+    B: Backend + Sync,
+{
+    fn description(&self) -> &'static Description {
+        &super::DESCRIPTION
+    }
+    fn runs(&self) -> usize {
+        self.runs.len()
+    }
+    fn read_every(&self) -> u64 {
+        read_every(self.trainer.be)
+    }
+    fn train_step(&mut self) {
+        self.trainer.train_step_on(&self.data, self.runs[0].1.binarize);
+        for (r, step) in self.steps.iter_mut().enumerate() {
+            if self.trainer.be.is_active(r) {
+                *step += 1;
+            }
+        }
+    }
+    fn leave(&mut self, r: usize) {
+        self.trainer.be.set_active(r, false);
+        self.trainer.discard_recording();
+    }
+    fn step(&self, r: usize) -> u64 {
+        self.steps[r]
+    }
+    fn start_epoch(&mut self, r: usize, epoch: u64, order: &[u32], first_batch: u64) {
+        let (be, state) = (self.trainer.be, &mut self.trainer.state);
+        be.write_array_run(&mut self.data.order, r, order);
+        // The reference's epoch start on this run's statistics and clock alone.
+        let (mut s, mut clock) = (be.read_array_run(&state.stats, r), be.read_array_run(&state.clock, r));
+        Cpu.epoch_start(&mut s, &mut clock, epoch, first_batch, state.plan.layers());
+        be.write_array_run(&mut state.stats, r, &s);
+        be.write_array_run(&mut state.clock, r, &clock);
+    }
+    fn progress(&mut self, r: usize, full_scan: bool) -> (EpochSums, Option<(u64, String)>) {
+        let s = self.trainer.be.read_array_run(&self.trainer.state.stats, r);
+        if s[stats::DIVERGED] == 0.0 && !full_scan {
+            return (self.trainer.state.sums_of(&s), None);
+        }
+        self.take(r).progress(full_scan)
+    }
+    fn evaluate(&self, r: usize, split: &Split, binarize: RngKey, index: u64) -> f64 {
+        self.take(r).evaluate(split, self.runs[r].1.binarize, binarize, index)
+    }
+    fn device_error(&self) -> Option<String> {
+        self.trainer.be.check().err()
+    }
+    fn identity(&self, r: usize) -> Vec<(&'static str, serde_json::Value)> {
+        identity(&self.runs[r].1)
+    }
+    fn epoch_stats(&self, r: usize) -> Vec<f64> {
+        self.trainer.be.read_array_run(&self.trainer.state.stats, r)
+    }
+    fn restore_epoch_stats(&mut self, r: usize, stats: &[f64]) {
+        self.trainer.be.write_array_run(&mut self.trainer.state.stats, r, stats);
+    }
+    fn checkpoint(&self, r: usize, epochs_done: u64) -> Checkpoint {
+        self.take(r).checkpoint(&self.runs[r].0, epochs_done)
+    }
+    fn resume(&mut self, r: usize, ck: Checkpoint) -> Result<(), CheckpointError> {
+        let saved = VaeRun::from_checkpoint(&ck)?;
+        saved.check_resumable_as(&self.runs[r].0)?;
+        crate::run::files::note_lr_change(super::DESCRIPTION.name, saved.lr, self.runs[r].0.lr);
+        let mut t = self.take(r);
+        t.restore(ck)?;
+        self.put(r, &t);
+        Ok(())
+    }
+    fn params_le_bytes(&self, r: usize) -> Vec<u8> {
+        self.take(r).host_params().tensors().into_iter().flatten().flat_map(|v| v.to_le_bytes()).collect()
+    }
+}
