@@ -8,7 +8,7 @@ struct AffineParams {
     int n;
 };
 
-KERNEL void affine(const AffineParams p) {
+KERNEL(affine, AffineParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= p.n) return;
     p.out[i] = p.scale * p.x[i] + p.shift;
@@ -35,7 +35,7 @@ struct SoftmaxActParams {
     int b, a;
 };
 
-KERNEL void softmax_act(const SoftmaxActParams p) {
+KERNEL(softmax_act, SoftmaxActParams, p) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= p.b) return;
     const float* z = p.logits + (long long)r * p.a;
@@ -64,7 +64,7 @@ struct SoftmaxScoreParams {
     int b, a;
 };
 
-KERNEL void softmax_score(const SoftmaxScoreParams p) {
+KERNEL(softmax_score, SoftmaxScoreParams, p) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= p.b) return;
     const float* z = p.logits + (long long)r * p.a;
@@ -89,7 +89,7 @@ struct SoftmaxCreditParams {
     int b, p, a;
 };
 
-KERNEL void softmax_credit(const SoftmaxCreditParams p) {
+KERNEL(softmax_credit, SoftmaxCreditParams, p) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)p.b * p.p) return;
     int r = (int)(idx / p.p), i = (int)(idx % p.p);
@@ -129,7 +129,7 @@ struct BanditUnitParams {
     int b, n, rho_gradient;
 };
 
-KERNEL void bandit_unit_grad(const BanditUnitParams p) {
+KERNEL(bandit_unit_grad, BanditUnitParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)p.b * p.n) return;
     float pk = clipped_p(p.logits[i]);

@@ -10,7 +10,7 @@ struct BernoulliSampleParams {
     int b, n, antithetic;
 };
 
-KERNEL void bernoulli_sample(const BernoulliSampleParams p) {
+KERNEL(bernoulli_sample, BernoulliSampleParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)p.b * p.n) return;
     float u = rng_uniform(p.key, (u32)i);
@@ -32,7 +32,7 @@ struct ClipLogitsParams {
     int n;
 };
 
-KERNEL void clip_logits(const ClipLogitsParams p) {
+KERNEL(clip_logits, ClipLogitsParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= p.n) return;
     p.out[i] = fminf(fmaxf(p.logits[i], -CLIP_LOGIT), CLIP_LOGIT);
@@ -60,7 +60,7 @@ __device__ inline float row_term(float a, float x, int entropy) {
     return log_sigmoid((2.0f * x - 1.0f) * a);
 }
 
-KERNEL void row_terms(const RowTermParams p) {
+KERNEL(row_terms, RowTermParams, p) {
     __shared__ float scratch[REDUCE_BLOCK];
     int r = blockIdx.x;
     long long row = (long long)r * p.n;
@@ -87,7 +87,7 @@ struct WeightedRowSumParams {
     int baseline, b, t, m;
 };
 
-KERNEL void weighted_row_sum(const WeightedRowSumParams p) {
+KERNEL(weighted_row_sum, WeightedRowSumParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)p.m * p.b) return;
     long long j = i / p.b, r = i % p.b;

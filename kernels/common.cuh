@@ -4,8 +4,16 @@
 //
 // Each kernel takes one parameter struct by value; its field list is mirrored exactly by the
 // #[repr(C)] struct of the same name in src/backend/kernels.rs. Device pointers are 64-bit.
-
-#define KERNEL extern "C" __global__
+//
+// KERNEL(name, Params, p) { body } defines two kernels with one body: `name`, which takes its
+// Params p by value, and `name_runs`, for a batch of runs (src/backend/runs.rs): it takes a
+// device array of Params, one per run, and block (x, y, z) runs the body on run z's, so that
+// one launch serves every run. No kernel uses blockIdx.z or gridDim.z otherwise.
+#define KERNEL(name, Params, p)                                                                   \
+    __device__ __forceinline__ void name##_body(const Params& p);                               \
+    extern "C" __global__ void name(const Params p) { name##_body(p); }                          \
+    extern "C" __global__ void name##_runs(const Params* __restrict__ runs) { name##_body(runs[blockIdx.z]); } \
+    __device__ __forceinline__ void name##_body(const Params& p)
 
 typedef unsigned int u32;
 typedef unsigned long long u64;

@@ -12,7 +12,7 @@ struct ConvForwardParams {
 };
 
 // One thread per output element: out = max(0, bias + sum over the k x k x c_in patch).
-KERNEL void conv_relu_forward(const ConvForwardParams p) {
+KERNEL(conv_relu_forward, ConvForwardParams, p) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int oh = p.height - p.k + 1, ow = p.width - p.k + 1;
     if (idx >= (long long)p.b * oh * ow * p.c_out) return;
@@ -39,7 +39,7 @@ struct ConvBackwardInputParams {
 
 // One thread per input element: dx[r, y, x, c] = sum over the outputs whose patch holds it of
 // dout[r, y - ky, x - kx, o] * w[ky, kx, c, o]. dout (b, oh, ow, c_out), dx (b, height, width, c_in).
-KERNEL void conv_backward_input(const ConvBackwardInputParams p) {
+KERNEL(conv_backward_input, ConvBackwardInputParams, p) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)p.b * p.height * p.width * p.c_in) return;
     int oh = p.height - p.k + 1, ow = p.width - p.k + 1;
@@ -71,7 +71,7 @@ struct ConvSampleGradsParams {
 
 // Per-example gradients, one thread per (row, parameter): gw (b, k*k*c_in*c_out), row r the sum
 // over output positions of x's patch times dout[r, pos, :]; gb (b, c_out) the sum of dout[r, pos, :].
-KERNEL void conv_sample_grads(const ConvSampleGradsParams p) {
+KERNEL(conv_sample_grads, ConvSampleGradsParams, p) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     long long nw = (long long)p.k * p.k * p.c_in * p.c_out;
     long long per_row = nw + p.c_out;
@@ -107,7 +107,7 @@ struct ReluBackwardParams {
     int n;
 };
 
-KERNEL void relu_backward(const ReluBackwardParams p) {
+KERNEL(relu_backward, ReluBackwardParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= p.n) return;
     if (!(p.act[i] > 0.0f)) p.g[i] = 0.0f;
@@ -125,7 +125,7 @@ struct SampleGradVarParams {
     int first_slot, b, nw, nb;
 };
 
-KERNEL void sample_grad_variance(const SampleGradVarParams p) {
+KERNEL(sample_grad_variance, SampleGradVarParams, p) {
     __shared__ float scratch[REDUCE_BLOCK];
     int blk = blockIdx.x;
     double* slot = p.partials + (long long)(p.first_slot + blk) * GV_SLOT;

@@ -44,7 +44,7 @@ struct CreditTablesParams {
     int p, c;
 };
 
-KERNEL void credit_tables(const CreditTablesParams a) {
+KERNEL(credit_tables, CreditTablesParams, a) {
     __shared__ float scratch[REDUCE_BLOCK];
     int i = blockIdx.x, cp = credit_padded(a.c);
     long long plane = (long long)a.p * cp;
@@ -73,7 +73,7 @@ struct CreditParams {
     int b, p, c, entropy;
 };
 
-KERNEL void credit_pass(const CreditParams p) {
+KERNEL(credit_pass, CreditParams, p) {
     __shared__ float obs[CREDIT_CHUNK], oth[CREDIT_CHUNK], ys[CREDIT_CHUNK];
     __shared__ float maj[CREDIT_CHUNK], mnr[CREDIT_CHUNK], zs[CREDIT_CHUNK], ca[CREDIT_CHUNK], cb[CREDIT_CHUNK];
     __shared__ float sa[CREDIT_CHUNK], sgn[CREDIT_CHUNK], lp0[CREDIT_CHUNK], ent0[CREDIT_CHUNK];
@@ -271,7 +271,7 @@ struct HncaUnitParams {
     int gen_is_prior, has_above, all_child, accumulate, reward_offset;
 };
 
-KERNEL void hnca_unit_grad(const HncaUnitParams a) {
+KERNEL(hnca_unit_grad, HncaUnitParams, a) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)a.b * a.p) return;
     long long r = i / a.p;
@@ -312,7 +312,7 @@ struct ScoreUnitParams {
     int b, n, mode;
 };
 
-KERNEL void score_unit_grad(const ScoreUnitParams a) {
+KERNEL(score_unit_grad, ScoreUnitParams, a) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)a.b * a.n) return;
     float p = clipped_p(a.logits[i]);

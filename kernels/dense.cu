@@ -15,7 +15,7 @@ struct GemmParams {
     float alpha, beta;
 };
 
-KERNEL void gemm(const GemmParams p) {
+KERNEL(gemm, GemmParams, p) {
     __shared__ float ta[GEMM_TILE][GEMM_TILE + 1];
     __shared__ float tb[GEMM_TILE][GEMM_TILE + 1];
     int tx = threadIdx.x, ty = threadIdx.y;
@@ -46,7 +46,7 @@ struct ColumnMeanParams {
     int b, n;
 };
 
-KERNEL void column_mean(const ColumnMeanParams p) {
+KERNEL(column_mean, ColumnMeanParams, p) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= p.n) return;
     float s = 0.0f;
@@ -62,7 +62,7 @@ struct BernoulliDeltaParams {
     int b, n, broadcast;
 };
 
-KERNEL void bernoulli_delta(const BernoulliDeltaParams p) {
+KERNEL(bernoulli_delta, BernoulliDeltaParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)p.b * p.n) return;
     float a = p.broadcast ? p.logits[i % p.n] : p.logits[i];

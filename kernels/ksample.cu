@@ -49,7 +49,7 @@ struct ArmsSampleParams {
     int b, n, k;
 };
 
-KERNEL void arms_sample(const ArmsSampleParams p) {
+KERNEL(arms_sample, ArmsSampleParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)p.b * p.n) return;
     int m = p.k - 1;
@@ -114,7 +114,7 @@ __device__ inline float grad_f_total(const u64* grad_f, int k, long long at) {
     return g;
 }
 
-KERNEL void k_score_unit_grad(const KScoreParams p) {
+KERNEL(k_score_unit_grad, KScoreParams, p) {
     __shared__ float scratch[REDUCE_BLOCK];
     __shared__ float c_tab[MAX_SAMPLES];
     __shared__ float a_tab[MAX_SAMPLES];
@@ -342,7 +342,7 @@ struct EntropyGradParams {
     int b, n;
 };
 
-KERNEL void entropy_grad(const EntropyGradParams p) {
+KERNEL(entropy_grad, EntropyGradParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)p.b * p.n) return;
     float a = p.logits[i];
@@ -357,7 +357,7 @@ struct AxpyParams {
     int n;
 };
 
-KERNEL void axpy(const AxpyParams p) {
+KERNEL(axpy, AxpyParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= p.n) return;
     p.y[i] += p.a * p.x[i];

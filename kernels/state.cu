@@ -21,7 +21,7 @@ struct GatherParams {
 };
 
 // One block per row, its threads striding over the pixels.
-KERNEL void gather_binarize(const GatherParams p) {
+KERNEL(gather_binarize, GatherParams, p) {
     int r = blockIdx.x;
     u32 img = p.order[(long long)p.clock[CLOCK_BATCH] * p.b + r];
     RngKey key = {p.seed_lo, p.seed_hi, p.clock[CLOCK_EPOCH], 0u, p.stream, 0};
@@ -101,7 +101,7 @@ struct GradVarParams {
     int first_slot, b, k, n;
 };
 
-KERNEL void grad_variance(const GradVarParams p) {
+KERNEL(grad_variance, GradVarParams, p) {
     __shared__ float scratch[REDUCE_BLOCK];
     int blk = blockIdx.x;
     double* slot = p.partials + (long long)(p.first_slot + blk) * GV_SLOT;
@@ -141,7 +141,7 @@ struct StepStatsParams {
     float decay;
 };
 
-KERNEL void step_stats(const StepStatsParams p) {
+KERNEL(step_stats, StepStatsParams, p) {
     double* means = p.stats + STATS_LAYERS + STATS_PER_LAYER * p.layers;
     for (int c = threadIdx.x; c < p.t; c += blockDim.x) {
         double m = 0.0;
@@ -210,7 +210,7 @@ struct EpochStartParams {
     int layers;
 };
 
-KERNEL void epoch_start(const EpochStartParams p) {
+KERNEL(epoch_start, EpochStartParams, p) {
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
     p.stats[STATS_STEPS] = 0.0;
     p.stats[STATS_OBJECTIVE] = 0.0;
@@ -230,7 +230,7 @@ struct CountNonFiniteParams {
     int count;
 };
 
-KERNEL void count_non_finite(const CountNonFiniteParams p) {
+KERNEL(count_non_finite, CountNonFiniteParams, p) {
     __shared__ float scratch[REDUCE_BLOCK];
     for (int i = 0; i < p.count; ++i) {
         const float* x = (const float*)p.table[2 * i];
@@ -266,7 +266,7 @@ struct AdamParams {
 
 #define ADAM_ROW 6
 
-KERNEL void adam(const AdamParams p) {
+KERNEL(adam, AdamParams, p) {
     long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= p.total) return;
     int i = 0;

@@ -557,6 +557,9 @@ impl Device for ReferenceBlas {
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
         self.0.launch(grid, block, params)
     }
+    fn launch_runs(&self, name: &'static str, grid: [u32; 3], block: [u32; 3], table: u64) {
+        self.0.launch_runs(name, grid, block, table)
+    }
     fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
         p.bias == 0 && ColumnMajorGemm::of(p).is_some()
     }

@@ -94,6 +94,10 @@ inline dim3 gridDim;
 
 #define __global__
 #define __device__
+// A kernel body (KERNEL in common.cuh) is a function of this translation unit: its __shared__
+// arrays are then plain statics of the section, not inline-function statics of their own group.
+#define __forceinline__ static
+#define __restrict__ __restrict
 // Every __shared__ array in one section, whose bounds the linker names.
 #define __shared__ static __attribute__((section("emu_shared")))
 extern "C" {

@@ -11,7 +11,7 @@ use cudarc::nvrtc::Ptx;
 
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas};
 
-use super::kernels::{Device, GemmParams, KernelBackend, KernelParams, Ptr, KERNELS};
+use super::kernels::{runs_twin, Device, GemmParams, KernelBackend, KernelParams, Ptr, KERNELS, KERNELS_RUNS};
 use super::{nvrtc, Elem};
 
 /// The kernel backend on a GPU.
@@ -124,6 +124,12 @@ impl CudaDevice {
         for (kernel, size) in KERNELS {
             let f = module.load_function(kernel).map_err(|e| format!("kernel {kernel} missing from the module: {e}"))?;
             check_parameter_list(&f, kernel, size)?;
+            functions.insert(kernel, f);
+        }
+        // The batched twins take the device address of their runs' parameter structs.
+        for kernel in KERNELS_RUNS {
+            let f = module.load_function(kernel).map_err(|e| format!("kernel {kernel} missing from the module: {e}"))?;
+            check_parameter_list(&f, kernel, std::mem::size_of::<Ptr>())?;
             functions.insert(kernel, f);
         }
         // One created stream for everything (a CUDA graph cannot be captured on the legacy NULL
@@ -407,6 +413,22 @@ impl Device for CudaDevice {
     }
     fn ptr_mut<'a>(&'a self, buf: &'a mut CudaSlice<f32>) -> (Ptr, SyncOnDrop<'a>) {
         buf.device_ptr_mut(&self.stream)
+    }
+    fn launch_runs(&self, name: &'static str, grid: [u32; 3], block: [u32; 3], table: Ptr) {
+        if self.failed() {
+            return;
+        }
+        self.count(|c| c.kernel_launches += 1);
+        let twin = runs_twin(name);
+        let f = &self.functions[twin];
+        let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (block[0], block[1], block[2]), shared_mem_bytes: 0 };
+        let mut args = self.stream.launch_builder(f);
+        args.arg(&table);
+        // SAFETY: the twin takes one device address, of a live table of `grid[2]` parameter
+        // structs of `name`, each addressing live buffers of this context.
+        if let Err(e) = unsafe { args.launch(cfg) } {
+            self.record(format!("launching {twin}: {e}"));
+        }
     }
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
         if self.failed() {

@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, c_void, CString};
 
-use super::kernels::{Device, KernelBackend, KernelParams, Ptr};
+use super::kernels::{runs_twin, Device, KernelBackend, KernelParams, Ptr};
 use super::Elem;
 
 extern "C" {
@@ -129,6 +129,20 @@ impl Device for EmuDevice {
     fn ptr_mut<'a>(&'a self, buf: &'a mut Vec<f32>) -> (Ptr, ()) {
         (buf.as_mut_ptr() as Ptr, ())
     }
+    fn launch_runs(&self, name: &'static str, grid: [u32; 3], block: [u32; 3], table: Ptr) {
+        let twin = CString::new(runs_twin(name)).expect("kernel names have no NUL");
+        // SAFETY: the twin's one parameter is the device (here: host) address `table` of
+        // `grid[2]` parameter structs of `name`, each addressing live Vecs, for this blocking call.
+        let rc = unsafe {
+            hnca_emu_launch(twin.as_ptr(), grid[0], grid[1], grid[2], block[0], block[1], block[2], &table as *const Ptr as *const c_void)
+        };
+        match rc {
+            0 => {}
+            1 => panic!("the emulation has no kernel named {}", runs_twin(name)),
+            _ => panic!("kernel {} misused a barrier: {}", runs_twin(name), last_error()),
+        }
+    }
+
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P) {
         let name = CString::new(P::NAME).expect("kernel names have no NUL");
         // SAFETY: `params` is the #[repr(C)] twin of the kernel's struct (KernelParams' contract),

@@ -25,6 +25,37 @@ pub const PROGRAM: &str = include_str!(concat!(env!("OUT_DIR"), "/program.cu"));
 /// sizes, of the `.cu` struct the kernel `NAME` takes by value.
 pub unsafe trait KernelParams: Copy + cudarc::driver::DeviceRepr {
     const NAME: &'static str;
+    /// The struct as the kernel reads it, field by field at the C layout's offsets, padding
+    /// zeroed: a batch's table of its runs' parameters ([`KernelBackend::end_runs`]), compared
+    /// by content.
+    fn to_bytes(&self) -> Vec<u8>;
+}
+
+/// A parameter field's bytes as the kernel reads them (little-endian, as both devices are).
+trait FieldBytes {
+    fn put(&self, out: &mut [u8]);
+}
+macro_rules! field_bytes {
+    ($($t:ty),*) => {$(
+        impl FieldBytes for $t {
+            fn put(&self, out: &mut [u8]) {
+                let b = self.to_le_bytes();
+                out[..b.len()].copy_from_slice(&b);
+            }
+        }
+    )*};
+}
+field_bytes!(u32, u64, i32, i64, f32, f64);
+impl FieldBytes for RngKeyC {
+    fn put(&self, out: &mut [u8]) {
+        use std::mem::offset_of;
+        self.seed_lo.put(&mut out[offset_of!(RngKeyC, seed_lo)..]);
+        self.seed_hi.put(&mut out[offset_of!(RngKeyC, seed_hi)..]);
+        self.step_lo.put(&mut out[offset_of!(RngKeyC, step_lo)..]);
+        self.step_hi.put(&mut out[offset_of!(RngKeyC, step_hi)..]);
+        self.stream.put(&mut out[offset_of!(RngKeyC, stream)..]);
+        self.clock.put(&mut out[offset_of!(RngKeyC, clock)..]);
+    }
 }
 
 /// Device addresses are 64-bit on both devices; 0 is a null pointer.
@@ -40,6 +71,11 @@ macro_rules! kernel_params {
         // compiler's in tests/kernels.rs, and the emulation runs the kernels with it).
         unsafe impl KernelParams for $name {
             const NAME: &'static str = $kernel;
+            fn to_bytes(&self) -> Vec<u8> {
+                let mut out = vec![0u8; std::mem::size_of::<Self>()];
+                $( FieldBytes::put(&self.$field, &mut out[std::mem::offset_of!($name, $field)..]); )*
+                out
+            }
         }
         // SAFETY: plain old data: integers, floats and 64-bit device addresses.
         unsafe impl cudarc::driver::DeviceRepr for $name {}
@@ -110,6 +146,10 @@ pub trait Device {
     /// The device address of a buffer the kernel writes, and its guard.
     fn ptr_mut<'a>(&'a self, buf: &'a mut Self::Buf) -> (Ptr, Self::Guard<'a>);
     fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P);
+    /// Launches the batched twin of kernel `name` (`name_runs`, see `KERNEL` in
+    /// kernels/common.cuh) over `grid`, whose z is the number of runs, reading run z's parameter
+    /// struct from the device array at `table`.
+    fn launch_runs(&self, name: &'static str, grid: [u32; 3], block: [u32; 3], table: Ptr);
     /// Whether a vendor library (cuBLAS) on this device can run a bias-free GEMM with `p`'s
     /// stride pattern.
     fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
@@ -133,6 +173,17 @@ pub struct KernelBackend<D: Device> {
     /// Constants uploaded once and reused by value: estimators' coefficients, the statistics'
     /// plans, tables of device addresses. A step uploads nothing after its first run.
     constants: Mutex<Constants<D>>,
+    /// Between `begin_runs` and `end_runs`: each run's launches so far, held back to be merged.
+    pending: Mutex<Option<Vec<Vec<Held>>>>,
+}
+
+/// A launch held back while a batch's runs issue one operation: the kernel, its shape and its
+/// parameters as the kernel reads them.
+struct Held {
+    name: &'static str,
+    grid: [u32; 3],
+    block: [u32; 3],
+    params: Vec<u8>,
 }
 
 /// The guards of one launch's buffers, kept until the launch is queued (the end of the
@@ -173,6 +224,8 @@ struct Constants<D: Device> {
     u32s: HashMap<Vec<u32>, D::Array<u32>>,
     u64s: HashMap<Vec<u64>, D::Array<u64>>,
     f64s: HashMap<Vec<u64>, D::Array<f64>>,
+    /// Batched launches' tables of their runs' parameter structs, by content.
+    tables: HashMap<Vec<u8>, D::Array<u8>>,
 }
 
 pub(super) fn blocks(n: usize, per_block: u32) -> [u32; 3] {
@@ -183,18 +236,43 @@ pub(super) const ELEMENTWISE: [u32; 3] = [ELEMENTWISE_BLOCK, 1, 1];
 
 impl<D: Device> KernelBackend<D> {
     pub fn new(device: D) -> Self {
-        let constants = Constants { f32s: HashMap::new(), u32s: HashMap::new(), u64s: HashMap::new(), f64s: HashMap::new() };
-        KernelBackend { device, constants: Mutex::new(constants) }
+        let constants =
+            Constants { f32s: HashMap::new(), u32s: HashMap::new(), u64s: HashMap::new(), f64s: HashMap::new(), tables: HashMap::new() };
+        KernelBackend { device, constants: Mutex::new(constants), pending: Mutex::new(None) }
+    }
+
+    /// Launches `p`'s kernel, or holds the launch back for the batch of runs being issued.
+    pub(super) fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], p: &P) {
+        let mut pending = self.pending.lock().expect("pending launches lock");
+        match pending.as_mut().and_then(|runs| runs.last_mut()) {
+            Some(run) => run.push(Held { name: P::NAME, grid, block, params: p.to_bytes() }),
+            None => self.device.launch(grid, block, p),
+        }
+    }
+
+    fn holding(&self) -> bool {
+        self.pending.lock().expect("pending launches lock").is_some()
+    }
+
+    /// The device address of a table of parameter structs, uploaded on first use (a batch's
+    /// first step, which is never recorded, uploads every table its recorded steps use).
+    fn table(&self, bytes: Vec<u8>) -> Ptr {
+        let mut c = self.constants.lock().expect("constants lock");
+        let a = c.tables.entry(bytes).or_insert_with_key(|bytes| self.device.array(bytes));
+        let (ptr, guard) = self.device.array_ptr(a);
+        drop(guard);
+        ptr
     }
 
     /// A bias-free GEMM in the vendor library where the device has one, else (and always with a
     /// bias, which the tiled kernel adds in the same launch) in the project's tiled kernel.
     pub(super) fn gemm(&self, p: GemmParams) {
-        if p.bias == 0 && self.device.has_vendor_gemm(&p) {
+        // A batch's GEMMs are the tiled kernel's, so that one launch serves every run.
+        if p.bias == 0 && !self.holding() && self.device.has_vendor_gemm(&p) {
             self.device.vendor_gemm(&p);
         } else {
             let grid = [(p.n as u32).div_ceil(GEMM_TILE), (p.m as u32).div_ceil(GEMM_TILE), 1];
-            self.device.launch(grid, [GEMM_TILE, GEMM_TILE, 1], &p);
+            self.launch(grid, [GEMM_TILE, GEMM_TILE, 1], &p);
         }
     }
 
@@ -266,6 +344,32 @@ impl<D: Device> Backend for KernelBackend<D> {
     fn begin_recording(&self) -> bool {
         self.device.begin_recording()
     }
+    fn begin_runs(&self, runs: usize) {
+        let mut pending = self.pending.lock().expect("pending launches lock");
+        assert!(pending.is_none(), "batched operations do not nest");
+        *pending = Some(Vec::with_capacity(runs));
+    }
+    fn next_run(&self) {
+        self.pending.lock().expect("pending launches lock").as_mut().expect("next_run after begin_runs").push(Vec::new());
+    }
+    /// Launches each run's i-th held launch as one launch of its batched twin, grid z the runs
+    /// (every run of a batch has the same shapes, so the same launches).
+    fn end_runs(&self) {
+        let runs = self.pending.lock().expect("pending launches lock").take().expect("end_runs after begin_runs");
+        let Some(first) = runs.first() else { return };
+        for (i, h) in first.iter().enumerate() {
+            let mut table = Vec::with_capacity(h.params.len() * runs.len());
+            for run in &runs {
+                let same = run.len() == first.len() && run[i].name == h.name && run[i].grid == h.grid && run[i].block == h.block;
+                assert!(same, "the runs of a batch launch different kernels");
+                table.extend_from_slice(&run[i].params);
+            }
+            assert_eq!(h.grid[2], 1, "kernel {} uses the grid's z, which a batch takes for its runs", h.name);
+            let table = self.table(table);
+            self.device.launch_runs(h.name, [h.grid[0], h.grid[1], runs.len() as u32], h.block, table);
+        }
+    }
+
     fn end_recording(&self) -> Result<D::Graph, String> {
         self.device.end_recording()
     }
@@ -306,7 +410,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             n0: n0 as i32,
             threshold: (mode == Binarize::Threshold) as i32,
         };
-        d.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     fn matmul_forward(&self, out: &mut D::Buf, inp: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, k: usize, n: usize) {
@@ -388,7 +492,7 @@ impl<D: Device> Backend for KernelBackend<D> {
     fn column_mean(&self, out: &mut D::Buf, x: &D::Buf, b: usize, n: usize) {
         let mut keep = Guards::new(&self.device);
         let p = ColumnMeanParams { out: keep.ptr_mut(out), x: keep.ptr(x), b: b as i32, n: n as i32 };
-        self.device.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn bernoulli_sample(
@@ -415,7 +519,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             n: n as i32,
             antithetic: antithetic as i32,
         };
-        d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn log_prob_rows(
@@ -445,7 +549,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             broadcast: broadcast as i32,
             entropy: 0,
         };
-        d.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     fn entropy_rows(&self, terms: &mut D::Buf, t: usize, col: usize, logits: &D::Buf, base: Option<&D::Buf>, b: usize, n: usize) {
@@ -464,7 +568,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             broadcast: 0,
             entropy: 1,
         };
-        d.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     fn weighted_row_sum(&self, out: &mut D::Buf, terms: &D::Buf, coef: &[f32], baseline: Option<(&D::Buf, usize)>, b: usize, t: usize) {
@@ -482,7 +586,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             t: t as i32,
             m: m as i32,
         };
-        d.launch(blocks(m * b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(m * b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn term_means(&self, terms: &D::Buf, b: usize, t: usize) -> Vec<f64> {
@@ -508,7 +612,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         {
             let mut keep = Guards::new(d);
             let t = CreditTablesParams { tables: keep.ptr_mut(tables), w: keep.ptr(w), p: p as i32, c: c as i32 };
-            d.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
+            self.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
         }
         let mut keep = Guards::new(d);
         let entropy = flip_ent.is_some();
@@ -524,7 +628,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             c: c as i32,
             entropy: entropy as i32,
         };
-        d.launch([b as u32, (p as u32).div_ceil(CREDIT_PARENTS), 1], [CREDIT_BLOCK, 1, 1], &params);
+        self.launch([b as u32, (p as u32).div_ceil(CREDIT_PARENTS), 1], [CREDIT_BLOCK, 1, 1], &params);
     }
 
     fn hnca_unit_grad(&self, out: &mut D::Buf, inp: &HncaInputs<'_, D::Buf>, b: usize, p: usize) {
@@ -554,7 +658,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             accumulate: inp.accumulate as i32,
             reward_offset: inp.reward_offset as i32,
         };
-        d.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
+        self.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
     }
 
     fn score_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, alt: ScoreAlt<'_, D::Buf>, coef: &D::Buf, b: usize, n: usize) {
@@ -575,7 +679,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             n: n as i32,
             mode,
         };
-        d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn bernoulli_delta(&self, out: &mut D::Buf, logits: &D::Buf, broadcast: bool, targets: &D::Buf, b: usize, n: usize) {
@@ -589,7 +693,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             n: n as i32,
             broadcast: broadcast as i32,
         };
-        d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn entropy_grad(&self, out: &mut D::Buf, logits: &D::Buf, b: usize, n: usize) {
@@ -612,14 +716,14 @@ impl<D: Device> Backend for KernelBackend<D> {
         let d = &self.device;
         let mut keep = Guards::new(d);
         let p = ClipLogitsParams { out: keep.ptr_mut(out), logits: keep.ptr(logits), n: n as i32 };
-        d.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn affine(&self, out: &mut D::Buf, x: &D::Buf, scale: f32, shift: f32, n: usize) {
         let d = &self.device;
         let mut keep = Guards::new(d);
         let p = AffineParams { out: keep.ptr_mut(out), x: keep.ptr(x), scale, shift, n: n as i32 };
-        d.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn softmax_act(
@@ -644,7 +748,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             b: b as i32,
             a: a as i32,
         };
-        d.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn softmax_score(&self, dout: &mut D::Buf, logits: &D::Buf, action: &D::Buf, coef: &D::Buf, b: usize, a: usize) {
@@ -658,7 +762,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             b: b as i32,
             a: a as i32,
         };
-        d.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn softmax_credit(
@@ -677,7 +781,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         {
             let mut keep = Guards::new(d);
             let t = CreditTablesParams { tables: keep.ptr_mut(tables), w: keep.ptr(w2), p: p as i32, c: a as i32 };
-            d.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
+            self.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
         }
         let mut keep = Guards::new(d);
         let params = SoftmaxCreditParams {
@@ -691,7 +795,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             p: p as i32,
             a: a as i32,
         };
-        d.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
+        self.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
     }
 
     fn bandit_unit_grad(
@@ -717,7 +821,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             n: n as i32,
             rho_gradient: rho_gradient as i32,
         };
-        d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn grad_variance(
@@ -745,7 +849,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             k: k as i32,
             n: n as i32,
         };
-        d.launch([grad_variance_slots(b, k, n) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([grad_variance_slots(b, k, n) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     fn step_stats(
@@ -776,7 +880,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             n_baselines: plan.baselines as i32,
             decay: plan.decay,
         };
-        d.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     fn epoch_start(&self, stats: &mut D::Array<f64>, clock: &mut D::Array<u32>, epoch: u64, first_batch: u64, layers: usize) {
@@ -789,7 +893,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             first_batch: first_batch as u32,
             layers: layers as i32,
         };
-        d.launch([1, 1, 1], [1, 1, 1], &p);
+        self.launch([1, 1, 1], [1, 1, 1], &p);
     }
 
     fn count_non_finite(&self, counts: &mut D::Array<u32>, tensors: &[&D::Buf]) {
@@ -797,7 +901,7 @@ impl<D: Device> Backend for KernelBackend<D> {
         let mut keep = Guards::new(d);
         let table: Vec<u64> = tensors.iter().flat_map(|t| [keep.ptr(t), d.len(t) as u64]).collect();
         let p = CountNonFiniteParams { counts: keep.array_mut(counts), table: self.u64_constant(&table), count: tensors.len() as i32 };
-        d.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     fn adam(
@@ -829,7 +933,7 @@ impl<D: Device> Backend for KernelBackend<D> {
             beta2: hp.beta2,
             eps: hp.eps,
         };
-        d.launch(blocks(total as usize, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(total as usize, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn check(&self) -> Result<(), String> {

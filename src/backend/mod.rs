@@ -299,6 +299,15 @@ pub trait Backend {
     fn runs(&self) -> usize {
         1
     }
+    /// Brackets one operation of a batch of `runs` runs ([`runs::Runs`]): between `begin_runs`
+    /// and `end_runs` the runs issue the operation one after another, each after `next_run`, and
+    /// a device may hold their launches back and merge the i-th launch of every run into one
+    /// launch over a grid dimension of runs. Nothing is read back in between.
+    fn begin_runs(&self, runs: usize) {
+        let _ = runs;
+    }
+    fn next_run(&self) {}
+    fn end_runs(&self) {}
     /// Overwrites run `r`'s slice of `dst` with host data (one run's length).
     fn write_run(&self, dst: &mut Self::Buf, r: usize, host: &[f32]) {
         assert_eq!(r, 0, "a backend of one run has only run 0");

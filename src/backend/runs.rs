@@ -4,9 +4,11 @@
 //! the CPU a batched run is bit-identical to the same run trained alone.
 //!
 //! On the CPU the runs of an operation go to rayon's threads (threads over runs, and each
-//! operation's own threads over rows inside). On a device they are queued one after another on
-//! its stream, so that a recorded step (a CUDA graph) holds every run's launches and a step of
-//! all the runs is still one graph launch.
+//! operation's own threads over rows inside). On a device the runs issue the operation one after
+//! another and the device merges their launches ([`Backend::begin_runs`]): each kernel runs once
+//! for the whole batch, over a grid dimension of runs, reading its run's parameters from a table
+//! (`KERNEL` in kernels/common.cuh). A batched step has the launches of one run's step, and is
+//! one graph launch.
 //!
 //! A run can be set aside ([`Runs::set_active`]): its buffers then keep what they hold while the
 //! others go on (a diverged or finished run of a batch). A device's recording holds the runs
@@ -80,11 +82,17 @@ where
     /// `f(r)` for every active run: on rayon's threads where host memory is the backend's, else
     /// one after another (a device's stream orders them anyway).
     fn each(&self, f: impl Fn(usize) + Sync + Send) {
-        let runs = (0..self.seeds.len()).filter(|&r| self.is_active(r));
+        let runs: Vec<usize> = (0..self.seeds.len()).filter(|&r| self.is_active(r)).collect();
         if self.inner.host_reads_are_free() {
-            runs.collect::<Vec<_>>().into_par_iter().for_each(f);
+            runs.into_par_iter().for_each(f);
         } else {
-            runs.for_each(f);
+            // A device merges the runs' launches into one each (Backend::begin_runs).
+            self.inner.begin_runs(runs.len());
+            for r in runs {
+                self.inner.next_run();
+                f(r);
+            }
+            self.inner.end_runs();
         }
     }
 

@@ -210,9 +210,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
         v
     }
 
-    /// Forgets the recorded step: the next step records afresh (a batch whose runs changed).
+    /// Forgets the recorded step (a batch whose runs changed).
     pub(crate) fn discard_recording(&mut self) {
         self.graph = None;
+        // The next step runs as called (its batched launches' tables are uploaded then, which a
+        // recording may not), and the one after it is recorded.
+        self.direct_steps = 0;
     }
 
     /// The parameters, back on the host.

@@ -31,7 +31,7 @@ impl<D: Device> KernelBackend<D> {
             c_out,
             k,
         };
-        self.device.launch(blocks(b * g.out_len(), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * g.out_len(), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     pub(super) fn launch_conv_backward_input(&self, dx: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, g: ConvGeom) {
@@ -48,7 +48,7 @@ impl<D: Device> KernelBackend<D> {
             c_out,
             k,
         };
-        self.device.launch(blocks(b * g.in_len(), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * g.in_len(), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     pub(super) fn launch_conv_sample_grads(&self, gw: &mut D::Buf, gb: &mut D::Buf, x: &D::Buf, dout: &D::Buf, b: usize, g: ConvGeom) {
@@ -66,13 +66,13 @@ impl<D: Device> KernelBackend<D> {
             c_out,
             k,
         };
-        self.device.launch(blocks(b * (g.weights() + g.c_out), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * (g.weights() + g.c_out), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     pub(super) fn launch_relu_backward(&self, g: &mut D::Buf, act: &D::Buf, n: usize) {
         let mut keep = Guards::new(&self.device);
         let p = ReluBackwardParams { g: keep.ptr_mut(g), act: keep.ptr(act), n: n as i32 };
-        self.device.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -100,6 +100,6 @@ impl<D: Device> KernelBackend<D> {
             nw: nw as i32,
             nb: nb as i32,
         };
-        self.device.launch([sample_grad_variance_slots(b, nw, nb) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([sample_grad_variance_slots(b, nw, nb) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 }

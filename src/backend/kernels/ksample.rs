@@ -48,7 +48,7 @@ impl<D: Device> KernelBackend<D> {
     pub(super) fn launch_entropy_grad(&self, out: &mut D::Buf, logits: &D::Buf, b: usize, n: usize) {
         let mut keep = Guards::new(&self.device);
         let p = EntropyGradParams { out: keep.ptr_mut(out), logits: keep.ptr(logits), b: b as i32, n: n as i32 };
-        self.device.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     pub(super) fn launch_arms_sample(
@@ -72,7 +72,7 @@ impl<D: Device> KernelBackend<D> {
             n: n as i32,
             k: k as i32,
         };
-        d.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     pub(super) fn launch_k_score(
@@ -107,12 +107,12 @@ impl<D: Device> KernelBackend<D> {
             mode: inp.mode as i32,
             n_coef,
         };
-        d.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     pub(super) fn launch_axpy(&self, y: &mut D::Buf, a: f32, x: &D::Buf, n: usize) {
         let mut keep = Guards::new(&self.device);
         let p = AxpyParams { y: keep.ptr_mut(y), x: keep.ptr(x), a, n: n as i32 };
-        self.device.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
+        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 }
