@@ -329,6 +329,46 @@ fn a_device_step_is_one_graph_launch_with_nothing_read_back() {
     }
 }
 
+/// A batch of runs steps them all with the launches of one run's step: from the driver calls of
+/// sweeps of 100 and 200 steps (the first scan for NaN, at step 100, uploads its table in both), per
+/// step one graph launch whose graph runs as many kernels for
+/// six runs (one estimator, six seeds, trained as one batch) as for one, and nothing copied to
+/// the device or allocated.
+#[test]
+fn a_batch_of_six_runs_steps_with_the_launches_of_one() {
+    if fake_cuda::open_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let per_100 = |seeds: &str| {
+        let calls: Vec<_> = [100, 200]
+            .iter()
+            .map(|steps| {
+                let steps = steps.to_string();
+                let out = dir.path().join(format!("runs-{seeds}-{steps}"));
+                let args = [
+                    "sweep", "vae", "--device", "cuda", "--estimators", "hnca", "--seeds", seeds, "--layers", "8,5", "--batch-size", "20",
+                    "--test-every", "0", "--eval-k", "2", "--eval-images", "20", "--steps", &steps, "--out", out.to_str().unwrap(),
+                ];
+                driver_calls(dir.path(), &format!("{seeds}-{steps}"), &args)
+            })
+            .collect();
+        let count = move |f: &str| calls[1].get(f).copied().unwrap_or(0) - calls[0].get(f).copied().unwrap_or(0);
+        count
+    };
+    let (one, six) = (per_100("0"), per_100("0-5"));
+    for (name, c) in [("1 run", &one), ("6 runs", &six)] {
+        assert_eq!(c("cuGraphLaunch"), 100, "{name}: one graph launch per step");
+        for f in ["cuMemcpyHtoDAsync_v2", "cuMemAlloc_v2", "cuMemFree_v2", "cuStreamBeginCapture_v2"] {
+            assert_eq!(c(f), 0, "{name}: {f} grows with the steps");
+        }
+    }
+    let nodes = one("graph kernel node");
+    eprintln!("kernels per step: {} for one run, {} for six", nodes / 100, six("graph kernel node") / 100);
+    assert!(nodes >= 100 * 10, "a step of the VAE runs more than {} kernels", nodes / 100);
+    assert_eq!(six("graph kernel node"), nodes, "six runs' step runs more kernels than one run's");
+}
+
 /// A run on the device saved mid-way and resumed ends with the checkpoint of a run that went
 /// straight through, byte for byte (DisARM, and Double CV with its learned coefficients);
 /// sample draws from it on the device.

@@ -21,8 +21,9 @@
 //
 // HNCA_FAKE_CUDA_DEVICES (default 1) sets the number of devices it reports.
 // HNCA_FAKE_CUDA_TRACE=PATH writes, when the process exits, one JSON object mapping the name of
-// every driver API function called to the number of calls: the per-step call counts that the
-// tests hold the GPU step to.
+// every driver API function called to the number of calls (and "graph kernel node" to the
+// number of kernels that graph launches ran): the per-step call counts that the tests hold the
+// GPU step to.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -616,14 +617,36 @@ CUresult run_launch(State& s, Function* f, dim3 grid, dim3 block, const void* pa
 }
 
 // Use after free: every aligned 8-byte word of a launch's argument that points into freed memory.
-CUresult scan_for_freed(State& s, Function* f, const unsigned char* arg) {
-    for (size_t off = 0; off + 8 <= f->kernel->param_size; off += 8) {
+CUresult scan_words_for_freed(State& s, const std::string& kernel, const unsigned char* arg, size_t bytes, const std::string& what) {
+    for (size_t off = 0; off + 8 <= bytes; off += 8) {
         CUdeviceptr word;
         std::memcpy(&word, arg + off, 8);
         auto* a = word ? find_allocation(s, word) : nullptr;
         if (a && !a->second.alive)
-            return fault(s, CUDA_ERROR_ILLEGAL_ADDRESS, "kernel " + f->name + " was given " + hex(word) + " (argument bytes " + std::to_string(off) +
+            return fault(s, CUDA_ERROR_ILLEGAL_ADDRESS, "kernel " + kernel + " was given " + hex(word) + " (" + what + " bytes " + std::to_string(off) +
                                                             "..), inside a " + std::to_string(a->second.size) + "-byte allocation that was freed");
+    }
+    return CUDA_SUCCESS;
+}
+
+// The argument of a launch over `runs` runs (grid z); a batched twin's (name_runs, KERNEL in
+// common.cuh) is the address of its runs' parameter structs, which are scanned too.
+CUresult scan_for_freed(State& s, Function* f, const unsigned char* arg, unsigned runs) {
+    if (CUresult r = scan_words_for_freed(s, f->name, arg, f->kernel->param_size, "argument"); r != CUDA_SUCCESS) return r;
+    const std::string suffix = "_runs";
+    if (f->name.size() <= suffix.size() || f->name.compare(f->name.size() - suffix.size(), suffix.size(), suffix) != 0) return CUDA_SUCCESS;
+    const EmuKernel* base = emu_find(f->name.substr(0, f->name.size() - suffix.size()).c_str());
+    if (!base) return CUDA_SUCCESS;
+    CUdeviceptr table;
+    std::memcpy(&table, arg, 8);
+    std::string problem;
+    const std::string what = "the runs' parameters of " + f->name;
+    if (!check_range(s, table, (size_t)runs * base->param_size, what.c_str(), &problem))
+        return fault(s, CUDA_ERROR_ILLEGAL_ADDRESS, problem);
+    for (unsigned r = 0; r < runs; ++r) {
+        const unsigned char* run = reinterpret_cast<const unsigned char*>(table) + (size_t)r * base->param_size;
+        if (CUresult res = scan_words_for_freed(s, f->name, run, base->param_size, "run " + std::to_string(r) + "'s parameter"); res != CUDA_SUCCESS)
+            return res;
     }
     return CUDA_SUCCESS;
 }
@@ -647,7 +670,7 @@ API CUresult cuLaunchKernel(CUfunction function, unsigned gx, unsigned gy, unsig
         return fault(s, CUDA_ERROR_INVALID_VALUE, "launch of " + f->name + " asking for " + std::to_string(shared) + " bytes of dynamic shared memory");
     if (extra != nullptr || params == nullptr || params[0] == nullptr)
         return fault(s, CUDA_ERROR_INVALID_VALUE, "launch of " + f->name + " without its parameter (only kernelParams is supported)");
-    if (CUresult r = scan_for_freed(s, f, static_cast<const unsigned char*>(params[0])); r != CUDA_SUCCESS) return r;
+    if (CUresult r = scan_for_freed(s, f, static_cast<const unsigned char*>(params[0]), gz); r != CUDA_SUCCESS) return r;
     auto* st = static_cast<Stream*>(stream);
     if (st && st->capturing) {
         // Recorded, not run: everything the kernel receives by value is frozen now.
@@ -720,7 +743,9 @@ API CUresult cuGraphLaunch(CUgraphExec exec, CUstream stream) {
     if (!stream_ok(s, stream)) return fault(s, CUDA_ERROR_INVALID_HANDLE, "launching a graph on a destroyed stream");
     if (Stream* c = capturing_stream(s)) return refuse_in_capture(s, c, "launching a graph");
     for (Launch& l : static_cast<Graph*>(exec)->launches) {
-        if (CUresult r = scan_for_freed(s, l.function, l.params.data()); r != CUDA_SUCCESS) return r;
+        // Not a driver function: the kernels graph launches run, for the per-step contract.
+        count_call("graph kernel node");
+        if (CUresult r = scan_for_freed(s, l.function, l.params.data(), l.grid[2]); r != CUDA_SUCCESS) return r;
         if (CUresult r = run_launch(s, l.function, dim3{l.grid[0], l.grid[1], l.grid[2]}, dim3{l.block[0], l.block[1], l.block[2]}, l.params.data());
             r != CUDA_SUCCESS)
             return r;

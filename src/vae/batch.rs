@@ -139,11 +139,22 @@ where
         be.write_array_run(&mut state.clock, r, &clock);
     }
     fn progress(&mut self, r: usize, full_scan: bool) -> (EpochSums, Option<(u64, String)>) {
-        let s = self.trainer.be.read_array_run(&self.trainer.state.stats, r);
-        if s[stats::DIVERGED] == 0.0 && !full_scan {
-            return (self.trainer.state.sums_of(&s), None);
+        let be = self.trainer.be;
+        let s = be.read_array_run(&self.trainer.state.stats, r);
+        if s[stats::DIVERGED] != 0.0 {
+            // What diverged, in words, as the run alone would say it.
+            return self.take(r).progress(false);
         }
-        self.take(r).progress(full_scan)
+        let sums = self.trainer.state.sums_of(&s);
+        if full_scan {
+            // Counted on the device for the whole batch; only this run's counts come back.
+            self.trainer.count_non_finite();
+            if be.read_array_run(&self.trainer.state.counts, r).iter().any(|&c| c > 0) {
+                let what = self.take(r).find_non_finite().unwrap_or_else(|| "a tensor holds NaN or infinite values".into());
+                return (sums, Some((self.steps[r], what)));
+            }
+        }
+        (sums, None)
     }
     fn evaluate(&self, r: usize, split: &Split, binarize: RngKey, index: u64) -> f64 {
         self.take(r).evaluate(split, self.runs[r].1.binarize, binarize, index)

@@ -189,6 +189,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         total / split.n as f64
     }
 
+    /// Counts NaN and infinity, on the device, in the last step's gradients, the parameters and
+    /// Adam's moments, into `state.counts`.
+    pub(crate) fn count_non_finite(&mut self) {
+        let tensors = [self.grads.tensors(), self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()].concat();
+        self.be.count_non_finite(&mut self.state.counts, &tensors);
+    }
+
     /// Every buffer of the run's state (parameters, Adam's moments, the control variates'
     /// coefficients and moments, the baselines), in one fixed order: a batch moves a run's
     /// state through them.
@@ -240,8 +247,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return (sums, Some((s[stats::DIVERGED] as u64, what.join(", "))));
         }
         if full_scan {
-            let tensors = [self.grads.tensors(), self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()].concat();
-            self.be.count_non_finite(&mut self.state.counts, &tensors);
+            self.count_non_finite();
             if self.be.read_array(&self.state.counts).iter().any(|&c| c > 0) {
                 let what = self.find_non_finite().unwrap_or_else(|| "a tensor holds NaN or infinite values".into());
                 return (sums, Some((self.step, what)));
