@@ -347,8 +347,28 @@ fn a_batch_of_six_runs_steps_with_the_launches_of_one() {
                 let steps = steps.to_string();
                 let out = dir.path().join(format!("runs-{seeds}-{steps}"));
                 let args = [
-                    "sweep", "vae", "--device", "cuda", "--estimators", "hnca", "--seeds", seeds, "--layers", "8,5", "--batch-size", "20",
-                    "--test-every", "0", "--eval-k", "2", "--eval-images", "20", "--steps", &steps, "--out", out.to_str().unwrap(),
+                    "sweep",
+                    "vae",
+                    "--device",
+                    "cuda",
+                    "--estimators",
+                    "hnca",
+                    "--seeds",
+                    seeds,
+                    "--layers",
+                    "8,5",
+                    "--batch-size",
+                    "20",
+                    "--test-every",
+                    "0",
+                    "--eval-k",
+                    "2",
+                    "--eval-images",
+                    "20",
+                    "--steps",
+                    &steps,
+                    "--out",
+                    out.to_str().unwrap(),
                 ];
                 driver_calls(dir.path(), &format!("{seeds}-{steps}"), &args)
             })
