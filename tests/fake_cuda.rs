@@ -434,35 +434,28 @@ fn bench_on_the_device_reports_one_graph_launch_per_step() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    hnca_bin()
-        .env("LD_LIBRARY_PATH", fake_cuda::library_path())
-        .args([
-            "bench",
-            "--device",
-            "cuda",
-            "--models",
-            "6",
-            "--estimators",
-            "hnca,disarm",
-            "--seconds",
-            "0.01",
-            "--batch-size",
-            "8",
-            "--json",
-        ])
-        .arg(&json)
-        .assert()
-        .success();
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(rows.len(), 2);
-    for row in rows {
-        let calls = &row["driver_calls_per_step"];
-        assert_eq!(calls["graph_launches"], 1.0, "{row}");
-        assert_eq!(calls["copies_to_device"], 0.0, "{row}");
-        assert_eq!(calls["allocations"], 0.0, "{row}");
-        // The reads every 100 steps, and the final wait.
-        assert!(calls["copies_to_host"].as_f64().unwrap() <= 0.03, "{row}");
-        assert!(row["steps_per_second"].as_f64().unwrap() > 0.0);
+    // One run, and three runs as one batch (its kernels' batched twins).
+    for runs in [1u64, 3] {
+        let json = dir.path().join(format!("bench-{runs}.json"));
+        hnca_bin()
+            .env("LD_LIBRARY_PATH", fake_cuda::library_path())
+            .args(["bench", "--device", "cuda", "--models", "6", "--estimators", "hnca,disarm", "--seconds", "0.01", "--batch-size", "8"])
+            .args(["--runs", &runs.to_string(), "--json"])
+            .arg(&json)
+            .assert()
+            .success();
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(rows.len(), 2);
+        for row in rows {
+            let calls = &row["driver_calls_per_step"];
+            assert_eq!(calls["graph_launches"], 1.0, "{row}");
+            assert_eq!(calls["copies_to_device"], 0.0, "{row}");
+            assert_eq!(calls["allocations"], 0.0, "{row}");
+            // The reads every 100 steps (one per run), and the final wait.
+            assert!(calls["copies_to_host"].as_f64().unwrap() <= 0.03 * runs as f64, "{row}");
+            let rate = row["steps_per_second"].as_f64().unwrap();
+            let run_rate = row["run_steps_per_second"].as_f64().unwrap();
+            assert!(rate > 0.0 && (run_rate - rate * runs as f64).abs() <= 1e-9 * run_rate, "{row}");
+        }
     }
 }

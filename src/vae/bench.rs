@@ -17,6 +17,7 @@ use super::trainer::Trainer;
 use crate::backend::cpu::{take_credit_nanos, Cpu, Simd};
 use crate::backend::cuda::CudaDevice;
 use crate::backend::kernels::KernelBackend;
+use crate::backend::runs::Runs;
 use crate::backend::Backend;
 use crate::data::{Binarize, Split};
 use crate::error::Error;
@@ -56,6 +57,11 @@ pub struct BenchArgs {
     /// Where to time: the CPU backend, or the GPU (an error without one).
     #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
     pub device: BenchDevice,
+
+    /// Time R runs (seeds 0 to R-1) trained as one batch, as `hnca sweep` batches an
+    /// estimator's seeds: a step steps them all, and run-steps/s is R times steps/s.
+    #[arg(long, default_value_t = 1, value_name = "R", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub runs: u64,
 }
 
 /// Where `hnca bench` times.
@@ -209,7 +215,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     let threads = rayon::current_num_threads();
     let be = Cpu::new();
     let b = args.batch_size;
-    println!("CPU backend, {threads} threads, credit pass compiled for {:?}, batch {b}", Simd::selected());
+    println!("CPU backend, {threads} threads, credit pass compiled for {:?}, batch {b}{}", Simd::selected(), runs_note(args.runs));
     println!(
         "{:<16} {:<13} {:>9} {:>11} {:>6} {:>12} {:>13} {:>8} {:>9}",
         "model", "estimator", "steps/s", "examples/s", "evals", "edges/step", "ns/edge/core", "credit", "peak MB"
@@ -222,47 +228,45 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         let x: Vec<f32> = (0..(b * 784) as u32).map(|i| (key.uniform(i) < 0.13) as u8 as f32).collect();
         for &est in &estimators {
             reset_peak_rss();
-            let mut trainer = Trainer::new(&be, shape.clone(), est, b, 1e-4, 0);
-            // On a thread of the pool, as training runs.
-            let (steps, secs) = Cpu::on_pool(|| {
-                trainer.train_step(&x);
-                take_credit_nanos();
-                let start = Instant::now();
-                let mut steps = 0u64;
-                while steps < 3 || start.elapsed().as_secs_f64() < args.seconds {
-                    trainer.train_step(&x);
-                    steps += 1;
-                }
-                (steps, start.elapsed().as_secs_f64())
-            });
+            let (steps, secs) = if args.runs == 1 {
+                time_steps(&be, &shape, est, b, &x, args.seconds)
+            } else {
+                time_steps(&Runs::new(&be, (0..args.runs).collect()), &shape, est, b, &x, args.seconds)
+            };
             let credit_secs = take_credit_nanos() as f64 * 1e-9;
             let cost = step_cost(&shape, &est, b);
             let rate = steps as f64 / secs;
-            let edges = cost.credit_edges;
-            let ns_per_edge = (edges > 0).then(|| credit_secs * 1e9 * threads as f64 / (edges as f64 * steps as f64));
+            let run_rate = rate * args.runs as f64;
+            // The credit pass's time is summed over the batch's runs.
+            let edges = cost.credit_edges * args.runs;
+            // A batch's runs time their credit passes at once, on different threads: the pass's
+            // wall time is then not its share of the step.
+            let timed = edges > 0 && args.runs == 1;
+            let ns_per_edge = timed.then(|| credit_secs * 1e9 * threads as f64 / (edges as f64 * steps as f64));
+            let credit_share = (args.runs == 1).then(|| credit_secs / secs);
             let peak_mb = peak_rss().map(|p| p as f64 / 1048576.0);
             let model = latent.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
             let evals = est.evaluations(latent.len());
             println!(
-                "{:<16} {:<13} {:>9.1} {:>11.0} {:>6} {:>11.1}M {:>13} {:>7.0}% {:>9}",
+                "{:<16} {:<13} {:>9.1} {:>11.0} {:>6} {:>11.1}M {:>13} {:>8} {:>9}",
                 model,
                 est.label(),
                 rate,
-                rate * b as f64,
+                run_rate * b as f64,
                 evals,
                 edges as f64 / 1e6,
                 ns_per_edge.map_or("-".into(), |v| format!("{v:.3}")),
-                100.0 * credit_secs / secs,
+                credit_share.map_or("-".into(), |c| format!("{:.0}%", 100.0 * c)),
                 peak_mb.map_or("-".into(), |v| format!("{v:.0}")),
             );
             rows.push(serde_json::json!({
                 "model": latent, "estimator": est.label(), "samples": est.samples, "evaluations_per_step": evals,
                 "batch_size": b, "threads": threads,
                 "simd": format!("{:?}", Simd::selected()), "steps": steps, "seconds": secs,
-                "steps_per_second": rate, "examples_per_second": rate * b as f64,
+                "runs": args.runs, "steps_per_second": rate, "run_steps_per_second": run_rate, "examples_per_second": run_rate * b as f64,
                 "credit_edges_per_step": edges, "credit_transcendentals_per_step": cost.credit_transcendentals,
                 "other_log_sigmoid_evaluations_per_step": cost.other_evaluations,
-                "credit_ns_per_edge_per_core": ns_per_edge, "credit_pass_share": credit_secs / secs,
+                "credit_ns_per_edge_per_core": ns_per_edge, "credit_pass_share": credit_share,
                 "peak_rss_bytes": peak_mb.map(|m| (m * 1048576.0) as u64),
             }));
         }
@@ -273,12 +277,39 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Times `est`'s step on `be` (a CPU backend, or a batch of runs on one) with the batch x given
+/// by the host, on a thread of the pool as training runs: (steps, seconds) after one warm-up step.
+fn time_steps<B: Backend + Sync>(be: &B, shape: &Shape, est: Estimator, b: usize, x: &[f32], seconds: f64) -> (u64, f64) {
+    let mut trainer = Trainer::new(be, shape.clone(), est, b, 1e-4, 0);
+    Cpu::on_pool(|| {
+        trainer.train_step(x);
+        take_credit_nanos();
+        let start = Instant::now();
+        let mut steps = 0u64;
+        while steps < 3 || start.elapsed().as_secs_f64() < seconds {
+            trainer.train_step(x);
+            steps += 1;
+        }
+        (steps, start.elapsed().as_secs_f64())
+    })
+}
+
+/// The header's words for `--runs`.
+fn runs_note(runs: u64) -> String {
+    if runs == 1 {
+        String::new()
+    } else {
+        format!("; {runs} runs as one batch (steps/s of the batch; examples/s of all its runs)")
+    }
+}
+
 /// `hnca bench --device cuda`: steps/s of the real training loop on the GPU, and the driver
 /// work per step (counted by the device, so on any driver).
 fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[Estimator]) -> Result<(), Error> {
     let device = CudaDevice::open().map_err(Error::Device)?;
-    println!("GPU: {}; kernels from {}; batch {}", device.description, device.kernels_from, args.batch_size);
+    println!("GPU: {}; kernels from {}; batch {}{}", device.description, device.kernels_from, args.batch_size, runs_note(args.runs));
     let be = KernelBackend::new(device);
+    let batch = Runs::new(&be, (0..args.runs).collect());
     let b = args.batch_size;
     let split = synthetic_split(b * 120, 784);
     println!(
@@ -289,10 +320,13 @@ fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[Estimator])
     for latent in models {
         let shape = Shape::new(784, latent);
         for &est in estimators {
-            let mut trainer = Trainer::new(&be, shape.clone(), est, b, 1e-4, 0);
             let before = std::cell::Cell::new(be.device.calls());
-            let (steps, secs) =
-                time_training_loop(&mut trainer, &split, 100, args.seconds, || be.device.synchronize(), || before.set(be.device.calls()));
+            let (sync, started) = (|| be.device.synchronize(), || before.set(be.device.calls()));
+            let (steps, secs) = if args.runs == 1 {
+                time_training_loop(&mut Trainer::new(&be, shape.clone(), est, b, 1e-4, 0), &split, 100, args.seconds, sync, started)
+            } else {
+                time_training_loop(&mut Trainer::new(&batch, shape.clone(), est, b, 1e-4, 0), &split, 100, args.seconds, sync, started)
+            };
             be.check().map_err(Error::Device)?;
             // The driver work of the timed steps alone (the final wait included).
             let after = be.device.calls();
@@ -303,6 +337,7 @@ fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[Estimator])
                 .map(|(&(name, a), (_, b0))| (name, (a - b0) as f64 / steps as f64))
                 .collect();
             let rate = steps as f64 / secs;
+            let run_rate = rate * args.runs as f64;
             let model = latent.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
             let get = |n: &str| per_step.iter().find(|(k, _)| *k == n).map_or(0.0, |(_, v)| *v);
             println!(
@@ -310,7 +345,7 @@ fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[Estimator])
                 model,
                 est.label(),
                 rate,
-                rate * b as f64,
+                run_rate * b as f64,
                 get("graph_launches"),
                 get("kernel_launches"),
                 get("blas_calls"),
@@ -322,7 +357,8 @@ fn run_on_gpu(args: &BenchArgs, models: &[Vec<usize>], estimators: &[Estimator])
             let calls: serde_json::Map<String, serde_json::Value> = per_step.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
             rows.push(serde_json::json!({
                 "device": be.device.description, "model": latent, "estimator": est.label(), "samples": est.samples, "batch_size": b, "steps": steps,
-                "seconds": secs, "steps_per_second": rate, "examples_per_second": rate * b as f64, "driver_calls_per_step": calls,
+                "seconds": secs, "runs": args.runs, "steps_per_second": rate, "run_steps_per_second": run_rate,
+                "examples_per_second": run_rate * b as f64, "driver_calls_per_step": calls,
             }));
         }
     }
