@@ -118,6 +118,67 @@ impl<B: Backend> TrainState<B> {
     }
 }
 
+/// Run `r` of a batch (`x`, whose buffers hold every run: [`crate::backend::runs::Runs`]) into
+/// a trainer of that run alone on `y`: `from`'s slices into `to`, buffer for buffer (the same
+/// list of the same trainer's state on both), and the clock, baselines and statistics.
+pub fn copy_run_out<X: Backend, Y: Backend>(
+    (x, r): (&X, usize),
+    from: Vec<&X::Buf>,
+    from_state: &TrainState<X>,
+    y: &Y,
+    to: Vec<&mut Y::Buf>,
+    to_state: &mut TrainState<Y>,
+) {
+    assert_eq!(from.len(), to.len(), "a run's state is the same list of buffers alone and in a batch");
+    for (dst, src) in to.into_iter().zip(from) {
+        y.write(dst, &x.download_run(src, r));
+    }
+    y.write(&mut to_state.baselines, &x.download_run(&from_state.baselines, r));
+    y.write_array(&mut to_state.clock, &x.read_array_run(&from_state.clock, r));
+    y.write_array(&mut to_state.stats, &x.read_array_run(&from_state.stats, r));
+}
+
+/// The reverse of [`copy_run_out`]: a trainer's state on `y` into run `r` of the batch on `x`.
+pub fn copy_run_in<X: Backend, Y: Backend>(
+    y: &Y,
+    from: Vec<&Y::Buf>,
+    from_state: &TrainState<Y>,
+    (x, r): (&X, usize),
+    to: Vec<&mut X::Buf>,
+    to_state: &mut TrainState<X>,
+) {
+    assert_eq!(from.len(), to.len(), "a run's state is the same list of buffers alone and in a batch");
+    for (dst, src) in to.into_iter().zip(from) {
+        x.write_run(dst, r, &y.download(src));
+    }
+    x.write_run(&mut to_state.baselines, r, &y.download(&from_state.baselines));
+    x.write_array_run(&mut to_state.clock, r, &y.read_array(&from_state.clock));
+    x.write_array_run(&mut to_state.stats, r, &y.read_array(&from_state.stats));
+}
+
+/// Readies epoch `epoch` of run `r` of a batch alone (the runs of a batch may be at different
+/// steps): its order of the images, and the reference's epoch start on its statistics and clock.
+pub fn start_run_epoch<X: Backend>(
+    (x, r): (&X, usize),
+    state: &mut TrainState<X>,
+    data: &mut TrainData<X>,
+    epoch: u64,
+    order: &[u32],
+    first_batch: u64,
+) {
+    x.write_array_run(&mut data.order, r, order);
+    let (mut s, mut clock) = (x.read_array_run(&state.stats, r), x.read_array_run(&state.clock, r));
+    crate::backend::cpu::Cpu.epoch_start(&mut s, &mut clock, epoch, first_batch, state.plan.layers());
+    x.write_array_run(&mut state.stats, r, &s);
+    x.write_array_run(&mut state.clock, r, &clock);
+}
+
+/// Run `r`'s epoch sums from one read of its statistics, and whether it diverged.
+pub fn run_sums<X: Backend>((x, r): (&X, usize), state: &TrainState<X>) -> (EpochSums, bool) {
+    let s = x.read_array_run(&state.stats, r);
+    (state.sums_of(&s), s[stats::DIVERGED] != 0.0)
+}
+
 /// The running sums of an epoch's steps, as the step's statistics keep them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EpochSums {

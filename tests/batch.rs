@@ -1,7 +1,8 @@
 //! Runs trained as one batch (`backend::runs::Runs`, `run::batch`) end exactly as each run
-//! trained alone, for every estimator: the same checkpoint bytes and the same metrics lines
-//! (epoch sums, gradient variance, the test ELBO evaluated through the batch), on the CPU and on
-//! the emulated GPU, whose batched step launches each kernel's twin once for all the runs.
+//! trained alone, for every estimator of the VAE and of the bandit (linear and convolutional):
+//! the same checkpoint bytes and the same metrics lines (epoch sums, gradient variance, the test
+//! metric evaluated through the batch), on the CPU and on the emulated GPU, whose batched step
+//! launches each kernel's twin once for all the runs.
 
 mod common;
 
@@ -12,6 +13,8 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
 use hnca::backend::runs::Runs;
 use hnca::backend::Backend;
+use hnca::bandit::batch::BanditBatch;
+use hnca::bandit::BanditArgs;
 use hnca::data::{Mnist, Split};
 use hnca::run::batch::drive_batch;
 use hnca::vae::batch::{batchable, VaeBatch};
@@ -23,6 +26,12 @@ struct Args {
     vae: VaeArgs,
 }
 
+#[derive(Parser)]
+struct Bandit {
+    #[command(flatten)]
+    args: BanditArgs,
+}
+
 /// Random bytes as images: 120 training images of 4x4 (12 batches of 10), 30 test images.
 fn data() -> Mnist {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -32,7 +41,13 @@ fn data() -> Mnist {
         state ^= state << 17;
         (state >> 56) as u8
     };
-    let mut split = |n: usize| Split { images: (0..n * 16).map(|_| byte()).collect(), labels: vec![0; n], n, rows: 4, cols: 4 };
+    let mut split = |n: usize| Split {
+        images: (0..n * 16).map(|_| byte()).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        n,
+        rows: 4,
+        cols: 4,
+    };
     Mnist { train: split(120), test: split(30), valid: None }
 }
 
@@ -122,4 +137,59 @@ fn runs_that_differ_in_more_than_seed_and_files_are_not_a_batch() {
     cfgs[1].lr = 1e-2;
     assert_eq!(batchable(&cfgs).unwrap_err(), "run 2 differs from run 1 in more than its seed and files");
     assert!(batchable(&[]).is_err());
+}
+
+/// The bandit's options for `estimator` (with " conv", its convolutional features).
+fn bandit_args(estimator: &str, seed: u64, dir: &Path) -> BanditArgs {
+    let name = estimator.replace(' ', "-");
+    let mut argv = vec!["bandit", "--layers", "6,4", "--batch-size", "10", "--epochs", "2", "--test-every", "1", "--lr", "3e-3"];
+    let (kind, conv) = estimator.split_once(' ').map_or((estimator, false), |(k, _)| (k, true));
+    argv.extend(["--estimator", kind]);
+    if conv {
+        argv.extend(["--features", "conv", "--conv-layers", "1", "--conv-channels", "2"]);
+    }
+    let mut a = Bandit::try_parse_from(argv).unwrap().args;
+    a.seed = seed;
+    a.checkpoints.save = Some(dir.join(format!("{name}-{seed}.ck")));
+    a.metrics = Some(dir.join(format!("{name}-{seed}.jsonl")));
+    a
+}
+
+fn bandit_batch_equals_alone<B: Backend + Sync>(be: &B, estimator: &str, data: &Mnist) {
+    let dir = tempfile::tempdir().unwrap();
+    let (alone_dir, batch_dir) = (dir.path().join("alone"), dir.path().join("batch"));
+    std::fs::create_dir_all(&alone_dir).unwrap();
+    std::fs::create_dir_all(&batch_dir).unwrap();
+    let seeds = [3u64, 7, 11];
+    for &s in &seeds {
+        hnca::bandit::train_bandit(be, &bandit_args(estimator, s, &alone_dir), data).unwrap();
+    }
+    let args: Vec<BanditArgs> = seeds.iter().map(|&s| bandit_args(estimator, s, &batch_dir)).collect();
+    hnca::bandit::batch::batchable(&args).unwrap();
+    let runs = Runs::new(be, seeds.to_vec());
+    let batch = BanditBatch::new(&runs, &args, &data.train).unwrap();
+    let opts: Vec<_> = args.iter().map(|a| a.run_options()).collect();
+    for result in drive_batch(batch, &opts, data, |_, r| r) {
+        assert_eq!(result.unwrap().len(), 2, "{estimator}: two epochs");
+    }
+    let name = estimator.replace(' ', "-");
+    for &s in &seeds {
+        let file = |d: &Path, ext: &str| d.join(format!("{name}-{s}.{ext}"));
+        let (a, b) = (std::fs::read(file(&alone_dir, "ck")).unwrap(), std::fs::read(file(&batch_dir, "ck")).unwrap());
+        assert!(a == b, "bandit {estimator} seed {s}: the batched run's checkpoint differs from the run alone's");
+        let (a, b) = (untimed(&file(&alone_dir, "jsonl")), untimed(&file(&batch_dir, "jsonl")));
+        assert_eq!(a, b, "bandit {estimator} seed {s}: metrics");
+        assert!(a[1]["test_accuracy"].as_f64().is_some(), "bandit {estimator} seed {s}: {:?}", a[1]);
+    }
+}
+
+const BANDIT: [&str; 6] = ["hnca", "hnca-nb", "reinforce", "reinforce-nb", "hnca conv", "reinforce conv"];
+
+#[test]
+fn batched_bandit_runs_equal_runs_alone_on_the_cpu_and_the_emulated_gpu() {
+    let data = data();
+    for est in BANDIT {
+        bandit_batch_equals_alone(&Cpu::new(), est, &data);
+        bandit_batch_equals_alone(&emu_backend(), est, &data);
+    }
 }

@@ -7,6 +7,7 @@
 //! checkpoint contents; the generic parts (backend, data, run driver) do not know it.
 
 pub mod agent;
+pub mod batch;
 pub mod checkpoint;
 pub mod conv;
 pub mod sweep;

@@ -7,13 +7,16 @@ use std::path::Path;
 use clap::ValueEnum;
 
 use super::agent::BanditEstimator;
+use super::batch::{batchable, BanditBatch};
 use super::checkpoint::BanditRun;
 use super::trainer::{evaluate, BanditExperiment, BanditTrainer};
 use super::BanditArgs;
+use crate::backend::runs::Runs;
 use crate::backend::Backend;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
+use crate::run::batch::drive_batch;
 use crate::run::checkpoint::Checkpoint;
 use crate::run::{drive, Description, RunOptions};
 use crate::setup::SetupArgs;
@@ -61,6 +64,21 @@ impl SweepExperiment for BanditArgs {
         let mut opts = BanditArgs::run_options(self);
         opts.label = Some(label.to_string());
         drive(&mut exp, &opts, data).map(|_| ())
+    }
+
+    fn train_batch<B: Backend + Sync>(runs: &[Self], be: &B, data: &Mnist, labels: &[String]) -> Option<Vec<Result<(), Error>>> {
+        let fail = |e: String| Some(runs.iter().map(|_| Err(Error::Config(e.clone()))).collect());
+        if let Err(e) = batchable(runs) {
+            return fail(e);
+        }
+        let be = Runs::new(be, runs.iter().map(|a| a.seed).collect());
+        let batch = match BanditBatch::new(&be, runs, &data.train) {
+            Ok(b) => b,
+            Err(e) => return fail(e.to_string()),
+        };
+        let opts: Vec<RunOptions> =
+            runs.iter().zip(labels).map(|(a, label)| RunOptions { label: Some(label.clone()), ..BanditArgs::run_options(a) }).collect();
+        Some(drive_batch(batch, &opts, data, |_, result| result.map(|_| ())))
     }
 
     fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, s: &EvalSettings) -> Result<FinalEval, Error> {

@@ -131,6 +131,31 @@ impl<'a, B: Backend> BanditTrainer<'a, B> {
         be.step_stats(&mut state.stats, &mut state.baselines, &mut state.clock, &self.ws.reward, &self.ws.partials, &state.plan, b, 1);
     }
 
+    /// Every buffer of the run's state besides its [`TrainState`] (parameters and Adam's
+    /// moments), in one fixed order, and that state: a batch moves a run's state through them.
+    pub(crate) fn state_parts(&self) -> (Vec<&B::Buf>, &TrainState<B>) {
+        (self.params.tensors().chain(self.adam_m.tensors()).chain(self.adam_v.tensors()).collect(), &self.state)
+    }
+
+    /// [`BanditTrainer::state_parts`], writable.
+    pub(crate) fn state_parts_mut(&mut self) -> (Vec<&mut B::Buf>, &mut TrainState<B>) {
+        (self.params.tensors_mut().chain(self.adam_m.tensors_mut()).chain(self.adam_v.tensors_mut()).collect(), &mut self.state)
+    }
+
+    /// Forgets the recorded step (a batch whose runs changed); the next step runs as called.
+    pub(crate) fn discard_recording(&mut self) {
+        self.graph = None;
+        self.direct_steps = 0;
+    }
+
+    /// Counts NaN and infinity, on the device, in the last step's gradients, the parameters and
+    /// Adam's moments, into `state.counts`.
+    pub(crate) fn count_non_finite(&mut self) {
+        let tensors: Vec<&B::Buf> =
+            self.grads.tensors().chain(self.params.tensors()).chain(self.adam_m.tensors()).chain(self.adam_v.tensors()).collect();
+        self.be.count_non_finite(&mut self.state.counts, &tensors);
+    }
+
     /// The parameters, back on the host.
     pub fn host_params(&self) -> AgentParams<Vec<f32>> {
         self.params.map(|t| self.be.download(t))
@@ -144,9 +169,7 @@ impl<'a, B: Backend> BanditTrainer<'a, B> {
             return (sums, Some((s[stats::DIVERGED] as u64, what)));
         }
         if full_scan {
-            let tensors: Vec<&B::Buf> =
-                self.grads.tensors().chain(self.params.tensors()).chain(self.adam_m.tensors()).chain(self.adam_v.tensors()).collect();
-            self.be.count_non_finite(&mut self.state.counts, &tensors);
+            self.count_non_finite();
             if self.be.read_array(&self.state.counts).iter().any(|&c| c > 0) {
                 let what = self.find_non_finite().unwrap_or_else(|| "a tensor holds NaN or infinite values".into());
                 return (sums, Some((self.step, what)));
@@ -271,20 +294,7 @@ impl<B: Backend> Experiment for BanditExperiment<'_, B> {
     }
 
     fn identity(&self) -> Vec<(&'static str, serde_json::Value)> {
-        let args = &self.args;
-        let mut id = vec![
-            ("estimator", self.run.estimator_label().into()),
-            // One forward pass of the agent per example and step.
-            ("evaluations", 1.into()),
-            ("seed", args.seed.into()),
-            ("layers", args.hidden_layers().into()),
-            ("batch_size", args.batch_size.into()),
-            ("lr", args.lr.into()),
-        ];
-        if let Some(c) = &self.run.conv {
-            id.extend([("features", "conv".into()), ("conv_layers", c.layers.into()), ("conv_channels", c.channels.into())]);
-        }
-        id
+        identity(&self.args, &self.run)
     }
 
     fn epoch_stats(&self) -> Vec<f64> {
@@ -310,4 +320,21 @@ impl<B: Backend> Experiment for BanditExperiment<'_, B> {
     fn params_le_bytes(&self) -> Vec<u8> {
         self.trainer.host_params().tensors().flatten().flat_map(|v| v.to_le_bytes()).collect()
     }
+}
+
+/// The fields that say which run a metrics line belongs to.
+pub(crate) fn identity(args: &BanditArgs, run: &BanditRun) -> Vec<(&'static str, serde_json::Value)> {
+    let mut id = vec![
+        ("estimator", run.estimator_label().into()),
+        // One forward pass of the agent per example and step.
+        ("evaluations", 1.into()),
+        ("seed", args.seed.into()),
+        ("layers", args.hidden_layers().into()),
+        ("batch_size", args.batch_size.into()),
+        ("lr", args.lr.into()),
+    ];
+    if let Some(c) = &run.conv {
+        id.extend([("features", "conv".into()), ("conv_layers", c.layers.into()), ("conv_channels", c.channels.into())]);
+    }
+    id
 }

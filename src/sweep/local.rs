@@ -83,7 +83,7 @@ pub fn run<A: SweepExperiment>(base: &A, runs: &[RunSpec], g: &GridOptions) -> R
             if g.parallel.is_some_and(|p| p > 1) {
                 eprintln!("hnca sweep: note: on a GPU the batches train one after another; --parallel applies to the CPU");
             }
-            eprintln!("hnca sweep: {} of {} runs to train on {place}{shape}, one after another", todo.len(), runs.len());
+            eprintln!("hnca sweep: {} of {} runs to train{shape} on {place}, one after another", todo.len(), runs.len());
             let be = KernelBackend::new(d);
             let mut outcomes: Vec<Option<Outcome>> = todo.iter().map(|_| None).collect();
             for unit in &units {
@@ -95,7 +95,12 @@ pub fn run<A: SweepExperiment>(base: &A, runs: &[RunSpec], g: &GridOptions) -> R
         }
         None => {
             let parallel = g.parallel.unwrap_or_else(rayon::current_num_threads).min(units.len()).max(1);
-            eprintln!("hnca sweep: {} of {} runs to train on {place}{shape}, {parallel} at once", todo.len(), runs.len());
+            let at_once = match units.len() {
+                1 => String::new(),
+                n if n == todo.len() => format!(", {parallel} at once"),
+                _ => format!(", {parallel} batch{} at once", if parallel == 1 { "" } else { "es" }),
+            };
+            eprintln!("hnca sweep: {} of {} runs to train{shape} on {place}{at_once}", todo.len(), runs.len());
             in_parallel(&Cpu::new(), &todo, &units, &data, &test, g.eval_k, parallel)
         }
     };

@@ -6,11 +6,10 @@
 use super::checkpoint::VaeRun;
 use super::trainer::{identity, Trainer};
 use super::TrainConfig;
-use crate::backend::cpu::Cpu;
 use crate::backend::runs::Runs;
-use crate::backend::{stats, Backend, Elem};
+use crate::backend::Backend;
 use crate::data::Split;
-use crate::nn::{EpochSums, TrainData};
+use crate::nn::{copy_run_in, copy_run_out, run_sums, start_run_epoch, EpochSums, TrainData};
 use crate::rng::RngKey;
 use crate::run::batch::Batch;
 use crate::run::checkpoint::{Checkpoint, CheckpointError};
@@ -73,32 +72,22 @@ where
 
     /// Run r as a trainer of its own, holding its slice of every buffer.
     fn take(&self, r: usize) -> Trainer<'a, B> {
-        let (be, inner) = (self.trainer.be, self.trainer.be.inner);
         let mut t = self.alone(r);
-        for (dst, src) in t.state_bufs_mut().into_iter().zip(self.trainer.state_bufs()) {
-            inner.write(dst, &be.download_run(src, r));
-        }
-        copy_array(inner, &mut t.state.clock, &be.read_array_run(&self.trainer.state.clock, r));
-        copy_array(inner, &mut t.state.stats, &be.read_array_run(&self.trainer.state.stats, r));
+        let (from, from_state) = self.trainer.state_parts();
+        let (to, to_state) = t.state_parts_mut();
+        copy_run_out((self.trainer.be, r), from, from_state, self.trainer.be.inner, to, to_state);
         t.step = self.steps[r];
         t
     }
 
     /// Puts run r's state back from a trainer of its own.
     fn put(&mut self, r: usize, t: &Trainer<'a, B>) {
-        let (be, inner) = (self.trainer.be, self.trainer.be.inner);
-        let values: Vec<Vec<f32>> = t.state_bufs().into_iter().map(|b| inner.download(b)).collect();
-        for (dst, v) in self.trainer.state_bufs_mut().into_iter().zip(values) {
-            be.write_run(dst, r, &v);
-        }
-        be.write_array_run(&mut self.trainer.state.clock, r, &inner.read_array(&t.state.clock));
-        be.write_array_run(&mut self.trainer.state.stats, r, &inner.read_array(&t.state.stats));
+        let be = self.trainer.be;
+        let (from, from_state) = t.state_parts();
+        let (to, to_state) = self.trainer.state_parts_mut();
+        copy_run_in(be.inner, from, from_state, (be, r), to, to_state);
         self.steps[r] = t.step;
     }
-}
-
-fn copy_array<B: Backend, T: Elem>(be: &B, dst: &mut B::Array<T>, host: &[T]) {
-    be.write_array(dst, host);
 }
 
 impl<B> Batch for VaeBatch<'_, B>
@@ -130,22 +119,15 @@ where
         self.steps[r]
     }
     fn start_epoch(&mut self, r: usize, epoch: u64, order: &[u32], first_batch: u64) {
-        let (be, state) = (self.trainer.be, &mut self.trainer.state);
-        be.write_array_run(&mut self.data.order, r, order);
-        // The reference's epoch start on this run's statistics and clock alone.
-        let (mut s, mut clock) = (be.read_array_run(&state.stats, r), be.read_array_run(&state.clock, r));
-        Cpu.epoch_start(&mut s, &mut clock, epoch, first_batch, state.plan.layers());
-        be.write_array_run(&mut state.stats, r, &s);
-        be.write_array_run(&mut state.clock, r, &clock);
+        start_run_epoch((self.trainer.be, r), &mut self.trainer.state, &mut self.data, epoch, order, first_batch);
     }
     fn progress(&mut self, r: usize, full_scan: bool) -> (EpochSums, Option<(u64, String)>) {
         let be = self.trainer.be;
-        let s = be.read_array_run(&self.trainer.state.stats, r);
-        if s[stats::DIVERGED] != 0.0 {
+        let (sums, diverged) = run_sums((be, r), &self.trainer.state);
+        if diverged {
             // What diverged, in words, as the run alone would say it.
             return self.take(r).progress(false);
         }
-        let sums = self.trainer.state.sums_of(&s);
         if full_scan {
             // Counted on the device for the whole batch; only this run's counts come back.
             self.trainer.count_non_finite();

@@ -196,25 +196,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.be.count_non_finite(&mut self.state.counts, &tensors);
     }
 
-    /// Every buffer of the run's state (parameters, Adam's moments, the control variates'
-    /// coefficients and moments, the baselines), in one fixed order: a batch moves a run's
-    /// state through them.
-    pub(crate) fn state_bufs(&self) -> Vec<&B::Buf> {
+    /// Every buffer of the run's state besides its [`TrainState`] (parameters, Adam's moments,
+    /// the control variates' coefficients and moments), in one fixed order, and that state: a
+    /// batch moves a run's state through them.
+    pub(crate) fn state_parts(&self) -> (Vec<&B::Buf>, &TrainState<B>) {
         let mut v = [self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()].concat();
         v.extend(self.ws.cv_coef.iter().skip(1).chain(&self.cv_m).chain(&self.cv_v));
-        v.push(&self.state.baselines);
-        v
+        (v, &self.state)
     }
 
-    /// [`Trainer::state_bufs`], writable.
-    pub(crate) fn state_bufs_mut(&mut self) -> Vec<&mut B::Buf> {
+    /// [`Trainer::state_parts`], writable.
+    pub(crate) fn state_parts_mut(&mut self) -> (Vec<&mut B::Buf>, &mut TrainState<B>) {
         let mut v: Vec<&mut B::Buf> = Vec::new();
         v.extend(self.params.tensors_mut());
         v.extend(self.adam_m.tensors_mut());
         v.extend(self.adam_v.tensors_mut());
         v.extend(self.ws.cv_coef.iter_mut().skip(1).chain(self.cv_m.iter_mut()).chain(self.cv_v.iter_mut()));
-        v.push(&mut self.state.baselines);
-        v
+        (v, &mut self.state)
     }
 
     /// Forgets the recorded step (a batch whose runs changed).
