@@ -348,6 +348,7 @@ fn mistakes_are_one_line_errors() {
         2,
         "--task 4: this sweep has 4 tasks (0 to 3)",
     );
+    assert_sweep_error(&["--estimators", "hnca", "--batch", "0", "--out", o], 2, "'--batch <N>': 0 is not in 1..=1024");
     assert_sweep_error(&["--estimators", "hnca", "--metrics", "m.jsonl", "--out", o], 2, "--metrics is not an option of a sweep");
     assert_sweep_error(&["--estimators", "hnca", "--seed", "3", "--out", o], 2, "--seed");
     assert_sweep_error(&["--estimators", "hnca,reinforce", "--all-child", "--out", o], 2, "HNCA ablations");

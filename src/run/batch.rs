@@ -115,10 +115,6 @@ impl<X: Batch> Lockstep<X> {
             self.stepped.notify_all();
         }
     }
-
-    pub fn into_inner(self) -> X {
-        self.inner.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()).batch
-    }
 }
 
 /// One run of a batch as the run driver sees it.

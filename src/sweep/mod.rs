@@ -152,7 +152,7 @@ pub struct GridOptions {
     /// run (on a GPU one graph launch steps them all), at most N in a batch [default: all of an
     /// estimator's runs here]; 1 trains each run by itself. A batched run ends exactly as it
     /// would alone.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub batch: Option<u64>,
 
     /// Train only task N of the grid here: its runs N·r to N·r + r - 1, r being --runs-per-task
