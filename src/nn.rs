@@ -2,6 +2,7 @@
 //! units, Adam's hyper-parameters, the running-average baseline, and the state a training run
 //! keeps on the device (clock, baselines, statistics, the data). Knows no experiment.
 
+use crate::backend::runs::Runs;
 use crate::backend::{clock, stats, AdamHyper, Backend, StatsPlan};
 use crate::data::Split;
 
@@ -171,6 +172,19 @@ pub fn start_run_epoch<X: Backend>(
     crate::backend::cpu::Cpu.epoch_start(&mut s, &mut clock, epoch, first_batch, state.plan.layers());
     x.write_array_run(&mut state.stats, r, &s);
     x.write_array_run(&mut state.clock, r, &clock);
+}
+
+/// Counts NaN and infinity in run `r`'s slices of `tensors` alone, into its slice of `counts`,
+/// and whether there are any: one run's scan launches for that run only (the others may be
+/// scanning at other steps, or have left the batch).
+pub fn run_has_non_finite<B: Backend + Sync>(
+    (x, r): (&Runs<'_, B>, usize),
+    tensors: Vec<&Vec<B::Buf>>,
+    counts: &mut [B::Array<u32>],
+) -> bool {
+    let mine: Vec<&B::Buf> = tensors.iter().map(|t| &t[r]).collect();
+    x.inner.count_non_finite(&mut counts[r], &mine);
+    x.inner.read_array(&counts[r]).iter().any(|&c| c > 0)
 }
 
 /// Run `r`'s epoch sums from one read of its statistics, and whether it diverged.

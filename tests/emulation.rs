@@ -151,6 +151,16 @@ fn the_whole_program_reads_nothing_out_of_bounds() {
             .concat(),
         );
     }
+    // Batches of three runs: every kernel's batched twin, over the same widths.
+    for (exp, est, layers) in [("vae", "hnca,double-cv", "131,70,9"), ("bandit", "hnca", "131,1030,9")] {
+        let out = dir.path().join(format!("{exp}-runs"));
+        let args = ["sweep", exp, "--estimators", est, "--seeds", "0-2", "--layers", layers, "--batch-size", "7", "--steps", "2"];
+        let stderr = hnca_under_asan(
+            &[&args[..], &["--test-every", "0", "--eval-k", "2", "--eval-images", "5", "--device", "cuda", "--out", out.to_str().unwrap()]]
+                .concat(),
+        );
+        assert!(stderr.contains("trained as one batch") && stderr.contains("emulated GPU"), "{stderr}");
+    }
     hnca_under_asan(&["eval", "--checkpoint", ck, "--k", "3", "--images", "9", "--device", "cuda"]);
     let png = dir.path().join("s.png");
     hnca_under_asan(&["sample", "--checkpoint", ck, "--out", png.to_str().unwrap(), "--rows", "2", "--cols", "3", "--device", "cuda"]);

@@ -9,7 +9,7 @@ use crate::backend::runs::Runs;
 use crate::backend::Backend;
 use crate::data::Split;
 use crate::error::Error;
-use crate::nn::{copy_run_in, copy_run_out, run_sums, start_run_epoch, EpochSums, TrainData};
+use crate::nn::{copy_run_in, copy_run_out, run_has_non_finite, run_sums, start_run_epoch, EpochSums, TrainData};
 use crate::rng::RngKey;
 use crate::run::batch::Batch;
 use crate::run::checkpoint::{Checkpoint, CheckpointError};
@@ -121,8 +121,8 @@ impl<B: Backend + Sync> Batch for BanditBatch<'_, B> {
             return self.take(r).progress(false);
         }
         if full_scan {
-            self.trainer.count_non_finite();
-            if be.read_array_run(&self.trainer.state.counts, r).iter().any(|&c| c > 0) {
+            let (tensors, counts) = self.trainer.scan_parts();
+            if run_has_non_finite((be, r), tensors, counts) {
                 let what = self.take(r).find_non_finite().unwrap_or_else(|| "a tensor holds NaN or infinite values".into());
                 return (sums, Some((self.steps[r], what)));
             }

@@ -189,11 +189,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         total / split.n as f64
     }
 
-    /// Counts NaN and infinity, on the device, in the last step's gradients, the parameters and
-    /// Adam's moments, into `state.counts`.
-    pub(crate) fn count_non_finite(&mut self) {
+    /// What the periodic scan counts NaN and infinity in (the last step's gradients, the
+    /// parameters and Adam's moments), and where it counts them.
+    pub(crate) fn scan_parts(&mut self) -> (Vec<&B::Buf>, &mut B::Array<u32>) {
         let tensors = [self.grads.tensors(), self.params.tensors(), self.adam_m.tensors(), self.adam_v.tensors()].concat();
-        self.be.count_non_finite(&mut self.state.counts, &tensors);
+        (tensors, &mut self.state.counts)
     }
 
     /// Every buffer of the run's state besides its [`TrainState`] (parameters, Adam's moments,
@@ -245,7 +245,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return (sums, Some((s[stats::DIVERGED] as u64, what.join(", "))));
         }
         if full_scan {
-            self.count_non_finite();
+            let be = self.be;
+            let (tensors, counts) = self.scan_parts();
+            be.count_non_finite(counts, &tensors);
             if self.be.read_array(&self.state.counts).iter().any(|&c| c > 0) {
                 let what = self.find_non_finite().unwrap_or_else(|| "a tensor holds NaN or infinite values".into());
                 return (sums, Some((self.step, what)));
