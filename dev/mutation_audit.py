@@ -68,6 +68,12 @@ MUTANTS = [
     ("grad-var-bessel", "the gradient-variance metric's bias term divided by b - 1, on both backends",
      [("        let (w, bv) = (rw / b as f64 - sw, rb / b as f64 - sb);", "        let (w, bv) = (rw / b as f64 - sw, rb / (b as f64 - 1.0) - sb);"),
       ("        double w = rw / (double)p.b - sw, bv = rb / (double)p.b - sb;", "        double w = rw / (double)p.b - sw, bv = rb / ((double)p.b - 1.0) - sb;")]),
+    ("batch-twin-run-zero", "every run of a batched launch reads run 0's parameters",
+     [("name##_body(runs[blockIdx.z]);", "name##_body(runs[0]);")]),
+    ("batch-shared-seed", "a batch draws every run's samples with the seed it is given (run 0's), not the run's own",
+     [("        RngKey { seed: self.seeds[r], ..key }", "        RngKey { seed: self.seeds[0], ..key }")]),
+    ("batch-steps-early", "the batch steps as soon as any run asks, not when every run in it has",
+     [("        let all = self.in_batch.iter().zip(&self.waiting).all(|(&i, &w)| !i || w);", "        let all = self.in_batch.iter().zip(&self.waiting).any(|(&i, &w)| i && w);")]),
 ]
 
 SEARCH_DIRS = ["src", "kernels"]
@@ -107,7 +113,11 @@ def run_tests(root, env, extra):
     cmd = ["cargo", "test", "--release", "--no-fail-fast"] + extra
     r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     out = r.stdout + r.stderr
-    failed = sorted(set(re.findall(r"^test (\S+) \.\.\. FAILED", out, re.M)))
+    failed = set(re.findall(r"^test (\S+) \.\.\. FAILED", out, re.M))
+    # A test binary killed by a signal (a mutant's wild write) prints no FAILED line of its own.
+    for binary, signal in re.findall(r"process didn't exit successfully: `[^`]*/deps/(\w+?)-[0-9a-f]+[^`]*` \(signal: \d+, (\w+)", out):
+        failed.add(f"tests/{binary}.rs crashed ({signal})")
+    failed = sorted(failed)
     compile_error = "error: could not compile" in out
     passed = sum(int(m) for m in re.findall(r"test result: \w+\. (\d+) passed", out))
     return failed, compile_error, passed, out
