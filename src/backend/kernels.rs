@@ -5,15 +5,21 @@
 //! operations to kernels — grid sizes, argument order, everything — is written once and
 //! exercised on every machine by the emulation.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 mod backprop;
+mod batched;
+mod constants;
+mod device;
 mod ksample;
 
 use super::{grad_variance_slots, AdamHyper, Backend, ConvGeom, Elem, GemmInit, HncaInputs, KScoreInputs, SampleMode, ScoreAlt, StatsPlan};
 use crate::data::Binarize;
 use crate::rng::RngKey;
+use batched::{FieldBytes, Held};
+use constants::Constants;
+pub use device::Device;
+pub(crate) use device::Guards;
 
 /// The whole kernel program as NVRTC compiles it: `kernels/*.cu` concatenated by build.rs.
 pub const PROGRAM: &str = include_str!(concat!(env!("OUT_DIR"), "/program.cu"));
@@ -29,33 +35,6 @@ pub unsafe trait KernelParams: Copy + cudarc::driver::DeviceRepr {
     /// zeroed: a batch's table of its runs' parameters ([`KernelBackend::end_runs`]), compared
     /// by content.
     fn to_bytes(&self) -> Vec<u8>;
-}
-
-/// A parameter field's bytes as the kernel reads them (little-endian, as both devices are).
-trait FieldBytes {
-    fn put(&self, out: &mut [u8]);
-}
-macro_rules! field_bytes {
-    ($($t:ty),*) => {$(
-        impl FieldBytes for $t {
-            fn put(&self, out: &mut [u8]) {
-                let b = self.to_le_bytes();
-                out[..b.len()].copy_from_slice(&b);
-            }
-        }
-    )*};
-}
-field_bytes!(u32, u64, i32, i64, f32, f64);
-impl FieldBytes for RngKeyC {
-    fn put(&self, out: &mut [u8]) {
-        use std::mem::offset_of;
-        self.seed_lo.put(&mut out[offset_of!(RngKeyC, seed_lo)..]);
-        self.seed_hi.put(&mut out[offset_of!(RngKeyC, seed_hi)..]);
-        self.step_lo.put(&mut out[offset_of!(RngKeyC, step_lo)..]);
-        self.step_hi.put(&mut out[offset_of!(RngKeyC, step_hi)..]);
-        self.stream.put(&mut out[offset_of!(RngKeyC, stream)..]);
-        self.clock.put(&mut out[offset_of!(RngKeyC, clock)..]);
-    }
 }
 
 /// Device addresses are 64-bit on both devices; 0 is a null pointer.
@@ -113,60 +92,6 @@ impl RngKeyC {
     }
 }
 
-/// Where kernels run: memory, copies, and launches by parameter struct.
-pub trait Device {
-    type Buf: Send + Sync;
-    type Array<T: Elem>: Send + Sync;
-    /// A recorded sequence of launches (a CUDA graph).
-    type Graph: Send;
-    fn array<T: Elem>(&self, host: &[T]) -> Self::Array<T>;
-    fn read_array<T: Elem>(&self, a: &Self::Array<T>) -> Vec<T>;
-    fn write_array<T: Elem>(&self, a: &mut Self::Array<T>, host: &[T]);
-    fn array_ptr<'a, T: Elem>(&'a self, a: &'a Self::Array<T>) -> (Ptr, Self::Guard<'a>);
-    fn array_ptr_mut<'a, T: Elem>(&'a self, a: &'a mut Self::Array<T>) -> (Ptr, Self::Guard<'a>);
-    /// Starts recording launches instead of running them; false where the device cannot.
-    fn begin_recording(&self) -> bool {
-        false
-    }
-    fn end_recording(&self) -> Result<Self::Graph, String>;
-    fn replay(&self, graph: &Self::Graph);
-    fn alloc_zeros(&self, n: usize) -> Self::Buf;
-    fn upload(&self, host: &[f32]) -> Self::Buf;
-    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
-    fn write(&self, dst: &mut Self::Buf, host: &[f32]);
-    /// Number of f32 elements in the buffer.
-    fn len(&self, buf: &Self::Buf) -> usize;
-    /// What keeps a buffer's use ordered until the work that uses it is queued (cudarc's event
-    /// guards); dropped after the launch.
-    type Guard<'a>
-    where
-        Self: 'a;
-    /// The device address of a buffer the kernel only reads, and its guard.
-    fn ptr<'a>(&'a self, buf: &'a Self::Buf) -> (Ptr, Self::Guard<'a>);
-    /// The device address of a buffer the kernel writes, and its guard.
-    fn ptr_mut<'a>(&'a self, buf: &'a mut Self::Buf) -> (Ptr, Self::Guard<'a>);
-    fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], params: &P);
-    /// Launches the batched twin of kernel `name` (`name_runs`, see `KERNEL` in
-    /// kernels/common.cuh) over `grid`, whose z is the number of runs, reading run z's parameter
-    /// struct from the device array at `table`.
-    fn launch_runs(&self, name: &'static str, grid: [u32; 3], block: [u32; 3], table: Ptr);
-    /// Whether a vendor library (cuBLAS) on this device can run a bias-free GEMM with `p`'s
-    /// stride pattern.
-    fn has_vendor_gemm(&self, p: &GemmParams) -> bool {
-        let _ = p;
-        false
-    }
-    /// Runs the bias-free GEMM `p` in the vendor library (only after `has_vendor_gemm`).
-    fn vendor_gemm(&self, p: &GemmParams) {
-        let _ = p;
-        unreachable!("vendor_gemm without has_vendor_gemm")
-    }
-    /// The first error a device operation met since the last call, if any.
-    fn take_error(&self) -> Option<String> {
-        None
-    }
-}
-
 /// Every [`Backend`] operation as kernel launches on a [`Device`].
 pub struct KernelBackend<D: Device> {
     pub device: D,
@@ -177,57 +102,6 @@ pub struct KernelBackend<D: Device> {
     pending: Mutex<Option<Vec<Vec<Held>>>>,
 }
 
-/// A launch held back while a batch's runs issue one operation: the kernel, its shape and its
-/// parameters as the kernel reads them.
-struct Held {
-    name: &'static str,
-    grid: [u32; 3],
-    block: [u32; 3],
-    params: Vec<u8>,
-}
-
-/// The guards of one launch's buffers, kept until the launch is queued (the end of the
-/// operation), so that a device that orders buffers by events records them after the work.
-pub(super) struct Guards<'a, D: Device + 'a> {
-    device: &'a D,
-    kept: Vec<D::Guard<'a>>,
-}
-
-impl<'a, D: Device> Guards<'a, D> {
-    pub(super) fn new(device: &'a D) -> Self {
-        Guards { device, kept: Vec::new() }
-    }
-    pub(super) fn ptr(&mut self, buf: &'a D::Buf) -> Ptr {
-        let (p, g) = self.device.ptr(buf);
-        self.kept.push(g);
-        p
-    }
-    pub(super) fn ptr_mut(&mut self, buf: &'a mut D::Buf) -> Ptr {
-        let (p, g) = self.device.ptr_mut(buf);
-        self.kept.push(g);
-        p
-    }
-    pub(super) fn array<T: Elem>(&mut self, a: &'a D::Array<T>) -> Ptr {
-        let (p, g) = self.device.array_ptr(a);
-        self.kept.push(g);
-        p
-    }
-    fn array_mut<T: Elem>(&mut self, a: &'a mut D::Array<T>) -> Ptr {
-        let (p, g) = self.device.array_ptr_mut(a);
-        self.kept.push(g);
-        p
-    }
-}
-
-struct Constants<D: Device> {
-    f32s: HashMap<Vec<u32>, D::Buf>,
-    u32s: HashMap<Vec<u32>, D::Array<u32>>,
-    u64s: HashMap<Vec<u64>, D::Array<u64>>,
-    f64s: HashMap<Vec<u64>, D::Array<f64>>,
-    /// Batched launches' tables of their runs' parameter structs, by content.
-    tables: HashMap<Vec<u8>, D::Array<u8>>,
-}
-
 pub(super) fn blocks(n: usize, per_block: u32) -> [u32; 3] {
     [n.div_ceil(per_block as usize).max(1) as u32, 1, 1]
 }
@@ -236,32 +110,7 @@ pub(super) const ELEMENTWISE: [u32; 3] = [ELEMENTWISE_BLOCK, 1, 1];
 
 impl<D: Device> KernelBackend<D> {
     pub fn new(device: D) -> Self {
-        let constants =
-            Constants { f32s: HashMap::new(), u32s: HashMap::new(), u64s: HashMap::new(), f64s: HashMap::new(), tables: HashMap::new() };
-        KernelBackend { device, constants: Mutex::new(constants), pending: Mutex::new(None) }
-    }
-
-    /// Launches `p`'s kernel, or holds the launch back for the batch of runs being issued.
-    pub(super) fn launch<P: KernelParams>(&self, grid: [u32; 3], block: [u32; 3], p: &P) {
-        let mut pending = self.pending.lock().expect("pending launches lock");
-        match pending.as_mut().and_then(|runs| runs.last_mut()) {
-            Some(run) => run.push(Held { name: P::NAME, grid, block, params: p.to_bytes() }),
-            None => self.device.launch(grid, block, p),
-        }
-    }
-
-    fn holding(&self) -> bool {
-        self.pending.lock().expect("pending launches lock").is_some()
-    }
-
-    /// The device address of a table of parameter structs, uploaded on first use (a batch's
-    /// first step, which is never recorded, uploads every table its recorded steps use).
-    fn table(&self, bytes: Vec<u8>) -> Ptr {
-        let mut c = self.constants.lock().expect("constants lock");
-        let a = c.tables.entry(bytes).or_insert_with_key(|bytes| self.device.array(bytes));
-        let (ptr, guard) = self.device.array_ptr(a);
-        drop(guard);
-        ptr
+        KernelBackend { device, constants: Mutex::new(Constants::new()), pending: Mutex::new(None) }
     }
 
     /// A bias-free GEMM in the vendor library where the device has one, else (and always with a
@@ -274,41 +123,6 @@ impl<D: Device> KernelBackend<D> {
             let grid = [(p.n as u32).div_ceil(GEMM_TILE), (p.m as u32).div_ceil(GEMM_TILE), 1];
             self.launch(grid, [GEMM_TILE, GEMM_TILE, 1], &p);
         }
-    }
-
-    /// The device address of the constant `host` (f32), uploaded on first use.
-    pub(super) fn f32_constant(&self, host: &[f32]) -> Ptr {
-        let mut c = self.constants.lock().expect("constants lock");
-        let key: Vec<u32> = host.iter().map(|v| v.to_bits()).collect();
-        let buf = c.f32s.entry(key).or_insert_with(|| self.device.upload(host));
-        // A constant is written once, before any launch reads it, on the same stream.
-        let (ptr, guard) = self.device.ptr(buf);
-        drop(guard);
-        ptr
-    }
-
-    fn u32_constant(&self, host: &[u32]) -> Ptr {
-        let mut c = self.constants.lock().expect("constants lock");
-        let a = c.u32s.entry(host.to_vec()).or_insert_with(|| self.device.array(host));
-        let (ptr, guard) = self.device.array_ptr(a);
-        drop(guard);
-        ptr
-    }
-
-    pub(super) fn u64_constant(&self, host: &[u64]) -> Ptr {
-        let mut c = self.constants.lock().expect("constants lock");
-        let a = c.u64s.entry(host.to_vec()).or_insert_with(|| self.device.array(host));
-        let (ptr, guard) = self.device.array_ptr(a);
-        drop(guard);
-        ptr
-    }
-
-    fn f64_constant(&self, host: &[f64]) -> Ptr {
-        let mut c = self.constants.lock().expect("constants lock");
-        let a = c.f64s.entry(host.iter().map(|v| v.to_bits()).collect()).or_insert_with(|| self.device.array(host));
-        let (ptr, guard) = self.device.array_ptr(a);
-        drop(guard);
-        ptr
     }
 }
 
@@ -345,29 +159,13 @@ impl<D: Device> Backend for KernelBackend<D> {
         self.device.begin_recording()
     }
     fn begin_runs(&self, runs: usize) {
-        let mut pending = self.pending.lock().expect("pending launches lock");
-        assert!(pending.is_none(), "batched operations do not nest");
-        *pending = Some(Vec::with_capacity(runs));
+        self.hold_launches(runs);
     }
     fn next_run(&self) {
-        self.pending.lock().expect("pending launches lock").as_mut().expect("next_run after begin_runs").push(Vec::new());
+        self.hold_next_run();
     }
-    /// Launches each run's i-th held launch as one launch of its batched twin, grid z the runs
-    /// (every run of a batch has the same shapes, so the same launches).
     fn end_runs(&self) {
-        let runs = self.pending.lock().expect("pending launches lock").take().expect("end_runs after begin_runs");
-        let Some(first) = runs.first() else { return };
-        for (i, h) in first.iter().enumerate() {
-            let mut table = Vec::with_capacity(h.params.len() * runs.len());
-            for run in &runs {
-                let same = run.len() == first.len() && run[i].name == h.name && run[i].grid == h.grid && run[i].block == h.block;
-                assert!(same, "the runs of a batch launch different kernels");
-                table.extend_from_slice(&run[i].params);
-            }
-            assert_eq!(h.grid[2], 1, "kernel {} uses the grid's z, which a batch takes for its runs", h.name);
-            let table = self.table(table);
-            self.device.launch_runs(h.name, [h.grid[0], h.grid[1], runs.len() as u32], h.block, table);
-        }
+        self.launch_held();
     }
 
     fn end_recording(&self) -> Result<D::Graph, String> {

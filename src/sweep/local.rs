@@ -1,8 +1,10 @@
 //! The local executor: trains a sweep's runs in this process, each exactly as `hnca vae` (or
-//! `bandit`) alone would with its files in its directory, then evaluates it into eval.json. On
-//! the CPU several runs train at once, each its own trainer on its own thread, their operations
-//! sharing the thread pool (threads over runs and over rows); a run's numbers do not depend on
-//! what runs beside it. On a GPU the runs train one after another.
+//! `bandit`) alone would with its files in its directory, then evaluates it into eval.json. The
+//! runs of one estimator train as one batch (`--batch` caps its size; [`crate::run::batch`]):
+//! one step for all of them. On the CPU several batches (or, with `--batch 1`, single runs)
+//! train at once on threads of their own, their operations sharing the thread pool (threads
+//! over runs and over rows); on a GPU the batches train one after another. A run's numbers do
+//! not depend on what runs beside it.
 //!
 //! A run that diverges writes diverged.json (its last good checkpoint stays) and the others go
 //! on. A signal stops every run at its next step boundary with a checkpoint, and starts no
@@ -170,9 +172,14 @@ fn attempt_unit<A: SweepExperiment, B: Backend + Sync>(
             Err(e) => out.push((i, outcome(&todo[i], Err(e)))),
         }
     }
+    if ready.is_empty() {
+        return out;
+    }
     let args: Vec<A> = ready.iter().map(|&i| todo[i].args.clone()).collect();
     let labels: Vec<String> = ready.iter().map(|&i| todo[i].spec.name.clone()).collect();
-    eprintln!("hnca sweep: {}: trained as one batch", labels.join(", "));
+    if ready.len() > 1 {
+        eprintln!("hnca sweep: {}: trained as one batch", labels.join(", "));
+    }
     match A::train_batch(&args, be, data, &labels) {
         Some(results) => {
             for (&i, r) in ready.iter().zip(results) {
