@@ -16,7 +16,9 @@ use hnca::backend::Backend;
 use hnca::bandit::batch::BanditBatch;
 use hnca::bandit::BanditArgs;
 use hnca::data::{Mnist, Split};
+use hnca::error::Error;
 use hnca::run::batch::drive_batch;
+use hnca::run::EpochRecord;
 use hnca::vae::batch::{batchable, VaeBatch};
 use hnca::vae::{TrainConfig, VaeArgs};
 
@@ -85,32 +87,55 @@ fn untimed(path: &PathBuf) -> Vec<serde_json::Value> {
 const ESTIMATORS: [&str; 10] =
     ["hnca", "hnca-nb", "reinforce", "reinforce-nb", "loo", "disarm", "arms-k3", "double-cv", "rodeo", "hnca-k2"];
 
-/// Trains `estimator` with seeds 3, 7 and 11 alone and as one batch on `be`, and compares.
-fn batch_equals_alone<B: Backend + Sync>(be: &B, estimator: &str, data: &Mnist) {
+/// The seeds every comparison trains alone and as one batch.
+const SEEDS: [u64; 3] = [3, 7, 11];
+
+/// A fresh directory holding `alone/` and `batch/`.
+fn alone_and_batch_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let (alone_dir, batch_dir) = (dir.path().join("alone"), dir.path().join("batch"));
-    std::fs::create_dir_all(&alone_dir).unwrap();
-    std::fs::create_dir_all(&batch_dir).unwrap();
-    let seeds = [3u64, 7, 11];
-    for &s in &seeds {
+    let (alone, batch) = (dir.path().join("alone"), dir.path().join("batch"));
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::create_dir_all(&batch).unwrap();
+    (dir, alone, batch)
+}
+
+/// Every run of the batch trained its two epochs; each seed's checkpoint `name-seed.ck` in
+/// `batch` equals the one in `alone` byte for byte, its metrics lines (untimed) are equal, and
+/// the last epoch's `metric` is a finite number.
+fn assert_batch_equals_alone(
+    what: &str,
+    name: &str,
+    results: Vec<Result<Vec<EpochRecord>, Error>>,
+    alone: &Path,
+    batch: &Path,
+    metric: &str,
+) {
+    for result in results {
+        assert_eq!(result.unwrap().len(), 2, "{what}: two epochs");
+    }
+    for s in SEEDS {
+        let file = |d: &Path, ext: &str| d.join(format!("{name}-{s}.{ext}"));
+        let (a, b) = (std::fs::read(file(alone, "ck")).unwrap(), std::fs::read(file(batch, "ck")).unwrap());
+        assert!(a == b, "{what} seed {s}: the batched run's checkpoint differs from the run alone's");
+        let (a, b) = (untimed(&file(alone, "jsonl")), untimed(&file(batch, "jsonl")));
+        assert_eq!(a, b, "{what} seed {s}: metrics");
+        assert!(a[1][metric].as_f64().is_some_and(f64::is_finite), "{what} seed {s}: {:?}", a[1]);
+    }
+}
+
+/// Trains `estimator` with each of [`SEEDS`] alone and as one batch on `be`, and compares.
+fn batch_equals_alone<B: Backend + Sync>(be: &B, estimator: &str, data: &Mnist) {
+    let (_dir, alone_dir, batch_dir) = alone_and_batch_dirs();
+    for s in SEEDS {
         hnca::vae::train(be, &config(estimator, s, &alone_dir), data).unwrap();
     }
-    let cfgs: Vec<TrainConfig> = seeds.iter().map(|&s| config(estimator, s, &batch_dir)).collect();
+    let cfgs: Vec<TrainConfig> = SEEDS.iter().map(|&s| config(estimator, s, &batch_dir)).collect();
     batchable(&cfgs).unwrap();
-    let runs = Runs::new(be, seeds.to_vec());
+    let runs = Runs::new(be, SEEDS.to_vec());
     let batch = VaeBatch::new(&runs, &cfgs, &data.train);
     let opts: Vec<_> = cfgs.iter().map(|c| c.run_options()).collect();
-    for result in drive_batch(batch, &opts, data, |_, r| r) {
-        assert_eq!(result.unwrap().len(), 2, "{estimator}: two epochs");
-    }
-    for &s in &seeds {
-        let name = |d: &Path, ext: &str| d.join(format!("{estimator}-{s}.{ext}"));
-        let (a, b) = (std::fs::read(name(&alone_dir, "ck")).unwrap(), std::fs::read(name(&batch_dir, "ck")).unwrap());
-        assert!(a == b, "{estimator} seed {s}: the batched run's checkpoint differs from the run alone's");
-        let (a, b) = (untimed(&name(&alone_dir, "jsonl")), untimed(&name(&batch_dir, "jsonl")));
-        assert_eq!(a, b, "{estimator} seed {s}: metrics");
-        assert!(a[1]["test_elbo"].as_f64().is_some_and(f64::is_finite), "{estimator} seed {s}: {:?}", a[1]);
-    }
+    let results = drive_batch(batch, &opts, data, |_, r| r);
+    assert_batch_equals_alone(estimator, estimator, results, &alone_dir, &batch_dir, "test_elbo");
 }
 
 #[test]
@@ -155,32 +180,21 @@ fn bandit_args(estimator: &str, seed: u64, dir: &Path) -> BanditArgs {
     a
 }
 
+/// Trains the bandit's `estimator` with each of [`SEEDS`] alone and as one batch on `be`, and
+/// compares.
 fn bandit_batch_equals_alone<B: Backend + Sync>(be: &B, estimator: &str, data: &Mnist) {
-    let dir = tempfile::tempdir().unwrap();
-    let (alone_dir, batch_dir) = (dir.path().join("alone"), dir.path().join("batch"));
-    std::fs::create_dir_all(&alone_dir).unwrap();
-    std::fs::create_dir_all(&batch_dir).unwrap();
-    let seeds = [3u64, 7, 11];
-    for &s in &seeds {
+    let (_dir, alone_dir, batch_dir) = alone_and_batch_dirs();
+    for s in SEEDS {
         hnca::bandit::train_bandit(be, &bandit_args(estimator, s, &alone_dir), data).unwrap();
     }
-    let args: Vec<BanditArgs> = seeds.iter().map(|&s| bandit_args(estimator, s, &batch_dir)).collect();
+    let args: Vec<BanditArgs> = SEEDS.iter().map(|&s| bandit_args(estimator, s, &batch_dir)).collect();
     hnca::bandit::batch::batchable(&args).unwrap();
-    let runs = Runs::new(be, seeds.to_vec());
+    let runs = Runs::new(be, SEEDS.to_vec());
     let batch = BanditBatch::new(&runs, &args, &data.train).unwrap();
     let opts: Vec<_> = args.iter().map(|a| a.run_options()).collect();
-    for result in drive_batch(batch, &opts, data, |_, r| r) {
-        assert_eq!(result.unwrap().len(), 2, "{estimator}: two epochs");
-    }
-    let name = estimator.replace(' ', "-");
-    for &s in &seeds {
-        let file = |d: &Path, ext: &str| d.join(format!("{name}-{s}.{ext}"));
-        let (a, b) = (std::fs::read(file(&alone_dir, "ck")).unwrap(), std::fs::read(file(&batch_dir, "ck")).unwrap());
-        assert!(a == b, "bandit {estimator} seed {s}: the batched run's checkpoint differs from the run alone's");
-        let (a, b) = (untimed(&file(&alone_dir, "jsonl")), untimed(&file(&batch_dir, "jsonl")));
-        assert_eq!(a, b, "bandit {estimator} seed {s}: metrics");
-        assert!(a[1]["test_accuracy"].as_f64().is_some(), "bandit {estimator} seed {s}: {:?}", a[1]);
-    }
+    let results = drive_batch(batch, &opts, data, |_, r| r);
+    let what = format!("bandit {estimator}");
+    assert_batch_equals_alone(&what, &estimator.replace(' ', "-"), results, &alone_dir, &batch_dir, "test_accuracy");
 }
 
 const BANDIT: [&str; 6] = ["hnca", "hnca-nb", "reinforce", "reinforce-nb", "hnca conv", "reinforce conv"];

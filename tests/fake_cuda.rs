@@ -249,6 +249,32 @@ fn driver_calls(dir: &std::path::Path, name: &str, args: &[&str]) -> std::collec
     serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap()
 }
 
+/// The driver calls of two runs, `args(steps)` at two step counts, by function name
+/// (HNCA_FAKE_CUDA_TRACE).
+struct Grown {
+    calls: Vec<std::collections::BTreeMap<String, i64>>,
+}
+
+impl Grown {
+    fn run(dir: &std::path::Path, name: &str, args: impl Fn(&str) -> Vec<String>, steps: [u64; 2]) -> Grown {
+        let calls = steps
+            .iter()
+            .map(|steps| {
+                let steps = steps.to_string();
+                let a = args(&steps);
+                driver_calls(dir, &format!("{name}-{steps}"), &a.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+        Grown { calls }
+    }
+
+    /// How many more times the longer run called `f` (work that does not grow with the steps
+    /// cancels out).
+    fn by(&self, f: &str) -> i64 {
+        self.calls[1].get(f).copied().unwrap_or(0) - self.calls[0].get(f).copied().unwrap_or(0)
+    }
+}
+
 /// The contract of a GPU training step, from the driver calls of 100 and of 200 steps (both
 /// within the first epoch, so the once-per-epoch work cancels out): per step, exactly one graph
 /// launch; no copy to the device; no allocation or free; and copies to the host, waits and
@@ -302,16 +328,9 @@ fn a_device_step_is_one_graph_launch_with_nothing_read_back() {
         ),
     ];
     for (name, args) in runs {
-        let calls: Vec<_> = [100, 200]
-            .iter()
-            .map(|steps| {
-                let mut a = args.to_vec();
-                let steps = steps.to_string();
-                a.extend(["--steps", &steps]);
-                driver_calls(dir.path(), &format!("{name}-{steps}"), &a)
-            })
-            .collect();
-        let per_100 = |f: &str| calls[1].get(f).copied().unwrap_or(0) - calls[0].get(f).copied().unwrap_or(0);
+        let with_steps = |steps: &str| args.iter().copied().chain(["--steps", steps]).map(String::from).collect();
+        let grown = Grown::run(dir.path(), name, with_steps, [100, 200]);
+        let (per_100, calls) = (|f: &str| grown.by(f), &grown.calls);
         let reads = 100 / hnca::run::DEVICE_READ_EVERY as i64;
         assert_eq!(per_100("cuGraphLaunch"), 100, "{name}: one graph launch per step: {:?}", calls[1]);
         for f in ["cuMemcpyHtoDAsync_v2", "cuMemAlloc_v2", "cuMemFree_v2", "cuMemAllocAsync", "cuMemFreeAsync", "cuMemsetD8Async"] {
@@ -341,52 +360,31 @@ fn a_batch_of_six_runs_steps_with_the_launches_of_one() {
     }
     let dir = tempfile::tempdir().unwrap();
     let per_20 = |seeds: &str| {
-        let calls: Vec<_> = [20, 40]
-            .iter()
-            .map(|steps| {
-                let steps = steps.to_string();
-                let out = dir.path().join(format!("runs-{seeds}-{steps}"));
-                let args = [
-                    "sweep",
-                    "vae",
-                    "--device",
-                    "cuda",
-                    "--estimators",
-                    "hnca",
-                    "--seeds",
-                    seeds,
-                    "--layers",
-                    "8,5",
-                    "--batch-size",
-                    "20",
-                    "--test-every",
-                    "0",
-                    "--eval-k",
-                    "2",
-                    "--eval-images",
-                    "20",
-                    "--steps",
-                    &steps,
-                    "--out",
-                    out.to_str().unwrap(),
-                ];
-                driver_calls(dir.path(), &format!("{seeds}-{steps}"), &args)
-            })
-            .collect();
-        let count = move |f: &str| calls[1].get(f).copied().unwrap_or(0) - calls[0].get(f).copied().unwrap_or(0);
-        count
+        // Each run its own directory: the longer sweep must not continue the shorter's runs.
+        let args = |steps: &str| {
+            let out = dir.path().join(format!("runs-{seeds}-{steps}"));
+            let mut a: Vec<String> = ["sweep", "vae", "--device", "cuda", "--estimators", "hnca", "--seeds", seeds, "--layers", "8,5"]
+                .map(String::from)
+                .to_vec();
+            a.extend(
+                ["--batch-size", "20", "--test-every", "0", "--eval-k", "2", "--eval-images", "20", "--steps", steps].map(String::from),
+            );
+            a.extend(["--out".to_string(), out.to_str().unwrap().to_string()]);
+            a
+        };
+        Grown::run(dir.path(), seeds, args, [20, 40])
     };
     let (one, six) = (per_20("0"), per_20("0-5"));
     for (name, c) in [("1 run", &one), ("6 runs", &six)] {
-        assert_eq!(c("cuGraphLaunch"), 20, "{name}: one graph launch per step");
+        assert_eq!(c.by("cuGraphLaunch"), 20, "{name}: one graph launch per step");
         for f in ["cuMemcpyHtoDAsync_v2", "cuMemAlloc_v2", "cuMemFree_v2", "cuStreamBeginCapture_v2"] {
-            assert_eq!(c(f), 0, "{name}: {f} grows with the steps");
+            assert_eq!(c.by(f), 0, "{name}: {f} grows with the steps");
         }
     }
-    let nodes = one("graph kernel node");
-    eprintln!("kernels per step: {} for one run, {} for six", nodes / 20, six("graph kernel node") / 20);
+    let nodes = one.by("graph kernel node");
+    eprintln!("kernels per step: {} for one run, {} for six", nodes / 20, six.by("graph kernel node") / 20);
     assert!(nodes >= 20 * 10, "a step of the VAE runs more than {} kernels", nodes / 20);
-    assert_eq!(six("graph kernel node"), nodes, "six runs' step runs more kernels than one run's");
+    assert_eq!(six.by("graph kernel node"), nodes, "six runs' step runs more kernels than one run's");
 }
 
 /// A run on the device saved mid-way and resumed ends with the checkpoint of a run that went
