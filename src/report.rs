@@ -101,10 +101,17 @@ fn read_run(dir: &Path) -> Result<Option<RunFacts>, Error> {
     let estimator = first.get("estimator").and_then(Value::as_str).unwrap_or("?").to_string();
     let num = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_f64);
     let (mut weighted, mut steps_in, mut seconds) = (0.0, 0.0, 0.0);
-    for l in &lines {
-        let n = num(l, "steps_in_epoch").unwrap_or(0.0);
-        weighted += num(l, "grad_var").unwrap_or(0.0) * n;
-        steps_in += n;
+    for (i, l) in lines.iter().enumerate() {
+        // A run resumed mid-epoch (stopped by --steps) writes a line for the part before the
+        // stop and, at the epoch's end, one for the whole epoch so far (the checkpoint carried
+        // the part's sums): only an epoch's last line enters the mean over steps, while every
+        // line's seconds count, since each covers its own process's time.
+        let epoch = |l: &Map<String, Value>| l.get("epoch").and_then(Value::as_u64);
+        if lines.get(i + 1).is_none_or(|next| epoch(next) != epoch(l)) {
+            let n = num(l, "steps_in_epoch").unwrap_or(0.0);
+            weighted += num(l, "grad_var").unwrap_or(0.0) * n;
+            steps_in += n;
+        }
         seconds += num(l, "seconds").unwrap_or(0.0);
     }
     let last = lines.last();

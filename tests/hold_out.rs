@@ -230,3 +230,55 @@ fn train_images_that_leave_no_validation_image_are_a_one_line_error() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// A sweep's runs hold out as `hnca vae` does: each run's checkpoint and metrics (with their
+/// valid_elbo) are those of the same run alone, trained on the first 40 images; a too-large N
+/// is the same one-line error before anything trains. (A sweep once accepted --train-images
+/// and trained on every image.)
+#[test]
+fn a_sweep_holds_out_as_a_single_run_does() {
+    let data = data_dir();
+    let out = tempfile::tempdir().unwrap();
+    let sweep_dir = out.path().join("sweep");
+    let opts = ["--layers", "8,5", "--batch-size", "10", "--epochs", "2", "--test-every", "1", "--lr", "3e-3", "--train-images", "40"];
+    let mut sweep = Command::cargo_bin("hnca").unwrap();
+    sweep
+        .args(["sweep", "vae", "--estimators", "hnca", "--seeds", "3", "--eval-k", "2", "--device", "cpu"])
+        .args(opts)
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--out")
+        .arg(&sweep_dir)
+        .assert()
+        .success();
+    let (ck, metrics) = (out.path().join("alone.ck"), out.path().join("alone.jsonl"));
+    hnca(&["vae", "--estimator", "hnca", "--seed", "3"], data.path())
+        .args(opts)
+        .arg("--save")
+        .arg(&ck)
+        .arg("--metrics")
+        .arg(&metrics)
+        .assert()
+        .success();
+    let run = sweep_dir.join("vae-hnca-s3");
+    assert!(std::fs::read(run.join("checkpoint.ck")).unwrap() == std::fs::read(&ck).unwrap(), "the sweep's run differs from the run alone");
+    let (swept, alone) = (read_metrics(&run.join("metrics.jsonl")), read_metrics(&metrics));
+    let steps: Vec<u64> = swept.iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [4, 8], "40 images in batches of 10");
+    for (s, a) in swept.iter().zip(&alone) {
+        assert!(same(&s["valid_elbo"], a["valid_elbo"].as_f64().unwrap()), "valid_elbo {} vs {}", s["valid_elbo"], a["valid_elbo"]);
+    }
+    let mut refused = Command::cargo_bin("hnca").unwrap();
+    let res = refused
+        .args(["sweep", "vae", "--estimators", "hnca", "--seeds", "0", "--steps", "1", "--device", "cpu", "--train-images", "60"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--out")
+        .arg(out.path().join("refused"))
+        .assert()
+        .failure()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&res.get_output().stderr).to_string();
+    assert!(stderr.starts_with("error: --train-images 60: the training set has 60 images"), "{stderr}");
+    assert!(!out.path().join("refused").join("vae-hnca-s0").exists(), "a run started before the error");
+}

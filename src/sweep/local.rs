@@ -49,7 +49,8 @@ enum Outcome {
 /// Trains `runs` (of the sweep whose shared options are `base`) here.
 pub fn run<A: SweepExperiment>(base: &A, runs: &[RunSpec], g: &GridOptions) -> Result<(), Error> {
     interrupt::install();
-    let Setup { data, gpu, place, .. } = set_up(base.setup_args(), "training")?;
+    let Setup { mut data, gpu, place, .. } = set_up(base.setup_args(), "training")?;
+    base.prepare_data(&mut data)?;
     std::fs::create_dir_all(&g.out).map_err(|source| Error::Io { path: g.out.clone(), source })?;
     let mut todo = Vec::new();
     for spec in runs {

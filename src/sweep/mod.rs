@@ -40,6 +40,12 @@ pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
     /// set: a sweep names each run's files itself.
     fn own_files_given(&self) -> Vec<&'static str>;
     fn setup_args(&self) -> &SetupArgs;
+    /// Readies the loaded data as the single-run command does (the VAE's `--train-images` holds
+    /// the rest of the training images out for validation); by default the data as loaded.
+    fn prepare_data(&self, data: &mut Mnist) -> Result<(), Error> {
+        let _ = data;
+        Ok(())
+    }
     /// Checks the options as the single-run command does.
     fn validate(&self) -> Result<(), Error>;
     /// These options as one run of the grid: its estimator (one of [`Self::estimators`]) and
@@ -260,7 +266,7 @@ pub fn run<A: SweepExperiment>(args: &SweepArgs<A>, argv: &[std::ffi::OsString])
     }
     if g.executor == Executor::Slurm && g.task.is_none() {
         let data_dir = args.experiment.setup_args().data_dir.clone().unwrap_or_else(crate::data::default_data_dir);
-        crate::data::load_mnist(&data_dir)?;
+        args.experiment.prepare_data(&mut crate::data::load_mnist(&data_dir)?)?;
         return slurm::submit(A::description(), &plan, g, argv);
     }
     let runs = match g.task {

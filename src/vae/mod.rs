@@ -264,9 +264,7 @@ impl VaeArgs {
 pub fn run(args: &VaeArgs) -> Result<(), Error> {
     let cfg = args.to_config()?;
     let Setup { dir, mut data, gpu, place } = set_up(&args.setup, "training")?;
-    if let Some(n) = cfg.train_images {
-        data.hold_out(n).map_err(Error::Config)?;
-    }
+    hold_out(cfg.train_images, &mut data)?;
     eprintln!(
         "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train{} / {} test images from {}",
         cfg.estimator.label(),
@@ -284,6 +282,14 @@ pub fn run(args: &VaeArgs) -> Result<(), Error> {
         None => Cpu::on_pool(|| train(&Cpu::new(), &cfg, &data))?,
     };
     Ok(())
+}
+
+/// `--train-images N`: the first N training images train, the rest validate.
+pub(crate) fn hold_out(train_images: Option<usize>, data: &mut Mnist) -> Result<(), Error> {
+    match train_images {
+        Some(n) => data.hold_out(n).map_err(Error::Config),
+        None => Ok(()),
+    }
 }
 
 /// Trains the VAE on `data` as configured (from scratch or from `cfg.resume`), printing one line

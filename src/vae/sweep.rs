@@ -55,6 +55,10 @@ impl SweepExperiment for VaeArgs {
         &self.setup
     }
 
+    fn prepare_data(&self, data: &mut Mnist) -> Result<(), Error> {
+        super::hold_out(self.train_images, data)
+    }
+
     fn validate(&self) -> Result<(), Error> {
         self.to_config().map(|_| ())
     }
