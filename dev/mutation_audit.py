@@ -142,6 +142,8 @@ MUTANTS = [
     ("bandit-batch-evaluates-run-zero", "in a batch of bandit runs, every run's test accuracy evaluated on run 0's parameters and seed",
      [("evaluate(&self.take(r), split, binarize, index)", "evaluate(&self.take(0), split, binarize, index)")], ["evaluation"]),
     # --- host-side logic: resume identity and batched operations ---
+    ("resume-conv-ignores-image-shape", "a conv bandit resume compares the images' size, not their rows and columns: transposed images continue another network",
+     [("format!(\"{}x{}\", c.rows, c.cols)", "(c.rows * c.cols).to_string()")], ["resume_identity"]),
     ("resume-vae-ignores-binarize", "a VAE resume does not compare --binarize: a dynamic run continues thresholded",
      [("            (\"--binarize\", value_name(&self.binarize), value_name(&now.binarize)),\n", "")], ["resume_identity"]),
     ("resume-vae-estimator-kind-only", "a VAE resume compares the estimator's kind only, not its K or HNCA's ablation flags",

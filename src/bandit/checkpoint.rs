@@ -163,6 +163,9 @@ impl BanditRun {
             ("image size", self.data_dim.to_string(), now.data_dim.to_string()),
             ("training images", self.train_images.to_string(), now.train_images.to_string()),
             ("--features", self.features().name().to_string(), now.features().name().to_string()),
+            // Convolutions see rows and columns: transposed images of the same size fit every
+            // tensor and would resume a different network.
+            ("image rows x columns", conv(self, &|c| format!("{}x{}", c.rows, c.cols)), conv(now, &|c| format!("{}x{}", c.rows, c.cols))),
             ("--conv-layers", conv(self, &|c| c.layers.to_string()), conv(now, &|c| c.layers.to_string())),
             ("--conv-channels", conv(self, &|c| c.channels.to_string()), conv(now, &|c| c.channels.to_string())),
             ("--rho-gradient", conv(self, &|c| c.rho_gradient.to_string()), conv(now, &|c| c.rho_gradient.to_string())),
