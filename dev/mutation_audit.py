@@ -160,6 +160,19 @@ MUTANTS = [
      [("        trainer.optimizers = first.optimizers;\n", "")], ["batch"]),
     ("bandit-batch-forgets-rho-gradient", "a bandit batch's trainer leaves --rho-gradient off for its runs",
      [("        trainer.rho_gradient = first.rho_gradient;\n", "")], ["batch"]),
+    # --- values: the SGD prior, DisARM's twin, the forward GEMM ---
+    ("sgd-prior-descends", "the SGD prior steps down its gradient (a loss's sign convention) instead of ascending the ELBO",
+     [("PriorOptimizer::Sgd => be.axpy(p, lr, g, prior_len),", "PriorOptimizer::Sgd => be.axpy(p, -lr, g, prior_len),")], ["written_rules"]),
+    ("sgd-prior-main-lr", "the prior's separate optimiser runs at the main --lr, not at --prior-lr",
+     [("            let lr = opt.prior_lr as f32;", "            let lr = self.lr;")], ["written_rules"]),
+    ("disarm-pair-unclipped-cpu", "the CPU's DisARM pair compares its uniform with the unclipped σ(a)",
+     [("let p = clipped_p(a);\n                                *z = (1.0 - u < p) as u8 as f32;", "let p = sigmoid(a);\n                                *z = (1.0 - u < p) as u8 as f32;")], ["written_rules"]),
+    ("disarm-twin-fresh-uniform", "the kernel draws DisARM's twin from a uniform of its own, not from 1 - u of the same one",
+     [("        p.anti[i] = (u < prob) ? 1.0f : 0.0f;", "        p.anti[i] = (rng_uniform(p.key, (u32)(i + (long long)p.b * p.n)) < prob) ? 1.0f : 0.0f;")], ["written_rules"]),
+    ("gemm-forward-accumulates", "the kernel backend's forward GEMM adds to what its output held (β = 1) instead of overwriting it",
+     [("            alpha: 1.0,\n            beta: 0.0,\n        });\n    }\n\n    fn matmul_backward_weight", "            alpha: 1.0,\n            beta: 1.0,\n        });\n    }\n\n    fn matmul_backward_weight")], ["written_rules"]),
+    ("gemm-forward-bias-rows-off-by-one", "the CPU's forward GEMM writes the bias into all rows but the last, which keeps what it held",
+     [("        for row in out.chunks_mut(n) {\n            row.copy_from_slice(bias);", "        for row in out.chunks_mut(n).take(b - 1) {\n            row.copy_from_slice(bias);")], ["written_rules"]),
 ]
 
 SEARCH_DIRS = ["src", "kernels"]
@@ -230,7 +243,11 @@ def main():
             dst.parent.mkdir(parents=True, exist_ok=True)
             if not dst.is_file() or dst.read_bytes() != src.read_bytes():
                 shutil.copyfile(src, dst)
-    env = dict(os.environ, CI="true")
+    # Incremental release builds in the copy: a mutant recompiles only the code it touches
+    # (a minute instead of several on two cores). Optimisation settings change no value here:
+    # nothing is compiled with fast-math, and the tests compare against references, not bits
+    # of another build.
+    env = dict(os.environ, CI="true", CARGO_PROFILE_RELEASE_INCREMENTAL="true", CARGO_PROFILE_RELEASE_DEBUG="false")
     nvrtc = repo / ".cache/nvrtc/nvidia/cu13/lib"
     if nvrtc.exists():
         env["LD_LIBRARY_PATH"] = f"{nvrtc}:{env.get('LD_LIBRARY_PATH', '')}"
