@@ -437,8 +437,21 @@ impl Device for CudaDevice {
         self.count(|c| c.kernel_launches += 1);
         let f = &self.functions[P::NAME];
         let cfg = LaunchConfig { grid_dim: (grid[0], grid[1], grid[2]), block_dim: (block[0], block[1], block[2]), shared_mem_bytes: 0 };
+        // The struct's bytes with its padding zeroed, in storage aligned for P: a struct's
+        // padding holds whatever was on the stack (often half of some stale address), which
+        // would make a recorded graph's bytes differ from run to run and reads as a pointer to
+        // freed memory to the emulated driver's use-after-free scan.
+        let bytes = params.to_bytes();
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: `words` holds at least `bytes.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        const { assert!(std::mem::align_of::<P>() <= 8, "parameter structs hold fields of at most 8 bytes") };
+        // SAFETY: `words` is 8-byte aligned and holds size_of::<P>() bytes that are P's fields
+        // at their offsets (KernelParams::to_bytes), every bit pattern of which is valid (plain
+        // integers, floats and addresses); the reference does not outlive `words`.
+        let padded: &P = unsafe { &*words.as_ptr().cast::<P>() };
         let mut args = self.stream.launch_builder(f);
-        args.arg(params);
+        args.arg(padded);
         // SAFETY: P is the kernel's parameter struct (KernelParams' contract) and its addresses
         // point into live buffers of this context, sized by the launching operation.
         if let Err(e) = unsafe { args.launch(cfg) } {
