@@ -1,4 +1,4 @@
-//! Exact enumeration (HNCA.md §6) for the contextual bandit: a tiny agent (3 binary inputs →
+//! Exact enumeration (docs/hnca.md §6) for the contextual bandit: a tiny agent (3 binary inputs →
 //! 2 → 2 centred Bernoulli units → softmax over 3 actions, an arbitrary reward table). For each
 //! input, every joint configuration of the hidden units and the action is enumerated in f64:
 //! the exact expectation of each estimator must equal the exact gradient of the expected reward

@@ -2,7 +2,7 @@
 //! - the convolution layers' backward pass (per-example weight and bias gradients, the
 //!   gradient reaching the input through a ReLU and a second layer) against central
 //!   differences of an f64 forward pass, on the CPU and on the emulated kernels;
-//! - exact enumeration (HNCA.md §6) on a tiny instance: a 1-channel 4x4 image, one 2x2
+//! - exact enumeration (docs/hnca.md §6) on a tiny instance: a 1-channel 4x4 image, one 2x2
 //!   convolution of 2 channels and a ReLU, a linear layer to 3 centred Bernoulli units, a
 //!   softmax over 2 actions, a reward table. Every (units, action) configuration is enumerated:
 //!   HNCA and REINFORCE, with and without a constant baseline, are unbiased for every parameter

@@ -1,4 +1,4 @@
-//! Exact-enumeration tests (HNCA.md §6) on a tiny VAE: x of 3 bits, latents 2-2-2.
+//! Exact-enumeration tests (docs/hnca.md §6) on a tiny VAE: x of 3 bits, latents 2-2-2.
 //! 1. The f64 reference of every estimator is unbiased: its exact expectation equals the exact
 //!    ELBO gradient for every encoder parameter and every input, to ~1e-9.
 //! 2. HNCA's exact variance is at most REINFORCE's, parameter by parameter.

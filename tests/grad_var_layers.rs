@@ -1,7 +1,7 @@
 //! The per-layer gradient variance (`grad_var_layers`) and the whole network's (`grad_var`),
 //! held to their documented definitions rather than to their count.
 //!
-//! The definition (README, "Metrics"): for every parameter, the variance across the minibatch
+//! The definition (docs/usage.md, "Metrics"): for every parameter, the variance across the minibatch
 //! of the per-example gradient estimates (divisor b), averaged over the layer's parameters (its
 //! weights and biases), layer 1 (next to the data) first; `grad_var` the same averaged over all
 //! the layers' parameters, so the parameter-count-weighted mean of the layers'; both averaged

@@ -1,4 +1,4 @@
-//! The source tree keeps the layout README's "How it is built" describes: no import cycles
+//! The source tree keeps the layout docs/architecture.md describes ("The rules"): no import cycles
 //! between modules (file by file), the generic parts know no experiment, and the experiments
 //! know neither each other nor the commands. Read from the sources themselves: every
 //! `crate::a::b` and `super::...` path names the module it uses.

@@ -486,8 +486,8 @@ fn steps_weighted_grad_var(path: &Path) -> f64 {
 }
 
 /// A sweep run again with more --steps continues its runs from checkpoints written mid-epoch;
-/// the continued run's line of that epoch reports the whole epoch (README: "a run resumed from
-/// it reports the epoch as if it had never stopped"), so the earlier line's steps are in it
+/// the continued run's line of that epoch reports the whole epoch (docs/usage.md, "Metrics": "at
+/// the epoch's end, a line for the whole epoch"), so the earlier line's steps are in it
 /// twice. The report's gradient variance, averaged over each run's steps, must count each step
 /// once: the same as for the uninterrupted run.
 ///

@@ -143,7 +143,7 @@ fn chains_of(trainer: &Trainer<'_, Cpu>, l: usize, r: usize) -> Vec<Chain> {
 }
 
 /// The quantity whose batch mean the baseline of layer l tracks, for one sample (the spec's
-/// wording, HNCA.md §4 and `hnca vae --help`): HNCA, R_l + [l<L] log p(z_l | z_{l+1}) (with the
+/// wording, docs/hnca.md §5 and `hnca vae --help`): HNCA, R_l + [l<L] log p(z_l | z_{l+1}) (with the
 /// `full_reward` terms in R_l, and with `all_child` also the terms that take z_l as input,
 /// H(q_{l+1} | z_l) and log p(z_{l-1} | z_l)); REINFORCE, F_l.
 fn baseline_target(net: &Net, est: &Estimator, l: usize, z: &Chain) -> f64 {

@@ -3,7 +3,7 @@
 //! DisARM's antithetic pair from `bernoulli_sample`, and the forward GEMM with its bias.
 //!
 //! The kernel tests compare the kernels with their CPU twins, so a rule that both get wrong in
-//! the same way passes them; the expectations here come from the documentation (README,
+//! the same way passes them; the expectations here come from the documentation (docs/usage.md,
 //! src/backend/mod.rs, docs/estimators.md) and from the Philox uniforms themselves, not from
 //! either backend.
 
@@ -38,7 +38,7 @@ const PRIOR_LR: f64 = 0.01;
 /// Two training steps with `--prior-optimizer sgd --prior-lr 0.01`; after each, the prior's logits
 /// must equal the previous ones plus prior-lr times the prior's gradient, written out from the
 /// step's own top-layer samples: the ELBO's log p(z_L) term has the logit gradient z_L - σ(prior)
-/// per example, ascended (README: "plain gradient ascent, logits += prior-lr · gradient"), and
+/// per example, ascended (docs/usage.md: "plain gradient ascent, logits += prior-lr · gradient"), and
 /// the step's gradient is its batch mean over the main chain's samples.
 fn sgd_prior_follows_the_written_rule<B: Backend<Buf = Vec<f32>>>(be: &B, what: &str) {
     let shape = Shape::new(6, &[5, 4]);

@@ -140,7 +140,7 @@ fn steps_in_epoch_counts_whole_batches_and_the_lines_around_a_resume() {
     assert_eq!(counts(&straight), [(1, 6, 6), (2, 12, 6)]);
 
     // Stopped at step 8, two steps into epoch 2, then continued to the end: the stopped part's
-    // line, and at the epoch's end a line for the whole epoch (README, Metrics).
+    // line, and at the epoch's end a line for the whole epoch (docs/usage.md, Metrics).
     vae(data.path(), &opts).args(["--steps", "8", "--save"]).arg(path("mid.ck")).arg("--metrics").arg(path("mid.jsonl")).assert().success();
     assert_eq!(counts(&read_lines(&path("mid.jsonl"))), [(1, 6, 6), (2, 8, 2)]);
     vae(data.path(), &opts)

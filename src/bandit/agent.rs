@@ -93,7 +93,7 @@ pub struct AgentParams<Buf> {
 }
 
 impl AgentParams<Vec<f32>> {
-    /// Zero biases; Glorot-uniform weights over the pixels (HNCA.md §3), and over convolutional
+    /// Zero biases; Glorot-uniform weights over the pixels (docs/hnca.md §3.1), and over convolutional
     /// features uniform weights of variance 1/fan_in everywhere ([`conv::init`]), the scale of
     /// the reference's initialisers for that network.
     pub fn init(shape: &AgentShape, seed: u64) -> Self {

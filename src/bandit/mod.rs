@@ -1,4 +1,4 @@
-//! The contextual bandit of HNCA.md §3: an agent of Bernoulli hidden layers and a softmax over
+//! The contextual bandit of docs/hnca.md §3: an agent of Bernoulli hidden layers and a softmax over
 //! the ten digits, rewarded 1 for naming the digit. The output layer learns by REINFORCE; every
 //! hidden layer by HNCA (its children are the next layer's units, or for the last hidden layer
 //! the softmax unit) or by REINFORCE. The Bernoulli layers see the pixels, or (the paper's

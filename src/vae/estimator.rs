@@ -1,4 +1,4 @@
-//! The encoder gradient estimators (HNCA.md §4, docs/estimators.md), their sample counts, and
+//! The encoder gradient estimators (docs/hnca.md §5, docs/estimators.md), their sample counts, and
 //! the rewards each one uses.
 //!
 //! Every per-example reward is a weighted sum of columns of the terms table

@@ -7,7 +7,7 @@
 //! keyed by (batch, k), so an evaluation is reproducible from its seed on every backend.
 //!
 //! q must be the distribution the samples are actually drawn from: the sampler fires a unit with
-//! the clipped probability clip(σ(a), 1e-5, 1 - 1e-5) (HNCA.md §2), so log q(z | x) is computed
+//! the clipped probability clip(σ(a), 1e-5, 1 - 1e-5) (docs/hnca.md §1), so log q(z | x) is computed
 //! from clipped logits. With raw logits, a saturated unit (a = -40, say) that fires — one draw in
 //! 10^5 — would be scored log σ(-40) = -40 instead of log 1e-5 = -11.5, inflating that sample's
 //! weight by e^28.5 and the bound far above log p(x).

@@ -1,4 +1,4 @@
-//! The discrete VAE of HNCA.md §4 (a sigmoid belief net on binarized MNIST): its command line,
+//! The discrete VAE of docs/hnca.md §4 (a sigmoid belief net on binarized MNIST): its command line,
 //! model, estimators, training step, trainer, evaluation, checkpoint contents and the `eval`,
 //! `sample` and `bench` commands. It uses the generic parts (backend, data, run driver); they
 //! do not know it.

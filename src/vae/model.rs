@@ -1,4 +1,4 @@
-//! The discrete VAE of HNCA.md §4: a sigmoid belief net encoder q(z1|x) q(z2|z1) … q(zL|zL-1)
+//! The discrete VAE of docs/hnca.md §4: a sigmoid belief net encoder q(z1|x) q(z2|z1) … q(zL|zL-1)
 //! and decoder p(zL) p(zL-1|zL) … p(x|z1), every layer a layer of Bernoulli units.
 
 use crate::backend::Backend;

@@ -1,5 +1,5 @@
 //! An independent f64 implementation of the VAE and of every estimator, written straight from
-//! HNCA.md §4 by full recomputation (flipping a unit re-evaluates every affected term from
+//! docs/hnca.md §4-§5 by full recomputation (flipping a unit re-evaluates every affected term from
 //! scratch), and exact enumeration over all joint configurations of a tiny network.
 //! The production code is tested against this; this is tested against central differences.
 #![allow(dead_code, clippy::needless_range_loop)]
