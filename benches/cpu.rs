@@ -5,7 +5,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hnca::backend::cpu::Cpu;
-use hnca::backend::{Backend, SampleMode};
+use hnca::backend::SampleMode;
+use hnca::backend::{BernoulliOps, CreditOps, DenseOps};
 use hnca::rng::RngKey;
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::Shape;

@@ -3,6 +3,7 @@
 //! keeps on the device (clock, baselines, statistics, the data). Knows no experiment.
 
 use crate::backend::runs::Runs;
+use crate::backend::StateOps;
 use crate::backend::{clock, stats, AdamHyper, Backend, StatsPlan};
 use crate::data::Split;
 

@@ -2,6 +2,7 @@
 //! backend, the gradients of one training step of every estimator (and of the nonlinear
 //! bandit's, through its convolutions), then the GPU's step rate.
 
+use crate::backend::{BernoulliOps, CreditOps, DenseOps};
 use clap::Args;
 
 use crate::backend::cpu::Cpu;

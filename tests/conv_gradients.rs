@@ -18,6 +18,7 @@ use common::compare::assert_close_normwise;
 use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
 use hnca::backend::{Backend, ConvGeom};
+use hnca::backend::{DenseOps, MemoryOps};
 use hnca::bandit::conv::{self, Conv};
 use hnca::bandit::{gradients, AgentParams, AgentShape, BanditEstimator, BanditWorkspace};
 use hnca::nn::Dense;

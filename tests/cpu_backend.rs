@@ -3,7 +3,7 @@
 
 use assert_cmd::Command;
 use hnca::backend::cpu::Cpu;
-use hnca::backend::Backend;
+use hnca::backend::CreditOps;
 use hnca::rng::RngKey;
 
 fn log_sigmoid64(x: f64) -> f64 {

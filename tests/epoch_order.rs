@@ -12,12 +12,12 @@
 //! resume) trains without error and with plausible metrics; only a test that knows which images
 //! each step must see can tell.
 
+use hnca::backend::MemoryOps;
 use std::collections::HashSet;
 use std::path::Path;
 
 use clap::Parser;
 use hnca::backend::cpu::Cpu;
-use hnca::backend::Backend;
 use hnca::bandit::trainer::BanditExperiment;
 use hnca::bandit::BanditArgs;
 use hnca::data::{Mnist, Split};

@@ -13,13 +13,13 @@
 
 mod common;
 
+use hnca::backend::MemoryOps;
 use std::io::Write;
 use std::path::Path;
 
 use assert_cmd::Command;
 use common::exact::{clip, sigmoid, Net};
 use hnca::backend::cpu::Cpu;
-use hnca::backend::Backend;
 use hnca::bandit::{AgentParams, AgentShape, BanditEstimator, BanditTrainer};
 use hnca::data::{Binarize, Split};
 use hnca::rng::{stream, RngKey};

@@ -9,7 +9,7 @@ mod common;
 
 use common::exact::{Chain, Net};
 use hnca::backend::cpu::Cpu;
-use hnca::backend::Backend;
+use hnca::backend::MemoryOps;
 use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};

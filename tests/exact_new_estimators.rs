@@ -16,12 +16,12 @@
 
 mod common;
 
+use hnca::backend::{KSampleOps, MemoryOps};
 use std::sync::OnceLock;
 
 use common::exact::*;
 use common::exact_k::*;
 use hnca::backend::cpu::Cpu;
-use hnca::backend::Backend;
 use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};

@@ -10,6 +10,7 @@ use common::fake_cuda;
 use hnca::backend::cpu::Cpu;
 use hnca::backend::kernels::KernelBackend;
 use hnca::backend::Backend;
+use hnca::backend::MemoryOps;
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};

@@ -11,6 +11,7 @@ use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
 use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
 use hnca::backend::{clock, credit_tables_len, grad_variance_slots, stats, AdamHyper, Backend, Elem, GemmInit, SampleMode, StatsPlan};
+use hnca::backend::{BernoulliOps, CreditOps, DenseOps, MemoryOps, StateOps};
 use hnca::data::Binarize;
 use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};

@@ -9,7 +9,8 @@ mod common;
 use common::compare::{assert_close, assert_close_normwise};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
-use hnca::backend::{clock, Backend, GemmInit, HncaAbove, HncaInputs, KScoreInputs, KScoreMode};
+use hnca::backend::{clock, GemmInit, HncaAbove, HncaInputs, KScoreInputs, KScoreMode};
+use hnca::backend::{BernoulliOps, CreditOps, DenseOps, KSampleOps, MemoryOps};
 use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 

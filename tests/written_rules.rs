@@ -13,6 +13,7 @@ use common::exact::{sigmoid, CLIP};
 use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
 use hnca::backend::kernels::GEMM_TILE;
+use hnca::backend::DenseOps;
 use hnca::backend::{clock, Backend, SampleMode};
 use hnca::rng::{stream, RngKey};
 use hnca::vae::estimator::{Estimator, EstimatorKind};

@@ -7,14 +7,18 @@
 
 use std::sync::Mutex;
 
-mod backprop;
 mod batched;
+mod bernoulli;
 mod constants;
+mod conv;
+mod credit;
+mod dense;
 mod device;
 mod ksample;
+mod softmax;
+mod state;
 
-use super::{grad_variance_slots, AdamHyper, Backend, ConvGeom, Elem, GemmInit, HncaInputs, KScoreInputs, SampleMode, ScoreAlt, StatsPlan};
-use crate::data::Binarize;
+use super::{Elem, MemoryOps};
 use crate::rng::RngKey;
 use batched::{FieldBytes, Held};
 use constants::Constants;
@@ -126,7 +130,7 @@ impl<D: Device> KernelBackend<D> {
     }
 }
 
-impl<D: Device> Backend for KernelBackend<D> {
+impl<D: Device> MemoryOps for KernelBackend<D> {
     type Buf = D::Buf;
     type Array<T: Elem> = D::Array<T>;
     type Graph = D::Graph;
@@ -134,36 +138,47 @@ impl<D: Device> Backend for KernelBackend<D> {
     fn zeros(&self, n: usize) -> D::Buf {
         self.device.alloc_zeros(n)
     }
+
     fn upload(&self, host: &[f32]) -> D::Buf {
         self.device.upload(host)
     }
+
     fn download(&self, buf: &D::Buf) -> Vec<f32> {
         self.device.download(buf)
     }
+
     fn write(&self, dst: &mut D::Buf, host: &[f32]) {
         self.device.write(dst, host)
     }
+
     fn array<T: Elem>(&self, host: &[T]) -> D::Array<T> {
         self.device.array(host)
     }
+
     fn read_array<T: Elem>(&self, a: &D::Array<T>) -> Vec<T> {
         self.device.read_array(a)
     }
+
     fn write_array<T: Elem>(&self, a: &mut D::Array<T>, host: &[T]) {
         self.device.write_array(a, host)
     }
+
     fn host_reads_are_free(&self) -> bool {
         false
     }
+
     fn begin_recording(&self) -> bool {
         self.device.begin_recording()
     }
+
     fn begin_runs(&self, runs: usize) {
         self.hold_launches(runs);
     }
+
     fn next_run(&self) {
         self.hold_next_run();
     }
+
     fn end_runs(&self) {
         self.launch_held();
     }
@@ -171,567 +186,9 @@ impl<D: Device> Backend for KernelBackend<D> {
     fn end_recording(&self) -> Result<D::Graph, String> {
         self.device.end_recording()
     }
+
     fn replay(&self, graph: &D::Graph) {
         self.device.replay(graph)
-    }
-
-    fn gather_binarize(
-        &self,
-        x: &mut D::Buf,
-        labels: Option<(&mut D::Buf, &D::Array<u8>)>,
-        images: &D::Array<u8>,
-        order: &D::Array<u32>,
-        clock: &D::Array<u32>,
-        mode: Binarize,
-        seed: u64,
-        stream: u32,
-        b: usize,
-        n0: usize,
-    ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let (labels_out, labels) = match labels {
-            Some((out, l)) => (keep.ptr_mut(out), keep.array(l)),
-            None => (0, 0),
-        };
-        let p = GatherParams {
-            x: keep.ptr_mut(x),
-            labels_out,
-            images: keep.array(images),
-            labels,
-            order: keep.array(order),
-            clock: keep.array(clock),
-            seed_lo: seed as u32,
-            seed_hi: (seed >> 32) as u32,
-            stream,
-            b: b as i32,
-            n0: n0 as i32,
-            threshold: (mode == Binarize::Threshold) as i32,
-        };
-        self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
-    }
-
-    fn matmul_forward(&self, out: &mut D::Buf, inp: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, k: usize, n: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        self.gemm(GemmParams {
-            c: keep.ptr_mut(out),
-            a: keep.ptr(inp),
-            b: keep.ptr(w),
-            bias: keep.ptr(bias),
-            m: b as i32,
-            n: n as i32,
-            k: k as i32,
-            a_row: k as i32,
-            a_col: 1,
-            b_row: n as i32,
-            b_col: 1,
-            alpha: 1.0,
-            beta: 0.0,
-        });
-    }
-
-    fn matmul_backward_weight(&self, dw: &mut D::Buf, inp: &D::Buf, dout: &D::Buf, b: usize, k: usize, n: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        // dw (k, n) = inpᵀ · dout / b: A = inpᵀ, whose element (i, r) is inp[r·k + i].
-        self.gemm(GemmParams {
-            c: keep.ptr_mut(dw),
-            a: keep.ptr(inp),
-            b: keep.ptr(dout),
-            bias: 0,
-            m: k as i32,
-            n: n as i32,
-            k: b as i32,
-            a_row: 1,
-            a_col: k as i32,
-            b_row: n as i32,
-            b_col: 1,
-            alpha: 1.0 / b as f32,
-            beta: 0.0,
-        });
-    }
-
-    fn matmul_backward_input(&self, din: &mut D::Buf, dout: &D::Buf, w: &D::Buf, init: GemmInit<'_, D::Buf>, b: usize, k: usize, n: usize) {
-        self.launch_matmul_backward_input(din, dout, w, init, b, k, n);
-    }
-
-    fn conv_relu_forward(&self, out: &mut D::Buf, x: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, g: ConvGeom) {
-        self.launch_conv_relu_forward(out, x, w, bias, b, g);
-    }
-
-    fn conv_backward_input(&self, dx: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, g: ConvGeom) {
-        self.launch_conv_backward_input(dx, dout, w, b, g);
-    }
-
-    fn conv_sample_grads(&self, gw: &mut D::Buf, gb: &mut D::Buf, x: &D::Buf, dout: &D::Buf, b: usize, g: ConvGeom) {
-        self.launch_conv_sample_grads(gw, gb, x, dout, b, g);
-    }
-
-    fn relu_backward(&self, g: &mut D::Buf, act: &D::Buf, n: usize) {
-        self.launch_relu_backward(g, act, n);
-    }
-
-    fn sample_grad_variance(
-        &self,
-        partials: &mut D::Array<f64>,
-        first_slot: usize,
-        gw: &D::Buf,
-        gb: &D::Buf,
-        dw: &D::Buf,
-        db: &D::Buf,
-        b: usize,
-        nw: usize,
-        nb: usize,
-    ) {
-        self.launch_sample_grad_variance(partials, first_slot, gw, gb, dw, db, b, nw, nb);
-    }
-
-    fn column_mean(&self, out: &mut D::Buf, x: &D::Buf, b: usize, n: usize) {
-        let mut keep = Guards::new(&self.device);
-        let p = ColumnMeanParams { out: keep.ptr_mut(out), x: keep.ptr(x), b: b as i32, n: n as i32 };
-        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn bernoulli_sample(
-        &self,
-        z: &mut D::Buf,
-        anti: Option<&mut D::Buf>,
-        logits: &D::Buf,
-        key: RngKey,
-        clock: Option<&D::Array<u32>>,
-        mode: SampleMode,
-        b: usize,
-        n: usize,
-    ) {
-        let antithetic = mode == SampleMode::Antithetic;
-        assert!(!antithetic || anti.is_some(), "antithetic sampling needs an output for the twin");
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = BernoulliSampleParams {
-            z: keep.ptr_mut(z),
-            anti: anti.map_or(0, |a| keep.ptr_mut(a)),
-            logits: keep.ptr(logits),
-            key: RngKeyC::new(key, clock.map_or(0, |c| keep.array(c))),
-            b: b as i32,
-            n: n as i32,
-            antithetic: antithetic as i32,
-        };
-        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn log_prob_rows(
-        &self,
-        terms: &mut D::Buf,
-        t: usize,
-        col: usize,
-        logits: &D::Buf,
-        broadcast: bool,
-        targets: &D::Buf,
-        base: Option<(&D::Buf, &D::Buf)>,
-        b: usize,
-        n: usize,
-    ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = RowTermParams {
-            terms: keep.ptr_mut(terms),
-            logits: keep.ptr(logits),
-            targets: keep.ptr(targets),
-            base_logits: base.map_or(0, |(l, _)| keep.ptr(l)),
-            base_targets: base.map_or(0, |(_, x)| keep.ptr(x)),
-            b: b as i32,
-            n: n as i32,
-            t: t as i32,
-            col: col as i32,
-            broadcast: broadcast as i32,
-            entropy: 0,
-        };
-        self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
-    }
-
-    fn entropy_rows(&self, terms: &mut D::Buf, t: usize, col: usize, logits: &D::Buf, base: Option<&D::Buf>, b: usize, n: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = RowTermParams {
-            terms: keep.ptr_mut(terms),
-            logits: keep.ptr(logits),
-            targets: 0,
-            base_logits: base.map_or(0, |l| keep.ptr(l)),
-            base_targets: 0,
-            b: b as i32,
-            n: n as i32,
-            t: t as i32,
-            col: col as i32,
-            broadcast: 0,
-            entropy: 1,
-        };
-        self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
-    }
-
-    fn weighted_row_sum(&self, out: &mut D::Buf, terms: &D::Buf, coef: &[f32], baseline: Option<(&D::Buf, usize)>, b: usize, t: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let m = coef.len() / t.max(1);
-        let coef = self.f32_constant(coef);
-        let p = WeightedRowSumParams {
-            out: keep.ptr_mut(out),
-            terms: keep.ptr(terms),
-            coef,
-            baselines: baseline.map_or(0, |(bl, _)| keep.ptr(bl)),
-            baseline: baseline.map_or(0, |(_, i)| i as i32),
-            b: b as i32,
-            t: t as i32,
-            m: m as i32,
-        };
-        self.launch(blocks(m * b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn term_means(&self, terms: &D::Buf, b: usize, t: usize) -> Vec<f64> {
-        let mut means = self.device.alloc_zeros(t);
-        self.column_mean(&mut means, terms, b, t);
-        self.device.download(&means).into_iter().map(f64::from).collect()
-    }
-
-    fn credit_pass(
-        &self,
-        flip_lp: &mut D::Buf,
-        flip_ent: Option<&mut D::Buf>,
-        parent: &D::Buf,
-        w: &D::Buf,
-        tables: &mut D::Buf,
-        child_logits: &D::Buf,
-        child: &D::Buf,
-        b: usize,
-        p: usize,
-        c: usize,
-    ) {
-        let d = &self.device;
-        {
-            let mut keep = Guards::new(d);
-            let t = CreditTablesParams { tables: keep.ptr_mut(tables), w: keep.ptr(w), p: p as i32, c: c as i32 };
-            self.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
-        }
-        let mut keep = Guards::new(d);
-        let entropy = flip_ent.is_some();
-        let params = CreditParams {
-            flip_lp: keep.ptr_mut(flip_lp),
-            flip_ent: flip_ent.map_or(0, |e| keep.ptr_mut(e)),
-            parent: keep.ptr(parent),
-            tables: keep.ptr(tables),
-            child_logits: keep.ptr(child_logits),
-            child: keep.ptr(child),
-            b: b as i32,
-            p: p as i32,
-            c: c as i32,
-            entropy: entropy as i32,
-        };
-        self.launch([b as u32, (p as u32).div_ceil(CREDIT_PARENTS), 1], [CREDIT_BLOCK, 1, 1], &params);
-    }
-
-    fn hnca_unit_grad(&self, out: &mut D::Buf, inp: &HncaInputs<'_, D::Buf>, b: usize, p: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let above = inp.above.as_ref();
-        let params = HncaUnitParams {
-            out: keep.ptr_mut(out),
-            logits: keep.ptr(inp.logits),
-            z: keep.ptr(inp.z),
-            flip_dec: keep.ptr(inp.flip_dec),
-            gen_logits: keep.ptr(inp.gen_logits),
-            flip_lp: above.map_or(0, |a| keep.ptr(a.flip_lp)),
-            flip_ent: above.map_or(0, |a| keep.ptr(a.flip_ent)),
-            reward: keep.ptr(inp.reward),
-            terms: keep.ptr(inp.terms),
-            scale: inp.scale,
-            b: b as i32,
-            p: p as i32,
-            t: inp.t as i32,
-            col_dec: inp.col_dec as i32,
-            col_gen: inp.col_gen as i32,
-            col_ent: above.map_or(0, |a| a.col_ent as i32),
-            gen_is_prior: inp.gen_is_prior as i32,
-            has_above: above.is_some() as i32,
-            all_child: inp.all_child as i32,
-            accumulate: inp.accumulate as i32,
-            reward_offset: inp.reward_offset as i32,
-        };
-        self.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
-    }
-
-    fn score_unit_grad(&self, out: &mut D::Buf, logits: &D::Buf, z: &D::Buf, alt: ScoreAlt<'_, D::Buf>, coef: &D::Buf, b: usize, n: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let (mode, alt) = match alt {
-            ScoreAlt::Mean => (0, 0),
-            ScoreAlt::Sample(z2) => (1, keep.ptr(z2)),
-            ScoreAlt::Antithetic(zt) => (2, keep.ptr(zt)),
-        };
-        let p = ScoreUnitParams {
-            out: keep.ptr_mut(out),
-            logits: keep.ptr(logits),
-            z: keep.ptr(z),
-            alt,
-            coef: keep.ptr(coef),
-            b: b as i32,
-            n: n as i32,
-            mode,
-        };
-        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn bernoulli_delta(&self, out: &mut D::Buf, logits: &D::Buf, broadcast: bool, targets: &D::Buf, b: usize, n: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = BernoulliDeltaParams {
-            out: keep.ptr_mut(out),
-            logits: keep.ptr(logits),
-            targets: keep.ptr(targets),
-            b: b as i32,
-            n: n as i32,
-            broadcast: broadcast as i32,
-        };
-        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn entropy_grad(&self, out: &mut D::Buf, logits: &D::Buf, b: usize, n: usize) {
-        self.launch_entropy_grad(out, logits, b, n);
-    }
-
-    fn arms_sample(&self, zs: &mut [&mut D::Buf], logits: &D::Buf, key: RngKey, clock: Option<&D::Array<u32>>, b: usize, n: usize) {
-        self.launch_arms_sample(zs, logits, key, clock, b, n);
-    }
-
-    fn k_score_unit_grad(&self, out: &mut D::Buf, cv_partials: Option<&mut D::Buf>, inp: &KScoreInputs<'_, D::Buf>, b: usize, n: usize) {
-        self.launch_k_score(out, cv_partials, inp, b, n);
-    }
-
-    fn axpy(&self, y: &mut D::Buf, a: f32, x: &D::Buf, n: usize) {
-        self.launch_axpy(y, a, x, n);
-    }
-
-    fn clip_logits(&self, out: &mut D::Buf, logits: &D::Buf, n: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = ClipLogitsParams { out: keep.ptr_mut(out), logits: keep.ptr(logits), n: n as i32 };
-        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn affine(&self, out: &mut D::Buf, x: &D::Buf, scale: f32, shift: f32, n: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = AffineParams { out: keep.ptr_mut(out), x: keep.ptr(x), scale, shift, n: n as i32 };
-        self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn softmax_act(
-        &self,
-        action: &mut D::Buf,
-        reward: &mut D::Buf,
-        logits: &D::Buf,
-        labels: &D::Buf,
-        key: RngKey,
-        clock: Option<&D::Array<u32>>,
-        b: usize,
-        a: usize,
-    ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = SoftmaxActParams {
-            action: keep.ptr_mut(action),
-            reward: keep.ptr_mut(reward),
-            logits: keep.ptr(logits),
-            labels: keep.ptr(labels),
-            key: RngKeyC::new(key, clock.map_or(0, |c| keep.array(c))),
-            b: b as i32,
-            a: a as i32,
-        };
-        self.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn softmax_score(&self, dout: &mut D::Buf, logits: &D::Buf, action: &D::Buf, coef: &D::Buf, b: usize, a: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = SoftmaxScoreParams {
-            dout: keep.ptr_mut(dout),
-            logits: keep.ptr(logits),
-            action: keep.ptr(action),
-            coef: keep.ptr(coef),
-            b: b as i32,
-            a: a as i32,
-        };
-        self.launch(blocks(b, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn softmax_credit(
-        &self,
-        flip: &mut D::Buf,
-        parent: &D::Buf,
-        w2: &D::Buf,
-        tables: &mut D::Buf,
-        logits: &D::Buf,
-        action: &D::Buf,
-        b: usize,
-        p: usize,
-        a: usize,
-    ) {
-        let d = &self.device;
-        {
-            let mut keep = Guards::new(d);
-            let t = CreditTablesParams { tables: keep.ptr_mut(tables), w: keep.ptr(w2), p: p as i32, c: a as i32 };
-            self.launch([p as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &t);
-        }
-        let mut keep = Guards::new(d);
-        let params = SoftmaxCreditParams {
-            flip: keep.ptr_mut(flip),
-            parent: keep.ptr(parent),
-            w2: keep.ptr(w2),
-            tables: keep.ptr(tables),
-            logits: keep.ptr(logits),
-            action: keep.ptr(action),
-            b: b as i32,
-            p: p as i32,
-            a: a as i32,
-        };
-        self.launch(blocks(b * p, ELEMENTWISE_BLOCK), ELEMENTWISE, &params);
-    }
-
-    fn bandit_unit_grad(
-        &self,
-        out: &mut D::Buf,
-        logits: &D::Buf,
-        z: &D::Buf,
-        flip: Option<&D::Buf>,
-        rho_gradient: bool,
-        coef: &D::Buf,
-        b: usize,
-        n: usize,
-    ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = BanditUnitParams {
-            out: keep.ptr_mut(out),
-            logits: keep.ptr(logits),
-            z: keep.ptr(z),
-            flip: flip.map_or(0, |f| keep.ptr(f)),
-            coef: keep.ptr(coef),
-            b: b as i32,
-            n: n as i32,
-            rho_gradient: rho_gradient as i32,
-        };
-        self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    fn grad_variance(
-        &self,
-        partials: &mut D::Array<f64>,
-        first_slot: usize,
-        inp: &D::Buf,
-        g: &D::Buf,
-        dw: &D::Buf,
-        db: &D::Buf,
-        b: usize,
-        k: usize,
-        n: usize,
-    ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = GradVarParams {
-            partials: keep.array_mut(partials),
-            inp: keep.ptr(inp),
-            g: keep.ptr(g),
-            dw: keep.ptr(dw),
-            db: keep.ptr(db),
-            first_slot: first_slot as i32,
-            b: b as i32,
-            k: k as i32,
-            n: n as i32,
-        };
-        self.launch([grad_variance_slots(b, k, n) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
-    }
-
-    fn step_stats(
-        &self,
-        stats: &mut D::Array<f64>,
-        baselines: &mut D::Buf,
-        clock: &mut D::Array<u32>,
-        terms: &D::Buf,
-        partials: &D::Array<f64>,
-        plan: &StatsPlan,
-        b: usize,
-        t: usize,
-    ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = StepStatsParams {
-            stats: keep.array_mut(stats),
-            baselines: keep.ptr_mut(baselines),
-            clock: keep.array_mut(clock),
-            terms: keep.ptr(terms),
-            partials: keep.array(partials),
-            coef: self.f32_constant(&plan.coef),
-            layer_params: self.f64_constant(&plan.layer_params),
-            slots: self.u32_constant(&plan.slots),
-            b: b as i32,
-            t: t as i32,
-            layers: plan.layers() as i32,
-            n_baselines: plan.baselines as i32,
-            decay: plan.decay,
-        };
-        self.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
-    }
-
-    fn epoch_start(&self, stats: &mut D::Array<f64>, clock: &mut D::Array<u32>, epoch: u64, first_batch: u64, layers: usize) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let p = EpochStartParams {
-            stats: keep.array_mut(stats),
-            clock: keep.array_mut(clock),
-            epoch: epoch as u32,
-            first_batch: first_batch as u32,
-            layers: layers as i32,
-        };
-        self.launch([1, 1, 1], [1, 1, 1], &p);
-    }
-
-    fn count_non_finite(&self, counts: &mut D::Array<u32>, tensors: &[&D::Buf]) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let table: Vec<u64> = tensors.iter().flat_map(|t| [keep.ptr(t), d.len(t) as u64]).collect();
-        let p = CountNonFiniteParams { counts: keep.array_mut(counts), table: self.u64_constant(&table), count: tensors.len() as i32 };
-        self.launch([1, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
-    }
-
-    fn adam(
-        &self,
-        params: &mut [&mut D::Buf],
-        grads: &[&D::Buf],
-        m: &mut [&mut D::Buf],
-        v: &mut [&mut D::Buf],
-        clock: &D::Array<u32>,
-        hp: AdamHyper,
-    ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
-        let count = params.len();
-        let mut table = Vec::with_capacity(6 * count);
-        let mut total = 0u64;
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let n = d.len(g) as u64;
-            table.extend([keep.ptr_mut(p), keep.ptr(g), keep.ptr_mut(m), keep.ptr_mut(v), n, total]);
-            total += n;
-        }
-        let p = AdamParams {
-            table: self.u64_constant(&table),
-            clock: keep.array(clock),
-            count: count as i32,
-            total: total as i64,
-            lr: hp.lr,
-            beta1: hp.beta1,
-            beta2: hp.beta2,
-            eps: hp.eps,
-        };
-        self.launch(blocks(total as usize, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
     fn check(&self) -> Result<(), String> {

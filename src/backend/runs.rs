@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use super::{Backend, ConvGeom, Elem, GemmInit, HncaAbove, HncaInputs, KScoreInputs, SampleMode, ScoreAlt, StatsPlan};
+use super::{
+    AdamHyper, Backend, BernoulliOps, ConvGeom, ConvOps, CreditOps, DenseOps, Elem, GemmInit, HncaAbove, HncaInputs, KSampleOps,
+    KScoreInputs, MemoryOps, SampleMode, ScoreAlt, SoftmaxOps, StateOps, StatsPlan,
+};
 use crate::data::Binarize;
 use crate::rng::RngKey;
 
@@ -101,11 +104,173 @@ where
     }
 }
 
-fn opt_each<T>(v: Option<&mut Vec<T>>) -> Option<Each<'_, T>> {
-    v.map(|v| Each::new(v.as_mut_slice()))
+/// Each buffer of a list of outputs, ready to hand out run by run.
+fn each_of<'a, T>(list: &'a mut [&mut Vec<T>]) -> Vec<Each<'a, T>> {
+    list.iter_mut().map(|t| Each::new(t.as_mut_slice())).collect()
 }
 
-impl<B> Backend for Runs<'_, B>
+/// Run r's slice of each buffer of a list of outputs.
+fn run_of<'a, T>(list: &[Each<'a, T>], r: usize) -> Vec<&'a mut T> {
+    list.iter().map(|t| t.get(r)).collect()
+}
+
+/// An argument of a batched operation, made ready to hand each run its own part
+/// ([`ForRun`]): an output becomes one exclusive slice per run, anything else stays as it is.
+trait IntoRuns {
+    type Runs: ForRun;
+    fn into_runs(self) -> Self::Runs;
+}
+
+/// Run r's part of an argument of a batched operation.
+trait ForRun: Sync {
+    type One;
+    fn for_run(&self, r: usize, seeds: &[u64]) -> Self::One;
+}
+
+impl<'a, T: Send + 'a> IntoRuns for &'a mut Vec<T> {
+    type Runs = Each<'a, T>;
+    fn into_runs(self) -> Each<'a, T> {
+        Each::new(self.as_mut_slice())
+    }
+}
+impl<'a, T: Send + 'a> ForRun for Each<'a, T> {
+    type One = &'a mut T;
+    fn for_run(&self, r: usize, _: &[u64]) -> &'a mut T {
+        self.get(r)
+    }
+}
+impl<'a, T: Sync> ForRun for &'a Vec<T> {
+    type One = &'a T;
+    fn for_run(&self, r: usize, _: &[u64]) -> &'a T {
+        let v: &'a Vec<T> = *self;
+        &v[r]
+    }
+}
+impl<X: ForRun> ForRun for Option<X> {
+    type One = Option<X::One>;
+    fn for_run(&self, r: usize, seeds: &[u64]) -> Self::One {
+        self.as_ref().map(|x| x.for_run(r, seeds))
+    }
+}
+impl<X: IntoRuns> IntoRuns for Option<X> {
+    type Runs = Option<X::Runs>;
+    fn into_runs(self) -> Self::Runs {
+        self.map(X::into_runs)
+    }
+}
+impl<X: ForRun, Y: ForRun> ForRun for (X, Y) {
+    type One = (X::One, Y::One);
+    fn for_run(&self, r: usize, seeds: &[u64]) -> Self::One {
+        (self.0.for_run(r, seeds), self.1.for_run(r, seeds))
+    }
+}
+impl<X: IntoRuns, Y: IntoRuns> IntoRuns for (X, Y) {
+    type Runs = (X::Runs, Y::Runs);
+    fn into_runs(self) -> Self::Runs {
+        (self.0.into_runs(), self.1.into_runs())
+    }
+}
+/// Every run draws with its own seed.
+impl ForRun for RngKey {
+    type One = RngKey;
+    fn for_run(&self, r: usize, seeds: &[u64]) -> RngKey {
+        RngKey { seed: seeds[r], ..*self }
+    }
+}
+impl<'a, T: Sync> ForRun for GemmInit<'a, Vec<T>> {
+    type One = GemmInit<'a, T>;
+    fn for_run(&self, r: usize, _: &[u64]) -> GemmInit<'a, T> {
+        match *self {
+            GemmInit::Zero => GemmInit::Zero,
+            GemmInit::Broadcast(row) => GemmInit::Broadcast(&row[r]),
+            GemmInit::Keep => GemmInit::Keep,
+        }
+    }
+}
+impl<'a, T: Sync> ForRun for ScoreAlt<'a, Vec<T>> {
+    type One = ScoreAlt<'a, T>;
+    fn for_run(&self, r: usize, _: &[u64]) -> ScoreAlt<'a, T> {
+        match *self {
+            ScoreAlt::Mean => ScoreAlt::Mean,
+            ScoreAlt::Sample(x) => ScoreAlt::Sample(&x[r]),
+            ScoreAlt::Antithetic(x) => ScoreAlt::Antithetic(&x[r]),
+        }
+    }
+}
+/// Arguments every run takes as they are: sizes, flags, modes, constants.
+macro_rules! same_for_every_run {
+    ($($t:ty),*) => {$(
+        impl ForRun for $t {
+            type One = $t;
+            fn for_run(&self, _: usize, _: &[u64]) -> $t {
+                *self
+            }
+        }
+    )*};
+}
+same_for_every_run!(usize, u64, f32, bool, ConvGeom, SampleMode);
+impl<'a> ForRun for &'a [f32] {
+    type One = &'a [f32];
+    fn for_run(&self, _: usize, _: &[u64]) -> &'a [f32] {
+        self
+    }
+}
+impl<'a> ForRun for &'a StatsPlan {
+    type One = &'a StatsPlan;
+    fn for_run(&self, _: usize, _: &[u64]) -> &'a StatsPlan {
+        self
+    }
+}
+macro_rules! into_runs_as_is {
+    ($($t:ty),*) => {$( impl IntoRuns for $t { type Runs = $t; fn into_runs(self) -> $t { self } } )*};
+}
+into_runs_as_is!(usize, u64, f32, bool, ConvGeom, SampleMode, RngKey);
+impl<'a> IntoRuns for &'a [f32] {
+    type Runs = Self;
+    fn into_runs(self) -> Self {
+        self
+    }
+}
+impl<'a> IntoRuns for &'a StatsPlan {
+    type Runs = Self;
+    fn into_runs(self) -> Self {
+        self
+    }
+}
+impl<'a, T: Sync> IntoRuns for &'a Vec<T> {
+    type Runs = &'a Vec<T>;
+    fn into_runs(self) -> Self {
+        self
+    }
+}
+impl<'a, T: Sync> IntoRuns for GemmInit<'a, Vec<T>> {
+    type Runs = Self;
+    fn into_runs(self) -> Self {
+        self
+    }
+}
+impl<'a, T: Sync> IntoRuns for ScoreAlt<'a, Vec<T>> {
+    type Runs = Self;
+    fn into_runs(self) -> Self {
+        self
+    }
+}
+
+/// The operations of topic traits on a batch of runs, from one list: each issues the operation
+/// for every active run, handing run r its part of every argument ([`ForRun`]).
+macro_rules! for_every_run {
+    ($($topic:ident { $(fn $op:ident($($arg:ident: $ty:ty),* $(,)?);)* } $({ $($by_hand:tt)* })?)*) => {$(
+        impl<B: Backend + Sync> $topic for Runs<'_, B> {
+            $(fn $op(&self, $($arg: $ty),*) {
+                $(let $arg = IntoRuns::into_runs($arg);)*
+                self.each(|r| self.inner.$op($(ForRun::for_run(&$arg, r, &self.seeds)),*));
+            })*
+            $($($by_hand)*)?
+        }
+    )*};
+}
+
+impl<B> MemoryOps for Runs<'_, B>
 where
     B: Backend + Sync,
 {
@@ -164,382 +329,131 @@ where
     fn check(&self) -> Result<(), String> {
         self.inner.check()
     }
+}
 
-    fn gather_binarize(
-        &self,
-        x: &mut Self::Buf,
-        labels: Option<(&mut Self::Buf, &Self::Array<u8>)>,
-        images: &Self::Array<u8>,
-        order: &Self::Array<u32>,
-        clock: &Self::Array<u32>,
-        mode: Binarize,
-        _seed: u64,
-        stream: u32,
-        b: usize,
-        n0: usize,
-    ) {
-        let x = Each::new(x);
-        let (lab_out, lab) = match labels {
-            Some((o, l)) => (Some(Each::new(o)), Some(l)),
-            None => (None, None),
-        };
-        self.each(|r| {
-            let labels = lab_out.as_ref().map(|o| (o.get(r), &lab.expect("labels with their buffer")[r]));
-            self.inner.gather_binarize(x.get(r), labels, &images[r], &order[r], &clock[r], mode, self.seeds[r], stream, b, n0);
-        });
+for_every_run! {
+    DenseOps {
+        fn matmul_forward(out: &mut Self::Buf, inp: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, k: usize, n: usize);
+        fn matmul_backward_weight(dw: &mut Self::Buf, inp: &Self::Buf, dout: &Self::Buf, b: usize, k: usize, n: usize);
+        fn matmul_backward_input(din: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, init: GemmInit<'_, Self::Buf>, b: usize, k: usize, n: usize);
+        fn column_mean(out: &mut Self::Buf, x: &Self::Buf, b: usize, n: usize);
+        fn axpy(y: &mut Self::Buf, a: f32, x: &Self::Buf, n: usize);
+        fn affine(out: &mut Self::Buf, x: &Self::Buf, scale: f32, shift: f32, n: usize);
     }
+    BernoulliOps {
+        fn bernoulli_sample(z: &mut Self::Buf, anti: Option<&mut Self::Buf>, logits: &Self::Buf, key: RngKey, clock: Option<&Self::Array<u32>>, mode: SampleMode, b: usize, n: usize);
+        fn clip_logits(out: &mut Self::Buf, logits: &Self::Buf, n: usize);
+        fn log_prob_rows(terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, base: Option<(&Self::Buf, &Self::Buf)>, b: usize, n: usize);
+        fn entropy_rows(terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, base: Option<&Self::Buf>, b: usize, n: usize);
+        fn weighted_row_sum(out: &mut Self::Buf, terms: &Self::Buf, coef: &[f32], baseline: Option<(&Self::Buf, usize)>, b: usize, t: usize);
+        fn bernoulli_delta(out: &mut Self::Buf, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, b: usize, n: usize);
+        fn entropy_grad(out: &mut Self::Buf, logits: &Self::Buf, b: usize, n: usize);
+    } {
+        fn term_means(&self, terms: &Self::Buf, b: usize, t: usize) -> Vec<f64> {
+            terms.iter().flat_map(|x| self.inner.term_means(x, b, t)).collect()
+        }
+    }
+    CreditOps {
+        fn credit_pass(flip_lp: &mut Self::Buf, flip_ent: Option<&mut Self::Buf>, parent: &Self::Buf, w: &Self::Buf, tables: &mut Self::Buf, child_logits: &Self::Buf, child: &Self::Buf, b: usize, p: usize, c: usize);
+        fn score_unit_grad(out: &mut Self::Buf, logits: &Self::Buf, z: &Self::Buf, alt: ScoreAlt<'_, Self::Buf>, coef: &Self::Buf, b: usize, n: usize);
+        fn bandit_unit_grad(out: &mut Self::Buf, logits: &Self::Buf, z: &Self::Buf, flip: Option<&Self::Buf>, rho_gradient: bool, coef: &Self::Buf, b: usize, n: usize);
+    } {
+        fn hnca_unit_grad(&self, out: &mut Self::Buf, inp: &HncaInputs<'_, Self::Buf>, b: usize, p: usize) {
+            let out = Each::new(out);
+            self.each(|r| self.inner.hnca_unit_grad(out.get(r), &inp.run(r), b, p));
+        }
+    }
+    KSampleOps {} {
+        fn arms_sample(&self, zs: &mut [&mut Self::Buf], logits: &Self::Buf, key: RngKey, clock: Option<&Self::Array<u32>>, b: usize, n: usize) {
+            let zs = each_of(zs);
+            self.each(|r| self.inner.arms_sample(&mut run_of(&zs, r), &logits[r], self.key(key, r), clock.map(|c| &c[r]), b, n));
+        }
+        fn k_score_unit_grad(&self, out: &mut Self::Buf, cv_partials: Option<&mut Self::Buf>, inp: &KScoreInputs<'_, Self::Buf>, b: usize, n: usize) {
+            let (out, partials) = (Each::new(out), cv_partials.into_runs());
+            self.each(|r| {
+                let z: Vec<&B::Buf> = inp.z.iter().map(|z| &z[r]).collect();
+                let grad_f: Vec<&B::Buf> = inp.grad_f.iter().map(|g| &g[r]).collect();
+                let one = KScoreInputs { z: &z, grad_f: &grad_f, ..inp.run(r) };
+                self.inner.k_score_unit_grad(out.get(r), partials.for_run(r, &self.seeds), &one, b, n)
+            });
+        }
+    }
+    ConvOps {
+        fn conv_relu_forward(out: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, g: ConvGeom);
+        fn conv_backward_input(dx: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, b: usize, g: ConvGeom);
+        fn conv_sample_grads(gw: &mut Self::Buf, gb: &mut Self::Buf, x: &Self::Buf, dout: &Self::Buf, b: usize, g: ConvGeom);
+        fn relu_backward(g: &mut Self::Buf, act: &Self::Buf, n: usize);
+    }
+    SoftmaxOps {
+        fn softmax_act(action: &mut Self::Buf, reward: &mut Self::Buf, logits: &Self::Buf, labels: &Self::Buf, key: RngKey, clock: Option<&Self::Array<u32>>, b: usize, a: usize);
+        fn softmax_score(dout: &mut Self::Buf, logits: &Self::Buf, action: &Self::Buf, coef: &Self::Buf, b: usize, a: usize);
+        fn softmax_credit(flip: &mut Self::Buf, parent: &Self::Buf, w2: &Self::Buf, tables: &mut Self::Buf, logits: &Self::Buf, action: &Self::Buf, b: usize, p: usize, a: usize);
+    }
+    StateOps {
+        fn grad_variance(partials: &mut Self::Array<f64>, first_slot: usize, inp: &Self::Buf, g: &Self::Buf, dw: &Self::Buf, db: &Self::Buf, b: usize, k: usize, n: usize);
+        fn sample_grad_variance(partials: &mut Self::Array<f64>, first_slot: usize, gw: &Self::Buf, gb: &Self::Buf, dw: &Self::Buf, db: &Self::Buf, b: usize, nw: usize, nb: usize);
+        fn step_stats(stats: &mut Self::Array<f64>, baselines: &mut Self::Buf, clock: &mut Self::Array<u32>, terms: &Self::Buf, partials: &Self::Array<f64>, plan: &StatsPlan, b: usize, t: usize);
+        fn epoch_start(stats: &mut Self::Array<f64>, clock: &mut Self::Array<u32>, epoch: u64, first_batch: u64, layers: usize);
+    } {
+        /// Each run binarizes with its own seed.
+        fn gather_binarize(&self, x: &mut Self::Buf, labels: Option<(&mut Self::Buf, &Self::Array<u8>)>, images: &Self::Array<u8>, order: &Self::Array<u32>, clock: &Self::Array<u32>, mode: Binarize, _seed: u64, stream: u32, b: usize, n0: usize) {
+            let (x, labels) = (Each::new(x), labels.into_runs());
+            self.each(|r| {
+                let labels = labels.for_run(r, &self.seeds);
+                self.inner.gather_binarize(x.get(r), labels, &images[r], &order[r], &clock[r], mode, self.seeds[r], stream, b, n0);
+            });
+        }
+        fn count_non_finite(&self, counts: &mut Self::Array<u32>, tensors: &[&Self::Buf]) {
+            let counts = Each::new(counts);
+            self.each(|r| {
+                let mine: Vec<&B::Buf> = tensors.iter().map(|t| &t[r]).collect();
+                self.inner.count_non_finite(counts.get(r), &mine)
+            });
+        }
+        fn adam(&self, params: &mut [&mut Self::Buf], grads: &[&Self::Buf], m: &mut [&mut Self::Buf], v: &mut [&mut Self::Buf], clock: &Self::Array<u32>, hp: AdamHyper) {
+            let (params, m, v) = (each_of(params), each_of(m), each_of(v));
+            self.each(|r| {
+                let g: Vec<&B::Buf> = grads.iter().map(|g| &g[r]).collect();
+                self.inner.adam(&mut run_of(&params, r), &g, &mut run_of(&m, r), &mut run_of(&v, r), &clock[r], hp)
+            });
+        }
+    }
+}
 
-    fn matmul_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, k: usize, n: usize) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.matmul_forward(out.get(r), &inp[r], &w[r], &bias[r], b, k, n));
+impl<'a, T> HncaInputs<'a, Vec<T>> {
+    /// Run r's inputs.
+    fn run(&self, r: usize) -> HncaInputs<'a, T> {
+        HncaInputs {
+            scale: self.scale,
+            accumulate: self.accumulate,
+            logits: &self.logits[r],
+            z: &self.z[r],
+            flip_dec: &self.flip_dec[r],
+            col_dec: self.col_dec,
+            gen_logits: &self.gen_logits[r],
+            gen_is_prior: self.gen_is_prior,
+            col_gen: self.col_gen,
+            above: self.above.as_ref().map(|a| HncaAbove { flip_lp: &a.flip_lp[r], flip_ent: &a.flip_ent[r], col_ent: a.col_ent }),
+            reward: &self.reward[r],
+            reward_offset: self.reward_offset,
+            terms: &self.terms[r],
+            t: self.t,
+            all_child: self.all_child,
+        }
     }
-    fn matmul_backward_weight(&self, dw: &mut Self::Buf, inp: &Self::Buf, dout: &Self::Buf, b: usize, k: usize, n: usize) {
-        let dw = Each::new(dw);
-        self.each(|r| self.inner.matmul_backward_weight(dw.get(r), &inp[r], &dout[r], b, k, n));
-    }
-    fn matmul_backward_input(
-        &self,
-        din: &mut Self::Buf,
-        dout: &Self::Buf,
-        w: &Self::Buf,
-        init: GemmInit<'_, Self::Buf>,
-        b: usize,
-        k: usize,
-        n: usize,
-    ) {
-        let din = Each::new(din);
-        self.each(|r| {
-            let init = match init {
-                GemmInit::Zero => GemmInit::Zero,
-                GemmInit::Broadcast(row) => GemmInit::Broadcast(&row[r]),
-                GemmInit::Keep => GemmInit::Keep,
-            };
-            self.inner.matmul_backward_input(din.get(r), &dout[r], &w[r], init, b, k, n)
-        });
-    }
-    fn column_mean(&self, out: &mut Self::Buf, x: &Self::Buf, b: usize, n: usize) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.column_mean(out.get(r), &x[r], b, n));
-    }
+}
 
-    fn conv_relu_forward(&self, out: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, bias: &Self::Buf, b: usize, g: ConvGeom) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.conv_relu_forward(out.get(r), &x[r], &w[r], &bias[r], b, g));
-    }
-    fn conv_backward_input(&self, dx: &mut Self::Buf, dout: &Self::Buf, w: &Self::Buf, b: usize, g: ConvGeom) {
-        let dx = Each::new(dx);
-        self.each(|r| self.inner.conv_backward_input(dx.get(r), &dout[r], &w[r], b, g));
-    }
-    fn conv_sample_grads(&self, gw: &mut Self::Buf, gb: &mut Self::Buf, x: &Self::Buf, dout: &Self::Buf, b: usize, g: ConvGeom) {
-        let (gw, gb) = (Each::new(gw), Each::new(gb));
-        self.each(|r| self.inner.conv_sample_grads(gw.get(r), gb.get(r), &x[r], &dout[r], b, g));
-    }
-    fn relu_backward(&self, g: &mut Self::Buf, act: &Self::Buf, n: usize) {
-        let g = Each::new(g);
-        self.each(|r| self.inner.relu_backward(g.get(r), &act[r], n));
-    }
-
-    fn bernoulli_sample(
-        &self,
-        z: &mut Self::Buf,
-        anti: Option<&mut Self::Buf>,
-        logits: &Self::Buf,
-        key: RngKey,
-        clock: Option<&Self::Array<u32>>,
-        mode: SampleMode,
-        b: usize,
-        n: usize,
-    ) {
-        let (z, anti) = (Each::new(z), opt_each(anti));
-        self.each(|r| {
-            let clock = clock.map(|c| &c[r]);
-            self.inner.bernoulli_sample(z.get(r), anti.as_ref().map(|a| a.get(r)), &logits[r], self.key(key, r), clock, mode, b, n)
-        });
-    }
-    fn log_prob_rows(
-        &self,
-        terms: &mut Self::Buf,
-        t: usize,
-        col: usize,
-        logits: &Self::Buf,
-        broadcast: bool,
-        targets: &Self::Buf,
-        base: Option<(&Self::Buf, &Self::Buf)>,
-        b: usize,
-        n: usize,
-    ) {
-        let terms = Each::new(terms);
-        self.each(|r| {
-            let base = base.map(|(l, z)| (&l[r], &z[r]));
-            self.inner.log_prob_rows(terms.get(r), t, col, &logits[r], broadcast, &targets[r], base, b, n)
-        });
-    }
-    fn entropy_rows(&self, terms: &mut Self::Buf, t: usize, col: usize, logits: &Self::Buf, base: Option<&Self::Buf>, b: usize, n: usize) {
-        let terms = Each::new(terms);
-        self.each(|r| self.inner.entropy_rows(terms.get(r), t, col, &logits[r], base.map(|x| &x[r]), b, n));
-    }
-    fn weighted_row_sum(
-        &self,
-        out: &mut Self::Buf,
-        terms: &Self::Buf,
-        coef: &[f32],
-        baseline: Option<(&Self::Buf, usize)>,
-        b: usize,
-        t: usize,
-    ) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.weighted_row_sum(out.get(r), &terms[r], coef, baseline.map(|(x, i)| (&x[r], i)), b, t));
-    }
-    fn term_means(&self, terms: &Self::Buf, b: usize, t: usize) -> Vec<f64> {
-        terms.iter().flat_map(|x| self.inner.term_means(x, b, t)).collect()
-    }
-
-    fn credit_pass(
-        &self,
-        flip_lp: &mut Self::Buf,
-        flip_ent: Option<&mut Self::Buf>,
-        parent: &Self::Buf,
-        w: &Self::Buf,
-        tables: &mut Self::Buf,
-        child_logits: &Self::Buf,
-        child: &Self::Buf,
-        b: usize,
-        p: usize,
-        c: usize,
-    ) {
-        let (lp, ent, tables) = (Each::new(flip_lp), opt_each(flip_ent), Each::new(tables));
-        self.each(|r| {
-            let ent = ent.as_ref().map(|e| e.get(r));
-            self.inner.credit_pass(lp.get(r), ent, &parent[r], &w[r], tables.get(r), &child_logits[r], &child[r], b, p, c)
-        });
-    }
-
-    fn hnca_unit_grad(&self, out: &mut Self::Buf, inp: &HncaInputs<'_, Self::Buf>, b: usize, p: usize) {
-        let out = Each::new(out);
-        self.each(|r| {
-            let one = HncaInputs {
-                scale: inp.scale,
-                accumulate: inp.accumulate,
-                logits: &inp.logits[r],
-                z: &inp.z[r],
-                flip_dec: &inp.flip_dec[r],
-                col_dec: inp.col_dec,
-                gen_logits: &inp.gen_logits[r],
-                gen_is_prior: inp.gen_is_prior,
-                col_gen: inp.col_gen,
-                above: inp.above.as_ref().map(|a| HncaAbove { flip_lp: &a.flip_lp[r], flip_ent: &a.flip_ent[r], col_ent: a.col_ent }),
-                reward: &inp.reward[r],
-                reward_offset: inp.reward_offset,
-                terms: &inp.terms[r],
-                t: inp.t,
-                all_child: inp.all_child,
-            };
-            self.inner.hnca_unit_grad(out.get(r), &one, b, p)
-        });
-    }
-    fn score_unit_grad(
-        &self,
-        out: &mut Self::Buf,
-        logits: &Self::Buf,
-        z: &Self::Buf,
-        alt: ScoreAlt<'_, Self::Buf>,
-        coef: &Self::Buf,
-        b: usize,
-        n: usize,
-    ) {
-        let out = Each::new(out);
-        self.each(|r| {
-            let alt = match alt {
-                ScoreAlt::Mean => ScoreAlt::Mean,
-                ScoreAlt::Sample(x) => ScoreAlt::Sample(&x[r]),
-                ScoreAlt::Antithetic(x) => ScoreAlt::Antithetic(&x[r]),
-            };
-            self.inner.score_unit_grad(out.get(r), &logits[r], &z[r], alt, &coef[r], b, n)
-        });
-    }
-    fn bernoulli_delta(&self, out: &mut Self::Buf, logits: &Self::Buf, broadcast: bool, targets: &Self::Buf, b: usize, n: usize) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.bernoulli_delta(out.get(r), &logits[r], broadcast, &targets[r], b, n));
-    }
-    fn entropy_grad(&self, out: &mut Self::Buf, logits: &Self::Buf, b: usize, n: usize) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.entropy_grad(out.get(r), &logits[r], b, n));
-    }
-    fn arms_sample(
-        &self,
-        zs: &mut [&mut Self::Buf],
-        logits: &Self::Buf,
-        key: RngKey,
-        clock: Option<&Self::Array<u32>>,
-        b: usize,
-        n: usize,
-    ) {
-        let zs: Vec<Each<'_, B::Buf>> = zs.iter_mut().map(|z| Each::new(z.as_mut_slice())).collect();
-        self.each(|r| {
-            let mut mine: Vec<&mut B::Buf> = zs.iter().map(|z| z.get(r)).collect();
-            self.inner.arms_sample(&mut mine, &logits[r], self.key(key, r), clock.map(|c| &c[r]), b, n)
-        });
-    }
-    fn k_score_unit_grad(
-        &self,
-        out: &mut Self::Buf,
-        cv_partials: Option<&mut Self::Buf>,
-        inp: &KScoreInputs<'_, Self::Buf>,
-        b: usize,
-        n: usize,
-    ) {
-        let (out, partials) = (Each::new(out), opt_each(cv_partials));
-        self.each(|r| {
-            let z: Vec<&B::Buf> = inp.z.iter().map(|z| &z[r]).collect();
-            let grad_f: Vec<&B::Buf> = inp.grad_f.iter().map(|g| &g[r]).collect();
-            let one = KScoreInputs {
-                mode: inp.mode,
-                logits: &inp.logits[r],
-                z: &z,
-                rows: &inp.rows[r],
-                grad_f: &grad_f,
-                coef: inp.coef.map(|c| &c[r]),
-                loss_scale: inp.loss_scale,
-            };
-            self.inner.k_score_unit_grad(out.get(r), partials.as_ref().map(|p| p.get(r)), &one, b, n)
-        });
-    }
-
-    fn axpy(&self, y: &mut Self::Buf, a: f32, x: &Self::Buf, n: usize) {
-        let y = Each::new(y);
-        self.each(|r| self.inner.axpy(y.get(r), a, &x[r], n));
-    }
-    fn clip_logits(&self, out: &mut Self::Buf, logits: &Self::Buf, n: usize) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.clip_logits(out.get(r), &logits[r], n));
-    }
-    fn affine(&self, out: &mut Self::Buf, x: &Self::Buf, scale: f32, shift: f32, n: usize) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.affine(out.get(r), &x[r], scale, shift, n));
-    }
-    fn softmax_act(
-        &self,
-        action: &mut Self::Buf,
-        reward: &mut Self::Buf,
-        logits: &Self::Buf,
-        labels: &Self::Buf,
-        key: RngKey,
-        clock: Option<&Self::Array<u32>>,
-        b: usize,
-        a: usize,
-    ) {
-        let (action, reward) = (Each::new(action), Each::new(reward));
-        self.each(|r| {
-            self.inner.softmax_act(action.get(r), reward.get(r), &logits[r], &labels[r], self.key(key, r), clock.map(|c| &c[r]), b, a)
-        });
-    }
-    fn softmax_score(&self, dout: &mut Self::Buf, logits: &Self::Buf, action: &Self::Buf, coef: &Self::Buf, b: usize, a: usize) {
-        let dout = Each::new(dout);
-        self.each(|r| self.inner.softmax_score(dout.get(r), &logits[r], &action[r], &coef[r], b, a));
-    }
-    fn softmax_credit(
-        &self,
-        flip: &mut Self::Buf,
-        parent: &Self::Buf,
-        w2: &Self::Buf,
-        tables: &mut Self::Buf,
-        logits: &Self::Buf,
-        action: &Self::Buf,
-        b: usize,
-        p: usize,
-        a: usize,
-    ) {
-        let (flip, tables) = (Each::new(flip), Each::new(tables));
-        self.each(|r| self.inner.softmax_credit(flip.get(r), &parent[r], &w2[r], tables.get(r), &logits[r], &action[r], b, p, a));
-    }
-    fn bandit_unit_grad(
-        &self,
-        out: &mut Self::Buf,
-        logits: &Self::Buf,
-        z: &Self::Buf,
-        flip: Option<&Self::Buf>,
-        rho_gradient: bool,
-        coef: &Self::Buf,
-        b: usize,
-        n: usize,
-    ) {
-        let out = Each::new(out);
-        self.each(|r| self.inner.bandit_unit_grad(out.get(r), &logits[r], &z[r], flip.map(|f| &f[r]), rho_gradient, &coef[r], b, n));
-    }
-
-    fn grad_variance(
-        &self,
-        partials: &mut Self::Array<f64>,
-        first_slot: usize,
-        inp: &Self::Buf,
-        g: &Self::Buf,
-        dw: &Self::Buf,
-        db: &Self::Buf,
-        b: usize,
-        k: usize,
-        n: usize,
-    ) {
-        let partials = Each::new(partials);
-        self.each(|r| self.inner.grad_variance(partials.get(r), first_slot, &inp[r], &g[r], &dw[r], &db[r], b, k, n));
-    }
-    fn sample_grad_variance(
-        &self,
-        partials: &mut Self::Array<f64>,
-        first_slot: usize,
-        gw: &Self::Buf,
-        gb: &Self::Buf,
-        dw: &Self::Buf,
-        db: &Self::Buf,
-        b: usize,
-        nw: usize,
-        nb: usize,
-    ) {
-        let partials = Each::new(partials);
-        self.each(|r| self.inner.sample_grad_variance(partials.get(r), first_slot, &gw[r], &gb[r], &dw[r], &db[r], b, nw, nb));
-    }
-    fn step_stats(
-        &self,
-        stats: &mut Self::Array<f64>,
-        baselines: &mut Self::Buf,
-        clock: &mut Self::Array<u32>,
-        terms: &Self::Buf,
-        partials: &Self::Array<f64>,
-        plan: &StatsPlan,
-        b: usize,
-        t: usize,
-    ) {
-        let (stats, baselines, clock) = (Each::new(stats), Each::new(baselines), Each::new(clock));
-        self.each(|r| self.inner.step_stats(stats.get(r), baselines.get(r), clock.get(r), &terms[r], &partials[r], plan, b, t));
-    }
-    fn epoch_start(&self, stats: &mut Self::Array<f64>, clock: &mut Self::Array<u32>, epoch: u64, first_batch: u64, layers: usize) {
-        let (stats, clock) = (Each::new(stats), Each::new(clock));
-        self.each(|r| self.inner.epoch_start(stats.get(r), clock.get(r), epoch, first_batch, layers));
-    }
-    fn count_non_finite(&self, counts: &mut Self::Array<u32>, tensors: &[&Self::Buf]) {
-        let counts = Each::new(counts);
-        self.each(|r| {
-            let mine: Vec<&B::Buf> = tensors.iter().map(|t| &t[r]).collect();
-            self.inner.count_non_finite(counts.get(r), &mine)
-        });
-    }
-    fn adam(
-        &self,
-        params: &mut [&mut Self::Buf],
-        grads: &[&Self::Buf],
-        m: &mut [&mut Self::Buf],
-        v: &mut [&mut Self::Buf],
-        clock: &Self::Array<u32>,
-        hp: super::AdamHyper,
-    ) {
-        let params: Vec<Each<'_, B::Buf>> = params.iter_mut().map(|t| Each::new(t.as_mut_slice())).collect();
-        let m: Vec<Each<'_, B::Buf>> = m.iter_mut().map(|t| Each::new(t.as_mut_slice())).collect();
-        let v: Vec<Each<'_, B::Buf>> = v.iter_mut().map(|t| Each::new(t.as_mut_slice())).collect();
-        self.each(|r| {
-            let mut p: Vec<&mut B::Buf> = params.iter().map(|t| t.get(r)).collect();
-            let mut mm: Vec<&mut B::Buf> = m.iter().map(|t| t.get(r)).collect();
-            let mut vv: Vec<&mut B::Buf> = v.iter().map(|t| t.get(r)).collect();
-            let g: Vec<&B::Buf> = grads.iter().map(|g| &g[r]).collect();
-            self.inner.adam(&mut p, &g, &mut mm, &mut vv, &clock[r], hp)
-        });
+impl<'a, T> KScoreInputs<'a, Vec<T>> {
+    /// Run r's inputs, but for the chains' buffers (`z`, `grad_f`), which the caller gathers.
+    fn run(&self, r: usize) -> KScoreInputs<'a, T> {
+        KScoreInputs {
+            mode: self.mode,
+            logits: &self.logits[r],
+            z: &[],
+            rows: &self.rows[r],
+            grad_f: &[],
+            coef: self.coef.map(|c| &c[r]),
+            loss_scale: self.loss_scale,
+        }
     }
 }

@@ -7,6 +7,7 @@ use super::trainer::{evaluate, identity, BanditTrainer};
 use super::BanditArgs;
 use crate::backend::runs::Runs;
 use crate::backend::Backend;
+use crate::backend::MemoryOps;
 use crate::data::Split;
 use crate::error::Error;
 use crate::nn::{copy_run_in, copy_run_out, run_has_non_finite, run_sums, start_run_epoch, EpochSums, TrainData};

@@ -8,6 +8,7 @@ use super::trainer::{identity, Trainer};
 use super::TrainConfig;
 use crate::backend::runs::Runs;
 use crate::backend::Backend;
+use crate::backend::MemoryOps;
 use crate::data::Split;
 use crate::nn::{copy_run_in, copy_run_out, run_has_non_finite, run_sums, start_run_epoch, EpochSums, TrainData};
 use crate::rng::RngKey;

@@ -8,6 +8,7 @@
 //! device, the step replayed as one CUDA graph, the statistics read every 100 steps) and
 //! reports the driver work per step.
 
+use crate::backend::MemoryOps;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use hnca::backend::cpu::Cpu;
-use hnca::backend::Backend;
+use hnca::backend::{DenseOps, MemoryOps};
 use hnca::bandit::{gradients, AgentParams, AgentShape, BanditEstimator, BanditWorkspace};
 use hnca::nn::Dense;
 use hnca::rng::RngKey;

@@ -2,12 +2,11 @@
 //! through im2col (a per-thread scratch matrix of the example's patches, (oh·ow, k·k·c_in)) and
 //! one matrixmultiply product. The kernels sum in a different order; tests compare them normwise.
 
-use std::cell::RefCell;
-
+use super::dense::sgemm_strided;
+use super::Cpu;
+use crate::backend::{ConvGeom, ConvOps};
 use rayon::prelude::*;
-
-use super::gemm::sgemm_strided;
-use crate::backend::ConvGeom;
+use std::cell::RefCell;
 
 thread_local! {
     /// The example's patches (im2col), or their gradient; grown once per thread and reused.
@@ -143,4 +142,22 @@ pub fn sample_grad_variance(
     let region = &mut partials[first_slot * 4..(first_slot + slots) * 4];
     region.iter_mut().for_each(|v| *v = 0.0);
     region[..4].copy_from_slice(&sums);
+}
+
+impl ConvOps for Cpu {
+    fn conv_relu_forward(&self, out: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, g: ConvGeom) {
+        conv_relu_forward(out, x, w, bias, b, g);
+    }
+
+    fn conv_backward_input(&self, dx: &mut Vec<f32>, dout: &Vec<f32>, w: &Vec<f32>, b: usize, g: ConvGeom) {
+        conv_backward_input(dx, dout, w, b, g);
+    }
+
+    fn conv_sample_grads(&self, gw: &mut Vec<f32>, gb: &mut Vec<f32>, x: &Vec<f32>, dout: &Vec<f32>, b: usize, g: ConvGeom) {
+        conv_sample_grads(gw, gb, x, dout, b, g);
+    }
+
+    fn relu_backward(&self, g: &mut Vec<f32>, act: &Vec<f32>, n: usize) {
+        relu_backward(&mut g[..n], &act[..n]);
+    }
 }

@@ -23,13 +23,13 @@
 //! own product, exponent and sum; the lanes are combined as a tree at the end. The same lanes
 //! give the same bits on every instruction set here and on the GPU, where a lane is a thread.
 
-use std::cell::RefCell;
-
-use rayon::prelude::*;
-
 use super::simd::{lane_sum, Simd};
+use super::{clipped_log_odds_against, clipped_p, for_each_row, hindsight_ratios, row_of, unit_grad_row, Cpu, UnitRow};
 use crate::backend::kernels::launch::{CREDIT_LANES, CREDIT_RENORM_RANGE};
+use crate::backend::{CreditOps, HncaInputs, ScoreAlt};
 use crate::math::{exp_f32, exp_neg, log1p_unit, log_sigmoid_and_entropy};
+use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Interleaved lanes of the products (kernels/credit.cu, CREDIT_LANES).
 pub const LANES: usize = CREDIT_LANES as usize;
@@ -675,4 +675,133 @@ unsafe fn row_avx512<const ENT: bool>(
     es: &mut [f32],
 ) {
     credit_row::<ENT>(l, e, pa, tables, row, p, lp, es)
+}
+
+impl CreditOps for Cpu {
+    fn credit_pass(
+        &self,
+        flip_lp: &mut Vec<f32>,
+        flip_ent: Option<&mut Vec<f32>>,
+        parent: &Vec<f32>,
+        w: &Vec<f32>,
+        tables: &mut Vec<f32>,
+        child_logits: &Vec<f32>,
+        child: &Vec<f32>,
+        b: usize,
+        p: usize,
+        c: usize,
+    ) {
+        credit_pass(flip_lp, flip_ent.map(|e| e.as_mut_slice()), parent, w, tables, child_logits, child, b, p, c);
+    }
+
+    fn hnca_unit_grad(&self, out: &mut Vec<f32>, inp: &HncaInputs<'_, Vec<f32>>, b: usize, p: usize) {
+        let t = inp.t;
+        let simd = Simd::selected();
+        for_each_row(&mut out[..b * p], p, 40 * p, |r, out| {
+            let row_term = |col: usize| inp.terms[r * t + col];
+            fn rows(v: &[f32], r: usize, p: usize) -> &[f32] {
+                &v[r * p..(r + 1) * p]
+            }
+            let row = UnitRow {
+                logits: rows(inp.logits, r, p),
+                z: rows(inp.z, r, p),
+                flip_dec: rows(inp.flip_dec, r, p),
+                gen_logits: if inp.gen_is_prior { &inp.gen_logits[..p] } else { rows(inp.gen_logits, r, p) },
+                flip_lp: inp.above.as_ref().map_or(&[][..], |a| rows(a.flip_lp, r, p)),
+                flip_ent: inp.above.as_ref().map_or(&[][..], |a| rows(a.flip_ent, r, p)),
+                dec_actual: row_term(inp.col_dec),
+                gen_total: row_term(inp.col_gen),
+                ent_actual: inp.above.as_ref().map_or(0.0, |a| row_term(a.col_ent)),
+                reward: inp.reward[inp.reward_offset + r],
+                scale: inp.scale,
+                accumulate: inp.accumulate,
+            };
+            // Inlined into Simd::run's target-feature function (a closure this large is not by
+            // itself, and would run as SSE).
+            simd.run(
+                #[inline(always)]
+                || match (inp.above.is_some(), inp.all_child) {
+                    (true, true) => unit_grad_row::<true, true>(out, &row),
+                    (true, false) => unit_grad_row::<true, false>(out, &row),
+                    (false, true) => unit_grad_row::<false, true>(out, &row),
+                    (false, false) => unit_grad_row::<false, false>(out, &row),
+                },
+            )
+        });
+    }
+
+    fn score_unit_grad(
+        &self,
+        out: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        z: &Vec<f32>,
+        alt: ScoreAlt<'_, Vec<f32>>,
+        coef: &Vec<f32>,
+        b: usize,
+        n: usize,
+    ) {
+        let simd = Simd::selected();
+        for_each_row(&mut out[..b * n], n, 20 * n, |r, out| {
+            let row = |v| row_of(v, r, n, false);
+            let (a, z, c) = (row(logits), row(z), coef[r]);
+            let own_entropy = |a: f32, p: f32| p * (1.0 - p) * clipped_log_odds_against(a);
+            // One loop per alternative, each compiled for the selected instruction set.
+            simd.run(
+                #[inline(always)]
+                || match alt {
+                    ScoreAlt::Mean => {
+                        for ((o, &a), &z) in out.iter_mut().zip(a).zip(z) {
+                            let p = clipped_p(a);
+                            *o = own_entropy(a, p) + c * (z - p);
+                        }
+                    }
+                    ScoreAlt::Sample(z2) => {
+                        for (((o, &a), &z), &z2) in out.iter_mut().zip(a).zip(z).zip(row(z2)) {
+                            let p = clipped_p(a);
+                            *o = own_entropy(a, p) + c * (z - z2);
+                        }
+                    }
+                    ScoreAlt::Antithetic(zt) => {
+                        for (((o, &a), &z), &zt) in out.iter_mut().zip(a).zip(z).zip(row(zt)) {
+                            let p = clipped_p(a);
+                            *o = own_entropy(a, p) + c * ((z - zt) * p.max(1.0 - p));
+                        }
+                    }
+                },
+            );
+        });
+    }
+
+    fn bandit_unit_grad(
+        &self,
+        out: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        z: &Vec<f32>,
+        flip: Option<&Vec<f32>>,
+        rho_gradient: bool,
+        coef: &Vec<f32>,
+        b: usize,
+        n: usize,
+    ) {
+        for_each_row(&mut out[..b * n], n, 20 * n, |r, out| {
+            for (j, o) in out.iter_mut().enumerate() {
+                let i = r * n + j;
+                let p = clipped_p(logits[i]);
+                *o = coef[r]
+                    * match flip {
+                        // δ = log P_0 - log P_1 is ± the change that flipping the unit makes.
+                        Some(flip) => {
+                            let (rho1, rho0) = hindsight_ratios(p, if z[i] > 0.5 { flip[i] } else { -flip[i] });
+                            let g = p * (1.0 - p) * (rho1 - rho0);
+                            if rho_gradient {
+                                g * rho0
+                            } else {
+                                g
+                            }
+                        }
+                        None => z[i] - p,
+                    };
+            }
+        });
+    }
 }

@@ -4,14 +4,13 @@
 //! directions of what they learn. Row by row, with every per-chain scalar in a fixed-size table
 //! on the stack, so a step allocates nothing.
 
-use rayon::prelude::*;
-
 use super::simd::Simd;
-use super::{clipped_log_odds_against, clipped_p};
+use super::{clipped_log_odds_against, clipped_p, clocked, Cpu};
 use crate::backend::kernels::launch::{RODEO_B2, RODEO_BX, RODEO_BZ, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
-use crate::backend::{KScoreInputs, KScoreMode, MAX_SAMPLES};
+use crate::backend::{KSampleOps, KScoreInputs, KScoreMode, MAX_SAMPLES};
 use crate::math::powi_f32;
 use crate::rng::RngKey;
+use rayon::prelude::*;
 
 const MAX_K: usize = MAX_SAMPLES as usize;
 
@@ -533,5 +532,22 @@ pub fn k_score_unit_grad(out: &mut [f32], cv_partials: Option<&mut Vec<f32>>, in
                 out.chunks_mut(n).enumerate().for_each(run);
             }
         }
+    }
+}
+
+impl KSampleOps for Cpu {
+    fn arms_sample(&self, zs: &mut [&mut Vec<f32>], logits: &Vec<f32>, key: RngKey, clock: Option<&Vec<u32>>, b: usize, n: usize) {
+        arms_sample(zs, logits, clocked(key, clock), b, n);
+    }
+
+    fn k_score_unit_grad(
+        &self,
+        out: &mut Vec<f32>,
+        cv_partials: Option<&mut Vec<f32>>,
+        inp: &KScoreInputs<'_, Vec<f32>>,
+        b: usize,
+        n: usize,
+    ) {
+        k_score_unit_grad(out, cv_partials, inp, b, n);
     }
 }

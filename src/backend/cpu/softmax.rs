@@ -1,7 +1,10 @@
 //! The bandit's softmax output unit, row by row; `kernels/bandit.cu` computes the same
 //! quantities in the same order (one thread per row), so sampled actions are bit-identical.
 
+use super::{clocked, for_each_row, Cpu};
+use crate::backend::SoftmaxOps;
 use crate::math::exp_neg;
+use crate::rng::RngKey;
 
 /// The largest logit of a row and Σ_j exp(z_j - max), summed in index order.
 #[inline]
@@ -47,4 +50,67 @@ pub fn log_prob_change(z: &[f32], (max, sum): (f32, f32), w: &[f32], d: f32, act
     let max2 = z.iter().zip(w).fold(f32::NEG_INFINITY, |m, (&v, &wj)| m.max(v + d * wj));
     let sum2 = z.iter().zip(w).fold(0.0f32, |s, (&v, &wj)| s + exp_neg(v + d * wj - max2));
     d * w[act] - ((max2 - max) + (sum2 / sum).ln())
+}
+
+impl SoftmaxOps for Cpu {
+    fn softmax_act(
+        &self,
+        action: &mut Vec<f32>,
+        reward: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        labels: &Vec<f32>,
+        key: RngKey,
+        clock: Option<&Vec<u32>>,
+        b: usize,
+        a: usize,
+    ) {
+        let key = clocked(key, clock);
+        for r in 0..b {
+            let act = sample(&logits[r * a..(r + 1) * a], key.uniform(r as u32));
+            action[r] = act as f32;
+            reward[r] = (act as f32 == labels[r]) as u8 as f32;
+        }
+    }
+
+    fn softmax_score(&self, dout: &mut Vec<f32>, logits: &Vec<f32>, action: &Vec<f32>, coef: &Vec<f32>, b: usize, a: usize) {
+        for r in 0..b {
+            let (z, out) = (&logits[r * a..(r + 1) * a], &mut dout[r * a..(r + 1) * a]);
+            let (max, sum) = max_and_sum(z);
+            for j in 0..a {
+                let onehot = (j as f32 == action[r]) as u8 as f32;
+                out[j] = (onehot - exp_neg(z[j] - max) / sum) * coef[r];
+            }
+        }
+    }
+
+    fn softmax_credit(
+        &self,
+        flip: &mut Vec<f32>,
+        parent: &Vec<f32>,
+        w2: &Vec<f32>,
+        tables: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        action: &Vec<f32>,
+        b: usize,
+        p: usize,
+        a: usize,
+    ) {
+        super::credit::credit_tables(tables, w2, p, a);
+        let tables = &*tables;
+        let (ap, plane) = (super::credit::padded(a), p * super::credit::padded(a));
+        for_each_row(&mut flip[..b * p], p, 4 * p * a, |r, out| {
+            let z = &logits[r * a..(r + 1) * a];
+            let (act, base) = (action[r] as usize, max_and_sum(z));
+            for (i, o) in out.iter_mut().enumerate() {
+                let d = 1.0 - 2.0 * parent[r * p + i];
+                let w = &w2[i * a..(i + 1) * a];
+                *o = if tables[3 * plane + i] > 0.0 {
+                    let e = &tables[if d > 0.0 { 0 } else { plane } + i * ap..][..a];
+                    log_prob_change_tabled(z, base, e, d * w[act])
+                } else {
+                    log_prob_change(z, base, w, d, act)
+                };
+            }
+        });
+    }
 }

@@ -3,13 +3,13 @@
 //! The same quantities in the same order, so that the two backends agree; the gradient
 //! variance keeps the f64 sums the CPU always computed.
 
-use rayon::prelude::*;
-
 use super::simd::Simd;
-use crate::backend::{clock, stats, AdamHyper, StatsPlan};
+use super::Cpu;
+use crate::backend::{clock, stats, AdamHyper, StateOps, StatsPlan};
 use crate::data::{binarize_rows, Binarize};
 use crate::math::powi_f32;
 use crate::rng::RngKey;
+use rayon::prelude::*;
 
 /// See [`crate::backend::Backend::gather_binarize`].
 pub fn gather_binarize(
@@ -225,5 +225,88 @@ fn adam_chunk(((param, grad), (m, v)): AdamChunk<'_>, hp: AdamHyper, c1: f32, c2
         m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
         v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
         param[i] += hp.lr * (m[i] / c1) / ((v[i] / c2).sqrt() + hp.eps);
+    }
+}
+
+impl StateOps for Cpu {
+    fn gather_binarize(
+        &self,
+        x: &mut Vec<f32>,
+        labels: Option<(&mut Vec<f32>, &Vec<u8>)>,
+        images: &Vec<u8>,
+        order: &Vec<u32>,
+        clock: &Vec<u32>,
+        mode: Binarize,
+        seed: u64,
+        stream: u32,
+        b: usize,
+        n0: usize,
+    ) {
+        let labels = labels.map(|(out, l)| (out.as_mut_slice(), l.as_slice()));
+        gather_binarize(x, labels, images, order, clock, mode, seed, stream, b, n0);
+    }
+
+    fn sample_grad_variance(
+        &self,
+        partials: &mut Vec<f64>,
+        first_slot: usize,
+        gw: &Vec<f32>,
+        gb: &Vec<f32>,
+        dw: &Vec<f32>,
+        db: &Vec<f32>,
+        b: usize,
+        nw: usize,
+        nb: usize,
+    ) {
+        super::conv::sample_grad_variance(partials, first_slot, gw, gb, dw, db, b, nw, nb);
+    }
+
+    fn grad_variance(
+        &self,
+        partials: &mut Vec<f64>,
+        first_slot: usize,
+        inp: &Vec<f32>,
+        g: &Vec<f32>,
+        dw: &Vec<f32>,
+        db: &Vec<f32>,
+        b: usize,
+        k: usize,
+        n: usize,
+    ) {
+        grad_variance(partials, first_slot, inp, g, dw, db, b, k, n);
+    }
+
+    fn step_stats(
+        &self,
+        stats: &mut Vec<f64>,
+        baselines: &mut Vec<f32>,
+        clock: &mut Vec<u32>,
+        terms: &Vec<f32>,
+        partials: &Vec<f64>,
+        plan: &StatsPlan,
+        b: usize,
+        t: usize,
+    ) {
+        step_stats(stats, baselines, clock, terms, partials, plan, b, t);
+    }
+
+    fn epoch_start(&self, stats: &mut Vec<f64>, clock: &mut Vec<u32>, epoch: u64, first_batch: u64, layers: usize) {
+        epoch_start(stats, clock, epoch, first_batch, layers);
+    }
+
+    fn count_non_finite(&self, counts: &mut Vec<u32>, tensors: &[&Vec<f32>]) {
+        count_non_finite(counts, tensors);
+    }
+
+    fn adam(
+        &self,
+        params: &mut [&mut Vec<f32>],
+        grads: &[&Vec<f32>],
+        m: &mut [&mut Vec<f32>],
+        v: &mut [&mut Vec<f32>],
+        clock: &Vec<u32>,
+        hp: AdamHyper,
+    ) {
+        adam(params, grads, m, v, clock, hp);
     }
 }

@@ -1,22 +1,18 @@
-//! The launches that backpropagate through deterministic layers, which [`super::KernelBackend`]'s
-//! operations call: kernels/conv.cu's convolutions, the ReLU's gradient and the gradient
-//! variance of per-example gradients (a dense layer's input gradient is a GEMM, in
-//! ksample.rs).
+//! The conv operations as kernel launches on a [`Device`] (kernels/conv.cu).
 
 use super::{
     blocks, ConvBackwardInputParams, ConvForwardParams, ConvSampleGradsParams, Device, Guards, KernelBackend, ReluBackwardParams,
-    SampleGradVarParams,
+    ELEMENTWISE, ELEMENTWISE_BLOCK,
 };
-use super::{ELEMENTWISE, ELEMENTWISE_BLOCK, REDUCE_BLOCK};
-use crate::backend::{sample_grad_variance_slots, ConvGeom};
+use crate::backend::{ConvGeom, ConvOps};
 
 /// The shape fields every convolution kernel takes, as i32.
 fn dims(b: usize, g: ConvGeom) -> [i32; 6] {
     [b, g.height, g.width, g.c_in, g.c_out, g.k].map(|v| v as i32)
 }
 
-impl<D: Device> KernelBackend<D> {
-    pub(super) fn launch_conv_relu_forward(&self, out: &mut D::Buf, x: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, g: ConvGeom) {
+impl<D: Device> ConvOps for KernelBackend<D> {
+    fn conv_relu_forward(&self, out: &mut D::Buf, x: &D::Buf, w: &D::Buf, bias: &D::Buf, b: usize, g: ConvGeom) {
         let mut keep = Guards::new(&self.device);
         let [b_, height, width, c_in, c_out, k] = dims(b, g);
         let p = ConvForwardParams {
@@ -34,7 +30,7 @@ impl<D: Device> KernelBackend<D> {
         self.launch(blocks(b * g.out_len(), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
-    pub(super) fn launch_conv_backward_input(&self, dx: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, g: ConvGeom) {
+    fn conv_backward_input(&self, dx: &mut D::Buf, dout: &D::Buf, w: &D::Buf, b: usize, g: ConvGeom) {
         let mut keep = Guards::new(&self.device);
         let [b_, height, width, c_in, c_out, k] = dims(b, g);
         let p = ConvBackwardInputParams {
@@ -51,7 +47,7 @@ impl<D: Device> KernelBackend<D> {
         self.launch(blocks(b * g.in_len(), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
-    pub(super) fn launch_conv_sample_grads(&self, gw: &mut D::Buf, gb: &mut D::Buf, x: &D::Buf, dout: &D::Buf, b: usize, g: ConvGeom) {
+    fn conv_sample_grads(&self, gw: &mut D::Buf, gb: &mut D::Buf, x: &D::Buf, dout: &D::Buf, b: usize, g: ConvGeom) {
         let mut keep = Guards::new(&self.device);
         let [b_, height, width, c_in, c_out, k] = dims(b, g);
         let p = ConvSampleGradsParams {
@@ -69,37 +65,9 @@ impl<D: Device> KernelBackend<D> {
         self.launch(blocks(b * (g.weights() + g.c_out), ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }
 
-    pub(super) fn launch_relu_backward(&self, g: &mut D::Buf, act: &D::Buf, n: usize) {
+    fn relu_backward(&self, g: &mut D::Buf, act: &D::Buf, n: usize) {
         let mut keep = Guards::new(&self.device);
         let p = ReluBackwardParams { g: keep.ptr_mut(g), act: keep.ptr(act), n: n as i32 };
         self.launch(blocks(n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn launch_sample_grad_variance(
-        &self,
-        partials: &mut D::Array<f64>,
-        first_slot: usize,
-        gw: &D::Buf,
-        gb: &D::Buf,
-        dw: &D::Buf,
-        db: &D::Buf,
-        b: usize,
-        nw: usize,
-        nb: usize,
-    ) {
-        let mut keep = Guards::new(&self.device);
-        let p = SampleGradVarParams {
-            partials: keep.array_mut(partials),
-            gw: keep.ptr(gw),
-            gb: keep.ptr(gb),
-            dw: keep.ptr(dw),
-            db: keep.ptr(db),
-            first_slot: first_slot as i32,
-            b: b as i32,
-            nw: nw as i32,
-            nb: nb as i32,
-        };
-        self.launch([sample_grad_variance_slots(b, nw, nb) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 }

@@ -2,6 +2,8 @@
 //! of output that rayon runs in parallel. Each output element is summed by one kernel call over
 //! the whole inner dimension, so the bits do not depend on the blocking or the thread count.
 
+use super::Cpu;
+use crate::backend::{DenseOps, GemmInit};
 use rayon::prelude::*;
 
 /// Output columns (forward) or rows (weight gradient) per parallel task: a multiple of every
@@ -148,4 +150,64 @@ pub fn sgemm_strided(
     CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: the asserted lengths cover every element the strides reach.
     unsafe { matrixmultiply::sgemm(m, k, n, alpha, a.0.as_ptr(), a.1, a.2, b.0.as_ptr(), b.1, b.2, beta, c.as_mut_ptr(), n as isize, 1) }
+}
+
+impl DenseOps for Cpu {
+    fn matmul_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, k: usize, n: usize) {
+        debug_assert_eq!(bias.len(), n);
+        for row in out.chunks_mut(n) {
+            row.copy_from_slice(bias);
+        }
+        matmul_accumulate(out, inp, w, b, k, n);
+    }
+
+    fn matmul_backward_weight(&self, dw: &mut Vec<f32>, inp: &Vec<f32>, dout: &Vec<f32>, b: usize, k: usize, n: usize) {
+        matmul_transposed_a(dw, inp, dout, 1.0 / b as f32, b, k, n);
+    }
+
+    fn matmul_backward_input(
+        &self,
+        din: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        w: &Vec<f32>,
+        init: GemmInit<'_, Vec<f32>>,
+        b: usize,
+        k: usize,
+        n: usize,
+    ) {
+        let keep = match init {
+            GemmInit::Zero => false,
+            GemmInit::Keep => true,
+            GemmInit::Broadcast(bias) => {
+                for row in din.chunks_mut(k).take(b) {
+                    row.copy_from_slice(&bias[..k]);
+                }
+                true
+            }
+        };
+        matmul_transposed_b(din, dout, w, keep, b, k, n);
+    }
+
+    fn column_mean(&self, out: &mut Vec<f32>, x: &Vec<f32>, b: usize, n: usize) {
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for row in x.chunks(n).take(b) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+        let inv = 1.0 / b as f32;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+
+    fn axpy(&self, y: &mut Vec<f32>, a: f32, x: &Vec<f32>, n: usize) {
+        for (y, &x) in y[..n].iter_mut().zip(&x[..n]) {
+            *y += a * x;
+        }
+    }
+
+    fn affine(&self, out: &mut Vec<f32>, x: &Vec<f32>, scale: f32, shift: f32, n: usize) {
+        for (o, &v) in out[..n].iter_mut().zip(&x[..n]) {
+            *o = scale * v + shift;
+        }
+    }
 }
