@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 /// The kernel sources, in program order (common definitions first).
-const KERNEL_FILES: [&str; 8] = ["common.cuh", "dense.cu", "bernoulli.cu", "credit.cu", "bandit.cu", "state.cu", "conv.cu", "ksample.cu"];
+const KERNEL_FILES: [&str; 8] = ["common.cuh", "dense.cu", "bernoulli.cu", "credit.cu", "softmax.cu", "state.cu", "conv.cu", "ksample.cu"];
 /// Architectures the PTX is built for: Ampere and Hopper.
 const PTX_ARCHES: [&str; 2] = ["compute_80", "compute_90"];
 

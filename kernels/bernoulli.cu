@@ -1,4 +1,5 @@
-// Bernoulli layers: fused sampling, per-row log-likelihoods and entropies, reward rows.
+// Bernoulli layers: fused sampling, per-row log-likelihoods and entropies, reward rows, and the
+// logit gradients of a log-likelihood (bernoulli_delta) and of an entropy (entropy_grad).
 
 // z (b, n) from logits (b, n): u = uniform(key, i), p = clip(sigma(logit)); z = [u < p], or for
 // DisARM (antithetic != 0) z = [1 - u < p] and its twin anti = [u < p].
@@ -94,4 +95,33 @@ KERNEL(weighted_row_sum, WeightedRowSumParams, p) {
     float s = 0.0f;
     for (int c = 0; c < p.t; ++c) s += p.coef[j * p.t + c] * p.terms[r * p.t + c];
     p.out[i] = p.baselines ? s - p.baselines[p.baseline] : s;
+}
+
+// out (b, n) = targets - sigma(logits); logits (b, n), or (n) when broadcast.
+struct BernoulliDeltaParams {
+    float* out;
+    const float* logits;
+    const float* targets;
+    int b, n, broadcast;
+};
+
+KERNEL(bernoulli_delta, BernoulliDeltaParams, p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.b * p.n) return;
+    float a = p.broadcast ? p.logits[i % p.n] : p.logits[i];
+    p.out[i] = p.targets[i] - sigmoid(a);
+}
+
+// out (b, n) = -a·sigma(a)·sigma(-a), a = logits: the logit derivative of H(sigma(a)).
+struct EntropyGradParams {
+    float* out;
+    const float* logits;
+    int b, n;
+};
+
+KERNEL(entropy_grad, EntropyGradParams, p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.b * p.n) return;
+    float a = p.logits[i];
+    p.out[i] = -a * sigmoid(a) * sigmoid(-a);
 }

@@ -112,36 +112,3 @@ KERNEL(relu_backward, ReluBackwardParams, p) {
     if (i >= p.n) return;
     if (!(p.act[i] > 0.0f)) p.g[i] = 0.0f;
 }
-
-// The gradient variance's partial sums (kernels/state.cu's layout) of a layer whose
-// per-example gradients are given whole: gw (b, nw) and gb (b, nb), their batch means dw (nw) and
-// db (nb). Blocks 0..b-1 take the rows (|gw_r|^2, |gb_r|^2), the rest chunks of dw then db.
-struct SampleGradVarParams {
-    double* partials;
-    const float* gw;
-    const float* gb;
-    const float* dw;
-    const float* db;
-    int first_slot, b, nw, nb;
-};
-
-KERNEL(sample_grad_variance, SampleGradVarParams, p) {
-    __shared__ float scratch[REDUCE_BLOCK];
-    int blk = blockIdx.x;
-    double* slot = p.partials + (long long)(p.first_slot + blk) * GV_SLOT;
-    if (blk < p.b) {
-        float w2 = 0.0f, b2 = 0.0f;
-        for (int j = threadIdx.x; j < p.nw; j += blockDim.x) w2 += p.gw[(long long)blk * p.nw + j] * p.gw[(long long)blk * p.nw + j];
-        for (int j = threadIdx.x; j < p.nb; j += blockDim.x) b2 += p.gb[(long long)blk * p.nb + j] * p.gb[(long long)blk * p.nb + j];
-        w2 = block_sum(w2, scratch);
-        b2 = block_sum(b2, scratch);
-        if (threadIdx.x == 0) {
-            slot[0] = (double)w2;
-            slot[1] = (double)b2;
-            slot[2] = 0.0;
-            slot[3] = 0.0;
-        }
-        return;
-    }
-    grad_variance_chunk(slot, p.dw, p.nw, p.db, p.nb, blk - p.b, scratch);
-}

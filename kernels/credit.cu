@@ -1,4 +1,5 @@
-// HNCA's fused credit pass and the per-unit logit gradients of every estimator.
+// HNCA's fused credit pass and the per-unit logit gradients of every estimator (the VAE's
+// encoder units and the bandit's hidden units).
 
 // For row r and parent unit i, the change that flipping parent i makes (shifting child c's logit
 // by Δ = w[i, c]·(1 - 2·parent[r, i])):
@@ -326,4 +327,31 @@ KERNEL(score_unit_grad, ScoreUnitParams, a) {
         score = (a.z[i] - a.alt[i]) * fmaxf(p, 1.0f - p);
     }
     a.out[i] = own_entropy + a.coef[i / a.n] * score;
+}
+
+// A hidden bandit unit's logit gradient, out (b, n): HNCA p(1-p)(rho_1 - rho_0) coef[r] when
+// `flip` is given, else REINFORCE (z - p) coef[r]. With rho_gradient, HNCA's gradient as the
+// reference code took it, differentiating through rho as well: p(1-p)(rho_1 - rho_0) rho_0 coef[r].
+struct BanditUnitParams {
+    float* out;
+    const float* logits;
+    const float* z;
+    const float* flip;
+    const float* coef;
+    int b, n, rho_gradient;
+};
+
+KERNEL(bandit_unit_grad, BanditUnitParams, p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)p.b * p.n) return;
+    float pk = clipped_p(p.logits[i]);
+    float c = p.coef[i / p.n];
+    if (p.flip) {
+        float rho1, rho0;
+        hindsight_ratios(pk, p.z[i] > 0.5f ? p.flip[i] : -p.flip[i], &rho1, &rho0);
+        float g = pk * (1.0f - pk) * (rho1 - rho0);
+        p.out[i] = c * (p.rho_gradient ? g * rho0 : g);
+    } else {
+        p.out[i] = c * (p.z[i] - pk);
+    }
 }

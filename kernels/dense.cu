@@ -1,4 +1,4 @@
-// GEMM, column means and Bernoulli log-likelihood deltas.
+// Dense layers: the GEMM, column means and elementwise vector ops (axpy, affine).
 
 // c (m, n) = alpha · A (m, k) · B (k, n) + beta · c + bias (n), with A and B given by strides so
 // that one kernel serves inp·w (forward) and inpᵀ·dout (weight gradient). bias may be null.
@@ -54,17 +54,30 @@ KERNEL(column_mean, ColumnMeanParams, p) {
     p.out[j] = s / (float)p.b;
 }
 
-// out (b, n) = targets - sigma(logits); logits (b, n), or (n) when broadcast.
-struct BernoulliDeltaParams {
+// out (n) = scale * x + shift: centring bits to +-1, or doubling weights.
+struct AffineParams {
     float* out;
-    const float* logits;
-    const float* targets;
-    int b, n, broadcast;
+    const float* x;
+    float scale, shift;
+    int n;
 };
 
-KERNEL(bernoulli_delta, BernoulliDeltaParams, p) {
+KERNEL(affine, AffineParams, p) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)p.b * p.n) return;
-    float a = p.broadcast ? p.logits[i % p.n] : p.logits[i];
-    p.out[i] = p.targets[i] - sigmoid(a);
+    if (i >= p.n) return;
+    p.out[i] = p.scale * p.x[i] + p.shift;
+}
+
+// y (n) += a·x.
+struct AxpyParams {
+    float* y;
+    const float* x;
+    float a;
+    int n;
+};
+
+KERNEL(axpy, AxpyParams, p) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= p.n) return;
+    p.y[i] += p.a * p.x[i];
 }

@@ -1,7 +1,6 @@
 // The K-sample estimators (docs/estimators.md): ARMS's antithetic K-tuples, the per-row
 // combination of a layer's K chains into its logit gradient (leave-one-out, ARMS, Double CV,
-// RODEO with its learned control network), the logit derivative of an entropy (for ∇F), and a
-// plain axpy (SGD). CPU twins: src/backend/cpu/ksample.rs and src/backend/cpu/mod.rs.
+// RODEO with its learned control network). CPU twin: src/backend/cpu/ksample.rs.
 
 // The most samples per layer: the length of the per-row tables of chain scalars.
 #define MAX_SAMPLES 64
@@ -335,30 +334,3 @@ KERNEL(k_score_unit_grad, KScoreParams, p) {
     }
 }
 
-// out (b, n) = -a·sigma(a)·sigma(-a), a = logits: the logit derivative of H(sigma(a)).
-struct EntropyGradParams {
-    float* out;
-    const float* logits;
-    int b, n;
-};
-
-KERNEL(entropy_grad, EntropyGradParams, p) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)p.b * p.n) return;
-    float a = p.logits[i];
-    p.out[i] = -a * sigmoid(a) * sigmoid(-a);
-}
-
-// y (n) += a·x.
-struct AxpyParams {
-    float* y;
-    const float* x;
-    float a;
-    int n;
-};
-
-KERNEL(axpy, AxpyParams, p) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= p.n) return;
-    p.y[i] += p.a * p.x[i];
-}

@@ -90,15 +90,17 @@ __device__ inline void grad_variance_chunk(double* slot, const float* dw, long l
 }
 
 // The partial sums of one layer's gradient variance into partials[first_slot ..]: blocks
-// 0..b-1 take the rows (|inp_r|²·|g_r|² and |g_r|²), the rest chunks of dw (k, n) and then db
-// (n). inp (b, k), g (b, n).
+// 0..b-1 take the rows, the rest chunks of dw and then db (n). The per-example gradients are
+// x (b, k) and g (b, n): for a dense layer (whole == 0) the weights' of row r are the outer
+// product x[r]^T g[r], so its row sum is |x_r|^2·|g_r|^2 and dw is (k, n); given whole
+// (whole != 0, a convolution's) x holds the weights' gradients, |x_r|^2, and dw is (k).
 struct GradVarParams {
     double* partials;
-    const float* inp;
+    const float* x;
     const float* g;
     const float* dw;
     const float* db;
-    int first_slot, b, k, n;
+    int first_slot, b, k, n, whole;
 };
 
 KERNEL(grad_variance, GradVarParams, p) {
@@ -106,20 +108,20 @@ KERNEL(grad_variance, GradVarParams, p) {
     int blk = blockIdx.x;
     double* slot = p.partials + (long long)(p.first_slot + blk) * GV_SLOT;
     if (blk < p.b) {
-        float u2 = 0.0f, g2 = 0.0f;
-        for (int j = threadIdx.x; j < p.k; j += blockDim.x) u2 += p.inp[(long long)blk * p.k + j] * p.inp[(long long)blk * p.k + j];
+        float x2 = 0.0f, g2 = 0.0f;
+        for (int j = threadIdx.x; j < p.k; j += blockDim.x) x2 += p.x[(long long)blk * p.k + j] * p.x[(long long)blk * p.k + j];
         for (int j = threadIdx.x; j < p.n; j += blockDim.x) g2 += p.g[(long long)blk * p.n + j] * p.g[(long long)blk * p.n + j];
-        u2 = block_sum(u2, scratch);
+        x2 = block_sum(x2, scratch);
         g2 = block_sum(g2, scratch);
         if (threadIdx.x == 0) {
-            slot[0] = (double)u2 * (double)g2;
+            slot[0] = p.whole ? (double)x2 : (double)x2 * (double)g2;
             slot[1] = (double)g2;
             slot[2] = 0.0;
             slot[3] = 0.0;
         }
         return;
     }
-    grad_variance_chunk(slot, p.dw, (long long)p.k * p.n, p.db, p.n, blk - p.b, scratch);
+    grad_variance_chunk(slot, p.dw, p.whole ? (long long)p.k : (long long)p.k * p.n, p.db, p.n, blk - p.b, scratch);
 }
 
 // After a step, in one block: the term means of terms (b, t) (f64, rows in order), the

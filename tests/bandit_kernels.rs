@@ -7,7 +7,7 @@ mod common;
 use common::compare::assert_close_normwise;
 use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
-use hnca::backend::{credit_tables_len, sample_grad_variance_slots, ConvGeom};
+use hnca::backend::{credit_tables_len, grad_variance_slots, ConvGeom, PerExample};
 use hnca::backend::{ConvOps, CreditOps, DenseOps, MemoryOps, SoftmaxOps, StateOps};
 use hnca::bandit::conv::conv_geoms;
 use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
@@ -130,14 +130,14 @@ fn convolution_operations_match_the_cpu() {
         assert_eq!(rc, re, "{}", what("relu_backward"));
 
         let (dw, db) = (data(g.weights(), 24, -0.3, 0.3), data(g.c_out, 25, -0.3, 0.3));
-        let slots = sample_grad_variance_slots(b, g.weights(), g.c_out);
+        let slots = grad_variance_slots(b, g.weights(), g.c_out, PerExample::Whole);
         let (mut pc, mut pe) = (vec![f64::NAN; 4 * (slots + 2)], vec![f64::NAN; 4 * (slots + 2)]);
-        cpu.sample_grad_variance(&mut pc, 1, &gwc, &gbc, &dw, &db, b, g.weights(), g.c_out);
-        emu.sample_grad_variance(&mut pe, 1, &gwc, &gbc, &dw, &db, b, g.weights(), g.c_out);
+        cpu.grad_variance(&mut pc, 1, &gwc, &gbc, &dw, &db, b, g.weights(), g.c_out, PerExample::Whole);
+        emu.grad_variance(&mut pe, 1, &gwc, &gbc, &dw, &db, b, g.weights(), g.c_out, PerExample::Whole);
         let total = |p: &[f64], i: usize| p[4..4 * (slots + 1)].chunks(4).map(|s| s[i]).sum::<f64>();
         for i in 0..4 {
             let (c, e) = (total(&pc, i), total(&pe, i));
-            assert!((c - e).abs() <= 1e-5 * c.abs() && c > 0.0, "{}: sum {i}: {e} vs {c}", what("sample_grad_variance"));
+            assert!((c - e).abs() <= 1e-5 * c.abs() && c > 0.0, "{}: sum {i}: {e} vs {c}", what("grad_variance (whole)"));
         }
         assert!(pc[..4].iter().chain(&pe[..4]).all(|v| v.is_nan()), "wrote before its first slot");
         assert!(pc[4 * (slots + 1)..].iter().chain(&pe[4 * (slots + 1)..]).all(|v| v.is_nan()), "wrote past its slots");

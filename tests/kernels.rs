@@ -10,7 +10,9 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::cuda::ColumnMajorGemm;
 use hnca::backend::emu::{emu_backend, param_size, EmuBackend};
 use hnca::backend::kernels::{Device, GemmParams, KernelBackend, KernelParams, KERNELS};
-use hnca::backend::{clock, credit_tables_len, grad_variance_slots, stats, AdamHyper, Backend, Elem, GemmInit, SampleMode, StatsPlan};
+use hnca::backend::{
+    clock, credit_tables_len, grad_variance_slots, stats, AdamHyper, Backend, Elem, GemmInit, PerExample, SampleMode, StatsPlan,
+};
 use hnca::backend::{BernoulliOps, CreditOps, DenseOps, MemoryOps, StateOps};
 use hnca::data::Binarize;
 use hnca::rng::{stream, RngKey};
@@ -285,7 +287,7 @@ fn step_statistics() -> Vec<u64> {
         let mut v = Vec::new();
         for &(k, n) in &layers {
             let first = v.iter().skip(1).step_by(2).sum::<u32>();
-            v.extend([first, grad_variance_slots(b, k, n) as u32]);
+            v.extend([first, grad_variance_slots(b, k, n, PerExample::Outer) as u32]);
         }
         v
     };
@@ -297,8 +299,8 @@ fn step_statistics() -> Vec<u64> {
         let (mut dw, mut db) = (vec![0.0; k * n], vec![0.0; n]);
         cpu.matmul_backward_weight(&mut dw, &inp, &g, b, k, n);
         cpu.column_mean(&mut db, &g, b, n);
-        cpu.grad_variance(&mut pc, slots[2 * l] as usize, &inp, &g, &dw, &db, b, k, n);
-        emu.grad_variance(&mut pe, slots[2 * l] as usize, &inp, &g, &dw, &db, b, k, n);
+        cpu.grad_variance(&mut pc, slots[2 * l] as usize, &inp, &g, &dw, &db, b, k, n, PerExample::Outer);
+        emu.grad_variance(&mut pe, slots[2 * l] as usize, &inp, &g, &dw, &db, b, k, n, PerExample::Outer);
     }
     let t = 4;
     let terms = data(b * t, 70, -5.0, 1.0);

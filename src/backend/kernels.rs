@@ -18,7 +18,7 @@ mod ksample;
 mod softmax;
 mod state;
 
-use super::{Elem, MemoryOps};
+use super::{Elem, LaunchMerging, MemoryOps};
 use crate::rng::RngKey;
 use batched::{FieldBytes, Held};
 use constants::Constants;
@@ -171,16 +171,8 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
         self.device.begin_recording()
     }
 
-    fn begin_runs(&self, runs: usize) {
-        self.hold_launches(runs);
-    }
-
-    fn next_run(&self) {
-        self.hold_next_run();
-    }
-
-    fn end_runs(&self) {
-        self.launch_held();
+    fn launch_merging(&self) -> Option<&dyn LaunchMerging> {
+        Some(self)
     }
 
     fn end_recording(&self) -> Result<D::Graph, String> {
@@ -196,5 +188,17 @@ impl<D: Device> MemoryOps for KernelBackend<D> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+impl<D: Device> LaunchMerging for KernelBackend<D> {
+    fn begin_runs(&self, runs: usize) {
+        self.hold_launches(runs);
+    }
+    fn next_run(&self) {
+        self.hold_next_run();
+    }
+    fn end_runs(&self) {
+        self.launch_held();
     }
 }

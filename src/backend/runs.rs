@@ -5,7 +5,7 @@
 //!
 //! On the CPU the runs of an operation go to rayon's threads (threads over runs, and each
 //! operation's own threads over rows inside). On a device the runs issue the operation one after
-//! another and the device merges their launches ([`Backend::begin_runs`]): each kernel runs once
+//! another and the device merges their launches ([`crate::backend::LaunchMerging`]): each kernel runs once
 //! for the whole batch, over a grid dimension of runs, reading its run's parameters from a table
 //! (`KERNEL` in kernels/common.cuh). A batched step has the launches of one run's step, and is
 //! one graph launch.
@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::{
     AdamHyper, Backend, BernoulliOps, ConvGeom, ConvOps, CreditOps, DenseOps, Elem, GemmInit, HncaAbove, HncaInputs, KSampleOps,
-    KScoreInputs, MemoryOps, SampleMode, ScoreAlt, SoftmaxOps, StateOps, StatsPlan,
+    KScoreInputs, MemoryOps, PerExample, SampleMode, ScoreAlt, SoftmaxOps, StateOps, StatsPlan,
 };
 use crate::data::Binarize;
 use crate::rng::RngKey;
@@ -82,20 +82,20 @@ where
         self.active[r].load(Ordering::SeqCst)
     }
 
-    /// `f(r)` for every active run: on rayon's threads where host memory is the backend's, else
-    /// one after another (a device's stream orders them anyway).
+    /// `f(r)` for every active run: where the inner backend merges launches, one run after
+    /// another between its brackets; else on rayon's threads.
     fn each(&self, f: impl Fn(usize) + Sync + Send) {
         let runs: Vec<usize> = (0..self.seeds.len()).filter(|&r| self.is_active(r)).collect();
-        if self.inner.host_reads_are_free() {
-            runs.into_par_iter().for_each(f);
-        } else {
-            // A device merges the runs' launches into one each (Backend::begin_runs).
-            self.inner.begin_runs(runs.len());
-            for r in runs {
-                self.inner.next_run();
-                f(r);
+        match self.inner.launch_merging() {
+            Some(device) => {
+                device.begin_runs(runs.len());
+                for r in runs {
+                    device.next_run();
+                    f(r);
+                }
+                device.end_runs();
             }
-            self.inner.end_runs();
+            None => runs.into_par_iter().for_each(f),
         }
     }
 
@@ -208,7 +208,7 @@ macro_rules! same_for_every_run {
         }
     )*};
 }
-same_for_every_run!(usize, u64, f32, bool, ConvGeom, SampleMode);
+same_for_every_run!(usize, u64, f32, bool, ConvGeom, SampleMode, PerExample);
 impl<'a> ForRun for &'a [f32] {
     type One = &'a [f32];
     fn for_run(&self, _: usize, _: &[u64]) -> &'a [f32] {
@@ -224,7 +224,7 @@ impl<'a> ForRun for &'a StatsPlan {
 macro_rules! into_runs_as_is {
     ($($t:ty),*) => {$( impl IntoRuns for $t { type Runs = $t; fn into_runs(self) -> $t { self } } )*};
 }
-into_runs_as_is!(usize, u64, f32, bool, ConvGeom, SampleMode, RngKey);
+into_runs_as_is!(usize, u64, f32, bool, ConvGeom, SampleMode, PerExample, RngKey);
 impl<'a> IntoRuns for &'a [f32] {
     type Runs = Self;
     fn into_runs(self) -> Self {
@@ -301,9 +301,6 @@ where
     }
     fn host_reads_are_free(&self) -> bool {
         self.inner.host_reads_are_free()
-    }
-    fn runs(&self) -> usize {
-        self.seeds.len()
     }
     fn write_run(&self, dst: &mut Self::Buf, r: usize, host: &[f32]) {
         self.inner.write(&mut dst[r], host)
@@ -390,8 +387,7 @@ for_every_run! {
         fn softmax_credit(flip: &mut Self::Buf, parent: &Self::Buf, w2: &Self::Buf, tables: &mut Self::Buf, logits: &Self::Buf, action: &Self::Buf, b: usize, p: usize, a: usize);
     }
     StateOps {
-        fn grad_variance(partials: &mut Self::Array<f64>, first_slot: usize, inp: &Self::Buf, g: &Self::Buf, dw: &Self::Buf, db: &Self::Buf, b: usize, k: usize, n: usize);
-        fn sample_grad_variance(partials: &mut Self::Array<f64>, first_slot: usize, gw: &Self::Buf, gb: &Self::Buf, dw: &Self::Buf, db: &Self::Buf, b: usize, nw: usize, nb: usize);
+        fn grad_variance(partials: &mut Self::Array<f64>, first_slot: usize, x: &Self::Buf, g: &Self::Buf, dw: &Self::Buf, db: &Self::Buf, b: usize, k: usize, n: usize, form: PerExample);
         fn step_stats(stats: &mut Self::Array<f64>, baselines: &mut Self::Buf, clock: &mut Self::Array<u32>, terms: &Self::Buf, partials: &Self::Array<f64>, plan: &StatsPlan, b: usize, t: usize);
         fn epoch_start(stats: &mut Self::Array<f64>, clock: &mut Self::Array<u32>, epoch: u64, first_batch: u64, layers: usize);
     } {

@@ -4,7 +4,7 @@
 //! and one step (sampling, then gradients) written once over the backend operations.
 
 use super::conv::{self, Conv, ConvWorkspace};
-use crate::backend::{credit_tables_len, grad_variance_slots, Backend, ConvGeom, GemmInit, SampleMode, StatsPlan};
+use crate::backend::{credit_tables_len, grad_variance_slots, Backend, ConvGeom, GemmInit, PerExample, SampleMode, StatsPlan};
 use crate::nn::Dense;
 use crate::rng::{stream, RngKey};
 
@@ -181,7 +181,7 @@ impl<B: Backend> BanditWorkspace<B> {
         let top = shape.sizes.len() - 1;
         let mut variance_slots = Vec::new();
         let conv_slots = conv::variance_slots(&shape.conv, b);
-        let dense_slots = (1..=top).map(|l| grad_variance_slots(b, shape.width(l - 1), shape.width(l)));
+        let dense_slots = (1..=top).map(|l| grad_variance_slots(b, shape.width(l - 1), shape.width(l), PerExample::Outer));
         for slots in conv_slots.into_iter().chain(dense_slots) {
             let first = variance_slots.iter().skip(1).step_by(2).sum::<u32>();
             variance_slots.extend([first, slots as u32]);
@@ -320,7 +320,7 @@ pub fn gradients<B: Backend>(
         be.matmul_backward_weight(&mut g.w, &ws.u[l - 1], &ws.grad[l], b, n_in, n);
         be.column_mean(&mut g.bias, &ws.grad[l], b, n);
         let first = ws.variance_slots[2 * (below + l - 1)] as usize;
-        be.grad_variance(&mut ws.partials, first, &ws.u[l - 1], &ws.grad[l], &g.w, &g.bias, b, n_in, n);
+        be.grad_variance(&mut ws.partials, first, &ws.u[l - 1], &ws.grad[l], &g.w, &g.bias, b, n_in, n, PerExample::Outer);
     }
     if let Some(c) = &mut ws.conv {
         let top_conv = c.grads.as_mut().expect("a training workspace").dout.last_mut().expect("at least one convolution layer");

@@ -4,7 +4,7 @@
 //! or REINFORCE's score, the surrogate's derivative with ρ held fixed) is backpropagated into it.
 //! Its shapes, parameters, buffers, forward pass and backward pass over the backend operations.
 
-use crate::backend::{sample_grad_variance_slots, Backend, ConvGeom};
+use crate::backend::{grad_variance_slots, Backend, ConvGeom, PerExample};
 use crate::rng::{stream, RngKey};
 
 /// The filters' size (the reference's 3×3).
@@ -107,9 +107,9 @@ impl<B: Backend> ConvWorkspace<B> {
     }
 }
 
-/// Gradient-variance slots of each layer, in order ([`sample_grad_variance_slots`]).
+/// Gradient-variance slots of each layer, in order ([`grad_variance_slots`]).
 pub fn variance_slots(geoms: &[ConvGeom], b: usize) -> Vec<usize> {
-    geoms.iter().map(|g| sample_grad_variance_slots(b, g.weights(), g.c_out)).collect()
+    geoms.iter().map(|g| grad_variance_slots(b, g.weights(), g.c_out, PerExample::Whole)).collect()
 }
 
 /// The features of ws.x into `features` (b, oh, ow, c_out of the top layer).
@@ -149,7 +149,18 @@ pub fn backward<B: Backend>(
         let layer = &mut grads[c];
         be.column_mean(&mut layer.w, &g.gw[c], b, geom.weights());
         be.column_mean(&mut layer.bias, &g.gb[c], b, geom.c_out);
-        be.sample_grad_variance(partials, first_slots[c], &g.gw[c], &g.gb[c], &layer.w, &layer.bias, b, geom.weights(), geom.c_out);
+        be.grad_variance(
+            partials,
+            first_slots[c],
+            &g.gw[c],
+            &g.gb[c],
+            &layer.w,
+            &layer.bias,
+            b,
+            geom.weights(),
+            geom.c_out,
+            PerExample::Whole,
+        );
         if c > 0 {
             be.conv_backward_input(&mut below[c - 1], dout, &params[c].w, b, geom);
         }

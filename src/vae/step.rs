@@ -10,7 +10,7 @@ use super::forward::forward_alternative;
 use super::forward::forward_main;
 use super::model::Params;
 pub use super::workspace::{Chain, Draw, Workspace};
-use crate::backend::{Backend, ScoreAlt};
+use crate::backend::{Backend, PerExample, ScoreAlt};
 
 /// Samples everything the estimator needs for input x (in `ws.main.z[0]`) and writes the
 /// gradient of every parameter (ascent direction, batch mean) into `grads`, and each encoder
@@ -60,7 +60,18 @@ pub fn compute_gradients<B: Backend>(
         be.matmul_backward_weight(&mut g.w, &ws.main.z[l - 1], &ws.unit_grad[l], b, shape.width(l - 1), n);
         be.column_mean(&mut g.bias, &ws.unit_grad[l], b, n);
         let first = ws.variance_slots[2 * (l - 1)] as usize;
-        be.grad_variance(&mut ws.partials, first, &ws.main.z[l - 1], &ws.unit_grad[l], &g.w, &g.bias, b, shape.width(l - 1), n);
+        be.grad_variance(
+            &mut ws.partials,
+            first,
+            &ws.main.z[l - 1],
+            &ws.unit_grad[l],
+            &g.w,
+            &g.bias,
+            b,
+            shape.width(l - 1),
+            n,
+            PerExample::Outer,
+        );
     }
 
     // Decoder and prior: exact gradients of their log-likelihood terms, (target - p) ⊗ input.

@@ -4,7 +4,7 @@
 
 use super::estimator::Estimator;
 use super::model::{Shape, Terms};
-use crate::backend::{credit_tables_len, grad_variance_slots, Backend, StatsPlan};
+use crate::backend::{credit_tables_len, grad_variance_slots, Backend, PerExample, StatsPlan};
 use crate::rng::{stream, RngKey};
 
 /// One sampled pass through the encoder and the decoder terms that score it.
@@ -94,7 +94,7 @@ impl<B: Backend> Workspace<B> {
         let mut variance_slots = Vec::new();
         for l in 1..=depth {
             let first = variance_slots.iter().skip(1).step_by(2).sum::<u32>();
-            variance_slots.extend([first, grad_variance_slots(b, shape.width(l - 1), shape.width(l)) as u32]);
+            variance_slots.extend([first, grad_variance_slots(b, shape.width(l - 1), shape.width(l), PerExample::Outer) as u32]);
         }
         let total_slots: u32 = variance_slots.iter().skip(1).step_by(2).sum();
         let width = |m: usize| if m <= depth { shape.width(m) } else { 0 };

@@ -123,27 +123,6 @@ pub fn relu_backward(g: &mut [f32], act: &[f32]) {
     }
 }
 
-/// See [`crate::backend::Backend::sample_grad_variance`]: the whole sums in the first slot, in
-/// f64, the others zero (as the dense layers' [`super::state::grad_variance`]).
-pub fn sample_grad_variance(
-    partials: &mut [f64],
-    first_slot: usize,
-    gw: &[f32],
-    gb: &[f32],
-    dw: &[f32],
-    db: &[f32],
-    b: usize,
-    nw: usize,
-    nb: usize,
-) {
-    use super::state::sum_of_squares;
-    let sums = [sum_of_squares(&gw[..b * nw]), sum_of_squares(&gb[..b * nb]), sum_of_squares(dw), sum_of_squares(db)];
-    let slots = crate::backend::sample_grad_variance_slots(b, nw, nb);
-    let region = &mut partials[first_slot * 4..(first_slot + slots) * 4];
-    region.iter_mut().for_each(|v| *v = 0.0);
-    region[..4].copy_from_slice(&sums);
-}
-
 impl ConvOps for Cpu {
     fn conv_relu_forward(&self, out: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, bias: &Vec<f32>, b: usize, g: ConvGeom) {
         conv_relu_forward(out, x, w, bias, b, g);

@@ -1,4 +1,4 @@
-//! The bandit's softmax output unit, row by row; `kernels/bandit.cu` computes the same
+//! The bandit's softmax output unit, row by row; `kernels/softmax.cu` computes the same
 //! quantities in the same order (one thread per row), so sampled actions are bit-identical.
 
 use super::{clocked, for_each_row, Cpu};

@@ -5,7 +5,7 @@
 
 use super::simd::Simd;
 use super::Cpu;
-use crate::backend::{clock, stats, AdamHyper, StateOps, StatsPlan};
+use crate::backend::{clock, stats, AdamHyper, PerExample, StateOps, StatsPlan};
 use crate::data::{binarize_rows, Binarize};
 use crate::math::powi_f32;
 use crate::rng::RngKey;
@@ -35,36 +35,40 @@ pub fn gather_binarize(
     }
 }
 
-/// See [`crate::backend::Backend::grad_variance`]: the whole sums in the first slot, in f64
+/// See [`crate::backend::StateOps::grad_variance`]: the whole sums in the first slot, in f64
 /// (Σ x² in eight lanes), the others zero.
 pub fn grad_variance(
     partials: &mut [f64],
     first_slot: usize,
-    inp: &[f32],
+    x: &[f32],
     g: &[f32],
     dw: &[f32],
     db: &[f32],
     b: usize,
     k: usize,
     n: usize,
+    form: PerExample,
 ) {
-    // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
-    // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
-    let sums = Simd::selected().run(
-        #[inline(always)]
-        || {
-            let mut sq_w = 0.0f64;
-            let mut sq_b = 0.0f64;
-            for r in 0..b {
-                let u2 = sum_of_squares(&inp[r * k..(r + 1) * k]);
-                let g2 = sum_of_squares(&g[r * n..(r + 1) * n]);
-                sq_w += u2 * g2;
-                sq_b += g2;
-            }
-            [sq_w, sq_b, sum_of_squares(dw), sum_of_squares(db)]
-        },
-    );
-    let slots = crate::backend::grad_variance_slots(b, k, n);
+    let sums = match form {
+        // var_r(x_r) = mean_r(x_r²) - mean_r(x_r)², summed over parameters. For weights,
+        // Σ_{i,j} mean_r (u_ri g_rj)² = mean_r |u_r|²·|g_r|², so no (b, k, n) tensor is needed.
+        PerExample::Outer => Simd::selected().run(
+            #[inline(always)]
+            || {
+                let mut sq_w = 0.0f64;
+                let mut sq_b = 0.0f64;
+                for r in 0..b {
+                    let u2 = sum_of_squares(&x[r * k..(r + 1) * k]);
+                    let g2 = sum_of_squares(&g[r * n..(r + 1) * n]);
+                    sq_w += u2 * g2;
+                    sq_b += g2;
+                }
+                [sq_w, sq_b, sum_of_squares(dw), sum_of_squares(db)]
+            },
+        ),
+        PerExample::Whole => [sum_of_squares(&x[..b * k]), sum_of_squares(&g[..b * n]), sum_of_squares(dw), sum_of_squares(db)],
+    };
+    let slots = crate::backend::grad_variance_slots(b, k, n, form);
     let region = &mut partials[first_slot * 4..(first_slot + slots) * 4];
     region.iter_mut().for_each(|v| *v = 0.0);
     region[..4].copy_from_slice(&sums);
@@ -246,34 +250,20 @@ impl StateOps for Cpu {
         gather_binarize(x, labels, images, order, clock, mode, seed, stream, b, n0);
     }
 
-    fn sample_grad_variance(
-        &self,
-        partials: &mut Vec<f64>,
-        first_slot: usize,
-        gw: &Vec<f32>,
-        gb: &Vec<f32>,
-        dw: &Vec<f32>,
-        db: &Vec<f32>,
-        b: usize,
-        nw: usize,
-        nb: usize,
-    ) {
-        super::conv::sample_grad_variance(partials, first_slot, gw, gb, dw, db, b, nw, nb);
-    }
-
     fn grad_variance(
         &self,
         partials: &mut Vec<f64>,
         first_slot: usize,
-        inp: &Vec<f32>,
+        x: &Vec<f32>,
         g: &Vec<f32>,
         dw: &Vec<f32>,
         db: &Vec<f32>,
         b: usize,
         k: usize,
         n: usize,
+        form: PerExample,
     ) {
-        grad_variance(partials, first_slot, inp, g, dw, db, b, k, n);
+        grad_variance(partials, first_slot, x, g, dw, db, b, k, n, form);
     }
 
     fn step_stats(

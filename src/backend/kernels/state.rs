@@ -2,9 +2,9 @@
 
 use super::{
     blocks, AdamParams, CountNonFiniteParams, Device, EpochStartParams, GatherParams, GradVarParams, Guards, KernelBackend,
-    SampleGradVarParams, StepStatsParams, ELEMENTWISE, ELEMENTWISE_BLOCK, REDUCE_BLOCK,
+    StepStatsParams, ELEMENTWISE, ELEMENTWISE_BLOCK, REDUCE_BLOCK,
 };
-use crate::backend::{grad_variance_slots, sample_grad_variance_slots, AdamHyper, StateOps, StatsPlan};
+use crate::backend::{grad_variance_slots, AdamHyper, PerExample, StateOps, StatsPlan};
 use crate::data::Binarize;
 
 impl<D: Device> StateOps for KernelBackend<D> {
@@ -44,50 +44,23 @@ impl<D: Device> StateOps for KernelBackend<D> {
         self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
-    fn sample_grad_variance(
-        &self,
-        partials: &mut D::Array<f64>,
-        first_slot: usize,
-        gw: &D::Buf,
-        gb: &D::Buf,
-        dw: &D::Buf,
-        db: &D::Buf,
-        b: usize,
-        nw: usize,
-        nb: usize,
-    ) {
-        let mut keep = Guards::new(&self.device);
-        let p = SampleGradVarParams {
-            partials: keep.array_mut(partials),
-            gw: keep.ptr(gw),
-            gb: keep.ptr(gb),
-            dw: keep.ptr(dw),
-            db: keep.ptr(db),
-            first_slot: first_slot as i32,
-            b: b as i32,
-            nw: nw as i32,
-            nb: nb as i32,
-        };
-        self.launch([sample_grad_variance_slots(b, nw, nb) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
-    }
-
     fn grad_variance(
         &self,
         partials: &mut D::Array<f64>,
         first_slot: usize,
-        inp: &D::Buf,
+        x: &D::Buf,
         g: &D::Buf,
         dw: &D::Buf,
         db: &D::Buf,
         b: usize,
         k: usize,
         n: usize,
+        form: PerExample,
     ) {
-        let d = &self.device;
-        let mut keep = Guards::new(d);
+        let mut keep = Guards::new(&self.device);
         let p = GradVarParams {
             partials: keep.array_mut(partials),
-            inp: keep.ptr(inp),
+            x: keep.ptr(x),
             g: keep.ptr(g),
             dw: keep.ptr(dw),
             db: keep.ptr(db),
@@ -95,8 +68,9 @@ impl<D: Device> StateOps for KernelBackend<D> {
             b: b as i32,
             k: k as i32,
             n: n as i32,
+            whole: (form == PerExample::Whole) as i32,
         };
-        self.launch([grad_variance_slots(b, k, n) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
+        self.launch([grad_variance_slots(b, k, n, form) as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }
 
     fn step_stats(

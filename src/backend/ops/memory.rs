@@ -32,25 +32,12 @@ pub trait MemoryOps {
         true
     }
 
-    /// How many runs every buffer holds ([`runs::Runs`]): each operation then acts on every
-    /// run's own slice of its buffers, with the shapes it is given being one run's. `zeros`,
-    /// `upload`, `write`, `array` and `write_array` give every run the same values; `download`,
-    /// `read_array` and `term_means` return the runs' values one run after another.
-    fn runs(&self) -> usize {
-        1
+    /// Where the backend merges the launches of a batch of runs ([`crate::backend::runs::Runs`])
+    /// into one launch each, its way of doing so (a device's kernel backend); else the runs'
+    /// operations run as they are issued.
+    fn launch_merging(&self) -> Option<&dyn LaunchMerging> {
+        None
     }
-
-    /// Brackets one operation of a batch of `runs` runs ([`runs::Runs`]): between `begin_runs`
-    /// and `end_runs` the runs issue the operation one after another, each after `next_run`, and
-    /// a device may hold their launches back and merge the i-th launch of every run into one
-    /// launch over a grid dimension of runs. Nothing is read back in between.
-    fn begin_runs(&self, runs: usize) {
-        let _ = runs;
-    }
-
-    fn next_run(&self) {}
-
-    fn end_runs(&self) {}
 
     /// Overwrites run `r`'s slice of `dst` with host data (one run's length).
     fn write_run(&self, dst: &mut Self::Buf, r: usize, host: &[f32]) {
@@ -91,4 +78,14 @@ pub trait MemoryOps {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// Merging the launches of a batch of runs ([`crate::backend::runs::Runs`]): between
+/// `begin_runs` and `end_runs` the runs issue one operation one after another, each after
+/// `next_run`; the device holds their launches back and merges the i-th launch of every run into
+/// one launch over a grid dimension of runs. Nothing is read back in between.
+pub trait LaunchMerging {
+    fn begin_runs(&self, runs: usize);
+    fn next_run(&self);
+    fn end_runs(&self);
 }

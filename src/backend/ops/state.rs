@@ -81,16 +81,25 @@ pub mod stats {
     pub const DIVERGED_BASELINE: f64 = k::DIVERGED_BASELINE as f64;
 }
 
-/// Slots of gradient-variance partial sums (4 f64 each) that one layer's
-/// [`Backend::grad_variance`] writes: one per row, then one per chunk of its weights and biases.
-pub fn grad_variance_slots(b: usize, k: usize, n: usize) -> usize {
-    b + (k * n + n).div_ceil(crate::backend::kernels::launch::GV_CHUNK as usize)
+/// How a layer's per-example gradients reach [`StateOps::grad_variance`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PerExample {
+    /// A dense layer's: the weights' gradient of row r is the outer product x[r]ᵀ g[r] (k·n
+    /// values) and the biases' is g[r] (n), from the layer's input x (b, k) and its logit
+    /// gradient g (b, n).
+    Outer,
+    /// Given whole: the weights' gradients x (b, k) and the biases' g (b, n).
+    Whole,
 }
 
-/// Slots of gradient-variance partial sums that [`Backend::sample_grad_variance`] writes for a
-/// layer of `nw` weights and `nb` biases: one per row, then one per chunk of its parameters.
-pub fn sample_grad_variance_slots(b: usize, nw: usize, nb: usize) -> usize {
-    b + (nw + nb).div_ceil(crate::backend::kernels::launch::GV_CHUNK as usize)
+/// Slots of gradient-variance partial sums (4 f64 each) that one layer's
+/// [`StateOps::grad_variance`] writes: one per row, then one per chunk of its weights and biases.
+pub fn grad_variance_slots(b: usize, k: usize, n: usize, form: PerExample) -> usize {
+    let weights = match form {
+        PerExample::Outer => k * n,
+        PerExample::Whole => k,
+    };
+    b + (weights + n).div_ceil(crate::backend::kernels::launch::GV_CHUNK as usize)
 }
 
 pub trait StateOps: MemoryOps {
@@ -111,38 +120,24 @@ pub trait StateOps: MemoryOps {
         n0: usize,
     );
 
-    /// The partial sums from which [`Backend::step_stats`] finishes one layer's gradient
-    /// variance (Σ over its k·n + n parameters of the across-batch variance of the per-example
-    /// estimates inp[r]ᵀ g[r] and g[r], given the batch means dw (k, n) and db (n)), into
-    /// `grad_variance_slots(b, k, n)` slots of `partials` from `first_slot`: Σ_r |inp_r|²|g_r|²,
-    /// Σ_r |g_r|², |dw|², |db|², in any split over the slots. inp (b, k), g (b, n).
+    /// The partial sums from which [`StateOps::step_stats`] finishes one layer's gradient
+    /// variance (Σ over its parameters of the across-batch variance of the per-example
+    /// gradients given by x (b, k) and g (b, n) as `form` says, whose batch means are dw and
+    /// db (n)), into [`grad_variance_slots`]`(b, k, n, form)` slots of `partials` from
+    /// `first_slot`: Σ_r |weights_r|², Σ_r |g_r|², |dw|², |db|², in any split over the slots.
+    /// For [`PerExample::Outer`], |weights_r|² = |x_r|²·|g_r|²: no (b, k, n) tensor is formed.
     fn grad_variance(
         &self,
         partials: &mut Self::Array<f64>,
         first_slot: usize,
-        inp: &Self::Buf,
+        x: &Self::Buf,
         g: &Self::Buf,
         dw: &Self::Buf,
         db: &Self::Buf,
         b: usize,
         k: usize,
         n: usize,
-    );
-
-    /// The same partial sums for a layer whose per-example gradients are given whole: gw (b, nw)
-    /// and gb (b, nb), with their batch means dw (nw) and db (nb); Σ_r |gw_r|², Σ_r |gb_r|²,
-    /// |dw|², |db|² into [`sample_grad_variance_slots`]`(b, nw, nb)` slots from `first_slot`.
-    fn sample_grad_variance(
-        &self,
-        partials: &mut Self::Array<f64>,
-        first_slot: usize,
-        gw: &Self::Buf,
-        gb: &Self::Buf,
-        dw: &Self::Buf,
-        db: &Self::Buf,
-        b: usize,
-        nw: usize,
-        nb: usize,
+        form: PerExample,
     );
 
     /// After a step: the term means of terms (b, t), the objective, the baselines' running

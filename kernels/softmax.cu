@@ -1,18 +1,5 @@
-// ---- the contextual bandit's kernels (src/backend/cpu/mod.rs and cpu/softmax.rs are the twins) --
-
-// out (n) = scale * x + shift: centring bits to +-1, or doubling weights.
-struct AffineParams {
-    float* out;
-    const float* x;
-    float scale, shift;
-    int n;
-};
-
-KERNEL(affine, AffineParams, p) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= p.n) return;
-    p.out[i] = p.scale * p.x[i] + p.shift;
-}
+// The bandit's softmax output: its action and reward, its score, and the credit pass into it
+// (src/backend/cpu/softmax.rs is the twin).
 
 // The largest logit of a row and sum_j exp(z_j - max), in index order (as cpu/softmax.rs).
 __device__ inline void softmax_max_and_sum(const float* z, int a, float* max, float* sum) {
@@ -117,29 +104,3 @@ KERNEL(softmax_credit, SoftmaxCreditParams, p) {
     p.flip[idx] = d * w[act] - ((max2 - max) + logf(sum2 / sum));
 }
 
-// A hidden bandit unit's logit gradient, out (b, n): HNCA p(1-p)(rho_1 - rho_0) coef[r] when
-// `flip` is given, else REINFORCE (z - p) coef[r]. With rho_gradient, HNCA's gradient as the
-// reference code took it, differentiating through rho as well: p(1-p)(rho_1 - rho_0) rho_0 coef[r].
-struct BanditUnitParams {
-    float* out;
-    const float* logits;
-    const float* z;
-    const float* flip;
-    const float* coef;
-    int b, n, rho_gradient;
-};
-
-KERNEL(bandit_unit_grad, BanditUnitParams, p) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)p.b * p.n) return;
-    float pk = clipped_p(p.logits[i]);
-    float c = p.coef[i / p.n];
-    if (p.flip) {
-        float rho1, rho0;
-        hindsight_ratios(pk, p.z[i] > 0.5f ? p.flip[i] : -p.flip[i], &rho1, &rho0);
-        float g = pk * (1.0f - pk) * (rho1 - rho0);
-        p.out[i] = c * (p.rho_gradient ? g * rho0 : g);
-    } else {
-        p.out[i] = c * (p.z[i] - pk);
-    }
-}
