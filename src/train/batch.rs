@@ -1,38 +1,41 @@
-//! Several VAE runs of one shape and estimator, different only in their seeds (and files),
-//! trained by one batched step ([`Runs`]) as a [`Batch`] of the run driver. A run's checkpoint,
-//! evaluation and NaN scan go through a trainer of that run alone on the inner backend, filled
-//! with the run's slice of every buffer: what it writes and reports is what the run alone would.
+//! Several runs of one experiment, shape and estimator, different only in their seeds (and
+//! files), trained by one batched step ([`Runs`]) as a [`Batch`] of the run driver. A run's
+//! checkpoint, evaluation and NaN scan go through a trainer of that run alone on the inner
+//! backend, filled with the run's slice of every buffer: what it writes and reports is what the
+//! run alone would.
 
-use super::checkpoint::VaeRun;
-use super::trainer::{identity, Trainer};
-use super::TrainConfig;
+use super::experiment::{resume, trainer};
+use super::RunIdentity;
+use super::{ModelConfig, TrainConfig, Trainer};
 use crate::backend::runs::Runs;
 use crate::backend::Backend;
 use crate::data::Split;
+use crate::error::Error;
 use crate::nn::{copy_run_in, copy_run_out, run_has_non_finite, run_sums, start_run_epoch, EpochSums, TrainData};
 use crate::rng::RngKey;
 use crate::run::batch::Batch;
 use crate::run::checkpoint::{Checkpoint, CheckpointError};
 use crate::run::{read_every, Description};
 
-/// The VAE runs of a batch: one trainer whose buffers hold every run.
-pub struct VaeBatch<'a, B: Backend + Sync> {
-    trainer: Trainer<'a, Runs<'a, B>>,
+/// The runs of a batch: one trainer whose buffers hold every run.
+pub struct TrainBatch<'a, B: Backend + Sync, S: ModelConfig> {
+    trainer: Trainer<'a, Runs<'a, B>, S::Model<Runs<'a, B>>>,
     data: TrainData<Runs<'a, B>>,
-    runs: Vec<(VaeRun, TrainConfig)>,
+    runs: Vec<(S::Run, TrainConfig<S>)>,
     steps: Vec<u64>,
 }
 
 /// Why `cfgs` cannot train as one batch, if they cannot: they must differ in their seeds and
 /// files only.
-pub fn batchable(cfgs: &[TrainConfig]) -> Result<(), String> {
+pub fn batchable<S: ModelConfig>(cfgs: &[TrainConfig<S>]) -> Result<(), String> {
     let first = cfgs.first().ok_or("a batch holds at least one run")?;
-    let same = |c: &TrainConfig| {
+    let same = |c: &TrainConfig<S>| {
         let mut c = c.clone();
         c.seed = first.seed;
         c.metrics.clone_from(&first.metrics);
         c.save.clone_from(&first.save);
         c.resume.clone_from(&first.resume);
+        c.save_params.clone_from(&first.save_params);
         format!("{c:?}") == format!("{first:?}")
     };
     match cfgs.iter().position(|c| !same(c)) {
@@ -41,37 +44,29 @@ pub fn batchable(cfgs: &[TrainConfig]) -> Result<(), String> {
     }
 }
 
-impl<'a, B> VaeBatch<'a, B>
-where
-    B: Backend + Sync,
-{
+impl<'a, B: Backend + Sync, S: ModelConfig> TrainBatch<'a, B, S> {
     /// The runs `cfgs` ([`batchable`]) on `be`, whose seeds are theirs, at step 0.
-    pub fn new(be: &'a Runs<'a, B>, cfgs: &[TrainConfig], train: &Split) -> Self {
+    pub fn new(be: &'a Runs<'a, B>, cfgs: &[TrainConfig<S>], train: &Split) -> Result<Self, Error> {
         assert_eq!(be.seeds(), cfgs.iter().map(|c| c.seed).collect::<Vec<_>>(), "a batch's backend holds its runs' seeds");
-        let first = &cfgs[0];
-        let runs: Vec<(VaeRun, TrainConfig)> = cfgs.iter().map(|c| (VaeRun::new(c, train.pixels(), train.n), c.clone())).collect();
-        let mut trainer = Trainer::new(be, runs[0].0.shape(), first.estimator, first.batch_size, first.lr as f32, first.seed);
-        trainer.optimizers = first.optimizers;
-        let mut batch = VaeBatch { trainer, data: TrainData::new(be, train), steps: vec![0; cfgs.len()], runs };
+        let runs = cfgs.iter().map(|c| Ok((S::run(c, train)?, c.clone()))).collect::<Result<Vec<_>, Error>>()?;
+        let trainer = trainer(be, &cfgs[0], &runs[0].0);
+        let mut batch = TrainBatch { trainer, data: TrainData::new(be, train), steps: vec![0; cfgs.len()], runs };
         // Each run starts where it would alone: its own seed's initial parameters.
         for r in 0..cfgs.len() {
             let alone = batch.alone(r);
             batch.put(r, &alone);
         }
-        batch
+        Ok(batch)
     }
 
     /// A trainer of run r alone on the inner backend, fresh from its seed.
-    fn alone(&self, r: usize) -> Trainer<'a, B> {
-        let inner: &'a B = self.trainer.be.inner;
-        let cfg = &self.runs[r].1;
-        let mut t = Trainer::new(inner, self.runs[r].0.shape(), cfg.estimator, cfg.batch_size, cfg.lr as f32, cfg.seed);
-        t.optimizers = cfg.optimizers;
-        t
+    fn alone(&self, r: usize) -> Trainer<'a, B, S::Model<B>> {
+        let (run, cfg) = &self.runs[r];
+        trainer(self.trainer.be.inner, cfg, run)
     }
 
     /// Run r as a trainer of its own, holding its slice of every buffer.
-    fn take(&self, r: usize) -> Trainer<'a, B> {
+    fn take(&self, r: usize) -> Trainer<'a, B, S::Model<B>> {
         let mut t = self.alone(r);
         let (from, from_state) = self.trainer.state_parts();
         let (to, to_state) = t.state_parts_mut();
@@ -81,7 +76,7 @@ where
     }
 
     /// Puts run r's state back from a trainer of its own.
-    fn put(&mut self, r: usize, t: &Trainer<'a, B>) {
+    fn put(&mut self, r: usize, t: &Trainer<'a, B, S::Model<B>>) {
         let be = self.trainer.be;
         let (from, from_state) = t.state_parts();
         let (to, to_state) = self.trainer.state_parts_mut();
@@ -90,12 +85,9 @@ where
     }
 }
 
-impl<B> Batch for VaeBatch<'_, B>
-where
-    B: Backend + Sync,
-{
+impl<B: Backend + Sync, S: ModelConfig> Batch for TrainBatch<'_, B, S> {
     fn description(&self) -> &'static Description {
-        &super::DESCRIPTION
+        S::description()
     }
     fn runs(&self) -> usize {
         self.runs.len()
@@ -104,7 +96,7 @@ where
         read_every(self.trainer.be)
     }
     fn train_step(&mut self) {
-        self.trainer.train_step_on(&self.data, self.runs[0].1.binarize);
+        self.trainer.train_step_on(&self.data);
         for (r, step) in self.steps.iter_mut().enumerate() {
             if self.trainer.be.is_active(r) {
                 *step += 1;
@@ -138,13 +130,13 @@ where
         (sums, None)
     }
     fn evaluate(&self, r: usize, split: &Split, binarize: RngKey, index: u64) -> f64 {
-        self.take(r).evaluate(split, self.runs[r].1.binarize, binarize, index)
+        self.take(r).evaluate_on(split, binarize, index)
     }
     fn device_error(&self) -> Option<String> {
         self.trainer.be.check().err()
     }
     fn identity(&self, r: usize) -> Vec<(&'static str, serde_json::Value)> {
-        identity(&self.runs[r].1)
+        S::identity(&self.runs[r].1, &self.runs[r].0)
     }
     fn epoch_stats(&self, r: usize) -> Vec<f64> {
         self.trainer.be.read_array_run(&self.trainer.state.stats, r)
@@ -153,18 +145,15 @@ where
         self.trainer.be.write_array_run(&mut self.trainer.state.stats, r, stats);
     }
     fn checkpoint(&self, r: usize, epochs_done: u64) -> Checkpoint {
-        self.take(r).checkpoint(&self.runs[r].0, epochs_done)
+        self.take(r).checkpoint(S::description(), self.runs[r].0.header(), epochs_done)
     }
     fn resume(&mut self, r: usize, ck: Checkpoint) -> Result<(), CheckpointError> {
-        let saved = VaeRun::from_checkpoint(&ck)?;
-        saved.check_resumable_as(&self.runs[r].0)?;
-        crate::run::files::note_lr_change(super::DESCRIPTION.name, saved.lr, self.runs[r].0.lr);
         let mut t = self.take(r);
-        t.restore(ck)?;
+        resume::<B, S>(&mut t, &self.runs[r].0, ck)?;
         self.put(r, &t);
         Ok(())
     }
     fn params_le_bytes(&self, r: usize) -> Vec<u8> {
-        self.take(r).host_params().tensors().into_iter().flatten().flat_map(|v| v.to_le_bytes()).collect()
+        self.take(r).params_le_bytes()
     }
 }
