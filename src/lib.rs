@@ -3,6 +3,7 @@
 //!
 //! Generic parts (they know no experiment): [`backend`] (the operations a step is written over,
 //! on the CPU and as CUDA kernels), [`run`] (the run driver, checkpoints, the files of a run),
+//! [`train`] (one trainer, run and batch of runs over any experiment's model),
 //! [`data`], [`rng`], [`math`], [`nn`], [`setup`], [`plot`], [`png`], [`error`], [`sweep`] (grids
 //! of runs, here or on Slurm) and [`report`]. Experiments:
 //! [`vae`], [`bandit`]. Commands: [`cli`], [`app`], [`selftest`].
@@ -26,4 +27,5 @@ pub mod run;
 pub mod selftest;
 pub mod setup;
 pub mod sweep;
+pub mod train;
 pub mod vae;

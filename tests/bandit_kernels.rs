@@ -157,8 +157,8 @@ fn assert_whole_bandit_steps_match_the_cpu(shape: &AgentShape, b: usize, tol: f3
     for (est, rho_gradient) in BanditEstimator::ALL.into_iter().map(|e| (e, false)).chain(through_rho) {
         let mut tc = BanditTrainer::new(&cpu, shape.clone(), est, b, 1e-3, 6);
         let mut te = BanditTrainer::new(&emu, shape.clone(), est, b, 1e-3, 6);
-        tc.rho_gradient = rho_gradient;
-        te.rho_gradient = rho_gradient;
+        tc.model.rho_gradient = rho_gradient;
+        te.model.rho_gradient = rho_gradient;
         for step in 0..3 {
             tc.train_step(&x, &labels);
             te.train_step(&x, &labels);
@@ -166,9 +166,9 @@ fn assert_whole_bandit_steps_match_the_cpu(shape: &AgentShape, b: usize, tol: f3
             for (i, (gc, ge)) in tc.grads.tensors().zip(te.grads.tensors()).enumerate() {
                 assert_close_normwise(&format!("{} step {step} gradient tensor {i}", est.name()), ge, gc, 1e-5);
             }
-            assert_eq!(cpu.download(&tc.ws.action), emu.download(&te.ws.action), "{}: step {step} actions", est.name());
+            assert_eq!(cpu.download(&tc.model.ws.action), emu.download(&te.model.ws.action), "{}: step {step} actions", est.name());
             for l in 1..=shape.hidden() {
-                assert_eq!(cpu.download(&tc.ws.z[l]), emu.download(&te.ws.z[l]), "{}: step {step} samples of layer {l}", est.name());
+                assert_eq!(cpu.download(&tc.model.ws.z[l]), emu.download(&te.model.ws.z[l]), "{}: step {step} samples of layer {l}", est.name());
             }
             assert!((sc.0 - se.0).abs() < 1e-6, "{}: mean reward", est.name());
             for (l, (vc, ve)) in sc.1.iter().zip(&se.1).enumerate() {

@@ -16,13 +16,12 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::emu::emu_backend;
 use hnca::backend::runs::Runs;
 use hnca::backend::Backend;
-use hnca::bandit::batch::BanditBatch;
 use hnca::bandit::BanditArgs;
 use hnca::data::{Mnist, Split};
 use hnca::error::Error;
 use hnca::run::batch::drive_batch;
 use hnca::run::EpochRecord;
-use hnca::vae::batch::{batchable, VaeBatch};
+use hnca::train::{batchable, TrainBatch};
 use hnca::vae::{TrainConfig, VaeArgs};
 
 #[derive(Parser)]
@@ -158,7 +157,7 @@ fn batch_equals_alone_with<B: Backend + Sync>(be: &B, name: &str, estimator: &st
     let cfgs: Vec<TrainConfig> = SEEDS.iter().map(|&s| config_with(name, estimator, extra, s, &batch_dir)).collect();
     batchable(&cfgs).unwrap();
     let runs = Runs::new(be, SEEDS.to_vec());
-    let batch = VaeBatch::new(&runs, &cfgs, &data.train);
+    let batch = TrainBatch::new(&runs, &cfgs, &data.train).unwrap();
     let opts: Vec<_> = cfgs.iter().map(|c| c.run_options()).collect();
     let results = drive_batch(batch, &opts, data, |_, r| r);
     assert_batch_equals_alone(name, name, results, &alone_dir, &batch_dir, metrics);
@@ -187,7 +186,7 @@ fn runs_that_differ_in_more_than_seed_and_files_are_not_a_batch() {
     assert!(batchable(&cfgs).is_ok());
     cfgs[1].lr = 1e-2;
     assert_eq!(batchable(&cfgs).unwrap_err(), "run 2 differs from run 1 in more than its seed and files");
-    assert!(batchable(&[]).is_err());
+    assert!(batchable(&[] as &[TrainConfig]).is_err());
 }
 
 /// The bandit's options for `estimator` (with " conv", its convolutional features).
@@ -224,13 +223,13 @@ fn bandit_batch_equals_alone<B: Backend + Sync>(be: &B, estimator: &str, data: &
 fn bandit_runs_equal_alone<B: Backend + Sync>(be: &B, what: &str, name: &str, args: impl Fn(u64, &Path) -> BanditArgs, data: &Mnist) {
     let (_dir, alone_dir, batch_dir) = alone_and_batch_dirs();
     for s in SEEDS {
-        hnca::bandit::train_bandit(be, &args(s, &alone_dir), data).unwrap();
+        hnca::bandit::train_bandit(be, &args(s, &alone_dir).to_config().unwrap(), data).unwrap();
     }
-    let args: Vec<BanditArgs> = SEEDS.iter().map(|&s| args(s, &batch_dir)).collect();
-    hnca::bandit::batch::batchable(&args).unwrap();
+    let cfgs: Vec<_> = SEEDS.iter().map(|&s| args(s, &batch_dir).to_config().unwrap()).collect();
+    batchable(&cfgs).unwrap();
     let runs = Runs::new(be, SEEDS.to_vec());
-    let batch = BanditBatch::new(&runs, &args, &data.train).unwrap();
-    let opts: Vec<_> = args.iter().map(|a| a.run_options()).collect();
+    let batch = TrainBatch::new(&runs, &cfgs, &data.train).unwrap();
+    let opts: Vec<_> = cfgs.iter().map(|c| c.run_options()).collect();
     let results = drive_batch(batch, &opts, data, |_, r| r);
     assert_batch_equals_alone(what, name, results, &alone_dir, &batch_dir, &["test_accuracy"]);
 }

@@ -368,7 +368,7 @@ fn vae_args(extra: &[&str]) -> VaeArgs {
 }
 
 fn vae_batch(e: &VaeExperiment<'_, Cpu>) -> Batch {
-    (e.trainer.be.download(&e.trainer.ws.main.z[0]), Vec::new())
+    (e.trainer.be.download(&e.trainer.model.ws.main.z[0]), Vec::new())
 }
 
 #[test]
@@ -376,7 +376,7 @@ fn the_vae_trains_each_epoch_on_its_documented_order_also_when_resumed() {
     let be = Cpu::new();
     let train = data(47).train;
     let cfg = vae_args(&[]).to_config().unwrap();
-    check_epochs_and_resume(&|| VaeExperiment::new(&be, &cfg, &train), vae_batch, false, "vae");
+    check_epochs_and_resume(&|| VaeExperiment::new(&be, &cfg, &train).unwrap(), vae_batch, false, "vae");
 }
 
 #[test]
@@ -384,8 +384,8 @@ fn the_bandit_trains_each_epoch_on_its_documented_order_and_labels_also_when_res
     let be = Cpu::new();
     let train = data(47).train;
     let argv = ["bandit", "--layers", "6,4", "--batch-size", "10", "--seed", "11", "--test-every", "0"];
-    let args = Bandit::try_parse_from(argv).unwrap().args;
-    let peek = |e: &BanditExperiment<'_, Cpu>| (e.trainer.be.download(&e.trainer.ws.u[0]), e.trainer.be.download(&e.trainer.ws.labels));
+    let args = Bandit::try_parse_from(argv).unwrap().args.to_config().unwrap();
+    let peek = |e: &BanditExperiment<'_, Cpu>| (e.trainer.be.download(&e.trainer.model.ws.u[0]), e.trainer.be.download(&e.trainer.model.ws.labels));
     check_epochs_and_resume(&|| BanditExperiment::new(&be, &args, &train).unwrap(), peek, true, "bandit");
 }
 
@@ -402,7 +402,7 @@ fn seeds_draw_different_orders() {
         let mut opts = options(1, Some(1), None, None);
         opts.seed = seed;
         let mut rec =
-            Recorder { inner: VaeExperiment::new(&be, &cfg, &data.train), peek: vae_batch, epochs: Vec::new(), batches: Vec::new() };
+            Recorder { inner: VaeExperiment::new(&be, &cfg, &data.train).unwrap(), peek: vae_batch, epochs: Vec::new(), batches: Vec::new() };
         drive(&mut rec, &opts, &data).unwrap();
         assert_eq!(rec.epochs[0].1, fisher_yates(47, RngKey::new(seed, 1, stream::SHUFFLE)), "seed {seed}");
         orders.push(rec.epochs.remove(0).1);
@@ -418,7 +418,7 @@ fn a_held_out_runs_epochs_range_over_its_first_n_images_only() {
     held.hold_out(33).unwrap();
     let be = Cpu::new();
     let cfg = vae_args(&["--train-images", "33"]).to_config().unwrap();
-    let rec = record(&|| VaeExperiment::new(&be, &cfg, &held.train), vae_batch, &options(2, None, None, None), &held);
+    let rec = record(&|| VaeExperiment::new(&be, &cfg, &held.train).unwrap(), vae_batch, &options(2, None, None, None), &held);
     // The expected batches come from the images as written (`raw`): only images 0..33 may be
     // drawn, and image m of the order is written image m.
     check_recording(&rec, &raw.train, 33, &[(1, 0), (2, 0)], 6, false, "held out");

@@ -88,15 +88,15 @@ fn assert_bandit_steps_match_the_cpu(gpu: &KernelBackend<hnca::backend::cuda::Cu
     for (est, rho_gradient) in BanditEstimator::ALL.into_iter().map(|e| (e, false)).chain(through_rho) {
         let mut tg = BanditTrainer::new(gpu, shape.clone(), est, b, 1e-3, 2);
         let mut tc = BanditTrainer::new(cpu, shape.clone(), est, b, 1e-3, 2);
-        tg.rho_gradient = rho_gradient;
-        tc.rho_gradient = rho_gradient;
+        tg.model.rho_gradient = rho_gradient;
+        tc.model.rho_gradient = rho_gradient;
         for step in 0..2 {
             tg.train_step(&x, &labels);
             tc.train_step(&x, &labels);
             gpu.check().unwrap();
-            assert_eq!(gpu.download(&tg.ws.action), tc.ws.action, "{} step {step}: actions", est.name());
+            assert_eq!(gpu.download(&tg.model.ws.action), tc.model.ws.action, "{} step {step}: actions", est.name());
             for l in 1..=shape.hidden() {
-                assert_eq!(gpu.download(&tg.ws.z[l]), tc.ws.z[l], "{} step {step}: samples of layer {l}", est.name());
+                assert_eq!(gpu.download(&tg.model.ws.z[l]), tc.model.ws.z[l], "{} step {step}: samples of layer {l}", est.name());
             }
             for (i, (g, c)) in tg.grads.tensors().zip(tc.grads.tensors()).enumerate() {
                 let d = normwise(&gpu.download(g), c);

@@ -122,7 +122,7 @@ fn vae_statistics_hold_each_encoder_layers_variance_per_parameter_summed_over_st
                 let baseline = if est.uses_baseline() { baselines[l - 1] } else { 0.0 };
                 let rows: Vec<Vec<f64>> = (0..b)
                     .map(|r| {
-                        let z: Chain = (0..=depth).map(|m| row(&trainer.ws.main.z[m], r, VAE_SIZES[m])).collect();
+                        let z: Chain = (0..=depth).map(|m| row(&trainer.model.ws.main.z[m], r, VAE_SIZES[m])).collect();
                         net.layer_params_from_units(l, &z, &net.unit_grads(&est, l, &z, &z, baseline))
                     })
                     .collect();
@@ -165,7 +165,7 @@ fn bandit_statistics_hold_each_layers_variance_per_parameter_softmax_last() {
             let agent = Agent::from_params(&trainer.params);
             let baseline = if est.uses_baseline() { trainer.baseline() as f64 } else { 0.0 };
             trainer.train_step(&x, &labels);
-            let ws = &trainer.ws;
+            let ws = &trainer.model.ws;
             // Each example's estimate of every parameter, per layer weights then biases.
             let per_row: Vec<Vec<f64>> = (0..b)
                 .map(|r| {

@@ -184,9 +184,9 @@ fn a_held_out_run_trains_on_the_first_n_images_and_validates_on_exactly_the_rest
     let raw = raw_train();
     let split = Mnist { train: cut(&raw, 0..40), test: raw_test(), valid: Some(cut(&raw, 40..TOTAL)) };
     let mut cfg = Vae::try_parse_from(RUN).unwrap().args.to_config().unwrap();
-    cfg.train_images = Some(40);
+    cfg.model.train_images = Some(40);
     let be = Cpu::new();
-    let mut exp = VaeExperiment::new(&be, &cfg, &split.train);
+    let mut exp = VaeExperiment::new(&be, &cfg, &split.train).unwrap();
     let records = drive(&mut exp, &cfg.run_options(), &split).unwrap();
     assert!(std::fs::read(&params).unwrap() == exp.params_le_bytes(), "the binary trained on other images than the first 40");
     for (line, record) in lines.iter().zip(&records) {

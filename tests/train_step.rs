@@ -131,7 +131,7 @@ fn vae_estimators() -> Vec<Estimator> {
 /// Layer l's chains of row r of the trainer's workspace: the main chain, then each alternative
 /// chain of the layer (its layers below l are the main chain's).
 fn chains_of(trainer: &Trainer<'_, Cpu>, l: usize, r: usize) -> Vec<Chain> {
-    let (shape, ws, est) = (&trainer.shape, &trainer.ws, &trainer.est);
+    let (shape, ws, est) = (&trainer.model.shape, &trainer.model.ws, &trainer.model.est);
     let depth = shape.depth();
     let main: Chain = (0..=depth).map(|m| row(&ws.main.z[m], r, shape.width(m))).collect();
     let mut chains = vec![main.clone()];
@@ -214,7 +214,7 @@ fn assert_variances_match(what: &str, got: &[(f64, f64)], want: &[(f64, f64)]) {
 /// encoder's gradients from the reference estimators, the decoder's and the prior's exact,
 /// (target - σ(logit)) ⊗ input; and the coefficients' ascent directions, batch means.
 fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64], coef: &[Vec<f64>]) -> ReferenceStep {
-    let (shape, ws, est) = (&trainer.shape, &trainer.ws, &trainer.est);
+    let (shape, ws, est) = (&trainer.model.shape, &trainer.model.ws, &trainer.model.est);
     let (b, depth) = (ws.b, shape.depth());
     let mut enc: Vec<Vec<f64>> = (1..=depth).map(|l| vec![0.0; shape.width(l - 1) * shape.width(l) + shape.width(l)]).collect();
     let mut dec_w: Vec<Vec<f64>> = (1..=depth).map(|l| vec![0.0; shape.width(l) * shape.width(l - 1)]).collect();
@@ -291,7 +291,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
                 assert_baseline(&format!("{what} step {t} layer {} (before)", l + 1), got, want);
             }
             let used: Vec<f64> = trainer.state.baselines(&be).iter().map(|&v| v as f64).collect();
-            let coef_before: Vec<Vec<f32>> = trainer.ws.cv_coef[1..].to_vec();
+            let coef_before: Vec<Vec<f32>> = trainer.model.ws.cv_coef[1..].to_vec();
             let coef: Vec<Vec<f64>> = coef_before.iter().map(|c| c.iter().map(|&v| v as f64).collect()).collect();
             trainer.train_step(&x);
             let (elbo, grad_var) = trainer.state.last_step(&be);
@@ -305,18 +305,18 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
             assert_params_follow_adam(&what_t, &tensors(&trainer.params), &want);
             if est.kind.control_variates() > 0 {
                 // The coefficients' ascent directions, then their own Adam step (lr 1e-3).
-                let got: Vec<Vec<f32>> = trainer.ws.cv_grad[1..].to_vec();
+                let got: Vec<Vec<f32>> = trainer.model.ws.cv_grad[1..].to_vec();
                 assert_gradients_match(&format!("{what_t} coefficients"), &got, &reference.cv_ascent);
                 let want = cv_adam.get_or_insert_with(|| ReferenceAdam::new(&coef_before)).step_at(&coef_before, &got, t, CV_LR);
-                assert_params_follow_adam(&format!("{what_t} coefficients"), &trainer.ws.cv_coef[1..], &want);
-                assert!(t == 1 || trainer.ws.cv_coef[1..].iter().flatten().all(|&a| a != 0.0), "{what_t}: a coefficient never moved");
+                assert_params_follow_adam(&format!("{what_t} coefficients"), &trainer.model.ws.cv_coef[1..], &want);
+                assert!(t == 1 || trainer.model.ws.cv_coef[1..].iter().flatten().all(|&a| a != 0.0), "{what_t}: a coefficient never moved");
             }
             if est.uses_baseline() {
                 let depth = shape.depth();
                 for l in 1..=depth {
                     let mean = (0..b)
                         .map(|r| {
-                            let z: Chain = (0..=depth).map(|m| row(&trainer.ws.main.z[m], r, shape.width(m))).collect();
+                            let z: Chain = (0..=depth).map(|m| row(&trainer.model.ws.main.z[m], r, shape.width(m))).collect();
                             baseline_target(&net, &est, l, &z)
                         })
                         .sum::<f64>()
@@ -361,7 +361,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
             trainer.train_step(&x, &labels);
             let (mean_reward, grad_var) = trainer.state.last_step(&be);
             let what_t = format!("{what} step {t}");
-            let ws = &trainer.ws;
+            let ws = &trainer.model.ws;
             let mut grad = vec![0.0f64; Agent::param_count()];
             let mut per_row = Vec::new();
             let mut reward_sum = 0.0;

@@ -48,7 +48,7 @@ fn sgd_prior_follows_the_written_rule<B: Backend<Buf = Vec<f32>>>(be: &B, what: 
     let x: Vec<f32> = data(b * 6, 1, 0.0, 1.0).into_iter().map(|u| (u < 0.5) as u8 as f32).collect();
     for kind in [EstimatorKind::Hnca, EstimatorKind::Disarm] {
         let mut trainer = Trainer::new(be, shape.clone(), Estimator::new(kind), b, LR, 3);
-        trainer.optimizers = Optimizers { prior_lr: PRIOR_LR, prior: PriorOptimizer::Sgd, ..Optimizers::with_lr(LR as f64) };
+        trainer.model.optimizers = Optimizers { prior_lr: PRIOR_LR, prior: PriorOptimizer::Sgd, ..Optimizers::with_lr(LR as f64) };
         // Prior logits of both signs and sizes, so that σ(prior) is far from ½ somewhere.
         let start = data(top, 2, -2.0, 2.0);
         be.write(&mut trainer.params.prior, &start);
@@ -56,7 +56,7 @@ fn sgd_prior_follows_the_written_rule<B: Backend<Buf = Vec<f32>>>(be: &B, what: 
         for step in 1..=2 {
             let before = be.download(&trainer.params.prior);
             trainer.train_step(&x);
-            let z_top = be.download(&trainer.ws.main.z[depth]);
+            let z_top = be.download(&trainer.model.ws.main.z[depth]);
             let after = be.download(&trainer.params.prior);
             for j in 0..top {
                 let p = sigmoid(before[j] as f64);

@@ -3,10 +3,11 @@
 
 use super::agent::{AgentShape, BanditEstimator};
 use super::conv::conv_geoms;
-use super::{BanditArgs, Features, ACTIONS};
+use super::{BanditConfig, Features, ACTIONS};
 use crate::data::Split;
 use crate::error::Error;
 use crate::run::checkpoint::{check_same, Checkpoint, CheckpointError};
+use crate::train::RunIdentity;
 
 /// The convolutional feature network of a `--features conv` run, and the image it sees.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,27 +39,28 @@ pub struct BanditRun {
 const MAX_BUFFER: usize = i32::MAX as usize;
 
 impl BanditRun {
-    /// The run `args` describe on the training images `train`; an error if its convolutions do
+    /// The run `cfg` describes on the training images `train`; an error if its convolutions do
     /// not fit the images or its buffers would be too large.
-    pub fn new(args: &BanditArgs, train: &Split) -> Result<Self, Error> {
-        let conv = match args.features {
+    pub fn new(cfg: &BanditConfig, train: &Split) -> Result<Self, Error> {
+        let m = &cfg.model;
+        let conv = match m.features {
             Features::Linear => None,
             Features::Conv => Some(ConvRun {
                 rows: train.rows,
                 cols: train.cols,
-                layers: args.conv_layers(),
-                channels: args.conv_channels(),
-                rho_gradient: args.rho_gradient,
+                layers: m.conv_layers,
+                channels: m.conv_channels,
+                rho_gradient: m.rho_gradient,
             }),
         };
         let run = BanditRun {
             data_dim: train.pixels(),
             train_images: train.n,
-            hidden: args.hidden_layers(),
-            estimator: args.estimator,
-            batch_size: args.batch_size,
-            seed: args.seed,
-            lr: args.lr,
+            hidden: m.hidden.clone(),
+            estimator: m.estimator,
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            lr: cfg.lr,
             conv,
         };
         run.try_shape().map_err(Error::Config)?;
@@ -94,9 +96,19 @@ impl BanditRun {
         }
     }
 
+    pub fn features(&self) -> Features {
+        if self.conv.is_some() {
+            Features::Conv
+        } else {
+            Features::Linear
+        }
+    }
+}
+
+impl RunIdentity for BanditRun {
     /// The settings that identify the run, as saved in its checkpoints' headers (a run over the
     /// pixels writes exactly the fields it always did).
-    pub(crate) fn identity(&self) -> serde_json::Value {
+    fn header(&self) -> serde_json::Value {
         let mut id = serde_json::json!({
             "data_dim": self.data_dim,
             "train_images": self.train_images,
@@ -118,7 +130,7 @@ impl BanditRun {
     }
 
     /// Reads the run's identity from a checkpoint's header.
-    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
+    fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
         ck.expect_experiment(&super::DESCRIPTION)?;
         let estimator: BanditEstimator = ck.enum_field("estimator")?;
         let features: Features = if ck.header.contains_key("features") { ck.enum_field("features")? } else { Features::Linear };
@@ -148,16 +160,8 @@ impl BanditRun {
         }
     }
 
-    pub fn features(&self) -> Features {
-        if self.conv.is_some() {
-            Features::Conv
-        } else {
-            Features::Linear
-        }
-    }
-
     /// Every difference that would make a resume inexact.
-    pub fn check_resumable_as(&self, now: &BanditRun) -> Result<(), CheckpointError> {
+    fn check_resumable_as(&self, now: &BanditRun) -> Result<(), CheckpointError> {
         let conv = |r: &BanditRun, f: &dyn Fn(&ConvRun) -> String| r.conv.as_ref().map_or("-".to_string(), f);
         check_same(&[
             ("image size", self.data_dim.to_string(), now.data_dim.to_string()),
@@ -174,6 +178,10 @@ impl BanditRun {
             ("--batch-size", self.batch_size.to_string(), now.batch_size.to_string()),
             ("--seed", self.seed.to_string(), now.seed.to_string()),
         ])
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
     }
 }
 

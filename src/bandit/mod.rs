@@ -7,7 +7,6 @@
 //! checkpoint contents; the generic parts (backend, data, run driver) do not know it.
 
 pub mod agent;
-pub mod batch;
 pub mod checkpoint;
 pub mod conv;
 pub mod sweep;
@@ -16,15 +15,16 @@ pub mod trainer;
 use std::path::PathBuf;
 
 pub use agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditWorkspace};
-pub use trainer::{BanditExperiment, BanditTrainer};
+pub use trainer::{Agent, BanditExperiment, BanditTrainer};
 
 use crate::backend::cpu::Cpu;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::Backend;
 use crate::data::Mnist;
 use crate::error::Error;
-use crate::run::{drive, Description, EpochRecord, RunOptions};
+use crate::run::{drive, Description, EpochRecord};
 use crate::setup::{set_up, Setup};
+use crate::train::config::Given;
 
 /// The ten digits.
 pub const ACTIONS: usize = 10;
@@ -139,9 +139,23 @@ pub struct BanditArgs {
     pub checkpoints: crate::run::CheckpointArgs,
 }
 
+/// The bandit's own validated options: its agent, estimator and features.
+#[derive(Clone, Debug)]
+pub struct BanditSettings {
+    pub hidden: Vec<usize>,
+    pub features: Features,
+    pub conv_layers: usize,
+    pub conv_channels: usize,
+    pub rho_gradient: bool,
+    pub estimator: BanditEstimator,
+}
+
+/// A validated bandit training configuration.
+pub type BanditConfig = crate::train::TrainConfig<BanditSettings>;
+
 impl BanditArgs {
-    /// Checks every value a run could not use.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// Checks every value a run could not use and builds the configuration.
+    pub fn to_config(&self) -> Result<BanditConfig, Error> {
         let bad = |msg: String| Err(Error::Config(msg));
         let layers = self.hidden_layers();
         if layers.is_empty() || layers.len() > 16 || layers.iter().any(|&w| w == 0 || w > 4096) {
@@ -165,16 +179,30 @@ impl BanditArgs {
         if self.rho_gradient && !self.estimator.is_hnca() {
             return bad(format!("--rho-gradient changes HNCA's gradient; it does not apply to --estimator {}", self.estimator.name()));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr must be a positive number, got {}", self.lr));
-        }
-        if self.batch_size == 0 || self.batch_size > 60_000 {
-            return bad(format!("--batch-size must be between 1 and 60000, got {}", self.batch_size));
-        }
+        let given = Given {
+            lr: self.lr,
+            batch_size: self.batch_size,
+            epochs: self.epochs,
+            steps: self.steps,
+            seed: self.seed,
+            test_every: self.test_every,
+            metrics: &self.metrics,
+            save_params: &self.save_params,
+            checkpoints: &self.checkpoints,
+        };
+        given.check_lr_and_batch()?;
         if self.epochs == 0 || self.steps == Some(0) {
             return bad("--epochs and --steps must be at least 1".into());
         }
-        self.checkpoints.check()
+        self.checkpoints.check()?;
+        Ok(given.config(BanditSettings {
+            hidden: layers,
+            features: self.features,
+            conv_layers: self.conv_layers(),
+            conv_channels: self.conv_channels(),
+            rho_gradient: self.rho_gradient,
+            estimator: self.estimator,
+        }))
     }
 }
 
@@ -209,50 +237,31 @@ impl BanditArgs {
 
 /// `hnca bandit`: validates, sets up, and trains on the GPU or the CPU.
 pub fn run(args: &BanditArgs) -> Result<(), Error> {
-    args.validate()?;
+    let cfg = args.to_config()?;
     let Setup { dir, data, gpu, place } = set_up(&args.setup, "training")?;
     // The convolutions' fit to the images, before anything is allocated.
-    checkpoint::BanditRun::new(args, &data.train)?;
+    checkpoint::BanditRun::new(&cfg, &data.train)?;
     eprintln!(
         "hnca bandit: {} on {place}{}, hidden layers {:?}, batch {}, lr {:e}, seed {}, {} train / {} test images from {}",
         args.estimator.name(),
         args.features_line(),
-        args.hidden_layers(),
-        args.batch_size,
-        args.lr,
-        args.seed,
+        cfg.model.hidden,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.seed,
         data.train.n,
         data.test.n,
         dir.display()
     );
     match gpu {
-        Some(d) => train_bandit(&KernelBackend::new(d), args, &data)?,
-        None => train_bandit(&Cpu::new(), args, &data)?,
+        Some(d) => train_bandit(&KernelBackend::new(d), &cfg, &data)?,
+        None => train_bandit(&Cpu::new(), &cfg, &data)?,
     };
     Ok(())
 }
 
 /// Trains the agent as configured, printing one line per epoch; returns every epoch's metrics.
-pub fn train_bandit<B: Backend>(be: &B, args: &BanditArgs, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
-    let mut exp = BanditExperiment::new(be, args, &data.train)?;
-    drive(&mut exp, &args.run_options(), data)
-}
-
-impl BanditArgs {
-    /// What the run driver needs of it.
-    pub fn run_options(&self) -> RunOptions {
-        RunOptions {
-            epochs: self.epochs,
-            max_steps: self.steps,
-            batch_size: self.batch_size,
-            seed: self.seed,
-            test_every: self.test_every,
-            metrics: self.metrics.clone(),
-            save: self.checkpoints.save.clone(),
-            save_every: self.checkpoints.save_every(),
-            resume: self.checkpoints.resume.clone(),
-            save_params: self.save_params.clone(),
-            label: None,
-        }
-    }
+pub fn train_bandit<B: Backend>(be: &B, cfg: &BanditConfig, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
+    let mut exp = BanditExperiment::new(be, cfg, &data.train)?;
+    drive(&mut exp, &cfg.run_options(), data)
 }

@@ -2,83 +2,47 @@
 //! run ends with: the test accuracy of its checkpoint (the mean reward of sampled actions over
 //! the test set, binarized with the run's seed).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
 use super::agent::BanditEstimator;
-use super::batch::{batchable, BanditBatch};
 use super::checkpoint::BanditRun;
-use super::trainer::{evaluate, BanditExperiment, BanditTrainer};
-use super::BanditArgs;
-use crate::backend::runs::Runs;
+use super::trainer::{evaluate, BanditTrainer};
+use super::{BanditArgs, BanditConfig, BanditSettings};
 use crate::backend::Backend;
-use crate::data::{Mnist, Split};
+use crate::data::Split;
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
-use crate::run::batch::drive_batch;
 use crate::run::checkpoint::Checkpoint;
-use crate::run::{drive, Description, RunOptions};
+use crate::run::CheckpointArgs;
 use crate::setup::SetupArgs;
-use crate::sweep::grid::RunFiles;
-use crate::sweep::{files_given, EvalResult, EvalSettings, FinalEval, SweepExperiment};
+use crate::sweep::{EvalResult, EvalSettings, FinalEval, SweepExperiment};
+use crate::train::RunIdentity;
 
 impl SweepExperiment for BanditArgs {
-    fn description() -> &'static Description {
-        &super::DESCRIPTION
-    }
+    type Model = BanditSettings;
 
     fn estimators() -> Vec<String> {
         BanditEstimator::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
     }
 
-    fn own_files_given(&self) -> Vec<&'static str> {
-        files_given(self.metrics.is_some(), &self.checkpoints, self.save_params.is_some())
+    fn files_mut(&mut self) -> (&mut u64, &mut Option<PathBuf>, &mut Option<PathBuf>, &mut CheckpointArgs) {
+        (&mut self.seed, &mut self.metrics, &mut self.save_params, &mut self.checkpoints)
     }
 
     fn setup_args(&self) -> &SetupArgs {
         &self.setup
     }
 
-    fn validate(&self) -> Result<(), Error> {
-        BanditArgs::validate(self)
+    fn to_config(&self) -> Result<BanditConfig, Error> {
+        BanditArgs::to_config(self)
     }
 
-    fn for_run(&self, estimator: &str, seed: u64, files: &RunFiles, resume: bool) -> Result<Self, Error> {
+    fn with_estimator(&self, estimator: &str) -> Result<Self, Error> {
         let mut a = self.clone();
         a.estimator = BanditEstimator::from_str(estimator, false).map_err(|_| Error::Config(format!("unknown estimator {estimator}")))?;
-        a.seed = seed;
-        a.metrics = Some(files.metrics.clone());
-        a.checkpoints.save = Some(files.checkpoint.clone());
-        a.checkpoints.resume = resume.then(|| files.checkpoint.clone());
-        a.save_params = None;
         Ok(a)
-    }
-
-    fn run_options(&self) -> Result<RunOptions, Error> {
-        Ok(BanditArgs::run_options(self))
-    }
-
-    fn train<B: Backend>(&self, be: &B, data: &Mnist, label: &str) -> Result<(), Error> {
-        let mut exp = BanditExperiment::new(be, self, &data.train)?;
-        let mut opts = BanditArgs::run_options(self);
-        opts.label = Some(label.to_string());
-        drive(&mut exp, &opts, data).map(|_| ())
-    }
-
-    fn train_batch<B: Backend + Sync>(runs: &[Self], be: &B, data: &Mnist, labels: &[String]) -> Option<Vec<Result<(), Error>>> {
-        let fail = |e: String| Some(runs.iter().map(|_| Err(Error::Config(e.clone()))).collect());
-        if let Err(e) = batchable(runs) {
-            return fail(e);
-        }
-        let be = Runs::new(be, runs.iter().map(|a| a.seed).collect());
-        let batch = match BanditBatch::new(&be, runs, &data.train) {
-            Ok(b) => b,
-            Err(e) => return fail(e.to_string()),
-        };
-        let opts: Vec<RunOptions> =
-            runs.iter().zip(labels).map(|(a, label)| RunOptions { label: Some(label.clone()), ..BanditArgs::run_options(a) }).collect();
-        Some(drive_batch(batch, &opts, data, |_, result| result.map(|_| ())))
     }
 
     fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, s: &EvalSettings) -> Result<FinalEval, Error> {

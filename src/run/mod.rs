@@ -1,8 +1,8 @@
 //! The run driver: epochs of shuffled minibatches, resume, checkpoints, divergence handling, the
-//! metrics file and the progress bar, written once for every experiment. An experiment (the
-//! VAE, the bandit) implements [`Experiment`]: a training step, an evaluation, what identifies
-//! its runs, and what its checkpoints hold. This module knows no experiment; it must not import
-//! one.
+//! metrics file and the progress bar, written once for every experiment. It trains an
+//! [`Experiment`]: a training step, an evaluation, what identifies its runs, and what its
+//! checkpoints hold (every experiment's is [`crate::train::TrainRun`]). This module knows no
+//! experiment; it must not import one.
 
 pub mod batch;
 pub mod checkpoint;

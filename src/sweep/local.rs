@@ -55,7 +55,7 @@ pub fn run<A: SweepExperiment>(base: &A, runs: &[RunSpec], g: &GridOptions) -> R
     let mut todo = Vec::new();
     for spec in runs {
         let files = RunFiles::new(&g.out, &spec.name);
-        let opts = base.for_run(&spec.estimator, spec.seed, &files, false)?.run_options()?;
+        let opts = base.for_run(&spec.estimator, spec.seed, &files, false)?.to_config()?.run_options();
         let total = total_steps(data.train.n, opts.batch_size, opts.epochs, opts.max_steps);
         match status(&files, total) {
             Status::Finished => eprintln!("hnca sweep: {}: finished, skipped", spec.name),
@@ -181,13 +181,8 @@ fn attempt_unit<A: SweepExperiment, B: Backend + Sync>(
     if ready.len() > 1 {
         eprintln!("hnca sweep: {}: trained as one batch", labels.join(", "));
     }
-    match A::train_batch(&args, be, data, &labels) {
-        Some(results) => {
-            for (&i, r) in ready.iter().zip(results) {
-                out.push((i, outcome(&todo[i], r.and_then(|()| finish(be, &todo[i], test, k)))));
-            }
-        }
-        None => out.extend(ready.iter().map(|&i| (i, attempt(be, &todo[i], data, test, k)))),
+    for (&i, r) in ready.iter().zip(A::train_batch(&args, be, data, &labels)) {
+        out.push((i, outcome(&todo[i], r.and_then(|()| finish(be, &todo[i], test, k)))));
     }
     out
 }

@@ -13,16 +13,23 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args, FromArgMatches};
 
+use crate::backend::runs::Runs;
 use crate::backend::Backend;
 use crate::data::{Mnist, Split};
 use crate::error::Error;
-use crate::run::{CheckpointArgs, Description, RunOptions};
+use crate::run::batch::drive_batch;
+use crate::run::{drive, CheckpointArgs, Description, RunOptions};
 use crate::setup::SetupArgs;
+use crate::train::{batchable, ModelConfig, TrainBatch, TrainConfig, TrainRun};
 use grid::{RunFiles, RunSpec};
 
 /// What the sweep needs of an experiment's argument struct (`VaeArgs`, `BanditArgs`).
 pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
-    fn description() -> &'static Description;
+    /// The experiment's own part of its validated configuration.
+    type Model: ModelConfig;
+    fn description() -> &'static Description {
+        Self::Model::description()
+    }
     /// Every name `--estimator` accepts, as the help lists them.
     fn estimators() -> Vec<String>;
     /// Whether `spec` names a run of the grid: by default one of [`Self::estimators`]; an
@@ -36,9 +43,22 @@ pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
             Err(format!("choose from {}", known.join(", ")))
         }
     }
+    /// The run's seed and its file options (`--metrics`, `--save-params`, and `--save` and
+    /// `--resume`), which a sweep sets per run.
+    fn files_mut(&mut self) -> (&mut u64, &mut Option<PathBuf>, &mut Option<PathBuf>, &mut CheckpointArgs);
     /// The per-run file options (`--metrics`, `--save`, `--resume`, `--save-params`) that are
     /// set: a sweep names each run's files itself.
-    fn own_files_given(&self) -> Vec<&'static str>;
+    fn own_files_given(&self) -> Vec<&'static str> {
+        let mut a = self.clone();
+        let (_, metrics, save_params, checkpoints) = a.files_mut();
+        let given = [
+            ("--metrics", metrics.is_some()),
+            ("--save", checkpoints.save.is_some()),
+            ("--resume", checkpoints.resume.is_some()),
+            ("--save-params", save_params.is_some()),
+        ];
+        given.into_iter().filter(|g| g.1).map(|g| g.0).collect()
+    }
     fn setup_args(&self) -> &SetupArgs;
     /// Readies the loaded data as the single-run command does (the VAE's `--train-images` holds
     /// the rest of the training images out for validation); by default the data as loaded.
@@ -46,37 +66,49 @@ pub trait SweepExperiment: Args + Clone + std::fmt::Debug + Send + Sync {
         let _ = data;
         Ok(())
     }
-    /// Checks the options as the single-run command does.
-    fn validate(&self) -> Result<(), Error>;
-    /// These options as one run of the grid: its estimator (one of [`Self::estimators`]) and
-    /// seed, writing its metrics and checkpoints to `files`, continuing from its checkpoint if
-    /// `resume`.
-    fn for_run(&self, estimator: &str, seed: u64, files: &RunFiles, resume: bool) -> Result<Self, Error>;
-    /// What the run driver makes of these options.
-    fn run_options(&self) -> Result<RunOptions, Error>;
+    /// Checks the options as the single-run command does and builds the configuration.
+    fn to_config(&self) -> Result<TrainConfig<Self::Model>, Error>;
+    /// These options with the run's estimator (one of [`Self::estimators`]) set.
+    fn with_estimator(&self, estimator: &str) -> Result<Self, Error>;
+    /// These options as one run of the grid: its estimator and seed, writing its metrics and
+    /// checkpoints to `files`, continuing from its checkpoint if `resume`.
+    fn for_run(&self, estimator: &str, seed: u64, files: &RunFiles, resume: bool) -> Result<Self, Error> {
+        let mut a = self.with_estimator(estimator)?;
+        let (s, metrics, save_params, checkpoints) = a.files_mut();
+        *s = seed;
+        *metrics = Some(files.metrics.clone());
+        checkpoints.save = Some(files.checkpoint.clone());
+        checkpoints.resume = resume.then(|| files.checkpoint.clone());
+        *save_params = None;
+        Ok(a)
+    }
     /// Trains as configured on `be`, its epoch lines labelled `label`.
-    fn train<B: Backend>(&self, be: &B, data: &Mnist, label: &str) -> Result<(), Error>;
+    fn train<B: Backend>(&self, be: &B, data: &Mnist, label: &str) -> Result<(), Error> {
+        let cfg = self.to_config()?;
+        let mut exp = TrainRun::new(be, &cfg, &data.train)?;
+        drive(&mut exp, &cfg.labelled(label), data).map(|_| ())
+    }
     /// Trains `runs` (each [`Self::for_run`]'s options, different in their seeds and files
-    /// only) as one batch on `be` ([`crate::run::batch`]), run r's lines labelled `labels[r]`;
-    /// `None` where the experiment trains its runs one by one.
-    fn train_batch<B: Backend + Sync>(runs: &[Self], be: &B, data: &Mnist, labels: &[String]) -> Option<Vec<Result<(), Error>>> {
-        let _ = (runs, be, data, labels);
-        None
+    /// only) as one batch on `be` ([`crate::run::batch`]), run r's lines labelled `labels[r]`.
+    fn train_batch<B: Backend + Sync>(runs: &[Self], be: &B, data: &Mnist, labels: &[String]) -> Vec<Result<(), Error>> {
+        let fail = |e: String| runs.iter().map(|_| Err(Error::Config(e.clone()))).collect();
+        let cfgs = match runs.iter().map(|a| a.to_config()).collect::<Result<Vec<_>, Error>>() {
+            Ok(c) => c,
+            Err(e) => return fail(e.to_string()),
+        };
+        if let Err(e) = batchable(&cfgs) {
+            return fail(e);
+        }
+        let be = Runs::new(be, cfgs.iter().map(|c| c.seed).collect());
+        let batch = match TrainBatch::new(&be, &cfgs, &data.train) {
+            Ok(b) => b,
+            Err(e) => return fail(e.to_string()),
+        };
+        let opts: Vec<RunOptions> = cfgs.iter().zip(labels).map(|(c, label)| c.labelled(label)).collect();
+        drive_batch(batch, &opts, data, |_, result| result.map(|_| ()))
     }
     /// Evaluates the model in `checkpoint` on `test` at the run's end.
     fn final_eval<B: Backend>(&self, be: &B, checkpoint: &Path, test: &Split, settings: &EvalSettings) -> Result<FinalEval, Error>;
-}
-
-/// For [`SweepExperiment::own_files_given`]: which of `--metrics`, `--save`, `--resume` and
-/// `--save-params` are set, in that order.
-pub fn files_given(metrics: bool, checkpoints: &CheckpointArgs, save_params: bool) -> Vec<&'static str> {
-    let given = [
-        ("--metrics", metrics),
-        ("--save", checkpoints.save.is_some()),
-        ("--resume", checkpoints.resume.is_some()),
-        ("--save-params", save_params),
-    ];
-    given.into_iter().filter(|g| g.1).map(|g| g.0).collect()
 }
 
 /// How each run is evaluated at its end.
@@ -243,7 +275,7 @@ pub fn check<A: SweepExperiment>(args: &SweepArgs<A>) -> Result<Plan<A>, Error> 
     // with another estimator, say).
     for est in &g.estimators {
         let files = RunFiles::new(&g.out, "check");
-        base.for_run(est, seeds[0], &files, false)?.validate()?;
+        base.for_run(est, seeds[0], &files, false)?.to_config()?;
     }
     let tasks = grid::task_count(all.len(), g.slurm.runs_per_task);
     if let Some(t) = g.task {

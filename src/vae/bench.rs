@@ -20,7 +20,7 @@ use crate::backend::cuda::CudaDevice;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::runs::Runs;
 use crate::backend::Backend;
-use crate::data::{Binarize, Split};
+use crate::data::Split;
 use crate::error::Error;
 use crate::nn::TrainData;
 use crate::rng::RngKey;
@@ -98,14 +98,14 @@ pub fn time_training_loop<B: Backend>(
 ) -> (u64, f64) {
     let be = trainer.be;
     let mut data = TrainData::new(be, split);
-    let per_epoch = (split.n / trainer.ws.b) as u64;
+    let per_epoch = (split.n / trainer.model.ws.b) as u64;
     let order: Vec<u32> = (0..split.n as u32).collect();
     let every = read_every(be);
     let step = |trainer: &mut Trainer<'_, B>, data: &mut TrainData<B>| {
         if trainer.step.is_multiple_of(per_epoch) {
             trainer.start_epoch(data, trainer.step / per_epoch + 1, &order, 0);
         }
-        trainer.train_step_on(data, Binarize::Dynamic);
+        trainer.train_step_on(data);
         if trainer.step.is_multiple_of(every) {
             trainer.progress(trainer.step.is_multiple_of(100));
         }

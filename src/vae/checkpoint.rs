@@ -8,6 +8,7 @@ use super::model::{Params, Shape};
 use super::{Optimizers, PriorOptimizer, TrainConfig};
 use crate::data::Binarize;
 use crate::run::checkpoint::{check_same, Checkpoint, CheckpointError};
+use crate::train::RunIdentity;
 
 /// What must be the same for a resumed run to continue the saved one exactly.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,13 +35,13 @@ impl VaeRun {
         VaeRun {
             data_dim,
             train_images,
-            latent: cfg.latent.clone(),
-            estimator: cfg.estimator,
+            latent: cfg.model.latent.clone(),
+            estimator: cfg.model.estimator,
             batch_size: cfg.batch_size,
             seed: cfg.seed,
-            binarize: cfg.binarize,
+            binarize: cfg.model.binarize,
             lr: cfg.lr,
-            optimizers: cfg.optimizers,
+            optimizers: cfg.model.optimizers,
         }
     }
 
@@ -48,8 +49,19 @@ impl VaeRun {
         Shape::new(self.data_dim, &self.latent)
     }
 
+    /// The prior's learning rate as a resume compares it: "--lr" when it follows --lr.
+    fn prior_lr_shown(&self) -> String {
+        if self.optimizers.prior_lr == self.lr {
+            "(the --lr)".into()
+        } else {
+            self.optimizers.prior_lr.to_string()
+        }
+    }
+}
+
+impl RunIdentity for VaeRun {
     /// The settings that identify the run, as saved in its checkpoints' headers.
-    pub(crate) fn identity(&self) -> serde_json::Value {
+    fn header(&self) -> serde_json::Value {
         serde_json::json!({
             "data_dim": self.data_dim,
             "train_images": self.train_images,
@@ -69,7 +81,7 @@ impl VaeRun {
     }
 
     /// Reads the run's identity from a checkpoint's header.
-    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
+    fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
         ck.expect_experiment(&super::DESCRIPTION)?;
         let kind: EstimatorKind = ck.enum_field("estimator")?;
         let binarize: Binarize = ck.enum_field("binarize")?;
@@ -104,17 +116,8 @@ impl VaeRun {
         })
     }
 
-    /// The prior's learning rate as a resume compares it: "--lr" when it follows --lr.
-    fn prior_lr_shown(&self) -> String {
-        if self.optimizers.prior_lr == self.lr {
-            "(the --lr)".into()
-        } else {
-            self.optimizers.prior_lr.to_string()
-        }
-    }
-
     /// Every difference that would make a resume inexact.
-    pub fn check_resumable_as(&self, now: &VaeRun) -> Result<(), CheckpointError> {
+    fn check_resumable_as(&self, now: &VaeRun) -> Result<(), CheckpointError> {
         check_same(&[
             ("image size", self.data_dim.to_string(), now.data_dim.to_string()),
             ("training images", self.train_images.to_string(), now.train_images.to_string()),
@@ -127,6 +130,10 @@ impl VaeRun {
             ("--prior-optimizer", value_name(&self.optimizers.prior), value_name(&now.optimizers.prior)),
             ("--cv-lr", self.optimizers.cv_lr.to_string(), now.optimizers.cv_lr.to_string()),
         ])
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
     }
 }
 

@@ -15,6 +15,7 @@ use crate::rng::{stream, RngKey};
 use crate::run::checkpoint::Checkpoint;
 use crate::run::files::write_atomically;
 use crate::run::progress_bar;
+use crate::train::RunIdentity;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {

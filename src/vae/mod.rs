@@ -3,7 +3,6 @@
 //! `sample` and `bench` commands. It uses the generic parts (backend, data, run driver); they
 //! do not know it.
 
-pub mod batch;
 pub mod bench;
 pub mod checkpoint;
 pub mod estimate;
@@ -24,8 +23,9 @@ use crate::backend::kernels::KernelBackend;
 use crate::backend::Backend;
 use crate::data::{Binarize, Mnist};
 use crate::error::Error;
-use crate::run::{drive, Description, EpochRecord, RunOptions};
+use crate::run::{drive, Description, EpochRecord};
 use crate::setup::{set_up, Setup};
+use crate::train::config::Given;
 use estimator::{Estimator, EstimatorKind};
 use trainer::VaeExperiment;
 
@@ -157,51 +157,36 @@ impl Optimizers {
     }
 }
 
-/// A validated training configuration.
+/// The VAE's own validated options: its model, estimator, optimisers and data.
 #[derive(Clone, Debug)]
-pub struct TrainConfig {
+pub struct VaeSettings {
     pub latent: Vec<usize>,
     pub estimator: Estimator,
-    pub lr: f64,
     pub optimizers: Optimizers,
     /// Train on this many of the training images; the rest are the validation set.
     pub train_images: Option<usize>,
-    pub batch_size: usize,
-    pub epochs: usize,
-    pub max_steps: Option<u64>,
-    pub seed: u64,
-    /// Evaluate the test ELBO every this many epochs (0: never).
-    pub test_every: usize,
-    pub metrics: Option<PathBuf>,
-    pub save_params: Option<PathBuf>,
     pub binarize: Binarize,
-    /// Write a checkpoint here every `save_every` epochs and at the end.
-    pub save: Option<PathBuf>,
-    pub save_every: usize,
-    /// Continue the run saved in this checkpoint.
-    pub resume: Option<PathBuf>,
 }
 
-impl TrainConfig {
-    /// What the run driver needs of it.
-    pub fn run_options(&self) -> RunOptions {
-        RunOptions {
-            epochs: self.epochs,
-            max_steps: self.max_steps,
-            batch_size: self.batch_size,
-            seed: self.seed,
-            test_every: self.test_every,
-            metrics: self.metrics.clone(),
-            save: self.save.clone(),
-            save_every: self.save_every,
-            resume: self.resume.clone(),
-            save_params: self.save_params.clone(),
-            label: None,
-        }
-    }
-}
+/// A validated VAE training configuration.
+pub type TrainConfig = crate::train::TrainConfig<VaeSettings>;
 
 impl VaeArgs {
+    /// The options every experiment has, as given.
+    fn given(&self) -> Given<'_> {
+        Given {
+            lr: self.lr,
+            batch_size: self.batch_size,
+            epochs: self.epochs,
+            steps: self.steps,
+            seed: self.seed,
+            test_every: self.test_every,
+            metrics: &self.metrics,
+            save_params: &self.save_params,
+            checkpoints: &self.checkpoints,
+        }
+    }
+
     /// Checks every value a run could not use and builds the configuration.
     pub fn to_config(&self) -> Result<TrainConfig, Error> {
         let bad = |msg: String| Err(Error::Config(msg));
@@ -211,12 +196,8 @@ impl VaeArgs {
         if self.layers.len() > 16 {
             return bad(format!("--layers allows at most 16 layers, got {}", self.layers.len()));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr must be a positive number, got {}", self.lr));
-        }
-        if self.batch_size == 0 || self.batch_size > 60_000 {
-            return bad(format!("--batch-size must be between 1 and 60000, got {}", self.batch_size));
-        }
+        let given = self.given();
+        given.check_lr_and_batch()?;
         if self.epochs == 0 {
             return bad("--epochs must be at least 1".into());
         }
@@ -239,24 +220,13 @@ impl VaeArgs {
         if self.train_images == Some(0) {
             return bad("--train-images must be at least 1".into());
         }
-        Ok(TrainConfig {
+        Ok(given.config(VaeSettings {
             latent: self.layers.clone(),
             estimator: est,
-            lr: self.lr,
             optimizers: Optimizers { prior_lr, prior: self.prior_optimizer, cv_lr },
             train_images: self.train_images,
-            batch_size: self.batch_size,
-            epochs: self.epochs,
-            max_steps: self.steps,
-            seed: self.seed,
-            test_every: self.test_every,
-            metrics: self.metrics.clone(),
-            save_params: self.save_params.clone(),
             binarize: self.binarize,
-            save: self.checkpoints.save.clone(),
-            save_every: self.checkpoints.save_every(),
-            resume: self.checkpoints.resume.clone(),
-        })
+        }))
     }
 }
 
@@ -264,11 +234,11 @@ impl VaeArgs {
 pub fn run(args: &VaeArgs) -> Result<(), Error> {
     let cfg = args.to_config()?;
     let Setup { dir, mut data, gpu, place } = set_up(&args.setup, "training")?;
-    hold_out(cfg.train_images, &mut data)?;
+    hold_out(cfg.model.train_images, &mut data)?;
     eprintln!(
         "hnca vae: {} on {place}, layers {:?}, batch {}, lr {:e}, seed {}, {} train{} / {} test images from {}",
-        cfg.estimator.label(),
-        cfg.latent,
+        cfg.model.estimator.label(),
+        cfg.model.latent,
         cfg.batch_size,
         cfg.lr,
         cfg.seed,
@@ -295,6 +265,6 @@ pub(crate) fn hold_out(train_images: Option<usize>, data: &mut Mnist) -> Result<
 /// Trains the VAE on `data` as configured (from scratch or from `cfg.resume`), printing one line
 /// per epoch; returns the metrics of the epochs it ran.
 pub fn train<B: Backend>(be: &B, cfg: &TrainConfig, data: &Mnist) -> Result<Vec<EpochRecord>, Error> {
-    let mut exp = VaeExperiment::new(be, cfg, &data.train);
+    let mut exp = VaeExperiment::new(be, cfg, &data.train)?;
     drive(&mut exp, &cfg.run_options(), data)
 }

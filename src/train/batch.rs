@@ -1,10 +1,12 @@
-//! Several bandit runs of one shape and estimator, different only in their seeds (and files),
-//! trained by one batched step ([`Runs`]) as a [`Batch`] of the run driver; the VAE's batch
-//! (src/vae/batch.rs) explains the design.
+//! Several runs of one experiment, shape and estimator, different only in their seeds (and
+//! files), trained by one batched step ([`Runs`]) as a [`Batch`] of the run driver. A run's
+//! checkpoint, evaluation and NaN scan go through a trainer of that run alone on the inner
+//! backend, filled with the run's slice of every buffer: what it writes and reports is what the
+//! run alone would.
 
-use super::checkpoint::BanditRun;
-use super::trainer::{evaluate, identity, BanditTrainer};
-use super::BanditArgs;
+use super::experiment::{resume, trainer};
+use super::RunIdentity;
+use super::{ModelConfig, TrainConfig, Trainer};
 use crate::backend::runs::Runs;
 use crate::backend::Backend;
 use crate::backend::MemoryOps;
@@ -16,43 +18,42 @@ use crate::run::batch::Batch;
 use crate::run::checkpoint::{Checkpoint, CheckpointError};
 use crate::run::{read_every, Description};
 
-/// The bandit runs of a batch: one trainer whose buffers hold every run.
-pub struct BanditBatch<'a, B: Backend + Sync> {
-    trainer: BanditTrainer<'a, Runs<'a, B>>,
+/// The runs of a batch: one trainer whose buffers hold every run.
+pub struct TrainBatch<'a, B: Backend + Sync, S: ModelConfig> {
+    trainer: Trainer<'a, Runs<'a, B>, S::Model<Runs<'a, B>>>,
     data: TrainData<Runs<'a, B>>,
-    runs: Vec<(BanditRun, BanditArgs)>,
+    runs: Vec<(S::Run, TrainConfig<S>)>,
     steps: Vec<u64>,
 }
 
-/// Why `args` cannot train as one batch, if they cannot: they must differ in their seeds and
+/// Why `cfgs` cannot train as one batch, if they cannot: they must differ in their seeds and
 /// files only.
-pub fn batchable(args: &[BanditArgs]) -> Result<(), String> {
-    let first = args.first().ok_or("a batch holds at least one run")?;
-    let same = |a: &BanditArgs| {
-        let mut a = a.clone();
-        a.seed = first.seed;
-        a.metrics.clone_from(&first.metrics);
-        a.save_params.clone_from(&first.save_params);
-        a.checkpoints.clone_from(&first.checkpoints);
-        format!("{a:?}") == format!("{first:?}")
+pub fn batchable<S: ModelConfig>(cfgs: &[TrainConfig<S>]) -> Result<(), String> {
+    let first = cfgs.first().ok_or("a batch holds at least one run")?;
+    let same = |c: &TrainConfig<S>| {
+        let mut c = c.clone();
+        c.seed = first.seed;
+        c.metrics.clone_from(&first.metrics);
+        c.save.clone_from(&first.save);
+        c.resume.clone_from(&first.resume);
+        c.save_params.clone_from(&first.save_params);
+        format!("{c:?}") == format!("{first:?}")
     };
-    match args.iter().position(|a| !same(a)) {
+    match cfgs.iter().position(|c| !same(c)) {
         None => Ok(()),
         Some(i) => Err(format!("run {} differs from run 1 in more than its seed and files", i + 1)),
     }
 }
 
-impl<'a, B: Backend + Sync> BanditBatch<'a, B> {
-    /// The runs `args` ([`batchable`]) on `be`, whose seeds are theirs, at step 0.
-    pub fn new(be: &'a Runs<'a, B>, args: &[BanditArgs], train: &Split) -> Result<Self, Error> {
-        assert_eq!(be.seeds(), args.iter().map(|a| a.seed).collect::<Vec<_>>(), "a batch's backend holds its runs' seeds");
-        let runs = args.iter().map(|a| Ok((BanditRun::new(a, train)?, a.clone()))).collect::<Result<Vec<_>, Error>>()?;
-        let first = &args[0];
-        let mut trainer = BanditTrainer::new(be, runs[0].0.shape(), first.estimator, first.batch_size, first.lr as f32, first.seed);
-        trainer.rho_gradient = first.rho_gradient;
-        let mut batch = BanditBatch { trainer, data: TrainData::new(be, train), steps: vec![0; args.len()], runs };
+impl<'a, B: Backend + Sync, S: ModelConfig> TrainBatch<'a, B, S> {
+    /// The runs `cfgs` ([`batchable`]) on `be`, whose seeds are theirs, at step 0.
+    pub fn new(be: &'a Runs<'a, B>, cfgs: &[TrainConfig<S>], train: &Split) -> Result<Self, Error> {
+        assert_eq!(be.seeds(), cfgs.iter().map(|c| c.seed).collect::<Vec<_>>(), "a batch's backend holds its runs' seeds");
+        let runs = cfgs.iter().map(|c| Ok((S::run(c, train)?, c.clone()))).collect::<Result<Vec<_>, Error>>()?;
+        let trainer = trainer(be, &cfgs[0], &runs[0].0);
+        let mut batch = TrainBatch { trainer, data: TrainData::new(be, train), steps: vec![0; cfgs.len()], runs };
         // Each run starts where it would alone: its own seed's initial parameters.
-        for r in 0..args.len() {
+        for r in 0..cfgs.len() {
             let alone = batch.alone(r);
             batch.put(r, &alone);
         }
@@ -60,15 +61,13 @@ impl<'a, B: Backend + Sync> BanditBatch<'a, B> {
     }
 
     /// A trainer of run r alone on the inner backend, fresh from its seed.
-    fn alone(&self, r: usize) -> BanditTrainer<'a, B> {
-        let (run, a) = &self.runs[r];
-        let mut t = BanditTrainer::new(self.trainer.be.inner, run.shape(), a.estimator, a.batch_size, a.lr as f32, a.seed);
-        t.rho_gradient = a.rho_gradient;
-        t
+    fn alone(&self, r: usize) -> Trainer<'a, B, S::Model<B>> {
+        let (run, cfg) = &self.runs[r];
+        trainer(self.trainer.be.inner, cfg, run)
     }
 
     /// Run r as a trainer of its own, holding its slice of every buffer.
-    fn take(&self, r: usize) -> BanditTrainer<'a, B> {
+    fn take(&self, r: usize) -> Trainer<'a, B, S::Model<B>> {
         let mut t = self.alone(r);
         let (from, from_state) = self.trainer.state_parts();
         let (to, to_state) = t.state_parts_mut();
@@ -78,7 +77,7 @@ impl<'a, B: Backend + Sync> BanditBatch<'a, B> {
     }
 
     /// Puts run r's state back from a trainer of its own.
-    fn put(&mut self, r: usize, t: &BanditTrainer<'a, B>) {
+    fn put(&mut self, r: usize, t: &Trainer<'a, B, S::Model<B>>) {
         let be = self.trainer.be;
         let (from, from_state) = t.state_parts();
         let (to, to_state) = self.trainer.state_parts_mut();
@@ -87,9 +86,9 @@ impl<'a, B: Backend + Sync> BanditBatch<'a, B> {
     }
 }
 
-impl<B: Backend + Sync> Batch for BanditBatch<'_, B> {
+impl<B: Backend + Sync, S: ModelConfig> Batch for TrainBatch<'_, B, S> {
     fn description(&self) -> &'static Description {
-        &super::DESCRIPTION
+        S::description()
     }
     fn runs(&self) -> usize {
         self.runs.len()
@@ -119,6 +118,7 @@ impl<B: Backend + Sync> Batch for BanditBatch<'_, B> {
         let be = self.trainer.be;
         let (sums, diverged) = run_sums((be, r), &self.trainer.state);
         if diverged {
+            // What diverged, in words, as the run alone would say it.
             return self.take(r).progress(false);
         }
         if full_scan {
@@ -131,13 +131,13 @@ impl<B: Backend + Sync> Batch for BanditBatch<'_, B> {
         (sums, None)
     }
     fn evaluate(&self, r: usize, split: &Split, binarize: RngKey, index: u64) -> f64 {
-        evaluate(&self.take(r), split, binarize, index)
+        self.take(r).evaluate_on(split, binarize, index)
     }
     fn device_error(&self) -> Option<String> {
         self.trainer.be.check().err()
     }
     fn identity(&self, r: usize) -> Vec<(&'static str, serde_json::Value)> {
-        identity(&self.runs[r].1, &self.runs[r].0)
+        S::identity(&self.runs[r].1, &self.runs[r].0)
     }
     fn epoch_stats(&self, r: usize) -> Vec<f64> {
         self.trainer.be.read_array_run(&self.trainer.state.stats, r)
@@ -146,18 +146,15 @@ impl<B: Backend + Sync> Batch for BanditBatch<'_, B> {
         self.trainer.be.write_array_run(&mut self.trainer.state.stats, r, stats);
     }
     fn checkpoint(&self, r: usize, epochs_done: u64) -> Checkpoint {
-        self.take(r).checkpoint(&self.runs[r].0, epochs_done)
+        self.take(r).checkpoint(S::description(), self.runs[r].0.header(), epochs_done)
     }
     fn resume(&mut self, r: usize, ck: Checkpoint) -> Result<(), CheckpointError> {
-        let saved = BanditRun::from_checkpoint(&ck)?;
-        saved.check_resumable_as(&self.runs[r].0)?;
-        crate::run::files::note_lr_change(super::DESCRIPTION.name, saved.lr, self.runs[r].0.lr);
         let mut t = self.take(r);
-        t.restore(ck)?;
+        resume::<B, S>(&mut t, &self.runs[r].0, ck)?;
         self.put(r, &t);
         Ok(())
     }
     fn params_le_bytes(&self, r: usize) -> Vec<u8> {
-        self.take(r).host_params().tensors().flatten().flat_map(|v| v.to_le_bytes()).collect()
+        self.take(r).params_le_bytes()
     }
 }
