@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use clap::ValueEnum;
-
-use super::agent::BanditEstimator;
+use super::agent::{estimator, ESTIMATORS};
 use super::batch::{batchable, BanditBatch};
 use super::checkpoint::BanditRun;
 use super::trainer::{evaluate, BanditExperiment, BanditTrainer};
@@ -29,7 +27,7 @@ impl SweepExperiment for BanditArgs {
     }
 
     fn estimators() -> Vec<String> {
-        BanditEstimator::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
+        ESTIMATORS.iter().map(|(kind, _)| kind.name().to_string()).collect()
     }
 
     fn own_files_given(&self) -> Vec<&'static str> {
@@ -46,7 +44,7 @@ impl SweepExperiment for BanditArgs {
 
     fn for_run(&self, estimator: &str, seed: u64, files: &RunFiles, resume: bool) -> Result<Self, Error> {
         let mut a = self.clone();
-        a.estimator = BanditEstimator::from_str(estimator, false).map_err(|_| Error::Config(format!("unknown estimator {estimator}")))?;
+        a.estimator = self::estimator(estimator).ok_or_else(|| Error::Config(format!("unknown estimator {estimator}")))?;
         a.seed = seed;
         a.metrics = Some(files.metrics.clone());
         a.checkpoints.save = Some(files.checkpoint.clone());

@@ -1,7 +1,7 @@
 //! The bandit's trainer: parameters, Adam state, baseline and buffers of one run on one backend,
 //! its update step and its test accuracy; and the bandit as an [`Experiment`] of the run driver.
 
-use super::agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditWorkspace};
+use super::agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditWorkspace};
 use super::checkpoint::{tensors, BanditRun};
 use super::BanditArgs;
 use crate::backend::{stats, Backend};
@@ -10,13 +10,14 @@ use crate::nn::{adam_hyper, EpochSums, TrainData, TrainState};
 use crate::rng::{stream, RngKey};
 use crate::run::checkpoint::{first_non_finite, non_finite, push_state, take_state, Checkpoint, CheckpointError};
 use crate::run::{read_every, Description, Experiment};
+use crate::vae::estimator::EstimatorKind;
 
 /// Parameters, optimiser state, the device-side training state and the buffers of one bandit
 /// run on one backend.
 pub struct BanditTrainer<'a, B: Backend> {
     pub be: &'a B,
     pub shape: AgentShape,
-    pub est: BanditEstimator,
+    pub est: EstimatorKind,
     pub params: AgentParams<B::Buf>,
     /// The last step's gradients (ascent directions, batch means), read by tests and the scans.
     pub grads: AgentParams<B::Buf>,
@@ -37,7 +38,7 @@ pub struct BanditTrainer<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> BanditTrainer<'a, B> {
-    pub fn new(be: &'a B, shape: AgentShape, est: BanditEstimator, batch_size: usize, lr: f32, seed: u64) -> Self {
+    pub fn new(be: &'a B, shape: AgentShape, est: EstimatorKind, batch_size: usize, lr: f32, seed: u64) -> Self {
         let host = AgentParams::init(&shape, seed);
         let zeros = |p: &AgentParams<Vec<f32>>| p.map(|t| be.zeros(t.len()));
         let ws = BanditWorkspace::new(be, &shape, batch_size);

@@ -59,7 +59,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 be.write(&mut ws.cv_coef[l], &init);
             }
         }
-        let cv = est.kind.control_variates();
+        let cv = ws.plan.learned;
         let cv_zeros = || if cv == 0 { Vec::new() } else { ws.cv_coef.iter().skip(1).map(|_| be.zeros(cv)).collect() };
         Trainer {
             be,
@@ -277,7 +277,7 @@ impl<B: Backend> Trainer<'_, B> {
         take_state(&mut ck, self.be, &param_tensors(&self.shape), sets)?;
         let baselines = ck.take("baselines", self.shape.depth())?;
         self.be.write(&mut self.state.baselines, &baselines);
-        let per = self.est.kind.control_variates();
+        let per = self.ws.plan.learned;
         for (l, ((c, m), v)) in self.ws.cv_coef.iter_mut().skip(1).zip(&mut self.cv_m).zip(&mut self.cv_v).enumerate() {
             for (set, buf) in [("cv", c), ("cv_adam_m", m), ("cv_adam_v", v)] {
                 let values = ck.take(&format!("{set}/layer{}", l + 1), per)?;
