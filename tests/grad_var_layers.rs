@@ -120,7 +120,7 @@ fn vae_statistics_hold_each_encoder_layers_variance_per_parameter_summed_over_st
             trainer.train_step(&x);
             let mut summed = Vec::new();
             for l in 1..=depth {
-                let baseline = if (est.plan().baseline == Baseline::Running) { baselines[l - 1] } else { 0.0 };
+                let baseline = if est.plan().baseline == Baseline::Running { baselines[l - 1] } else { 0.0 };
                 let rows: Vec<Vec<f64>> = (0..b)
                     .map(|r| {
                         let z: Chain = (0..=depth).map(|m| row(&trainer.ws.main.z[m], r, VAE_SIZES[m])).collect();
@@ -164,7 +164,7 @@ fn bandit_statistics_hold_each_layers_variance_per_parameter_softmax_last() {
         let mut first_step = Vec::new();
         for _ in 0..STEPS {
             let agent = Agent::from_params(&trainer.params);
-            let baseline = if (plan(est).baseline == Baseline::Running) { trainer.baseline() as f64 } else { 0.0 };
+            let baseline = if plan(est).baseline == Baseline::Running { trainer.baseline() as f64 } else { 0.0 };
             trainer.train_step(&x, &labels);
             let ws = &trainer.ws;
             // Each example's estimate of every parameter, per layer weights then biases.
@@ -173,7 +173,7 @@ fn bandit_statistics_hold_each_layers_variance_per_parameter_softmax_last() {
                     let action = ws.action[r] as usize;
                     let reward = (action as f32 == labels[r]) as u8 as f64;
                     let c = Config { h1: row(&ws.z[1], r, SIZES[1]), h2: row(&ws.z[2], r, SIZES[2]), action, prob: 0.0 };
-                    reference_estimate(&agent, &inputs[r], &c, reward, baseline, (plan(est).combine == Combine::Hnca))
+                    reference_estimate(&agent, &inputs[r], &c, reward, baseline, plan(est).combine == Combine::Hnca)
                 })
                 .collect();
             let mut at = 0;

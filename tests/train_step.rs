@@ -229,7 +229,7 @@ fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64], 
         elbo += net.elbo_sample(&main) / b as f64;
         for l in 1..=depth {
             let chains = chains_of(trainer, l, r);
-            let baseline = if (est.plan().baseline == Baseline::Running) { baselines[l - 1] } else { 0.0 };
+            let baseline = if est.plan().baseline == Baseline::Running { baselines[l - 1] } else { 0.0 };
             let g = net.layer_params_from_units(l, &main, &net.estimate(est, l, &chains, baseline, &coef[l - 1]));
             if !coef[l - 1].is_empty() {
                 let scale = -2.0 / (shape.width(l) * depth) as f64;
@@ -312,7 +312,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
                 assert_params_follow_adam(&format!("{what_t} coefficients"), &trainer.ws.cv_coef[1..], &want);
                 assert!(t == 1 || trainer.ws.cv_coef[1..].iter().flatten().all(|&a| a != 0.0), "{what_t}: a coefficient never moved");
             }
-            if (est.plan().baseline == Baseline::Running) {
+            if est.plan().baseline == Baseline::Running {
                 let depth = shape.depth();
                 for l in 1..=depth {
                     let mean = (0..b)
@@ -332,7 +332,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
         // HNCA's top layer tracks R_L + 0 = 0; every other baseline must have moved.
         let moving =
             if matches!(est.plan().combine, Combine::Hnca | Combine::HncaK) { &baselines[..shape.depth() - 1] } else { &baselines[..] };
-        if (est.plan().baseline == Baseline::Running) {
+        if est.plan().baseline == Baseline::Running {
             assert!(moving.iter().all(|&v| v.abs() > 1e-3), "{what}: baselines {baselines:?} never moved; the check is vacuous");
         }
     }
@@ -359,7 +359,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
             let before: Vec<Vec<f32>> = trainer.params.tensors().cloned().collect();
             let agent = Agent::from_params(&trainer.params);
             assert_baseline(&format!("{what} step {t} (before)"), trainer.baseline(), baseline);
-            let used = if (plan(est).baseline == Baseline::Running) { trainer.baseline() as f64 } else { 0.0 };
+            let used = if plan(est).baseline == Baseline::Running { trainer.baseline() as f64 } else { 0.0 };
             trainer.train_step(&x, &labels);
             let (mean_reward, grad_var) = trainer.state.last_step(&be);
             let what_t = format!("{what} step {t}");
@@ -373,7 +373,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
                 assert_eq!(ws.reward[r] as f64, reward, "{what_t} row {r}: reward of action {action} for label {}", labels[r]);
                 reward_sum += reward;
                 let c = Config { h1: row(&ws.z[1], r, 2), h2: row(&ws.z[2], r, 2), action, prob: 0.0 };
-                let g = reference_estimate(&agent, &inputs[r], &c, reward, used, (plan(est).combine == Combine::Hnca));
+                let g = reference_estimate(&agent, &inputs[r], &c, reward, used, plan(est).combine == Combine::Hnca);
                 for (acc, v) in grad.iter_mut().zip(&g) {
                     *acc += v / b as f64;
                 }
@@ -401,7 +401,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
             assert_gradients_match(&what_t, &trainer.grads.tensors().cloned().collect::<Vec<_>>(), &want_grads);
             let want = adam.step(&before, &trainer.grads.tensors().cloned().collect::<Vec<_>>(), t);
             assert_params_follow_adam(&what_t, &trainer.params.tensors().cloned().collect::<Vec<_>>(), &want);
-            if (plan(est).baseline == Baseline::Running) {
+            if plan(est).baseline == Baseline::Running {
                 baseline = DECAY * baseline + (1.0 - DECAY) * reward_sum / b as f64;
             }
             assert_baseline(&what_t, trainer.baseline(), baseline);
