@@ -169,8 +169,7 @@ impl EstimatorKind {
         matches!(self, EstimatorKind::Hnca | EstimatorKind::Loo | EstimatorKind::Arms | EstimatorKind::DoubleCv | EstimatorKind::Rodeo)
     }
 
-    /// The estimator of this name (as [`EstimatorKind::name`] writes it).
-    pub fn from_name(name: &str) -> Option<EstimatorKind> {
+    fn from_name(name: &str) -> Option<EstimatorKind> {
         EstimatorKind::ALL.into_iter().find(|k| k.name() == name)
     }
 }
