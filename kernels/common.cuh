@@ -168,7 +168,7 @@ __device__ inline float block_sum(float v, float* scratch) {
 }
 
 // Launch constants: build.rs turns every `#define NAME <integer>` of the kernels into a Rust
-// constant (src/backend/kernels.rs, `launch`), so the launches and the kernels share one value.
+// constant (src/backend/consts.rs), so the launches and the kernels share one value.
 // Threads per block of the row reductions, and of the one-thread-per-element kernels.
 // The largest of one value per thread over the block; every thread gets it.
 __device__ inline float block_max(float v, float* scratch) {

@@ -303,7 +303,11 @@ KERNEL(hnca_unit_grad, HncaUnitParams, a) {
 }
 
 // Score-function logit gradient: out = p(1-p)·log((1-p)/p) + coef[r]·(z - alt)·scale with
-// mode 0 (REINFORCE): alt = p; 1 (leave-one-out): alt = z'; 2 (DisARM): alt = z̃, scale = sigma(|a|).
+// mode SCORE_ALT_MEAN (REINFORCE): alt = p; SCORE_ALT_SAMPLE (leave-one-out): alt = z';
+// SCORE_ALT_ANTITHETIC (DisARM): alt = z̃, scale = sigma(|a|).
+#define SCORE_ALT_MEAN 0
+#define SCORE_ALT_SAMPLE 1
+#define SCORE_ALT_ANTITHETIC 2
 struct ScoreUnitParams {
     float* out;
     const float* logits;
@@ -319,9 +323,9 @@ KERNEL(score_unit_grad, ScoreUnitParams, a) {
     float p = clipped_p(a.logits[i]);
     float own_entropy = p * (1.0f - p) * clipped_log_odds_against(a.logits[i]);
     float score;
-    if (a.mode == 0) {
+    if (a.mode == SCORE_ALT_MEAN) {
         score = a.z[i] - p;
-    } else if (a.mode == 1) {
+    } else if (a.mode == SCORE_ALT_SAMPLE) {
         score = a.z[i] - a.alt[i];
     } else {
         score = (a.z[i] - a.alt[i]) * fmaxf(p, 1.0f - p);

@@ -89,11 +89,17 @@ __device__ inline float arms_debias(float p, int k) {
 }
 
 // The logit gradient of a K-sample score-function estimator for one encoder layer, one block
-// per row. mode 0: leave-one-out; 1: ARMS; 2: Double CV; 3: RODEO. z and grad_f are tables of
+// per row, in mode KSCORE_LOO (leave-one-out), KSCORE_ARMS, KSCORE_DOUBLE_CV or KSCORE_RODEO
+// (n_coef: DOUBLE_CV_LEARNED or RODEO_LEARNED learned values, else 0). z and grad_f are tables of
 // K addresses of (b, n) arrays (chain 0 the main one); rows is (K, b): row 0 F_l of the main
 // chain, row j F_l(chain j) - F_l(main); coef the layer's learned vector (α; or RODEO's).
 // With cv_partials, row r gets the ascent direction of every learned value on the variance
 // loss, loss_scale·Σ_d g_d·∂g_d/∂value (n_coef values per row).
+#define KSCORE_LOO 0
+#define KSCORE_ARMS 1
+#define KSCORE_DOUBLE_CV 2
+#define KSCORE_RODEO 3
+#define DOUBLE_CV_LEARNED 1
 struct KScoreParams {
     float* out;
     float* cv_partials;
@@ -132,8 +138,8 @@ KERNEL(k_score_unit_grad, KScoreParams, p) {
     float kf = (float)k, km1 = (float)(k - 1), nf = (float)n;
     long long at = (long long)r * n;
     const float* logits = p.logits + at;
-    bool cv = p.mode == 2 || p.mode == 3;
-    bool rodeo = p.mode == 3;
+    bool cv = p.mode == KSCORE_DOUBLE_CV || p.mode == KSCORE_RODEO;
+    bool rodeo = p.mode == KSCORE_RODEO;
     // Leave-one-out coefficients c_k = (D_k - D̄)/(K-1), D_0 = 0, in the CPU's order.
     float d_sum = 0.0f;
     for (int j = 1; j < k; ++j) d_sum += p.rows[(long long)j * p.b + r];
@@ -223,9 +229,9 @@ KERNEL(k_score_unit_grad, KScoreParams, p) {
         float ent = pd * (1.0f - pd) * clipped_log_odds_against(logits[d]);
         float loo = 0.0f;
         for (int j = 0; j < k; ++j) loo += c_tab[j] * ((const float*)p.z[j])[at + d];
-        float g = p.mode == 1 ? ent + arms_debias(pd, k) * loo : ent + loo;
+        float g = p.mode == KSCORE_ARMS ? ent + arms_debias(pd, k) * loo : ent + loo;
         float part_b = 0.0f, part_c = 0.0f;
-        if (p.mode == 2) {
+        if (p.mode == KSCORE_DOUBLE_CV) {
             float acc = 0.0f;
             for (int j = 0; j < k; ++j) acc += (a_tab[j] / km1 - cc_bar) * ((const float*)p.z[j])[at + d];
             part_b = acc / km1 - grad_f_total(p.grad_f, k, at + d) / kf * (pd * (1.0f - pd));

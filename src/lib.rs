@@ -17,6 +17,7 @@ pub mod bandit;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod estimator;
 pub mod math;
 pub mod nn;
 pub mod plot;

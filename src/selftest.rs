@@ -11,7 +11,7 @@ use crate::backend::emu::emu_backend;
 use crate::backend::kernels::KernelBackend;
 use crate::backend::{credit_tables_len, Backend, SampleMode};
 use crate::bandit::conv::conv_geoms;
-use crate::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use crate::bandit::{AgentShape, BanditTrainer, ESTIMATORS};
 use crate::error::Error;
 use crate::rng::{stream, RngKey};
 use crate::vae::bench::{synthetic_split, time_training_loop};
@@ -187,7 +187,7 @@ fn selftest<B: Backend>(be: &B, shape: &Shape, b: usize, steps: u64, sync: impl 
     let geoms = conv_geoms(28, 28, 2, 16).map_err(Error::Config)?;
     let conv_shape = AgentShape::with_conv(geoms, &[200], 10);
     let (images, labels) = (bits(b * conv_shape.pixels(), 14), values(b, 15, 0.0, 10.0).iter().map(|v| v.floor()).collect::<Vec<_>>());
-    for est in BanditEstimator::ALL {
+    for (est, _) in ESTIMATORS {
         let on_be = bandit_step_gradients(be, &conv_shape, est, &images, &labels);
         let on_cpu = bandit_step_gradients(&cpu, &conv_shape, est, &images, &labels);
         let worst = on_be.iter().zip(&on_cpu).map(|(g, c)| normwise(g, c)).fold(0.0, f64::max);
@@ -208,7 +208,7 @@ fn selftest<B: Backend>(be: &B, shape: &Shape, b: usize, steps: u64, sync: impl 
 }
 
 /// Every gradient tensor of one bandit step of `est` on `images` (b, pixels), on the host.
-fn bandit_step_gradients<B: Backend>(be: &B, shape: &AgentShape, est: BanditEstimator, images: &[f32], labels: &[f32]) -> Vec<Vec<f32>> {
+fn bandit_step_gradients<B: Backend>(be: &B, shape: &AgentShape, est: EstimatorKind, images: &[f32], labels: &[f32]) -> Vec<Vec<f32>> {
     let mut trainer = BanditTrainer::new(be, shape.clone(), est, labels.len(), 1e-4, 3);
     trainer.train_step(images, labels);
     trainer.grads.tensors().map(|t| be.download(t)).collect()

@@ -10,8 +10,9 @@ use hnca::backend::emu::emu_backend;
 use hnca::backend::{credit_tables_len, grad_variance_slots, ConvGeom, PerExample};
 use hnca::backend::{ConvOps, CreditOps, DenseOps, MemoryOps, SoftmaxOps, StateOps};
 use hnca::bandit::conv::conv_geoms;
-use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use hnca::bandit::{AgentShape, BanditTrainer, ESTIMATORS};
 use hnca::rng::RngKey;
+use hnca::vae::estimator::EstimatorKind;
 
 fn data(n: usize, tag: u32, lo: f32, hi: f32) -> Vec<f32> {
     let mut v = vec![0.0; n];
@@ -153,8 +154,8 @@ fn assert_whole_bandit_steps_match_the_cpu(shape: &AgentShape, b: usize, tol: f3
     let x = bits(b * shape.pixels(), 10);
     let labels: Vec<f32> = data(b, 11, 0.0, 10.0).iter().map(|v| v.floor()).collect();
     // With convolutions, HNCA differentiated through ρ too (--rho-gradient).
-    let through_rho = (!shape.conv.is_empty()).then_some((BanditEstimator::Hnca, true));
-    for (est, rho_gradient) in BanditEstimator::ALL.into_iter().map(|e| (e, false)).chain(through_rho) {
+    let through_rho = (!shape.conv.is_empty()).then_some((EstimatorKind::Hnca, true));
+    for (est, rho_gradient) in ESTIMATORS.into_iter().map(|(e, _)| (e, false)).chain(through_rho) {
         let mut tc = BanditTrainer::new(&cpu, shape.clone(), est, b, 1e-3, 6);
         let mut te = BanditTrainer::new(&emu, shape.clone(), est, b, 1e-3, 6);
         tc.model.rho_gradient = rho_gradient;

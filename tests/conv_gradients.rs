@@ -20,9 +20,10 @@ use hnca::backend::emu::emu_backend;
 use hnca::backend::{Backend, ConvGeom};
 use hnca::backend::{DenseOps, MemoryOps};
 use hnca::bandit::conv::{self, Conv};
-use hnca::bandit::{gradients, AgentParams, AgentShape, BanditEstimator, BanditWorkspace};
+use hnca::bandit::{gradients, AgentParams, AgentShape, BanditWorkspace};
 use hnca::nn::Dense;
 use hnca::rng::RngKey;
+use hnca::vae::estimator::EstimatorKind;
 
 fn data(n: usize, tag: u32, lo: f64, hi: f64) -> Vec<f64> {
     let key = RngKey::new(97, 0, tag);
@@ -274,7 +275,7 @@ fn production_estimate(t: &[f64], x: &[f64], z: &[f64], act: usize, r: f64, base
     be.matmul_forward(&mut ws.logits[2], &ws.u[1], &params.layers[1].w, &params.layers[1].bias, 1, UNITS, ACTIONS);
     ws.action = vec![act as f32];
     ws.reward = vec![r as f32];
-    let est = if method == Method::Reinforce { BanditEstimator::Reinforce } else { BanditEstimator::Hnca };
+    let est = if method == Method::Reinforce { EstimatorKind::Reinforce } else { EstimatorKind::Hnca };
     let baselines = be.upload(&[baseline as f32]);
     gradients(&be, &params, &mut ws, &shape, est, method == Method::RhoGradient, &baselines, &mut grads);
     grads.tensors().flatten().map(|&v| v as f64).collect()

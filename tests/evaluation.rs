@@ -20,7 +20,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use common::exact::{clip, sigmoid, Net};
 use hnca::backend::cpu::Cpu;
-use hnca::bandit::{AgentParams, AgentShape, BanditEstimator, BanditTrainer};
+use hnca::bandit::{AgentParams, AgentShape, BanditTrainer};
 use hnca::data::{Binarize, Split};
 use hnca::rng::{stream, RngKey};
 use hnca::run::checkpoint::Checkpoint;
@@ -509,7 +509,7 @@ fn the_bandits_evaluation_draws_afresh_in_every_batch_and_evaluation() {
     assert!(p > 0.05 && p < 0.95, "an accuracy with variance to measure: {p}");
     let split = split_of(&vec![(bits(pattern), label); CROSSING], SIDE, SIDE);
     let cpu = Cpu::new();
-    let mut trainer = BanditTrainer::new(&cpu, shape, BanditEstimator::Hnca, 20, 1e-3, 3);
+    let mut trainer = BanditTrainer::new(&cpu, shape, EstimatorKind::Hnca, 20, 1e-3, 3);
     trainer.params = host.map(|t| cpu.upload(t));
     let accs: Vec<f64> =
         (0..200).map(|e| hnca::bandit::trainer::evaluate(&trainer, &split, RngKey::new(3, e, stream::BINARIZE_TEST), e)).collect();

@@ -163,7 +163,7 @@ fn production_f32_estimates_match_the_f64_reference_sample_by_sample() {
             let mut mean_ref = vec![0.0f64; shape.width(l - 1) * n + n];
             for r in 0..ws.b {
                 let main: Chain = (0..=depth).map(|m| row(&ws.main.z[m], r, shape.width(m))).collect();
-                let alt: Chain = match est.alternative() {
+                let alt: Chain = match est.plan().draw.alternative() {
                     Some(_) => (0..=depth).map(|m| if m < l { main[m].clone() } else { row(&ws.alt[l].z[m], r, shape.width(m)) }).collect(),
                     None => main.clone(),
                 };

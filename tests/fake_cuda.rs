@@ -11,7 +11,7 @@ use hnca::backend::cpu::Cpu;
 use hnca::backend::kernels::KernelBackend;
 use hnca::backend::Backend;
 use hnca::backend::MemoryOps;
-use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use hnca::bandit::{AgentShape, BanditTrainer, ESTIMATORS};
 use hnca::vae::estimator::{Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
 use hnca::vae::step::{compute_gradients, Draw, Workspace};
@@ -84,8 +84,8 @@ fn bandit_steps_through_cudarc_and_the_emulated_driver_match_the_cpu() {
 fn assert_bandit_steps_match_the_cpu(gpu: &KernelBackend<hnca::backend::cuda::CudaDevice>, cpu: &Cpu, shape: &AgentShape, b: usize) {
     let x: Vec<f32> = (0..b * shape.pixels()).map(|i| ((i * 7 + i / 5) % 3 == 0) as u8 as f32).collect();
     let labels: Vec<f32> = (0..b).map(|r| (r * 3 % 10) as f32).collect();
-    let through_rho = (!shape.conv.is_empty()).then_some((BanditEstimator::Hnca, true));
-    for (est, rho_gradient) in BanditEstimator::ALL.into_iter().map(|e| (e, false)).chain(through_rho) {
+    let through_rho = (!shape.conv.is_empty()).then_some((EstimatorKind::Hnca, true));
+    for (est, rho_gradient) in ESTIMATORS.into_iter().map(|(e, _)| (e, false)).chain(through_rho) {
         let mut tg = BanditTrainer::new(gpu, shape.clone(), est, b, 1e-3, 2);
         let mut tc = BanditTrainer::new(cpu, shape.clone(), est, b, 1e-3, 2);
         tg.model.rho_gradient = rho_gradient;

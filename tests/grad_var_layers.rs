@@ -26,10 +26,11 @@ use assert_cmd::Command;
 use common::bandit_exact::{reference_estimate, Agent, Config, SIZES};
 use common::exact::{Chain, Net};
 use hnca::backend::cpu::Cpu;
-use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use hnca::bandit::agent::plan;
+use hnca::bandit::{AgentShape, BanditTrainer, ESTIMATORS};
 use hnca::rng::{stream, RngKey};
 use hnca::run::checkpoint::Checkpoint;
-use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::estimator::{Baseline, Combine, Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
 use hnca::vae::trainer::Trainer;
 use serde_json::Value;
@@ -119,7 +120,7 @@ fn vae_statistics_hold_each_encoder_layers_variance_per_parameter_summed_over_st
             trainer.train_step(&x);
             let mut summed = Vec::new();
             for l in 1..=depth {
-                let baseline = if est.uses_baseline() { baselines[l - 1] } else { 0.0 };
+                let baseline = if est.plan().baseline == Baseline::Running { baselines[l - 1] } else { 0.0 };
                 let rows: Vec<Vec<f64>> = (0..b)
                     .map(|r| {
                         let z: Chain = (0..=depth).map(|m| row(&trainer.model.ws.main.z[m], r, VAE_SIZES[m])).collect();
@@ -155,7 +156,7 @@ fn bandit_statistics_hold_each_layers_variance_per_parameter_softmax_last() {
     let inputs: Vec<Vec<f64>> = (0..b).map(|r| (0..3).map(|j| (((r * 5 + 2) >> j) & 1) as f64).collect()).collect();
     let x: Vec<f32> = inputs.iter().flatten().map(|&v| v as f32).collect();
     let labels: Vec<f32> = (0..b).map(|r| ((r * 2 + 1) % 3) as f32).collect();
-    for est in BanditEstimator::ALL {
+    for (est, _) in ESTIMATORS {
         let what = est.name();
         let mut trainer = BanditTrainer::new(&be, shape.clone(), est, b, 1e-2, 4);
         trainer.params = Agent::random(6).to_params();
@@ -163,7 +164,7 @@ fn bandit_statistics_hold_each_layers_variance_per_parameter_softmax_last() {
         let mut first_step = Vec::new();
         for _ in 0..STEPS {
             let agent = Agent::from_params(&trainer.params);
-            let baseline = if est.uses_baseline() { trainer.baseline() as f64 } else { 0.0 };
+            let baseline = if plan(est).baseline == Baseline::Running { trainer.baseline() as f64 } else { 0.0 };
             trainer.train_step(&x, &labels);
             let ws = &trainer.model.ws;
             // Each example's estimate of every parameter, per layer weights then biases.
@@ -172,7 +173,7 @@ fn bandit_statistics_hold_each_layers_variance_per_parameter_softmax_last() {
                     let action = ws.action[r] as usize;
                     let reward = (action as f32 == labels[r]) as u8 as f64;
                     let c = Config { h1: row(&ws.z[1], r, SIZES[1]), h2: row(&ws.z[2], r, SIZES[2]), action, prob: 0.0 };
-                    reference_estimate(&agent, &inputs[r], &c, reward, baseline, est.is_hnca())
+                    reference_estimate(&agent, &inputs[r], &c, reward, baseline, plan(est).combine == Combine::Hnca)
                 })
                 .collect();
             let mut at = 0;

@@ -14,9 +14,10 @@ use common::bandit_exact::{reference_estimate, Agent, Config, SIZES};
 use common::compare::assert_finite;
 use common::exact::{sigmoid, Chain, Net};
 use hnca::backend::cpu::Cpu;
-use hnca::bandit::{AgentShape, BanditEstimator, BanditTrainer};
+use hnca::bandit::agent::plan;
+use hnca::bandit::{AgentShape, BanditTrainer, ESTIMATORS};
 use hnca::rng::{stream, RngKey};
-use hnca::vae::estimator::{Estimator, EstimatorKind};
+use hnca::vae::estimator::{Baseline, Combine, Estimator, EstimatorKind};
 use hnca::vae::model::{Params, Shape};
 use hnca::vae::trainer::Trainer;
 
@@ -148,7 +149,7 @@ fn chains_of(trainer: &Trainer<'_, Cpu>, l: usize, r: usize) -> Vec<Chain> {
 /// H(q_{l+1} | z_l) and log p(z_{l-1} | z_l)); REINFORCE, F_l.
 fn baseline_target(net: &Net, est: &Estimator, l: usize, z: &Chain) -> f64 {
     let depth = net.depth();
-    if est.is_hnca() {
+    if matches!(est.plan().combine, Combine::Hnca | Combine::HncaK) {
         let mut t = net.hnca_reward(l, z, est.full_reward);
         if l < depth {
             t += net.log_p(l + 1, z);
@@ -228,7 +229,7 @@ fn reference_vae_step(trainer: &Trainer<'_, Cpu>, net: &Net, baselines: &[f64], 
         elbo += net.elbo_sample(&main) / b as f64;
         for l in 1..=depth {
             let chains = chains_of(trainer, l, r);
-            let baseline = if est.uses_baseline() { baselines[l - 1] } else { 0.0 };
+            let baseline = if est.plan().baseline == Baseline::Running { baselines[l - 1] } else { 0.0 };
             let g = net.layer_params_from_units(l, &main, &net.estimate(est, l, &chains, baseline, &coef[l - 1]));
             if !coef[l - 1].is_empty() {
                 let scale = -2.0 / (shape.width(l) * depth) as f64;
@@ -303,7 +304,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
             assert!((elbo - reference.mean).abs() <= 1e-5 * reference.mean.abs(), "{what_t}: ELBO {elbo} vs reference {}", reference.mean);
             let want = adam.step(&before, &tensors(&trainer.grads), t);
             assert_params_follow_adam(&what_t, &tensors(&trainer.params), &want);
-            if est.kind.control_variates() > 0 {
+            if est.plan().learned > 0 {
                 // The coefficients' ascent directions, then their own Adam step (lr 1e-3).
                 let got: Vec<Vec<f32>> = trainer.model.ws.cv_grad[1..].to_vec();
                 assert_gradients_match(&format!("{what_t} coefficients"), &got, &reference.cv_ascent);
@@ -311,7 +312,7 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
                 assert_params_follow_adam(&format!("{what_t} coefficients"), &trainer.model.ws.cv_coef[1..], &want);
                 assert!(t == 1 || trainer.model.ws.cv_coef[1..].iter().flatten().all(|&a| a != 0.0), "{what_t}: a coefficient never moved");
             }
-            if est.uses_baseline() {
+            if est.plan().baseline == Baseline::Running {
                 let depth = shape.depth();
                 for l in 1..=depth {
                     let mean = (0..b)
@@ -329,8 +330,9 @@ fn vae_training_steps_follow_the_reference_gradients_adam_and_baselines() {
             }
         }
         // HNCA's top layer tracks R_L + 0 = 0; every other baseline must have moved.
-        let moving = if est.is_hnca() { &baselines[..shape.depth() - 1] } else { &baselines[..] };
-        if est.uses_baseline() {
+        let moving =
+            if matches!(est.plan().combine, Combine::Hnca | Combine::HncaK) { &baselines[..shape.depth() - 1] } else { &baselines[..] };
+        if est.plan().baseline == Baseline::Running {
             assert!(moving.iter().all(|&v| v.abs() > 1e-3), "{what}: baselines {baselines:?} never moved; the check is vacuous");
         }
     }
@@ -346,7 +348,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
     let inputs: Vec<Vec<f64>> = (0..b).map(|r| (0..3).map(|j| (((r % 8) >> j) & 1) as f64).collect()).collect();
     let x: Vec<f32> = inputs.iter().flatten().map(|&v| v as f32).collect();
     let labels: Vec<f32> = (0..b).map(|r| ((r * 5 + 1) % 3) as f32).collect();
-    for est in BanditEstimator::ALL {
+    for (est, _) in ESTIMATORS {
         let what = est.name();
         let mut trainer = BanditTrainer::new(&be, shape.clone(), est, b, LR, 9);
         trainer.params = Agent::random(3).to_params();
@@ -357,7 +359,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
             let before: Vec<Vec<f32>> = trainer.params.tensors().cloned().collect();
             let agent = Agent::from_params(&trainer.params);
             assert_baseline(&format!("{what} step {t} (before)"), trainer.baseline(), baseline);
-            let used = if est.uses_baseline() { trainer.baseline() as f64 } else { 0.0 };
+            let used = if plan(est).baseline == Baseline::Running { trainer.baseline() as f64 } else { 0.0 };
             trainer.train_step(&x, &labels);
             let (mean_reward, grad_var) = trainer.state.last_step(&be);
             let what_t = format!("{what} step {t}");
@@ -371,7 +373,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
                 assert_eq!(ws.reward[r] as f64, reward, "{what_t} row {r}: reward of action {action} for label {}", labels[r]);
                 reward_sum += reward;
                 let c = Config { h1: row(&ws.z[1], r, 2), h2: row(&ws.z[2], r, 2), action, prob: 0.0 };
-                let g = reference_estimate(&agent, &inputs[r], &c, reward, used, est.is_hnca());
+                let g = reference_estimate(&agent, &inputs[r], &c, reward, used, plan(est).combine == Combine::Hnca);
                 for (acc, v) in grad.iter_mut().zip(&g) {
                     *acc += v / b as f64;
                 }
@@ -399,7 +401,7 @@ fn bandit_training_steps_follow_the_reference_gradients_adam_and_baseline() {
             assert_gradients_match(&what_t, &trainer.grads.tensors().cloned().collect::<Vec<_>>(), &want_grads);
             let want = adam.step(&before, &trainer.grads.tensors().cloned().collect::<Vec<_>>(), t);
             assert_params_follow_adam(&what_t, &trainer.params.tensors().cloned().collect::<Vec<_>>(), &want);
-            if est.uses_baseline() {
+            if plan(est).baseline == Baseline::Running {
                 baseline = DECAY * baseline + (1.0 - DECAY) * reward_sum / b as f64;
             }
             assert_baseline(&what_t, trainer.baseline(), baseline);

@@ -66,8 +66,10 @@ macro_rules! kernel_params {
 }
 
 // The parameter structs (one per kernel, generated field for field from its `.cu` struct),
-// `KERNELS` and the launch constants: every kernel is declared once, in kernels/*.cu.
+// `KERNELS`: every kernel is declared once, in kernels/*.cu.
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+/// The launch constants, each a `#define` of the kernels (generated into [`crate::backend::consts`]).
+pub use super::consts as launch;
 pub use launch::{CREDIT_BLOCK, CREDIT_CHUNK, CREDIT_PARENTS, ELEMENTWISE_BLOCK, GEMM_TILE, GV_CHUNK, REDUCE_BLOCK};
 
 /// `RngKey` as the kernels take it (see `kernels/common.cuh`).

@@ -5,6 +5,7 @@
 //! Shapes follow llm.c's convention: `b` is the batch size, and every buffer's shape is written
 //! next to it, e.g. "out is (b, n)".
 
+pub mod consts;
 pub mod cpu;
 pub mod cuda;
 pub mod emu;
@@ -16,7 +17,7 @@ pub mod runs;
 pub use ops::*;
 
 /// The most samples per layer the K-sample operations take (their per-row tables' length).
-pub use kernels::launch::MAX_SAMPLES;
+pub use consts::MAX_SAMPLES;
 
 /// Element types of the arrays besides f32 buffers: image bytes, words (an epoch's image order,
 /// the training clock, counts, tables of device addresses) and f64 sums.

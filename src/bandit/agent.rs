@@ -1,42 +1,41 @@
 //! The bandit's agent: Bernoulli hidden layers (outputs centred to ±1 before the next layer;
 //! pixels stay 0/1) and a softmax over the actions, over the pixels or over a convolutional
-//! feature network's output ([`super::conv`]); its estimators, shapes, parameters and buffers,
-//! and one step (sampling, then gradients) written once over the backend operations.
+//! feature network's output ([`super::conv`]); its estimators (a subset of the VAE's
+//! [`EstimatorKind`], whose [`Plan`] the step matches on), shapes, parameters and buffers, and
+//! one step (sampling, then gradients) written once over the backend operations.
 
 use super::conv::{self, Conv, ConvWorkspace};
 use crate::backend::{credit_tables_len, grad_variance_slots, Backend, ConvGeom, GemmInit, PerExample, SampleMode, StatsPlan};
 use crate::nn::Dense;
 use crate::rng::{stream, RngKey};
+use crate::estimator::{Baseline, Combine, Estimator, EstimatorKind, Plan, ScoreWith};
 
-/// The bandit's estimators for the hidden layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BanditEstimator {
-    /// HNCA for every hidden layer, with the 0.99 running-average reward baseline.
-    Hnca,
-    /// HNCA without a baseline.
-    HncaNb,
-    /// REINFORCE for every hidden layer, with the baseline.
-    Reinforce,
-    /// REINFORCE without a baseline.
-    ReinforceNb,
+/// The bandit's estimators for the hidden layers, with their `--estimator` help: HNCA or
+/// REINFORCE for every hidden layer, with the 0.99 running-average reward baseline, or (`-nb`)
+/// without. The other kinds are the VAE's only.
+pub const ESTIMATORS: [(EstimatorKind, &str); 4] = [
+    (EstimatorKind::Hnca, "HNCA for every hidden layer, with the 0.99 running-average reward baseline"),
+    (EstimatorKind::HncaNb, "HNCA without a baseline"),
+    (EstimatorKind::Reinforce, "REINFORCE for every hidden layer, with the baseline"),
+    (EstimatorKind::ReinforceNb, "REINFORCE without a baseline"),
+];
+
+/// The bandit's estimator of this name, if the bandit has it.
+pub fn estimator(name: &str) -> Option<EstimatorKind> {
+    ESTIMATORS.iter().map(|&(kind, _)| kind).find(|kind| kind.name() == name)
 }
 
-impl BanditEstimator {
-    pub const ALL: [BanditEstimator; 4] = [Self::Hnca, Self::HncaNb, Self::Reinforce, Self::ReinforceNb];
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Hnca => "hnca",
-            Self::HncaNb => "hnca-nb",
-            Self::Reinforce => "reinforce",
-            Self::ReinforceNb => "reinforce-nb",
-        }
-    }
-    pub fn is_hnca(self) -> bool {
-        matches!(self, Self::Hnca | Self::HncaNb)
-    }
-    pub fn uses_baseline(self) -> bool {
-        matches!(self, Self::Hnca | Self::Reinforce)
-    }
+/// `--estimator`'s parser: the names of [`ESTIMATORS`], each with its help.
+pub fn estimator_parser() -> impl clap::builder::TypedValueParser<Value = EstimatorKind> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(ESTIMATORS.map(|(kind, help)| PossibleValue::new(kind.name()).help(help)))
+        .map(|name| estimator(&name).expect("the parser accepts only the bandit's estimators"))
+}
+
+/// The plan of the bandit's step with estimator `kind` (one sample per layer): HNCA's credit
+/// or REINFORCE's score against the mean, with or without the running baseline.
+pub fn plan(kind: EstimatorKind) -> Plan {
+    Estimator::new(kind).plan()
 }
 
 /// Layer widths: `sizes[0]` the input, then the hidden layers, then the number of actions; and
@@ -218,8 +217,8 @@ impl<B: Backend> BanditWorkspace<B> {
 
     /// What the step's statistics combine (see [`Backend::step_stats`]): the mean reward, its
     /// running average as the baseline where the estimator keeps one, every layer.
-    pub fn stats_plan(&self, shape: &AgentShape, est: BanditEstimator) -> StatsPlan {
-        let baselines = est.uses_baseline() as usize;
+    pub fn stats_plan(&self, shape: &AgentShape, est: EstimatorKind) -> StatsPlan {
+        let baselines = (plan(est).baseline == Baseline::Running) as usize;
         StatsPlan {
             coef: vec![1.0; 1 + baselines],
             baselines,
@@ -290,28 +289,31 @@ pub fn gradients<B: Backend>(
     params: &AgentParams<B::Buf>,
     ws: &mut BanditWorkspace<B>,
     shape: &AgentShape,
-    est: BanditEstimator,
+    est: EstimatorKind,
     rho_gradient: bool,
     baselines: &B::Buf,
     grads: &mut AgentParams<B::Buf>,
 ) {
     let (b, top, below) = (ws.b, shape.sizes.len() - 1, shape.conv.len());
-    be.weighted_row_sum(&mut ws.coef, &ws.reward, &[1.0], est.uses_baseline().then_some((baselines, 0)), b, 1);
+    let plan = plan(est);
+    be.weighted_row_sum(&mut ws.coef, &ws.reward, &[1.0], (plan.baseline == Baseline::Running).then_some((baselines, 0)), b, 1);
     be.softmax_score(&mut ws.grad[top], &ws.logits[top], &ws.action, &ws.coef, b, shape.actions());
     for l in 1..top {
         let n = shape.width(l);
-        if est.is_hnca() {
-            let above = &params.layers[l];
-            be.affine(&mut ws.w2[l], &above.w, 2.0, 0.0, n * shape.width(l + 1));
-            let (c, tables) = (shape.width(l + 1), &mut ws.tables[l]);
-            if l + 1 < top {
-                be.credit_pass(&mut ws.flip[l], None, &ws.z[l], &ws.w2[l], tables, &ws.logits[l + 1], &ws.z[l + 1], b, n, c);
-            } else {
-                be.softmax_credit(&mut ws.flip[l], &ws.z[l], &ws.w2[l], tables, &ws.logits[top], &ws.action, b, n, c);
+        match plan.combine {
+            Combine::Hnca => {
+                let above = &params.layers[l];
+                be.affine(&mut ws.w2[l], &above.w, 2.0, 0.0, n * shape.width(l + 1));
+                let (c, tables) = (shape.width(l + 1), &mut ws.tables[l]);
+                if l + 1 < top {
+                    be.credit_pass(&mut ws.flip[l], None, &ws.z[l], &ws.w2[l], tables, &ws.logits[l + 1], &ws.z[l + 1], b, n, c);
+                } else {
+                    be.softmax_credit(&mut ws.flip[l], &ws.z[l], &ws.w2[l], tables, &ws.logits[top], &ws.action, b, n, c);
+                }
+                be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], Some(&ws.flip[l]), rho_gradient, &ws.coef, b, n);
             }
-            be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], Some(&ws.flip[l]), rho_gradient, &ws.coef, b, n);
-        } else {
-            be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], None, false, &ws.coef, b, n);
+            Combine::Score(ScoreWith::Mean) => be.bandit_unit_grad(&mut ws.grad[l], &ws.logits[l], &ws.z[l], None, false, &ws.coef, b, n),
+            other => unreachable!("the bandit has no {other:?} estimator"),
         }
     }
     for l in 1..=top {

@@ -1,7 +1,7 @@
 //! The bandit's checkpoints: which run it is (must match to resume), where it got to, and its
 //! state (parameters, Adam moments, the reward baseline) as named tensors.
 
-use super::agent::{AgentShape, BanditEstimator};
+use super::agent::AgentShape;
 use super::conv::conv_geoms;
 use super::{BanditConfig, Features, ACTIONS};
 use crate::data::Split;
@@ -26,7 +26,7 @@ pub struct BanditRun {
     pub data_dim: usize,
     pub train_images: usize,
     pub hidden: Vec<usize>,
-    pub estimator: BanditEstimator,
+    pub estimator: crate::estimator::EstimatorKind,
     pub batch_size: usize,
     pub seed: u64,
     /// Saved for the record; a resume may change it (with a note).
@@ -132,7 +132,9 @@ impl RunIdentity for BanditRun {
     /// Reads the run's identity from a checkpoint's header.
     fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
         ck.expect_experiment(&super::DESCRIPTION)?;
-        let estimator: BanditEstimator = ck.enum_field("estimator")?;
+        let name = ck.str_field("estimator")?;
+        let estimator = super::agent::estimator(name)
+            .ok_or_else(|| CheckpointError::Header(format!("unknown estimator {}", crate::error::quoted(name))))?;
         let features: Features = if ck.header.contains_key("features") { ck.enum_field("features")? } else { Features::Linear };
         let conv = match features {
             Features::Linear => None,

@@ -14,7 +14,7 @@ pub mod trainer;
 
 use std::path::PathBuf;
 
-pub use agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditWorkspace};
+pub use agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditWorkspace, ESTIMATORS};
 pub use trainer::{Agent, BanditExperiment, BanditTrainer};
 
 use crate::backend::cpu::Cpu;
@@ -95,8 +95,8 @@ pub struct BanditArgs {
 
     /// Gradient estimator for the hidden layers (the softmax output always uses REINFORCE);
     /// the plain names use the 0.99 running-average reward baseline, `-nb` none.
-    #[arg(long, value_enum, default_value_t = BanditEstimator::Hnca)]
-    pub estimator: BanditEstimator,
+    #[arg(long, value_parser = agent::estimator_parser(), default_value = "hnca")]
+    pub estimator: crate::estimator::EstimatorKind,
 
     /// Adam learning rate (β1 0.9, β2 0.999, ε 1e-8).
     #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
@@ -147,7 +147,7 @@ pub struct BanditSettings {
     pub conv_layers: usize,
     pub conv_channels: usize,
     pub rho_gradient: bool,
-    pub estimator: BanditEstimator,
+    pub estimator: crate::estimator::EstimatorKind,
 }
 
 /// A validated bandit training configuration.
@@ -176,7 +176,7 @@ impl BanditArgs {
         if self.rho_gradient && self.features != Features::Conv {
             return bad("--rho-gradient is an ablation of the nonlinear bandit; it needs --features conv".into());
         }
-        if self.rho_gradient && !self.estimator.is_hnca() {
+        if self.rho_gradient && agent::plan(self.estimator).combine != crate::estimator::Combine::Hnca {
             return bad(format!("--rho-gradient changes HNCA's gradient; it does not apply to --estimator {}", self.estimator.name()));
         }
         let given = Given {

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
-
-use super::agent::BanditEstimator;
+use super::agent::{estimator, ESTIMATORS};
 use super::checkpoint::BanditRun;
 use super::trainer::{evaluate, BanditTrainer};
 use super::{BanditArgs, BanditConfig, BanditSettings};
@@ -24,7 +22,7 @@ impl SweepExperiment for BanditArgs {
     type Model = BanditSettings;
 
     fn estimators() -> Vec<String> {
-        BanditEstimator::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|p| p.get_name().to_string()).collect()
+        ESTIMATORS.iter().map(|(kind, _)| kind.name().to_string()).collect()
     }
 
     fn files_mut(&mut self) -> (&mut u64, &mut Option<PathBuf>, &mut Option<PathBuf>, &mut CheckpointArgs) {
@@ -41,7 +39,7 @@ impl SweepExperiment for BanditArgs {
 
     fn with_estimator(&self, estimator: &str) -> Result<Self, Error> {
         let mut a = self.clone();
-        a.estimator = BanditEstimator::from_str(estimator, false).map_err(|_| Error::Config(format!("unknown estimator {estimator}")))?;
+        a.estimator = estimator(estimator).ok_or_else(|| Error::Config(format!("unknown estimator {estimator}")))?;
         Ok(a)
     }
 

@@ -2,7 +2,7 @@
 //! one backend, the gradients of a step and its test accuracy; and the bandit's validated
 //! options as a [`ModelConfig`].
 
-use super::agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditEstimator, BanditWorkspace};
+use super::agent::{forward, gradients, AgentParams, AgentShape, BanditDraw, BanditWorkspace};
 use super::checkpoint::{tensors, BanditRun};
 use super::{BanditConfig, BanditSettings};
 use crate::backend::Backend;
@@ -12,6 +12,7 @@ use crate::nn::{TrainData, TrainState};
 use crate::rng::{stream, RngKey};
 use crate::run::Description;
 use crate::train::{Model, ModelConfig, TrainRun};
+use crate::estimator::EstimatorKind;
 
 /// The bandit's trainer: parameters, Adam state, baseline and buffers of one run on one backend.
 pub type BanditTrainer<'a, B> = crate::train::Trainer<'a, B, Agent<B>>;
@@ -22,7 +23,7 @@ pub type BanditExperiment<'a, B> = TrainRun<'a, B, BanditSettings>;
 /// The agent of one bandit run on one backend: its shape, estimator and buffers.
 pub struct Agent<B: Backend> {
     pub shape: AgentShape,
-    pub est: BanditEstimator,
+    pub est: EstimatorKind,
     pub ws: BanditWorkspace<B>,
     /// HNCA's ablation that differentiates through ρ (`--rho-gradient`; biased).
     pub rho_gradient: bool,
@@ -102,7 +103,7 @@ impl<B: Backend> Model<B> for Agent<B> {
 impl<'a, B: Backend> BanditTrainer<'a, B> {
     /// A trainer of an agent of `shape`, trained by `est` on batches of `batch_size` at `lr`,
     /// initialised from `seed`.
-    pub fn new(be: &'a B, shape: AgentShape, est: BanditEstimator, batch_size: usize, lr: f32, seed: u64) -> Self {
+    pub fn new(be: &'a B, shape: AgentShape, est: EstimatorKind, batch_size: usize, lr: f32, seed: u64) -> Self {
         let ws = BanditWorkspace::new(be, &shape, batch_size);
         Self::with_model(be, Agent { shape, est, ws, rho_gradient: false }, lr, seed)
     }

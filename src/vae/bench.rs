@@ -12,7 +12,7 @@ use crate::backend::MemoryOps;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::estimator::{Estimator, EstimatorKind};
+use super::estimator::{AltTerms, Combine, Estimator, EstimatorKind};
 use super::model::Shape;
 use super::trainer::Trainer;
 use crate::backend::cpu::{take_credit_nanos, Cpu, Simd};
@@ -144,11 +144,12 @@ pub fn step_cost(shape: &Shape, est: &Estimator, b: usize) -> StepCost {
     let depth = shape.depth();
     let n = |m: usize| shape.width(m) as u64;
     let b = b as u64;
-    let lanes = crate::backend::kernels::launch::CREDIT_LANES as u64;
+    let lanes = crate::backend::consts::CREDIT_LANES as u64;
     // Main chain: encoder entropies, decoder log-likelihoods, prior.
     let main: u64 = (1..=depth).map(|m| b * n(m) + b * n(m - 1)).sum::<u64>() + b * n(depth);
     let mut cost = StepCost { credit_edges: 0, credit_transcendentals: 0, other_evaluations: main };
-    if est.is_hnca() {
+    let plan = est.plan();
+    if matches!(plan.combine, Combine::Hnca | Combine::HncaK) {
         let chains = est.samples as u64;
         for l in 1..=depth {
             // Layer l's parents against its children below (the decoder's weights) and, below
@@ -166,13 +167,13 @@ pub fn step_cost(shape: &Shape, est: &Estimator, b: usize) -> StepCost {
         }
     }
     // Each alternative chain's terms: two evaluations per element where they are differences.
-    let per_element = if est.alt_terms_relative() { 2 } else { 1 };
+    let per_element = if plan.alt_terms == AltTerms::Differences { 2 } else { 1 };
     for l in 1..=depth {
         let mut chain = per_element * (b * n(l - 1) + b * n(depth));
         for m in (l + 1)..=depth {
             chain += per_element * (b * n(m) + b * n(m - 1));
         }
-        cost.other_evaluations += est.alternatives_per_layer() as u64 * chain;
+        cost.other_evaluations += plan.alternatives as u64 * chain;
     }
     cost
 }

@@ -3,7 +3,7 @@
 //! leave-one-out baselines), the relaxed ∇F_l that Double CV and RODEO build their control
 //! variates from, and the K-sample score-function combination (docs/estimators.md).
 
-use super::estimator::{Estimator, EstimatorKind};
+use super::estimator::{Combine, Estimator};
 use super::model::Params;
 use super::workspace::Workspace;
 use crate::backend::{Backend, GemmInit, HncaAbove, HncaInputs, KScoreInputs, KScoreMode};
@@ -64,7 +64,7 @@ pub fn hnca_chain<B: Backend>(
     } else {
         (&params.prior, true, tl.prior_log_prob(block))
     };
-    let reward = if est.samples > 1 { &ws.chain_rows } else { &ws.row };
+    let reward = if ws.plan.combine == Combine::HncaK { &ws.chain_rows } else { &ws.row };
     let inputs = HncaInputs {
         scale,
         accumulate,
@@ -125,25 +125,19 @@ pub fn relaxed_reward_grads<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mu
 
 /// The K-sample score-function estimators for layer l (leave-one-out, ARMS, Double CV, RODEO):
 /// the chains' F_l differences, ∇F_l where the control variates need it, then the per-row
-/// combination, and the batch mean of the coefficients' ascent directions.
-pub fn k_score_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, est: &Estimator, l: usize) {
+/// combination in `mode`, and the batch mean of the coefficients' ascent directions.
+pub fn k_score_layer<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Workspace<B>, est: &Estimator, mode: KScoreMode, l: usize) {
     let (b, t, depth) = (ws.b, ws.terms_layout.width(), ws.shape.depth());
     let n = ws.shape.width(l);
     be.weighted_row_sum(&mut ws.chain_rows, &ws.terms, &ws.chain_coef[l - 1], None, b, t);
-    let cv = est.kind.control_variates();
+    let cv = ws.plan.learned;
     if cv > 0 {
         relaxed_reward_grads(be, params, ws, est, l);
     }
     let first = est.alt_block(l, 1);
     let mut z: Vec<&B::Buf> = vec![&ws.main.z[l]];
-    z.extend(ws.alt[first..first + est.alternatives_per_layer()].iter().map(|c| &c.z[l]));
+    z.extend(ws.alt[first..first + ws.plan.alternatives].iter().map(|c| &c.z[l]));
     let grad_f: Vec<&B::Buf> = ws.grad_f[l].iter().collect();
-    let mode = match est.kind {
-        EstimatorKind::Arms => KScoreMode::Arms,
-        EstimatorKind::DoubleCv => KScoreMode::DoubleCv,
-        EstimatorKind::Rodeo => KScoreMode::Rodeo,
-        _ => KScoreMode::Loo,
-    };
     let inputs = KScoreInputs {
         mode,
         logits: &ws.main.logits[l],

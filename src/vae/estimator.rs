@@ -4,109 +4,17 @@
 //! Every per-example reward is a weighted sum of columns of the terms table
 //! ([`crate::model::Terms`]); this module says which columns, so the formulas live in one place
 //! and a backend only needs a weighted row sum. It also owns the one parser of estimator names
-//! (`loo`, `arms-k4`, `hnca+all-child-k2`, …) that the command line and the benchmarks share.
+//! (`loo`, `arms-k4`, `hnca+all-child-k2`, …) that the command line and the benchmarks share,
+//! and the one place the options become a [`Plan`]: how each layer draws, how its samples
+//! combine, the baseline and what is learned, which the step matches on. The bandit names its
+//! estimators with the same [`EstimatorKind`] (a subset of it).
 
 use super::model::Terms;
-use crate::backend::kernels::launch::{MAX_SAMPLES, RODEO_B2, RODEO_BX, RODEO_HIDDEN, RODEO_LEARNED, RODEO_W2, RODEO_WX, RODEO_WZ};
-use crate::backend::SampleMode;
+use crate::backend::consts::{MAX_SAMPLES, RODEO_B2, RODEO_BX, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
+use crate::backend::{KScoreMode, SampleMode};
 use crate::rng::{stream, RngKey};
 
-/// Which estimator trains the encoder. The decoder and prior always get exact gradients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum EstimatorKind {
-    /// f-HNCA; with a running-average baseline per layer, or with --samples K, averaged over K
-    /// samples per layer with a leave-one-out baseline.
-    Hnca,
-    /// f-HNCA without a baseline.
-    HncaNb,
-    /// REINFORCE restricted to the terms that depend on each layer, with a baseline per layer.
-    Reinforce,
-    /// REINFORCE without a baseline.
-    ReinforceNb,
-    /// REINFORCE leave-one-out with K samples per layer (--samples, default 2).
-    Loo,
-    /// DisARM: an antithetic pair per layer.
-    Disarm,
-    /// ARMS: K antithetic samples per layer from a Dirichlet copula (--samples, default 2).
-    Arms,
-    /// Double control variates: leave-one-out plus a learned multiple of a Taylor control
-    /// variate (--samples, default 2).
-    DoubleCv,
-    /// RODEO: leave-one-out plus learned multiples of Gibbs-Stein control variates built from a
-    /// learned control network (--samples, default 2).
-    Rodeo,
-}
-
-/// How an estimator draws the K samples of a layer (chain 0, the main sample, and the
-/// alternative chains 1..K that start at that layer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerDraw {
-    /// One sample per layer, no alternative chains.
-    Single,
-    /// K independent samples.
-    Independent,
-    /// DisARM's antithetic pair from one uniform.
-    Antithetic,
-    /// ARMS's K antithetic samples from one Dirichlet draw per unit.
-    Arms,
-}
-
-impl EstimatorKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            EstimatorKind::Hnca => "hnca",
-            EstimatorKind::HncaNb => "hnca-nb",
-            EstimatorKind::Reinforce => "reinforce",
-            EstimatorKind::ReinforceNb => "reinforce-nb",
-            EstimatorKind::Loo => "loo",
-            EstimatorKind::Disarm => "disarm",
-            EstimatorKind::Arms => "arms",
-            EstimatorKind::DoubleCv => "double-cv",
-            EstimatorKind::Rodeo => "rodeo",
-        }
-    }
-    pub const ALL: [EstimatorKind; 9] = [
-        EstimatorKind::Hnca,
-        EstimatorKind::HncaNb,
-        EstimatorKind::Reinforce,
-        EstimatorKind::ReinforceNb,
-        EstimatorKind::Loo,
-        EstimatorKind::Disarm,
-        EstimatorKind::Arms,
-        EstimatorKind::DoubleCv,
-        EstimatorKind::Rodeo,
-    ];
-
-    /// Samples per layer without --samples.
-    pub fn default_samples(self) -> usize {
-        match self {
-            EstimatorKind::Hnca | EstimatorKind::HncaNb | EstimatorKind::Reinforce | EstimatorKind::ReinforceNb => 1,
-            _ => 2,
-        }
-    }
-
-    /// Whether --samples K applies.
-    pub fn takes_samples(self) -> bool {
-        matches!(self, EstimatorKind::Hnca | EstimatorKind::Loo | EstimatorKind::Arms | EstimatorKind::DoubleCv | EstimatorKind::Rodeo)
-    }
-
-    /// The values each encoder layer learns for its control variates (Double CV: α; RODEO: α,
-    /// β and its control network's 602 weights, kernels/ksample.cu's layout).
-    pub fn control_variates(self) -> usize {
-        match self {
-            EstimatorKind::DoubleCv => 1,
-            EstimatorKind::Rodeo => RODEO_LEARNED as usize,
-            _ => 0,
-        }
-    }
-
-    fn from_name(name: &str) -> Option<EstimatorKind> {
-        EstimatorKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-}
-
-/// The most samples per layer an estimator may take (the kernels' per-row tables are this long).
-pub const MAX_K: usize = MAX_SAMPLES as usize;
+pub use crate::estimator::{AltTerms, Baseline, Combine, EstimatorKind, LayerDraw, Plan, ScoreWith, MAX_K};
 
 /// An estimator with its sample count and ablation flags (the flags are HNCA's only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +38,7 @@ impl Estimator {
     /// the combination is not an estimator.
     pub fn configure(kind: EstimatorKind, samples: Option<usize>, all_child: bool, full_reward: bool) -> Result<Self, String> {
         let mut est = Estimator { all_child, full_reward, ..Estimator::new(kind) };
-        if (all_child || full_reward) && !est.is_hnca() {
+        if (all_child || full_reward) && !matches!(kind, EstimatorKind::Hnca | EstimatorKind::HncaNb) {
             return Err(format!("--all-child and --full-reward are HNCA ablations; they do not apply to --estimator {}", kind.name()));
         }
         if let Some(k) = samples {
@@ -180,64 +88,54 @@ impl Estimator {
         Estimator::configure(kind, samples, all_child, full_reward).map_err(bad)
     }
 
-    pub fn is_hnca(&self) -> bool {
-        matches!(self.kind, EstimatorKind::Hnca | EstimatorKind::HncaNb)
-    }
-
-    /// A running-average baseline per layer: HNCA with one sample, and REINFORCE.
-    pub fn uses_baseline(&self) -> bool {
-        (self.kind == EstimatorKind::Hnca && self.samples == 1) || self.kind == EstimatorKind::Reinforce
-    }
-
-    /// How the K samples of a layer are drawn.
-    pub fn layer_draw(&self) -> LayerDraw {
-        match self.kind {
-            EstimatorKind::Disarm => LayerDraw::Antithetic,
-            EstimatorKind::Arms => LayerDraw::Arms,
-            _ if self.samples > 1 => LayerDraw::Independent,
+    /// The plan of a step with this estimator: how each layer draws (DisARM's antithetic pair,
+    /// ARMS's K-tuple, else K independent samples or one), how its samples combine, its
+    /// baseline (a running average for HNCA with one sample and for REINFORCE), how its
+    /// alternative chains' terms are stored, and what it learns. Every predicate the step asks
+    /// of an estimator is a field of the plan, decided here.
+    pub fn plan(&self) -> Plan {
+        use EstimatorKind as E;
+        let multi = self.samples > 1;
+        let draw = match self.kind {
+            E::Disarm => LayerDraw::Antithetic,
+            E::Arms => LayerDraw::Arms,
+            _ if multi => LayerDraw::Independent,
             _ => LayerDraw::Single,
-        }
-    }
-
-    /// How the alternative chains' first sample is drawn, for the estimators that have them
-    /// (the main chain's sampler: DisARM's twin is drawn with the main sample).
-    pub fn alternative(&self) -> Option<SampleMode> {
-        match self.layer_draw() {
-            LayerDraw::Single => None,
-            LayerDraw::Antithetic => Some(SampleMode::Antithetic),
-            LayerDraw::Independent | LayerDraw::Arms => Some(SampleMode::Standard),
-        }
-    }
-
-    /// Alternative chains per encoder layer: K - 1.
-    pub fn alternatives_per_layer(&self) -> usize {
-        self.samples - 1
+        };
+        let combine = match self.kind {
+            E::Hnca | E::HncaNb if multi => Combine::HncaK,
+            E::Hnca | E::HncaNb => Combine::Hnca,
+            E::Reinforce | E::ReinforceNb => Combine::Score(ScoreWith::Mean),
+            E::Disarm => Combine::Score(ScoreWith::Antithetic),
+            E::Loo => Combine::KScore(KScoreMode::Loo),
+            E::Arms => Combine::KScore(KScoreMode::Arms),
+            E::DoubleCv => Combine::KScore(KScoreMode::DoubleCv),
+            E::Rodeo => Combine::KScore(KScoreMode::Rodeo),
+        };
+        let baseline = match self.kind {
+            E::Hnca if !multi => Baseline::Running,
+            E::Reinforce => Baseline::Running,
+            _ => Baseline::None,
+        };
+        let (alt_terms, learned) = match combine {
+            Combine::Hnca | Combine::HncaK => (AltTerms::Values, 0),
+            Combine::Score(_) => (AltTerms::Differences, 0),
+            Combine::KScore(mode) => (AltTerms::Differences, mode.learned()),
+        };
+        Plan { draw, alternatives: self.samples - 1, combine, baseline, alt_terms, learned }
     }
 
     /// The block of the terms table (and the index of `Workspace::alt`) of alternative chain j
     /// (1 ≤ j < K) of layer l: 1 + (l-1)(K-1) + (j-1). With two samples, block l.
     pub fn alt_block(&self, l: usize, j: usize) -> usize {
-        1 + (l - 1) * self.alternatives_per_layer() + (j - 1)
-    }
-
-    /// Whether the alternative chains' terms are stored as differences from the main chain's
-    /// (the score-function estimators, whose rewards are differences of F_l between chains),
-    /// rather than as values (HNCA with K samples, whose credit needs each chain's own terms).
-    pub fn alt_terms_relative(&self) -> bool {
-        !self.is_hnca()
-    }
-
-    /// Whether layer l's estimate is formed from its K chains by the K-sample score-function
-    /// combination ([`crate::backend::Backend::k_score_unit_grad`]).
-    pub fn is_k_score(&self) -> bool {
-        matches!(self.kind, EstimatorKind::Loo | EstimatorKind::Arms | EstimatorKind::DoubleCv | EstimatorKind::Rodeo)
+        1 + (l - 1) * (self.samples - 1) + (j - 1)
     }
 
     /// ELBO evaluations per training example in one step, counting every chain sampled: the
     /// main chain, plus K - 1 alternative chains per layer (DisARM's one). The cost measure of
     /// equal-cost comparisons (a single-layer DisARM step is 2).
     pub fn evaluations(&self, depth: usize) -> u64 {
-        1 + (self.alternatives_per_layer() * depth) as u64
+        1 + ((self.samples - 1) * depth) as u64
     }
 
     /// The name with its flags and sample count, as written to the metrics; [`Estimator::parse`]
@@ -280,17 +178,17 @@ impl Estimator {
     /// input, H(q_{l+1} | z_l) and log p(z_{l-1} | z_l). REINFORCE: F_l.
     pub fn baseline_coef(&self, terms: &Terms, l: usize) -> Vec<f32> {
         let mut c = self.reward_coef(terms, l);
-        if self.is_hnca() {
+        if matches!(self.kind, EstimatorKind::Hnca | EstimatorKind::HncaNb) {
             add_hnca_target_extra(&mut c, terms, 0, l, self.all_child);
         }
         c
     }
 
-    /// The initial learned values of encoder layer l (`control_variates` of them): α = β = 0,
+    /// The initial learned values of encoder layer l ([`Plan::learned`] of them): α = β = 0,
     /// and RODEO's network as Keras initialises the official one (Glorot-uniform kernels,
     /// U(±√(6/(fan_in + fan_out))), zero biases), drawn from Philox so every backend starts alike.
     pub fn initial_learned(&self, l: usize, seed: u64) -> Vec<f32> {
-        let mut v = vec![0.0f32; self.kind.control_variates()];
+        let mut v = vec![0.0f32; self.plan().learned];
         if self.kind == EstimatorKind::Rodeo {
             let h = RODEO_HIDDEN as usize;
             let key = RngKey::new(seed, 0, stream::rodeo_init(l as u32));
@@ -320,7 +218,7 @@ impl Estimator {
         let (k, t) = (self.samples, terms.width());
         let block = |j: usize| if j == 0 { 0 } else { self.alt_block(l, j) };
         let mut c = vec![0.0f32; k * t];
-        if self.is_hnca() {
+        if matches!(self.kind, EstimatorKind::Hnca | EstimatorKind::HncaNb) {
             let inv = 1.0 / (k - 1) as f32;
             for (row, out) in c.chunks_mut(t).enumerate() {
                 add_hnca_reward(out, terms, block(row), l, false);

@@ -3,7 +3,7 @@
 //! chains of the estimators that sample a layer K times, each starting at its layer and scored
 //! into its own block.
 
-use super::estimator::{Estimator, LayerDraw};
+use super::estimator::{AltTerms, Estimator, LayerDraw};
 use super::model::{Params, Shape};
 use super::workspace::{Draw, Workspace};
 use crate::backend::{Backend, SampleMode};
@@ -55,7 +55,7 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
         encode_layer(be, params, &shape, m, &lo[m - 1], &mut ws.main.logits[m], b);
         let n = shape.width(m);
         let logits = &ws.main.logits[m];
-        match est.layer_draw() {
+        match ws.plan.draw {
             LayerDraw::Antithetic if !draw.eval => {
                 let twin = &mut ws.alt[est.alt_block(m, 1)].z[m];
                 be.bernoulli_sample(&mut hi[0], Some(twin), logits, draw.encoder(m), draw.clock, SampleMode::Antithetic, b, n);
@@ -63,7 +63,7 @@ pub fn forward_main<B: Backend>(be: &B, params: &Params<B::Buf>, ws: &mut Worksp
             LayerDraw::Arms if !draw.eval => {
                 let first = est.alt_block(m, 1);
                 let mut zs: Vec<&mut B::Buf> = vec![&mut hi[0]];
-                zs.extend(ws.alt[first..first + est.alternatives_per_layer()].iter_mut().map(|c| &mut c.z[m]));
+                zs.extend(ws.alt[first..first + ws.plan.alternatives].iter_mut().map(|c| &mut c.z[m]));
                 be.arms_sample(&mut zs, logits, draw.arms(m), draw.clock, b, n);
             }
             _ => be.bernoulli_sample(&mut hi[0], None, logits, draw.encoder(m), draw.clock, SampleMode::Standard, b, n),
@@ -108,10 +108,11 @@ pub fn forward_alternative<B: Backend>(
     let t = tl.width();
     let depth = shape.depth();
     let block = est.alt_block(l, j);
-    let relative = est.alt_terms_relative();
+    let plan = ws.plan;
+    let relative = plan.alt_terms == AltTerms::Differences;
     let chain = &mut ws.alt[block];
     let main = &ws.main;
-    if est.layer_draw() == LayerDraw::Independent {
+    if plan.draw == LayerDraw::Independent {
         be.bernoulli_sample(
             &mut chain.z[l],
             None,

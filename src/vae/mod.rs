@@ -214,7 +214,7 @@ impl VaeArgs {
         if !(cv_lr.is_finite() && cv_lr > 0.0) {
             return bad(format!("--cv-lr must be a positive number, got {cv_lr}"));
         }
-        if self.cv_lr.is_some() && est.kind.control_variates() == 0 {
+        if self.cv_lr.is_some() && est.plan().learned == 0 {
             return bad(format!("--cv-lr applies to --estimator double-cv and rodeo, not {}", est.kind.name()));
         }
         if self.train_images == Some(0) {

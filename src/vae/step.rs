@@ -5,7 +5,7 @@
 //! [`super::estimate`] (each estimator's logit gradients); the buffers in [`super::workspace`].
 
 use super::estimate::{hnca_chain, hnca_k_layer, k_score_layer};
-use super::estimator::{Estimator, LayerDraw};
+use super::estimator::{Baseline, Combine, Estimator, ScoreWith};
 use super::forward::forward_alternative;
 use super::forward::forward_main;
 use super::model::Params;
@@ -28,10 +28,11 @@ pub fn compute_gradients<B: Backend>(
     let (b, shape, tl) = (ws.b, ws.shape.clone(), ws.terms_layout);
     let t = tl.width();
     let depth = shape.depth();
+    let plan = ws.plan;
 
     forward_main(be, params, ws, est, draw);
     for l in 1..=depth {
-        for j in 1..est.samples {
+        for j in 1..=plan.alternatives {
             forward_alternative(be, params, ws, est, l, j, draw);
         }
     }
@@ -39,19 +40,19 @@ pub fn compute_gradients<B: Backend>(
     // Encoder: per-unit logit gradients from the estimator, then weight and bias gradients.
     for l in 1..=depth {
         let n = shape.width(l);
-        if est.is_hnca() && est.samples > 1 {
-            hnca_k_layer(be, params, ws, est, l);
-        } else if est.is_k_score() {
-            k_score_layer(be, params, ws, est, l);
-        } else {
-            let baseline = est.uses_baseline().then_some((baselines, l - 1));
-            be.weighted_row_sum(&mut ws.row, &ws.terms, &ws.reward_coef[l - 1], baseline, b, t);
-            if est.is_hnca() {
+        let baseline = (plan.baseline == Baseline::Running).then_some((baselines, l - 1));
+        match plan.combine {
+            Combine::HncaK => hnca_k_layer(be, params, ws, est, l),
+            Combine::KScore(mode) => k_score_layer(be, params, ws, est, mode, l),
+            Combine::Hnca => {
+                be.weighted_row_sum(&mut ws.row, &ws.terms, &ws.reward_coef[l - 1], baseline, b, t);
                 hnca_chain(be, params, ws, est, l, 0, 0, 1.0, false);
-            } else {
-                let alt = match est.layer_draw() {
-                    LayerDraw::Antithetic => ScoreAlt::Antithetic(&ws.alt[est.alt_block(l, 1)].z[l]),
-                    _ => ScoreAlt::Mean,
+            }
+            Combine::Score(with) => {
+                be.weighted_row_sum(&mut ws.row, &ws.terms, &ws.reward_coef[l - 1], baseline, b, t);
+                let alt = match with {
+                    ScoreWith::Antithetic => ScoreAlt::Antithetic(&ws.alt[est.alt_block(l, 1)].z[l]),
+                    ScoreWith::Mean => ScoreAlt::Mean,
                 };
                 be.score_unit_grad(&mut ws.unit_grad[l], &ws.main.logits[l], &ws.main.z[l], alt, &ws.row, b, n);
             }

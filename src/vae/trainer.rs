@@ -51,7 +51,7 @@ impl<B: Backend> Vae<B> {
                 be.write(&mut ws.cv_coef[l], &init);
             }
         }
-        let cv = est.kind.control_variates();
+        let cv = ws.plan.learned;
         let cv_zeros = || if cv == 0 { Vec::new() } else { ws.cv_coef.iter().skip(1).map(|_| be.zeros(cv)).collect() };
         let (cv_m, cv_v) = (cv_zeros(), cv_zeros());
         Vae { shape, est, ws, cv_m, cv_v, optimizers: Optimizers::with_lr(lr), binarize: Binarize::Dynamic }

@@ -2,7 +2,7 @@
 //! main chain, the alternative chains of the estimators that sample a layer more than once, the
 //! terms table, and every intermediate an estimator needs (public, so tests can read them).
 
-use super::estimator::Estimator;
+use super::estimator::{Baseline, Combine, Estimator, Plan};
 use super::model::{Shape, Terms};
 use crate::backend::{credit_tables_len, grad_variance_slots, Backend, PerExample, StatsPlan};
 use crate::rng::{stream, RngKey};
@@ -31,6 +31,8 @@ impl<Buf> Chain<Buf> {
 
 /// Buffers for one step at batch size `b`; public so tests can read every intermediate.
 pub struct Workspace<B: Backend> {
+    /// The estimator's plan ([`Estimator::plan`]), computed once: what the step does.
+    pub plan: Plan,
     pub b: usize,
     pub shape: Shape,
     pub terms_layout: Terms,
@@ -85,12 +87,13 @@ pub struct Workspace<B: Backend> {
 impl<B: Backend> Workspace<B> {
     pub fn new(be: &B, shape: &Shape, est: &Estimator, b: usize) -> Self {
         let depth = shape.depth();
+        let plan = est.plan();
         let k = est.samples;
-        let alt_chains = depth * est.alternatives_per_layer();
+        let alt_chains = depth * plan.alternatives;
         let terms_layout = Terms { depth, blocks: 1 + alt_chains };
         let per_layer = |f: &dyn Fn(usize) -> usize| (0..=depth).map(|m| be.zeros(f(m))).collect::<Vec<_>>();
-        let hnca = est.is_hnca();
-        let cv = est.kind.control_variates();
+        let hnca = matches!(plan.combine, Combine::Hnca | Combine::HncaK);
+        let cv = plan.learned;
         let mut variance_slots = Vec::new();
         for l in 1..=depth {
             let first = variance_slots.iter().skip(1).step_by(2).sum::<u32>();
@@ -99,6 +102,7 @@ impl<B: Backend> Workspace<B> {
         let total_slots: u32 = variance_slots.iter().skip(1).step_by(2).sum();
         let width = |m: usize| if m <= depth { shape.width(m) } else { 0 };
         Workspace {
+            plan,
             b,
             shape: shape.clone(),
             terms_layout,
@@ -133,7 +137,7 @@ impl<B: Backend> Workspace<B> {
     pub fn stats_plan(&self, est: &Estimator) -> StatsPlan {
         let (tl, shape) = (self.terms_layout, &self.shape);
         let mut coef = tl.elbo_coef();
-        let baselines = if est.uses_baseline() { shape.depth() } else { 0 };
+        let baselines = if self.plan.baseline == Baseline::Running { shape.depth() } else { 0 };
         for l in 1..=baselines {
             coef.extend(est.baseline_coef(&tl, l));
         }

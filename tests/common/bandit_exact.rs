@@ -5,9 +5,10 @@
 
 use hnca::backend::cpu::Cpu;
 use hnca::backend::{DenseOps, MemoryOps};
-use hnca::bandit::{gradients, AgentParams, AgentShape, BanditEstimator, BanditWorkspace};
+use hnca::bandit::{gradients, AgentParams, AgentShape, BanditWorkspace};
 use hnca::nn::Dense;
 use hnca::rng::RngKey;
+use hnca::vae::estimator::EstimatorKind;
 
 pub const SIZES: [usize; 4] = [3, 2, 2, 3];
 
@@ -190,7 +191,7 @@ pub fn reference_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baseline
 }
 
 /// The production step's estimate for one configuration (batch of 1, f32, CPU backend).
-pub fn production_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baseline: f64, est: BanditEstimator) -> Vec<f64> {
+pub fn production_estimate(agent: &Agent, x: &[f64], c: &Config, r: f64, baseline: f64, est: EstimatorKind) -> Vec<f64> {
     let be = Cpu::new();
     let shape = AgentShape::new(SIZES[0], &SIZES[1..SIZES.len() - 1], SIZES[SIZES.len() - 1]);
     let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();

@@ -25,7 +25,7 @@
 
 use super::simd::{lane_sum, Simd};
 use super::{clipped_log_odds_against, clipped_p, for_each_row, hindsight_ratios, row_of, unit_grad_row, Cpu, UnitRow};
-use crate::backend::kernels::launch::{CREDIT_LANES, CREDIT_RENORM_RANGE};
+use crate::backend::consts::{CREDIT_LANES, CREDIT_RENORM_RANGE};
 use crate::backend::{CreditOps, HncaInputs, ScoreAlt};
 use crate::math::{exp_f32, exp_neg, log1p_unit, log_sigmoid_and_entropy};
 use rayon::prelude::*;

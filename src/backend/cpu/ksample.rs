@@ -6,7 +6,7 @@
 
 use super::simd::Simd;
 use super::{clipped_log_odds_against, clipped_p, clocked, Cpu};
-use crate::backend::kernels::launch::{RODEO_B2, RODEO_BX, RODEO_BZ, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
+use crate::backend::consts::{RODEO_B2, RODEO_BX, RODEO_BZ, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
 use crate::backend::{KSampleOps, KScoreInputs, KScoreMode, MAX_SAMPLES};
 use crate::math::powi_f32;
 use crate::rng::RngKey;

@@ -4,6 +4,7 @@ use super::{
     blocks, BanditUnitParams, CreditParams, CreditTablesParams, Device, Guards, HncaUnitParams, KernelBackend, ScoreUnitParams,
     CREDIT_BLOCK, CREDIT_PARENTS, ELEMENTWISE, ELEMENTWISE_BLOCK, REDUCE_BLOCK,
 };
+use crate::backend::consts::{SCORE_ALT_ANTITHETIC, SCORE_ALT_MEAN, SCORE_ALT_SAMPLE};
 use crate::backend::{CreditOps, HncaInputs, ScoreAlt};
 
 impl<D: Device> CreditOps for KernelBackend<D> {
@@ -77,9 +78,9 @@ impl<D: Device> CreditOps for KernelBackend<D> {
         let d = &self.device;
         let mut keep = Guards::new(d);
         let (mode, alt) = match alt {
-            ScoreAlt::Mean => (0, 0),
-            ScoreAlt::Sample(z2) => (1, keep.ptr(z2)),
-            ScoreAlt::Antithetic(zt) => (2, keep.ptr(zt)),
+            ScoreAlt::Mean => (SCORE_ALT_MEAN, 0),
+            ScoreAlt::Sample(z2) => (SCORE_ALT_SAMPLE, keep.ptr(z2)),
+            ScoreAlt::Antithetic(zt) => (SCORE_ALT_ANTITHETIC, keep.ptr(zt)),
         };
         let p = ScoreUnitParams {
             out: keep.ptr_mut(out),
@@ -89,7 +90,7 @@ impl<D: Device> CreditOps for KernelBackend<D> {
             coef: keep.ptr(coef),
             b: b as i32,
             n: n as i32,
-            mode,
+            mode: mode as i32,
         };
         self.launch(blocks(b * n, ELEMENTWISE_BLOCK), ELEMENTWISE, &p);
     }

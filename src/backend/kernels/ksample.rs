@@ -26,11 +26,6 @@ impl<D: Device> KSampleOps for KernelBackend<D> {
         let mut keep = Guards::new(d);
         let z: Vec<u64> = inp.z.iter().map(|z| keep.ptr(z)).collect();
         let grad_f: Vec<u64> = inp.grad_f.iter().map(|g| keep.ptr(g)).collect();
-        let n_coef = match inp.mode {
-            crate::backend::KScoreMode::DoubleCv => 1,
-            crate::backend::KScoreMode::Rodeo => super::launch::RODEO_LEARNED as i32,
-            _ => 0,
-        };
         let p = KScoreParams {
             out: keep.ptr_mut(out),
             cv_partials: cv_partials.map_or(0, |c| keep.ptr_mut(c)),
@@ -44,7 +39,7 @@ impl<D: Device> KSampleOps for KernelBackend<D> {
             n: n as i32,
             k: inp.z.len() as i32,
             mode: inp.mode as i32,
-            n_coef,
+            n_coef: inp.mode.learned() as i32,
         };
         self.launch([b as u32, 1, 1], [REDUCE_BLOCK, 1, 1], &p);
     }

@@ -1,22 +1,37 @@
 //! The K-sample estimators (docs/estimators.md): ARMS's antithetic draws and the K-sample
 //! score-function gradient.
 
+use crate::backend::consts::{DOUBLE_CV_LEARNED, KSCORE_ARMS, KSCORE_DOUBLE_CV, KSCORE_LOO, KSCORE_RODEO, RODEO_LEARNED};
 use crate::backend::MemoryOps;
 use crate::rng::RngKey;
 
-/// How [`Backend::k_score_unit_grad`] combines a layer's K chains (docs/estimators.md).
+/// How [`Backend::k_score_unit_grad`] combines a layer's K chains (docs/estimators.md); each
+/// mode is its `KSCORE_*` of kernels/ksample.cu.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KScoreMode {
     /// REINFORCE with the leave-one-out baseline: ent + (1/(K-1)) Σ_k (F_k - F̄) z_k.
-    Loo = 0,
+    Loo = KSCORE_LOO as isize,
     /// ARMS: the leave-one-out term times p(1-p)/(p - J(p)), J the pairwise joint of two draws.
-    Arms = 1,
+    Arms = KSCORE_ARMS as isize,
     /// Double control variates: plus α·[(1/(K-1)) Σ_k (c_k - c̄) z_k - (Σ_k ∇F_k / K)·p(1-p)],
     /// c_k = ḡ_{-k}·(z_k - p).
-    DoubleCv = 2,
+    DoubleCv = KSCORE_DOUBLE_CV as isize,
     /// RODEO: plus α·B + β·C, the Gibbs-Stein control variates of the baseline and of the
     /// gradient, built from a learned control network (kernels/ksample.cu).
-    Rodeo = 3,
+    Rodeo = KSCORE_RODEO as isize,
+}
+
+impl KScoreMode {
+    /// The values each encoder layer learns for the mode's control variates (Double CV: α;
+    /// RODEO: α, β and its control network's weights, kernels/ksample.cu's layout); 0 for the
+    /// modes without.
+    pub fn learned(self) -> usize {
+        match self {
+            KScoreMode::Loo | KScoreMode::Arms => 0,
+            KScoreMode::DoubleCv => DOUBLE_CV_LEARNED as usize,
+            KScoreMode::Rodeo => RODEO_LEARNED as usize,
+        }
+    }
 }
 
 /// The inputs of [`Backend::k_score_unit_grad`] for one encoder layer of width n.

@@ -7,19 +7,19 @@ use crate::data::Binarize;
 /// The training clock's words (see kernels/common.cuh): the update step, the batch within the
 /// epoch, the epoch. The step advances it, so nothing per step comes from the host.
 pub mod clock {
-    pub use crate::backend::kernels::launch::{CLOCK_BATCH as BATCH, CLOCK_EPOCH as EPOCH, CLOCK_WORDS as WORDS};
+    pub use crate::backend::consts::{CLOCK_BATCH as BATCH, CLOCK_EPOCH as EPOCH, CLOCK_WORDS as WORDS};
 
     /// The update step held by `words`.
     pub fn step(words: &[u32]) -> u64 {
-        ((words[crate::backend::kernels::launch::CLOCK_STEP_HI as usize] as u64) << 32)
-            | words[crate::backend::kernels::launch::CLOCK_STEP_LO as usize] as u64
+        ((words[crate::backend::consts::CLOCK_STEP_HI as usize] as u64) << 32)
+            | words[crate::backend::consts::CLOCK_STEP_LO as usize] as u64
     }
 
     /// A clock at update `step`, epoch 0, batch 0.
     pub fn at(step: u64) -> Vec<u32> {
         let mut w = vec![0u32; WORDS as usize];
-        w[crate::backend::kernels::launch::CLOCK_STEP_LO as usize] = step as u32;
-        w[crate::backend::kernels::launch::CLOCK_STEP_HI as usize] = (step >> 32) as u32;
+        w[crate::backend::consts::CLOCK_STEP_LO as usize] = step as u32;
+        w[crate::backend::consts::CLOCK_STEP_HI as usize] = (step >> 32) as u32;
         w
     }
 }
@@ -61,7 +61,7 @@ impl StatsPlan {
 /// The statistics array that [`Backend::step_stats`] writes (see kernels/state.cu): the epoch's
 /// sums, the divergence flag and the last step's values, at these offsets.
 pub mod stats {
-    use crate::backend::kernels::launch as k;
+    use crate::backend::consts as k;
     pub const STEPS: usize = k::STATS_STEPS as usize;
     pub const OBJECTIVE: usize = k::STATS_OBJECTIVE as usize;
     pub const GRAD_VAR: usize = k::STATS_GRAD_VAR as usize;
@@ -99,7 +99,7 @@ pub fn grad_variance_slots(b: usize, k: usize, n: usize, form: PerExample) -> us
         PerExample::Outer => k * n,
         PerExample::Whole => k,
     };
-    b + (weights + n).div_ceil(crate::backend::kernels::launch::GV_CHUNK as usize)
+    b + (weights + n).div_ceil(crate::backend::consts::GV_CHUNK as usize)
 }
 
 pub trait StateOps: MemoryOps {
