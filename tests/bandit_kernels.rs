@@ -169,7 +169,12 @@ fn assert_whole_bandit_steps_match_the_cpu(shape: &AgentShape, b: usize, tol: f3
             }
             assert_eq!(cpu.download(&tc.model.ws.action), emu.download(&te.model.ws.action), "{}: step {step} actions", est.name());
             for l in 1..=shape.hidden() {
-                assert_eq!(cpu.download(&tc.model.ws.z[l]), emu.download(&te.model.ws.z[l]), "{}: step {step} samples of layer {l}", est.name());
+                assert_eq!(
+                    cpu.download(&tc.model.ws.z[l]),
+                    emu.download(&te.model.ws.z[l]),
+                    "{}: step {step} samples of layer {l}",
+                    est.name()
+                );
             }
             assert!((sc.0 - se.0).abs() < 1e-6, "{}: mean reward", est.name());
             for (l, (vc, ve)) in sc.1.iter().zip(&se.1).enumerate() {

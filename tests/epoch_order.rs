@@ -385,7 +385,9 @@ fn the_bandit_trains_each_epoch_on_its_documented_order_and_labels_also_when_res
     let train = data(47).train;
     let argv = ["bandit", "--layers", "6,4", "--batch-size", "10", "--seed", "11", "--test-every", "0"];
     let args = Bandit::try_parse_from(argv).unwrap().args.to_config().unwrap();
-    let peek = |e: &BanditExperiment<'_, Cpu>| (e.trainer.be.download(&e.trainer.model.ws.u[0]), e.trainer.be.download(&e.trainer.model.ws.labels));
+    let peek = |e: &BanditExperiment<'_, Cpu>| {
+        (e.trainer.be.download(&e.trainer.model.ws.u[0]), e.trainer.be.download(&e.trainer.model.ws.labels))
+    };
     check_epochs_and_resume(&|| BanditExperiment::new(&be, &args, &train).unwrap(), peek, true, "bandit");
 }
 
@@ -401,8 +403,12 @@ fn seeds_draw_different_orders() {
         cfg.seed = seed;
         let mut opts = options(1, Some(1), None, None);
         opts.seed = seed;
-        let mut rec =
-            Recorder { inner: VaeExperiment::new(&be, &cfg, &data.train).unwrap(), peek: vae_batch, epochs: Vec::new(), batches: Vec::new() };
+        let mut rec = Recorder {
+            inner: VaeExperiment::new(&be, &cfg, &data.train).unwrap(),
+            peek: vae_batch,
+            epochs: Vec::new(),
+            batches: Vec::new(),
+        };
         drive(&mut rec, &opts, &data).unwrap();
         assert_eq!(rec.epochs[0].1, fisher_yates(47, RngKey::new(seed, 1, stream::SHUFFLE)), "seed {seed}");
         orders.push(rec.epochs.remove(0).1);

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules every experiment and command may use, that must use none of them.
-const GENERIC: [&str; 15] = ["backend", "data", "error", "estimator", "math", "nn", "plot", "png", "report", "rng", "run", "setup", "sweep", "train", "lib"];
+const GENERIC: [&str; 15] =
+    ["backend", "data", "error", "estimator", "math", "nn", "plot", "png", "report", "rng", "run", "setup", "sweep", "train", "lib"];
 const EXPERIMENTS: [&str; 2] = ["vae", "bandit"];
 /// The commands and the composition root: they may use everything, nothing uses them but main.
 const COMMANDS: [&str; 3] = ["app", "cli", "selftest"];

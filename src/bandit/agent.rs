@@ -6,9 +6,9 @@
 
 use super::conv::{self, Conv, ConvWorkspace};
 use crate::backend::{credit_tables_len, grad_variance_slots, Backend, ConvGeom, GemmInit, PerExample, SampleMode, StatsPlan};
+use crate::estimator::{Baseline, Combine, Estimator, EstimatorKind, Plan, ScoreWith};
 use crate::nn::Dense;
 use crate::rng::{stream, RngKey};
-use crate::estimator::{Baseline, Combine, Estimator, EstimatorKind, Plan, ScoreWith};
 
 /// The bandit's estimators for the hidden layers, with their `--estimator` help: HNCA or
 /// REINFORCE for every hidden layer, with the 0.99 running-average reward baseline, or (`-nb`)

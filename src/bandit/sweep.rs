@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::agent::{estimator, ESTIMATORS};
+use super::agent::ESTIMATORS;
 use super::checkpoint::BanditRun;
 use super::trainer::{evaluate, BanditTrainer};
 use super::{BanditArgs, BanditConfig, BanditSettings};
@@ -39,7 +39,7 @@ impl SweepExperiment for BanditArgs {
 
     fn with_estimator(&self, estimator: &str) -> Result<Self, Error> {
         let mut a = self.clone();
-        a.estimator = estimator(estimator).ok_or_else(|| Error::Config(format!("unknown estimator {estimator}")))?;
+        a.estimator = super::agent::estimator(estimator).ok_or_else(|| Error::Config(format!("unknown estimator {estimator}")))?;
         Ok(a)
     }
 

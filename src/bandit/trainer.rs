@@ -8,11 +8,11 @@ use super::{BanditConfig, BanditSettings};
 use crate::backend::Backend;
 use crate::data::{binarize_batch, Binarize, Split};
 use crate::error::Error;
+use crate::estimator::EstimatorKind;
 use crate::nn::{TrainData, TrainState};
 use crate::rng::{stream, RngKey};
 use crate::run::Description;
 use crate::train::{Model, ModelConfig, TrainRun};
-use crate::estimator::EstimatorKind;
 
 /// The bandit's trainer: parameters, Adam state, baseline and buffers of one run on one backend.
 pub type BanditTrainer<'a, B> = crate::train::Trainer<'a, B, Agent<B>>;

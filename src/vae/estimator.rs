@@ -10,30 +10,12 @@
 //! estimators with the same [`EstimatorKind`] (a subset of it).
 
 use super::model::Terms;
-use crate::backend::consts::{MAX_SAMPLES, RODEO_B2, RODEO_BX, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
-use crate::backend::{KScoreMode, SampleMode};
+use crate::backend::consts::{RODEO_B2, RODEO_BX, RODEO_HIDDEN, RODEO_W2, RODEO_WX, RODEO_WZ};
 use crate::rng::{stream, RngKey};
 
-pub use crate::estimator::{AltTerms, Baseline, Combine, EstimatorKind, LayerDraw, Plan, ScoreWith, MAX_K};
-
-/// An estimator with its sample count and ablation flags (the flags are HNCA's only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Estimator {
-    pub kind: EstimatorKind,
-    /// Weight the "Φ as input" terms by the hindsight ratios too (the paper's `all_child`).
-    pub all_child: bool,
-    /// Add the terms upstream of each layer to its reward (the paper's `full_reward`).
-    pub full_reward: bool,
-    /// K, the samples (chains) per encoder layer: 1 for REINFORCE and plain HNCA.
-    pub samples: usize,
-}
+pub use crate::estimator::{AltTerms, Baseline, Combine, Estimator, EstimatorKind, LayerDraw, Plan, ScoreWith, MAX_K};
 
 impl Estimator {
-    /// The estimator at its default sample count, without flags.
-    pub fn new(kind: EstimatorKind) -> Self {
-        Estimator { kind, all_child: false, full_reward: false, samples: kind.default_samples() }
-    }
-
     /// The estimator with `samples` (None: the default) and flags, or a one-line reason why
     /// the combination is not an estimator.
     pub fn configure(kind: EstimatorKind, samples: Option<usize>, all_child: bool, full_reward: bool) -> Result<Self, String> {
@@ -86,43 +68,6 @@ impl Estimator {
         }
         let samples = samples.filter(|&k| !(k == kind.default_samples() && kind != EstimatorKind::Hnca));
         Estimator::configure(kind, samples, all_child, full_reward).map_err(bad)
-    }
-
-    /// The plan of a step with this estimator: how each layer draws (DisARM's antithetic pair,
-    /// ARMS's K-tuple, else K independent samples or one), how its samples combine, its
-    /// baseline (a running average for HNCA with one sample and for REINFORCE), how its
-    /// alternative chains' terms are stored, and what it learns. Every predicate the step asks
-    /// of an estimator is a field of the plan, decided here.
-    pub fn plan(&self) -> Plan {
-        use EstimatorKind as E;
-        let multi = self.samples > 1;
-        let draw = match self.kind {
-            E::Disarm => LayerDraw::Antithetic,
-            E::Arms => LayerDraw::Arms,
-            _ if multi => LayerDraw::Independent,
-            _ => LayerDraw::Single,
-        };
-        let combine = match self.kind {
-            E::Hnca | E::HncaNb if multi => Combine::HncaK,
-            E::Hnca | E::HncaNb => Combine::Hnca,
-            E::Reinforce | E::ReinforceNb => Combine::Score(ScoreWith::Mean),
-            E::Disarm => Combine::Score(ScoreWith::Antithetic),
-            E::Loo => Combine::KScore(KScoreMode::Loo),
-            E::Arms => Combine::KScore(KScoreMode::Arms),
-            E::DoubleCv => Combine::KScore(KScoreMode::DoubleCv),
-            E::Rodeo => Combine::KScore(KScoreMode::Rodeo),
-        };
-        let baseline = match self.kind {
-            E::Hnca if !multi => Baseline::Running,
-            E::Reinforce => Baseline::Running,
-            _ => Baseline::None,
-        };
-        let (alt_terms, learned) = match combine {
-            Combine::Hnca | Combine::HncaK => (AltTerms::Values, 0),
-            Combine::Score(_) => (AltTerms::Differences, 0),
-            Combine::KScore(mode) => (AltTerms::Differences, mode.learned()),
-        };
-        Plan { draw, alternatives: self.samples - 1, combine, baseline, alt_terms, learned }
     }
 
     /// The block of the terms table (and the index of `Workspace::alt`) of alternative chain j

@@ -178,7 +178,7 @@ impl<B: Backend> Model<B> for Vae<B> {
         }
     }
     fn restore_own(&mut self, be: &B, ck: &mut Checkpoint) -> Result<(), CheckpointError> {
-        let per = self.est.kind.control_variates();
+        let per = self.est.plan().learned;
         let names: Vec<String> = self.own_named().map(|(name, _)| name).collect();
         let bufs = self.ws.cv_coef.iter_mut().skip(1).zip(&mut self.cv_m).zip(&mut self.cv_v).flat_map(|((c, m), v)| [c, m, v]);
         for (name, buf) in names.iter().zip(bufs) {
